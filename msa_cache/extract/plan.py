@@ -1,0 +1,124 @@
+"""The cache folder for one (manifest, encoder, settings): its layout, provenance and index.
+
+`CachePlan.prepare()` creates the folder and index.json, or, if the folder
+already holds a cache, refuses to add to it unless every compat key matches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from msa_cache import __version__
+from msa_cache.cache.schema import (
+    FLOAT_DTYPES,
+    INDEX_FILE,
+    SCHEMA_VERSION,
+    CacheMismatchError,
+    config_differences,
+    decode_attr,
+    field_dtype,
+    read_index,
+    shard_name,
+    shard_ranges,
+)
+from msa_cache.encoders.base import Encoder
+from msa_cache.encoders.registry import encoder_folder_name
+from msa_cache.manifest.schema import Manifest
+from msa_cache.provenance import library_versions
+
+
+def ids_sha256(ids: list[str]) -> str:
+    return hashlib.sha256(json.dumps(ids, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class CachePlan:
+    folder: Path
+    ids: list[str]
+    shard_size: int
+    ranges: list[tuple[int, int]]
+    fields: dict[str, tuple[tuple[int, ...], str]]  # name -> (per-row shape, storage dtype)
+    attrs: dict
+
+    @classmethod
+    def build(cls, manifest: Manifest, encoder: Encoder, out: str | Path, *, dtype: str = "float16",
+              shard_size: int = 1024, extract_config: dict | None = None) -> "CachePlan":
+        if dtype not in FLOAT_DTYPES:
+            raise ValueError(f"dtype '{dtype}': choose one of {FLOAT_DTYPES}")
+        folder = Path(out) / manifest.name / encoder_folder_name(encoder.name)
+        ids = manifest.ids
+        fields = {name: (tuple(shape), field_dtype(name, dtype)) for name, shape in encoder.field_shapes().items()}
+        attrs = {
+            "schema_version": SCHEMA_VERSION,
+            "encoder": encoder.name,
+            "modality": encoder.modality,
+            "model_id": encoder.model_id,
+            "revision": encoder.revision,
+            "weights_sha256": encoder.weights_sha256,
+            "preprocessing": encoder.preprocessing(),
+            "manifest_name": manifest.name,
+            "manifest_path": str(manifest.path) if manifest.path else None,
+            "manifest_fingerprint": manifest.fingerprint(),
+            "manifest_rows": len(ids),
+            "ids_sha256": ids_sha256(ids),
+            "dtype": dtype,
+            "pooled_only": encoder.options.pooled_only,
+            "layers": list(encoder.options.layers),
+            "shard_size": shard_size,
+            "fields": {k: {"shape": list(s), "dtype": d} for k, (s, d) in fields.items()},
+            "library_versions": library_versions(),
+            "msa_cache_version": __version__,
+            "extract_config": extract_config or {},
+        }
+        return cls(folder, ids, shard_size, shard_ranges(len(ids), shard_size), fields, attrs)
+
+    def shard_path(self, k: int) -> Path:
+        return self.folder / shard_name(k)
+
+    def shard_attrs(self, k: int) -> dict:
+        start, stop = self.ranges[k]
+        return {**self.attrs, "shard_index": k, "row_start": start, "row_stop": stop}
+
+    def shard_of(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(rows) // self.shard_size
+
+    def index(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "num_rows": len(self.ids),
+            "shard_size": self.shard_size,
+            "shards": [{"file": shard_name(k), "start": a, "stop": b} for k, (a, b) in enumerate(self.ranges)],
+            "fields": self.attrs["fields"],
+            "attrs": self.attrs,
+        }
+
+    def prepare(self) -> None:
+        """Create the folder and index, or check that the existing cache is the same setup."""
+        existing = self._existing_attrs()
+        if existing is not None:
+            diffs = config_differences(existing, self.attrs)
+            if diffs:
+                raise CacheMismatchError(
+                    f"{self.folder} holds a cache made with a different setup ({'; '.join(diffs)}); "
+                    f"use another --out, or delete {self.folder} to rebuild it")
+            if (self.folder / INDEX_FILE).is_file():
+                return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f"{INDEX_FILE}.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(self.index(), indent=1))
+        os.replace(tmp, self.folder / INDEX_FILE)  # atomic: concurrent processes write the same layout
+
+    def _existing_attrs(self) -> dict | None:
+        if (self.folder / INDEX_FILE).is_file():
+            return read_index(self.folder)["attrs"]
+        done = sorted(self.folder.glob("shard-*.h5")) if self.folder.is_dir() else []
+        if done:  # index deleted but shards left: judge by a shard
+            with h5py.File(done[0], "r") as f:
+                return {k: decode_attr(v) for k, v in f.attrs.items()}
+        return None

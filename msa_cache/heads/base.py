@@ -1,0 +1,131 @@
+"""The contract between heads and the trainer.
+
+A head is an nn.Module that takes a `Batch` of cached features and returns
+`HeadOutput(logits, aux)`. It declares:
+
+- `Config`: a dataclass of its hyper-parameters. The CLI builds its flags from
+  these dataclasses (one registry, no hand-kept flag maps): a field `latent`
+  becomes `--latent`, a bool field `ipfl=True` becomes `--ipfl/--no-ipfl`.
+  Field docs go in `field(metadata={"help": ...})`.
+- `uses_tokens`: the trainer streams token features (text tokens + mask, image
+  patches) from the HDF5 cache only for heads that need them; pooled features
+  are always there and live in memory.
+- `optimizer`: "adam" (seed-000 heads, lr 1e-3) or "adamw" (default).
+- `loss(out, batch, class_weight)`: the total training loss and a dict of named
+  terms for history.jsonl. The default is cross-entropy on labeled rows.
+
+Modalities are keyed by name ("text", "image", and e.g. "clip_text",
+"clip_image" for a CLIP cache); heads that fuse should work for N modalities
+unless their method is inherently two-sided (MDSE, INFIG).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ModalitySpec:
+    """Shapes of one modality's cached features (what a head is built for)."""
+
+    pooled_dim: int
+    token_dim: int | None = None  # None when the cache has no token features
+    num_tokens: int | None = None  # L for text, P for image patches
+
+
+@dataclass
+class ModalityInput:
+    pooled: torch.Tensor  # [B, d] float
+    tokens: torch.Tensor | None = None  # [B, T, d] float
+    mask: torch.Tensor | None = None  # [B, T] bool, True = a real (non-padding) token
+
+    def to(self, device) -> "ModalityInput":
+        return ModalityInput(
+            self.pooled.to(device),
+            None if self.tokens is None else self.tokens.to(device),
+            None if self.mask is None else self.mask.to(device),
+        )
+
+
+@dataclass
+class Batch:
+    inputs: dict[str, ModalityInput]
+    labels: torch.Tensor  # [B] long, -1 = unlabeled
+    # Per-modality labels where the manifest has them (e.g. {"text": ..., "image": ...}), -1 = unknown.
+    modality_labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)
+
+    def to(self, device) -> "Batch":
+        return Batch(
+            {k: v.to(device) for k, v in self.inputs.items()},
+            self.labels.to(device),
+            {k: v.to(device) for k, v in self.modality_labels.items()},
+            self.ids,
+        )
+
+    @property
+    def size(self) -> int:
+        return self.labels.shape[0]
+
+
+@dataclass
+class HeadOutput:
+    logits: torch.Tensor  # [B, C]
+    # Anything else a head's loss or `explain` needs (reconstructions, attention maps, embeddings).
+    aux: dict = field(default_factory=dict)
+
+
+@dataclass
+class HeadConfig:
+    """Fields every head accepts."""
+
+    hidden: int = field(default=256, metadata={"help": "width of the classifier MLP's hidden layer"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout before classifier layers"})
+
+
+def masked_ce(logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy over labeled rows only (label -1 ignored); 0 when a batch has none."""
+    if (labels >= 0).any():
+        return F.cross_entropy(logits.float(), labels, weight=class_weight, ignore_index=-1)
+    return logits.sum() * 0.0
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the token axis counting only real tokens ([B, T, d] -> [B, d])."""
+    if mask is None:
+        return tokens.mean(dim=1)
+    m = mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+def mlp_classifier(in_dim: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+class Head(nn.Module):
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = HeadConfig
+    uses_tokens: ClassVar[bool] = False
+    optimizer: ClassVar[str] = "adamw"
+    # Modalities the head requires; None = any non-empty set.
+    modalities: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: HeadConfig):
+        super().__init__()
+        self.spec = spec
+        self.num_classes = num_classes
+        self.cfg = cfg
+
+    def forward(self, batch: Batch) -> HeadOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, out: HeadOutput, batch: Batch, class_weight: torch.Tensor | None = None):
+        ce = masked_ce(out.logits, batch.labels, class_weight)
+        return ce, {"ce": float(ce.detach())}

@@ -1,0 +1,351 @@
+"""INFIG: hierarchical fine-grained + global alignment with the assistance of CLIP.
+
+"Integrating Hierarchical Fine-Grained and Global Information for Multimodal
+Sentiment Analysis with Assistance of CLIP", cache mode: the frozen encoders'
+token features come from the cache, and everything below is the trainable part.
+
+Architecture (B rows, P image tokens, L text tokens, w = `width`)
+-----------------------------------------------------------------
+1. Per modality a stack of `stack_layers` pre-norm transformer layers over the
+   projected cached tokens, with a prepended learnable CLS and learned position
+   embeddings (the paper puts 6 layers over ResNet-50's grid; here the stack is
+   what is trained). Text padding is masked everywhere. Every layer's output
+   goes through the stack's final LayerNorm: h^l, l = 1..S.
+
+2. Global Alignment Module (GAM), at layer `gam_layer` (default the last):
+       i_g = [i_cls ; i_clip],   t_g = [t_cls ; t_clip]
+       q_i = norm(W_i i_g),      q_t = norm(W_t t_g)              (online, dim `embed`)
+       k_i = norm(W'_i i_g),     k_t = norm(W'_t t_g)             (momentum, no grad)
+       W' <- m W' + (1 - m) W     (EMA, m = `momentum`, in training mode, before the keys)
+       L_i2t = -log exp(q_i.k_t / T) / (exp(q_i.k_t / T) + sum_{k in Q_t} exp(q_i.k / T))
+       L_t2i likewise with q_t, k_i and the image queue Q_i;    L_g = (L_i2t + L_t2i) / 2
+   As in MoCo the positive is the paired momentum key of the same row and the
+   negatives are the queues of the latest `queue_size` momentum keys; the
+   current batch's keys are enqueued after the loss (training mode only). Only
+   filled queue slots count, so the first step has no negatives (L_g = 0).
+   T is learnable, initialised at `gam_temp` and clamped to [0.001, 0.5] (ALBEF).
+   The CLIP parts come from the pooled "clip_image"/"clip_text" modalities when
+   the head is built with them and `clip` is on; otherwise i_g = i_cls (the
+   paper's "w/o CLIP"). The momentum copies cover the projections W only: the
+   CLS features come from the one (online) stack, as the cache gives no second
+   view to encode.
+
+3. Hierarchical Fine-Grained Alignment (HFAM), on the last M = `hfam_layers`
+   levels, j = `top_j`. With c(a, b) the cosine of two tokens:
+       S_i2t(p, q) = 1/n_i(p) sum_{image tokens a of p} 1/j' sum_{top-j' real text tokens b of q} c(a, b)
+       S_t2i(q, p) = 1/n_t(q) sum_{real text tokens b of q} 1/j' sum_{top-j' image tokens a of p} c(b, a)
+   with j' = min(j, real tokens available): padding is never selected and a
+   text shorter than j uses what it has. Per level, in-batch InfoNCE with the
+   diagonal as target and a fixed temperature tau = `hfam_tau`:
+       L_I = CE(S_i2t / tau, diag),  L_T = CE(S_t2i / tau, diag),  L_f = mean_levels (L_T + L_I) / 2
+   The stack's CLS tokens are left out (they are GAM's); every real cached token
+   takes part, the cached text CLS at position 0 included. tau is fixed rather
+   than learnable: GAM already learns a temperature, and a learnable one here
+   could simply sharpen away a loss whose targets are all in-batch.
+
+   Levels, shallow -> deep, are the layers of the composed encoder (frozen
+   backbone, then the trainable stack):
+       [cache "text@-K" ... "text@-2"],  proj(cache "text" tokens) (= frozen layer -1),  h^1 ... h^S
+   and HFAM takes the last M of them. With the defaults (S = 3, M = 3) these are
+   the stack's own layers, which is where the paper's alignment has its effect
+   (its aligned layers are trained; aligning frozen features would train only
+   side projections that the classifier never sees). Cached frozen layers,
+   passed by the trainer as modalities "text@-2", "image@-2", ... (tokens +
+   mask; the base mask is used if theirs is absent), are used only when
+   M > S + 1; they go through the modality's input projection when their width
+   matches (transformer hidden states share one residual-stream basis, and the
+   loss then shapes the projection the classifier uses) and through their own
+   Linear otherwise (CNN stages differ in width). The head is told at
+   construction time (via `spec`) which of them exist.
+
+4. Fusion: a pre-norm transformer encoder (`fusion_layers`) over
+   [image tokens ; text tokens] from the stacks' last layer, without the stack
+   CLS tokens (so the pooling weights map 1:1 onto patches and words), plus a
+   learned modality-type embedding, with the text padding masked. Attention
+   pooling and classifier:
+       g = softmax_{real positions}(w^T f),   K~ = sum_i g_i f_i,   K = GELU(W K~ + b)
+       logits = Linear(Dropout(K))           (W: width -> `hidden`)
+
+Loss: L = L_sc + lambda_g L_g + lambda_f L_f (`lambda_g` 0.3, `lambda_f` 0.2);
+L_sc is cross-entropy on labeled rows, while L_g and L_f use every row (an
+unlabeled pair is still a pair). The loss dict has "ce", "gam", "hfam".
+Ablations: --no-gam, --no-hfam, --no-clip remove the term and its parameters.
+
+aux: "attn_image" [B, P], "attn_text" [B, L] (the pooling weights g, split;
+zero on padding), "loss_gam"/"loss_hfam" (tensors), "global_image"/
+"global_text" (i_g, t_g) and "key_image"/"key_text" (the momentum keys).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalityInput, ModalitySpec, masked_ce
+from msa_cache.heads.registry import register_head
+
+
+@dataclass
+class InfigConfig(HeadConfig):
+    width: int = field(default=256, metadata={"help": "model width of the per-modality stacks and the fusion encoder"})
+    num_heads: int = field(default=4, metadata={"help": "attention heads per transformer layer"})
+    stack_layers: int = field(default=3, metadata={"help": "trainable transformer layers over each modality's cached tokens"})
+    fusion_layers: int = field(default=3, metadata={"help": "transformer layers of the fusion encoder (paper: 3; 4 for HFM)"})
+    embed: int = field(default=128, metadata={"help": "GAM: dimension of the global contrastive embedding"})
+    queue_size: int = field(default=1024, metadata={"help": "GAM: momentum keys kept per modality as negatives"})
+    momentum: float = field(default=0.995, metadata={"help": "GAM: EMA coefficient of the momentum projections"})
+    gam_temp: float = field(default=0.07, metadata={"help": "GAM: initial value of the learnable temperature"})
+    gam_layer: int = field(default=-1, metadata={"help": "GAM: stack layer whose CLS token is aligned (-1 = last)"})
+    hfam_layers: int = field(default=3, metadata={"help": "HFAM: number M of deepest layers aligned"})
+    top_j: int = field(default=2, metadata={"help": "HFAM: top-j most similar tokens summed per token (2 MVSA, 3 HFM/TumEmo)"})
+    hfam_tau: float = field(default=0.07, metadata={"help": "HFAM: fixed temperature of the in-batch contrastive losses"})
+    lambda_g: float = field(default=0.3, metadata={"help": "weight of the global alignment loss L_g"})
+    lambda_f: float = field(default=0.2, metadata={"help": "weight of the fine-grained alignment loss L_f"})
+    gam: bool = field(default=True, metadata={"help": "global alignment module (--no-gam ablates it)"})
+    hfam: bool = field(default=True, metadata={"help": "hierarchical fine-grained alignment (--no-hfam ablates it)"})
+    clip: bool = field(default=True, metadata={"help": "use clip_image/clip_text pooled features in GAM when the cache has them"})
+
+
+def topj_similarity(a: torch.Tensor, a_mask: torch.Tensor, b: torch.Tensor, b_mask: torch.Tensor, j: int) -> torch.Tensor:
+    """S[p, q] = mean over real tokens x of a[p] of the mean of x's top-j cosines to the real tokens of b[q].
+
+    a [B, A, d], b [B, C, d], masks bool True = real. Returns [B, B]. When b[q]
+    has fewer than j real tokens, all of them are used and the sum is divided by
+    that count; padding is never selected (its cosine is -inf before top-k).
+    """
+    cos = torch.einsum("pad,qcd->pqac", F.normalize(a, dim=-1), F.normalize(b, dim=-1))  # [B, B, A, C]
+    return _topj_from_cos(cos, a_mask, b_mask, j)
+
+
+def _topj_from_cos(cos: torch.Tensor, row_mask: torch.Tensor, col_mask: torch.Tensor, j: int) -> torch.Tensor:
+    """cos[p, q, a, c] -> S[p, q] (see topj_similarity); rows are tokens of p, columns tokens of q."""
+    vals = cos.masked_fill(~col_mask[None, :, None, :], float("-inf"))
+    vals = vals.topk(min(j, cos.shape[-1]), dim=-1).values  # [B, B, A, j']
+    chosen = torch.isfinite(vals)  # a -inf pick means q ran out of real tokens
+    # where(), not multiplication: -inf * 0 would be NaN.
+    per_token = torch.where(chosen, vals, torch.zeros_like(vals)).sum(-1) / chosen.sum(-1).clamp(min=1)
+    rows = row_mask[:, None, :].to(per_token.dtype)  # [B, 1, A]
+    return (per_token * rows).sum(-1) / rows.sum(-1).clamp(min=1)
+
+
+def _layer(width: int, heads: int, dropout: float) -> nn.TransformerEncoderLayer:
+    # Pre-norm: trains stably from scratch without warm-up (torch >= 1.10).
+    return nn.TransformerEncoderLayer(width, heads, 4 * width, dropout, activation="gelu",
+                                      batch_first=True, norm_first=True)
+
+
+class TokenStack(nn.Module):
+    """Projection + learnable CLS + positions + `depth` transformer layers over one modality's tokens."""
+
+    def __init__(self, in_dim: int, num_tokens: int | None, cfg: InfigConfig, depth: int):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, cfg.width)
+        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.width))
+        # A CNN grid carries no position of its own; cached text does, but a learned offset is harmless.
+        self.pos = nn.Parameter(torch.zeros(1, 1 + num_tokens, cfg.width)) if num_tokens else None
+        nn.init.trunc_normal_(self.cls, std=0.02)
+        if self.pos is not None:
+            nn.init.trunc_normal_(self.pos, std=0.02)
+        self.layers = nn.ModuleList([_layer(cfg.width, cfg.num_heads, cfg.dropout) for _ in range(depth)])
+        self.norm = nn.LayerNorm(cfg.width)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor):
+        """tokens [B, T, d], mask [B, T] -> (projected input [B, T, w], [normed output of each layer [B, 1+T, w]])."""
+        x0 = self.proj(tokens)
+        x = torch.cat([self.cls.expand(x0.shape[0], -1, -1), x0], dim=1)
+        if self.pos is not None:
+            if x.shape[1] > self.pos.shape[1]:
+                raise ValueError(f"{x.shape[1] - 1} tokens but the head was built for {self.pos.shape[1] - 1}")
+            x = x + self.pos[:, : x.shape[1]]
+        pad = torch.cat([mask.new_zeros(mask.shape[0], 1), ~mask], dim=1)  # the CLS is always real
+        outs = []
+        for layer in self.layers:
+            x = layer(x, src_key_padding_mask=pad)
+            # One shared final norm for every layer: GAM/HFAM read intermediate layers on the same
+            # scale, and centring the tokens makes their cosines less dominated by a common direction.
+            outs.append(self.norm(x))
+        return x0, outs
+
+
+def _real(inp: ModalityInput) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens with padding zeroed (so even NaN garbage there cannot leak through 0-weight attention) and the mask."""
+    tokens = inp.tokens
+    mask = inp.mask if inp.mask is not None else torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+    return tokens.masked_fill(~mask.unsqueeze(-1), 0.0), mask
+
+
+@register_head("infig")
+class Infig(Head):
+    Config = InfigConfig
+    uses_tokens = True
+    # Frozen hidden layers stored by `extract --layers` reach the head as "text@-k"
+    # modalities; they are used when --hfam-layers reaches below the trainable stack.
+    uses_hidden_layers = True
+    optimizer = "adamw"
+    modalities = ("text", "image")
+
+    def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: InfigConfig):
+        super().__init__(spec, num_classes, cfg)
+        w = cfg.width
+        if cfg.hfam and not (cfg.hfam_layers >= 1 and cfg.top_j >= 1):
+            raise ValueError("hfam_layers and top_j must be >= 1")
+        self.stacks = nn.ModuleDict({
+            m: TokenStack(spec[m].token_dim, spec[m].num_tokens, cfg, cfg.stack_layers) for m in ("image", "text")
+        })
+
+        self.use_clip = cfg.gam and cfg.clip and "clip_image" in spec and "clip_text" in spec
+        if cfg.gam:
+            if not -cfg.stack_layers <= cfg.gam_layer < cfg.stack_layers:
+                raise ValueError(f"gam_layer {cfg.gam_layer} is outside a stack of {cfg.stack_layers} layers")
+            clip_dim = {m: spec[f"clip_{m}"].pooled_dim if self.use_clip else 0 for m in ("image", "text")}
+            self.gam_proj = nn.ModuleDict({m: nn.Linear(w + clip_dim[m], cfg.embed) for m in ("image", "text")})
+            self.gam_proj_m = copy.deepcopy(self.gam_proj)  # momentum copies: EMA-updated, never by gradients
+            self.gam_proj_m.requires_grad_(False)
+            self.gam_temp = nn.Parameter(torch.tensor(float(cfg.gam_temp)))
+            # Queues start empty (queue_len = 0) rather than random: random negatives are trivially easy.
+            self.register_buffer("queue_image", torch.zeros(cfg.queue_size, cfg.embed))
+            self.register_buffer("queue_text", torch.zeros(cfg.queue_size, cfg.embed))
+            self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+            self.register_buffer("queue_len", torch.zeros((), dtype=torch.long))
+
+        # HFAM levels from cached frozen layers are needed only when M exceeds the stack's S + 1.
+        self.frozen_levels: list[int] = []  # k of the "m@-k" modalities used, deepest first
+        self.level_proj = nn.ModuleDict()  # own projections for frozen layers of another width
+        if cfg.hfam:
+            for k in range(2, 2 + max(0, cfg.hfam_layers - cfg.stack_layers - 1)):
+                for m in ("image", "text"):
+                    name = f"{m}@-{k}"
+                    if name not in spec or spec[name].token_dim is None:
+                        raise ValueError(
+                            f"hfam_layers={cfg.hfam_layers} needs {cfg.hfam_layers - cfg.stack_layers - 1} cached frozen "
+                            f"layer(s) beyond the stack's {cfg.stack_layers} + its input, but modality '{name}' is not "
+                            f"in the cache; lower --hfam-layers or raise --stack-layers")
+                    if spec[name].token_dim != spec[m].token_dim:
+                        self.level_proj[name] = nn.Linear(spec[name].token_dim, w)
+                self.frozen_levels.append(k)
+
+        self.type_emb = nn.Parameter(torch.zeros(2, w))  # image, text
+        self.fusion = nn.ModuleList([_layer(w, cfg.num_heads, cfg.dropout) for _ in range(cfg.fusion_layers)])
+        self.fusion_norm = nn.LayerNorm(w)
+        self.pool = nn.Linear(w, 1)  # attention-pooling scores w^T f_i
+        self.squeeze = nn.Linear(w, cfg.hidden)  # K = GELU(W K~ + b)
+        self.classifier = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, num_classes))
+
+    # ---- GAM ----
+    @torch.no_grad()
+    def _momentum_update(self):
+        m = self.cfg.momentum
+        for p, pm in zip(self.gam_proj.parameters(), self.gam_proj_m.parameters()):
+            pm.mul_(m).add_(p.detach(), alpha=1.0 - m)
+
+    @torch.no_grad()
+    def _enqueue(self, k_image: torch.Tensor, k_text: torch.Tensor):
+        q = self.queue_image.shape[0]
+        k_image, k_text = k_image[-q:], k_text[-q:]  # a batch larger than the queue keeps its last rows
+        idx = (self.queue_ptr + torch.arange(k_image.shape[0], device=k_image.device)) % q
+        self.queue_image[idx] = k_image.to(self.queue_image.dtype)
+        self.queue_text[idx] = k_text.to(self.queue_text.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + k_image.shape[0]) % q)
+        self.queue_len.copy_((self.queue_len + k_image.shape[0]).clamp(max=q))
+
+    def _gam(self, i_g: torch.Tensor, t_g: torch.Tensor, aux: dict) -> torch.Tensor:
+        temp = self.gam_temp.clamp(0.001, 0.5)
+        q_i = F.normalize(self.gam_proj["image"](i_g), dim=-1)
+        q_t = F.normalize(self.gam_proj["text"](t_g), dim=-1)
+        with torch.no_grad():
+            if self.training:
+                self._momentum_update()
+            k_i = F.normalize(self.gam_proj_m["image"](i_g), dim=-1)
+            k_t = F.normalize(self.gam_proj_m["text"](t_g), dim=-1)
+        # Clone: the queues are written in place below, and backward still needs these values.
+        filled = torch.arange(self.queue_image.shape[0], device=i_g.device) < self.queue_len
+        queue_i, queue_t = self.queue_image.clone(), self.queue_text.clone()
+
+        def nce(q, k_pos, queue):
+            pos = (q * k_pos).sum(-1, keepdim=True).float() / temp  # [B, 1]
+            neg = (q @ queue.to(q.dtype).t()).float() / temp  # [B, Q]
+            # Mask after dividing: -inf / T would give the temperature a 0 * inf = NaN gradient.
+            logits = torch.cat([pos, neg.masked_fill(~filled, float("-inf"))], dim=1)
+            return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+
+        loss = (nce(q_i, k_t, queue_t) + nce(q_t, k_i, queue_i)) / 2
+        if self.training:
+            self._enqueue(k_i, k_t)
+        aux.update(global_image=i_g.detach(), global_text=t_g.detach(), key_image=k_i, key_text=k_t)
+        return loss
+
+    # ---- HFAM ----
+    def _levels(self, m: str, batch: Batch, x0: torch.Tensor, outs: list[torch.Tensor], mask: torch.Tensor):
+        """The last M (tokens, mask) levels of modality m, shallow -> deep (stack CLS dropped)."""
+        levels = []
+        for k in reversed(self.frozen_levels):  # shallowest first
+            name = f"{m}@-{k}"
+            inp = batch.inputs.get(name)
+            if inp is None or inp.tokens is None:
+                raise ValueError(f"the head was built to align cached layer '{name}' but the batch lacks it")
+            lmask = inp.mask if inp.mask is not None else mask
+            tokens = inp.tokens.masked_fill(~lmask.unsqueeze(-1), 0.0)
+            proj = self.level_proj[name] if name in self.level_proj else self.stacks[m].proj
+            levels.append((proj(tokens), lmask))
+        levels.append((x0, mask))
+        levels += [(h[:, 1:], mask) for h in outs]
+        return levels[-self.cfg.hfam_layers:]
+
+    def _hfam(self, image_levels, text_levels) -> torch.Tensor:
+        losses = []
+        for (img, img_mask), (txt, txt_mask) in zip(image_levels, text_levels):
+            # One cosine tensor serves both directions. Memory is B*B*P*L per level.
+            cos = torch.einsum("pad,qcd->pqac", F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1))
+            s_i2t = _topj_from_cos(cos, img_mask, txt_mask, self.cfg.top_j)  # [B_image, B_text]
+            s_t2i = _topj_from_cos(cos.permute(1, 0, 3, 2), txt_mask, img_mask, self.cfg.top_j)  # [B_text, B_image]
+            target = torch.arange(img.shape[0], device=img.device)
+            l_i = F.cross_entropy(s_i2t / self.cfg.hfam_tau, target)
+            l_t = F.cross_entropy(s_t2i / self.cfg.hfam_tau, target)
+            losses.append((l_t + l_i) / 2)
+        return torch.stack(losses).mean()
+
+    def forward(self, batch: Batch) -> HeadOutput:
+        cfg, aux = self.cfg, {}
+        img_tokens, img_mask = _real(batch.inputs["image"])
+        txt_tokens, txt_mask = _real(batch.inputs["text"])
+        img_x0, img_outs = self.stacks["image"](img_tokens, img_mask)
+        txt_x0, txt_outs = self.stacks["text"](txt_tokens, txt_mask)
+
+        if cfg.gam:
+            i_g, t_g = img_outs[cfg.gam_layer][:, 0], txt_outs[cfg.gam_layer][:, 0]
+            if self.use_clip:
+                missing = [m for m in ("clip_image", "clip_text") if m not in batch.inputs]
+                if missing:
+                    raise ValueError(f"the head was built with CLIP features but the batch lacks {missing}")
+                i_g = torch.cat([i_g, batch.inputs["clip_image"].pooled.to(i_g.dtype)], dim=-1)
+                t_g = torch.cat([t_g, batch.inputs["clip_text"].pooled.to(t_g.dtype)], dim=-1)
+            aux["loss_gam"] = self._gam(i_g, t_g, aux)
+        if cfg.hfam:
+            aux["loss_hfam"] = self._hfam(self._levels("image", batch, img_x0, img_outs, img_mask),
+                                          self._levels("text", batch, txt_x0, txt_outs, txt_mask))
+
+        img, txt = img_outs[-1][:, 1:], txt_outs[-1][:, 1:]
+        x = torch.cat([img + self.type_emb[0], txt + self.type_emb[1]], dim=1)
+        mask = torch.cat([img_mask, txt_mask], dim=1)
+        for layer in self.fusion:
+            x = layer(x, src_key_padding_mask=~mask)
+        f = self.fusion_norm(x)
+        g = self.pool(f).squeeze(-1).float().masked_fill(~mask, float("-inf")).softmax(dim=-1)  # [B, P+L]
+        pooled = (g.unsqueeze(-1).to(f.dtype) * f).sum(dim=1)
+        logits = self.classifier(F.gelu(self.squeeze(pooled)))
+        aux["attn_image"], aux["attn_text"] = g[:, : img.shape[1]].detach(), g[:, img.shape[1]:].detach()
+        return HeadOutput(logits, aux)
+
+    def loss(self, out: HeadOutput, batch: Batch, class_weight: torch.Tensor | None = None):
+        ce = masked_ce(out.logits, batch.labels, class_weight)
+        total, terms = ce, {"ce": float(ce.detach())}
+        if "loss_gam" in out.aux:
+            total = total + self.cfg.lambda_g * out.aux["loss_gam"]
+            terms["gam"] = float(out.aux["loss_gam"].detach())
+        if "loss_hfam" in out.aux:
+            total = total + self.cfg.lambda_f * out.aux["loss_hfam"]
+            terms["hfam"] = float(out.aux["loss_hfam"].detach())
+        return total, terms

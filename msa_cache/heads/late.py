@@ -1,0 +1,48 @@
+"""Late fusion: one classifier per modality, probabilities averaged.
+
+    p_i(y | x_i) = softmax(MLP_i(x_i))             for each modality i = 1..N
+    p(y | x)     = (1/N) sum_i p_i(y | x_i)
+    logits       = log p(y | x)                    (so softmax(logits) = p exactly)
+    loss         = sum_i CE(p_i, y)
+
+Each classifier is trained by its own cross-entropy rather than by the CE of
+the average: the CE of an average lets a confident modality carry a useless one,
+so the useless one never has to learn anything; separate CEs make every
+modality's classifier a real classifier and the average a true ensemble.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalitySpec, masked_ce, mlp_classifier
+from msa_cache.heads.registry import register_head
+
+
+@register_head("late")
+class LateFusionHead(Head):
+    Config = HeadConfig
+
+    def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: HeadConfig):
+        super().__init__(spec, num_classes, cfg)
+        self.mods = sorted(spec)
+        self.classifiers = nn.ModuleDict(
+            {m: mlp_classifier(spec[m].pooled_dim, cfg.hidden, num_classes, cfg.dropout) for m in self.mods}
+        )
+
+    def forward(self, batch: Batch) -> HeadOutput:
+        per = {m: self.classifiers[m](batch.inputs[m].pooled.float()) for m in self.mods}
+        log_p = torch.stack([torch.log_softmax(z, dim=-1) for z in per.values()])  # [N, B, C]
+        # log of the mean of probabilities, computed in log space for stability.
+        logits = torch.logsumexp(log_p, dim=0) - math.log(len(self.mods))
+        return HeadOutput(logits, {"logits": per})
+
+    def loss(self, out: HeadOutput, batch: Batch, class_weight: torch.Tensor | None = None):
+        terms = {m: masked_ce(z, batch.labels, class_weight) for m, z in out.aux["logits"].items()}
+        total = sum(terms.values())
+        log = {f"ce_{m}": float(v.detach()) for m, v in terms.items()}
+        # "ce" keeps its meaning across heads: the CE of the head's output (not optimised directly here).
+        log["ce"] = float(masked_ce(out.logits.detach(), batch.labels, class_weight))
+        return total, log

@@ -1,0 +1,66 @@
+"""Joint multi-head self-attention over all modalities' tokens (seed 002): `mha`.
+
+For modalities i = 1..N with token features X_i [T_i, d_i] and real-token mask m_i:
+
+    H_i = X_i W_i + t_i                          (project to `width`, plus a learned type embedding t_i)
+    H   = [H_1; ...; H_N]                         [sum_i T_i, width], mask m = [m_1; ...; m_N]
+    H   = TransformerEncoderLayer(H, key_padding_mask = not m)   repeated `layers` times, each
+          layer = post-norm MHSA(`num_heads`) + ReLU feed-forward (4*width), as in torch.nn
+    f   = sum_t m[t] H[t] / sum_t m[t]           (mean over real tokens of the joint sequence)
+    logits = MLP(f)                               (Linear-ReLU-Linear with dropout)
+
+Every token can attend to every other token of either modality, so cross-modal
+and within-modal interactions are learned together. No positional embedding is
+added: the cached tokens come out of contextual encoders that already encode
+position, and the type embedding is what tells the modalities apart.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from msa_cache.heads.attention_block import tokens_and_mask
+from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalitySpec, masked_mean, mlp_classifier
+from msa_cache.heads.registry import register_head
+
+
+@dataclass
+class MHAConfig(HeadConfig):
+    width: int = field(default=256, metadata={"help": "model width of the joint token sequence (divisible by --num-heads)"})
+    num_heads: int = field(default=4, metadata={"help": "number of attention heads"})
+    layers: int = field(default=1, metadata={"help": "number of transformer encoder layers"})
+
+
+@register_head("mha")
+class MHAHead(Head):
+    Config = MHAConfig
+    uses_tokens = True
+
+    def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: MHAConfig):
+        super().__init__(spec, num_classes, cfg)
+        if cfg.width % cfg.num_heads:
+            raise ValueError(f"mha: width {cfg.width} is not divisible by num_heads {cfg.num_heads}")
+        self.mods = sorted(spec)
+        self.proj = nn.ModuleDict({m: nn.Linear(spec[m].token_dim, cfg.width) for m in self.mods})
+        self.type_emb = nn.Parameter(torch.randn(len(self.mods), cfg.width) * 0.02)
+        # Separate layer objects (not nn.TransformerEncoder's deep copies) so layers start from different inits.
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(cfg.width, cfg.num_heads, dim_feedforward=4 * cfg.width,
+                                       dropout=cfg.dropout, batch_first=True)
+            for _ in range(cfg.layers)
+        )
+        self.classifier = mlp_classifier(cfg.width, cfg.hidden, num_classes, cfg.dropout)
+
+    def forward(self, batch: Batch) -> HeadOutput:
+        seqs, masks = [], []
+        for idx, m in enumerate(self.mods):
+            tokens, mask = tokens_and_mask(m, batch.inputs[m])
+            seqs.append(self.proj[m](tokens) + self.type_emb[idx])
+            masks.append(mask)
+        h, mask = torch.cat(seqs, dim=1), torch.cat(masks, dim=1)
+        for layer in self.layers:
+            h = layer(h, src_key_padding_mask=~mask)  # torch's mask convention: True = ignore
+        pooled = masked_mean(h, mask)
+        return HeadOutput(self.classifier(pooled), {"embedding": pooled})

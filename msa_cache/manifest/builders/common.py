@@ -1,0 +1,108 @@
+"""What every builder returns, and the small helpers they share.
+
+A builder reads one dataset layout and returns `BuilderResult`: row dicts in the
+manifest's columns (minus the image checks, which the driver in build.py does for
+every format alike), the ordered class names, and the source files to fingerprint.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from msa_cache.manifest.schema import ManifestError
+from msa_cache.manifest.text import decode_bytes
+
+# Tried in this order when `<id>.jpg` is not there (datasets mix formats).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class BuilderResult:
+    dataset: str  # default dataset name (the --name flag overrides it)
+    classes: list[str]
+    rows: list[dict]  # id, text, image (relative to root), label, text_label, image_label, split, text_ok, problem
+    sources: list[Path]  # label/text files the rows came from (images are added by the driver)
+    split_given: bool  # False: the driver makes a stratified split
+    skipped: list[str] = field(default_factory=list)  # "file:line: why" for input that could not be read
+    dropped: Counter = field(default_factory=Counter)  # reason -> rows left out on purpose (e.g. label conflict)
+
+
+def cli_options(**help_texts: str) -> Callable:
+    """Declare a builder's keyword arguments as CLI flags (name -> help); cli/manifest.py reads them."""
+    def attach(fn: Callable) -> Callable:
+        fn.cli_options = help_texts
+        return fn
+    return attach
+
+
+def dataset_name(text: str) -> str:
+    """A file-name-safe default dataset name: 'MVSA_Single' -> 'mvsa-single'."""
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.") or "dataset"
+
+
+def relative(path: Path, root: Path) -> str:
+    """Path as stored in the manifest: relative to the root ('..' allowed for an image dir outside it)."""
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def resolve_dir(root: Path, given: str | Path | None, candidates: tuple[str, ...], what: str, flag: str) -> Path:
+    """The flag's folder if given (relative to root unless absolute), else the first candidate that exists."""
+    if given is not None:
+        path = root / given  # an absolute `given` replaces root
+        if not path.is_dir():
+            raise ManifestError(f"{path}: {what} folder not found; check {flag}.")
+        return path
+    for name in candidates:
+        if (root / name).is_dir():
+            return root / name
+    tried = ", ".join(str(root / c) for c in candidates)
+    raise ManifestError(f"{root}: no {what} folder (tried {tried}); pass {flag} DIR.")
+
+
+def find_image(image_dir: Path, stem: str) -> Path:
+    """`<stem>.jpg`, else the same stem with another image extension; the .jpg path if none exists
+    (the image check then flags the row as missing)."""
+    jpg = image_dir / f"{stem}.jpg"
+    if jpg.is_file():
+        return jpg
+    for ext in IMAGE_EXTENSIONS[1:] + tuple(e.upper() for e in IMAGE_EXTENSIONS):
+        p = image_dir / f"{stem}{ext}"
+        if p.is_file():
+            return p
+    return jpg
+
+
+def read_text_file(path: Path) -> tuple[str, bool, str]:
+    """A per-post text file -> (text, ok, problem); never raises."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return "", False, f"text unreadable: {path.name} ({e.strerror or e})"
+    text, ok, _ = decode_bytes(data)
+    return text.strip(), ok, "" if ok else f"text not valid utf-8/gb18030/cp1252: {path.name} (bad bytes replaced)"
+
+
+def read_lenient(path: Path) -> str:
+    """Whole file as str, undecodable bytes kept as surrogates so one bad cell cannot spoil the file;
+    `fix_text` then decodes each field on its own."""
+    try:
+        return path.read_bytes().decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read ({e.strerror or e}); check the path and permissions.") from None
+
+
+def fix_text(value: object) -> tuple[str, bool]:
+    """A field read by `read_lenient` (or any value) -> (text, ok); non-UTF-8 bytes go through decode_bytes."""
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN: empty text
+        return "", True
+    text = str(value)
+    try:
+        text.encode("utf-8")
+        return text, True
+    except UnicodeEncodeError:  # surrogates from surrogateescape: the field was not UTF-8
+        text, ok, _ = decode_bytes(text.encode("utf-8", errors="surrogateescape"))
+        return text, ok

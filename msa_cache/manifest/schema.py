@@ -1,0 +1,250 @@
+"""The manifest: one Parquet file describing one dataset with its split.
+
+This module is the only place that writes, reads and validates manifests;
+everything else (extraction, fit, predict) goes through `read_manifest`.
+
+Columns (one row per image+text post):
+
+    id           string   unique within the manifest
+    text         string   decoded raw text ("" allowed; cleaning is applied later,
+                          at extraction, so one manifest serves raw and cleaned runs)
+    image        string   image path relative to the dataset root
+    label        int64?   index into `classes`; null for unlabeled rows
+    text_label   int64?   per-modality labels where the dataset has them, else null
+    image_label  int64?
+    split        string   "train" | "dev" | "test"
+    image_ok     bool     the image exists and decodes
+    text_ok      bool     the text file exists and decoded without loss
+    problem      string   why a flag is false ("" when both are true)
+
+File metadata (Parquet key b"msa_cache", JSON), see `ManifestMeta`:
+dataset name, ordered class names, dataset root, builder and its arguments, a
+fingerprint of the source files, how the split was made, library version.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+META_KEY = b"msa_cache"
+SPLITS = ("train", "dev", "test")
+
+ARROW_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("image", pa.string()),
+        ("label", pa.int64()),
+        ("text_label", pa.int64()),
+        ("image_label", pa.int64()),
+        ("split", pa.string()),
+        ("image_ok", pa.bool_()),
+        ("text_ok", pa.bool_()),
+        ("problem", pa.string()),
+    ]
+)
+COLUMNS = tuple(ARROW_SCHEMA.names)
+_NON_NULL = ("id", "text", "image", "split", "image_ok", "text_ok", "problem")
+
+
+class ManifestError(ValueError):
+    """A manifest (or the data it is built from) is unusable; the message says why and what to do."""
+
+
+@dataclass
+class ManifestMeta:
+    dataset: str
+    classes: list[str]
+    root: str
+    builder: str
+    builder_args: dict[str, Any] = field(default_factory=dict)
+    source_fingerprint: str = ""
+    split_rule: str = ""  # e.g. "given" or "stratified 70/10/20 seed=0"
+    library_version: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ManifestMeta":
+        data = json.loads(text)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Manifest:
+    """A validated manifest: the Arrow table plus its metadata."""
+
+    table: pa.Table
+    meta: ManifestMeta
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def name(self) -> str:
+        """Short name used for cache/ and runs/ folders: the file stem, else the dataset name."""
+        return self.path.stem if self.path is not None else self.meta.dataset
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.classes)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.meta.root)
+
+    def column(self, name: str) -> list:
+        return self.table.column(name).to_pylist()
+
+    @property
+    def ids(self) -> list[str]:
+        return self.column("id")
+
+    def labels(self, column: str = "label") -> np.ndarray:
+        """Integer labels with -1 where the row is unlabeled."""
+        return np.array([(-1 if v is None else v) for v in self.column(column)], dtype=np.int64)
+
+    def image_path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def split_indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(np.array(self.column("split")) == split)
+
+    def fingerprint(self) -> str:
+        """Hash of the content that matters to caches: ids, texts, images, labels, splits, classes."""
+        h = hashlib.sha256()
+        h.update(json.dumps(self.meta.classes).encode())
+        for col in ("id", "text", "image", "label", "split", "image_ok"):
+            h.update(json.dumps(self.column(col), ensure_ascii=False).encode("utf-8"))
+        return h.hexdigest()[:16]
+
+    def bad_rows(self) -> list[dict]:
+        """Rows whose image or text is unusable, with the reason."""
+        keep = [
+            {"id": i, "split": s, "image_ok": io, "text_ok": to, "problem": p}
+            for i, s, io, to, p in zip(
+                self.column("id"), self.column("split"), self.column("image_ok"),
+                self.column("text_ok"), self.column("problem"),
+            )
+            if not (io and to)
+        ]
+        return keep
+
+
+def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Build the Arrow table from row dicts; missing optional columns become null/defaults."""
+    cols: dict[str, list] = {c: [] for c in COLUMNS}
+    for r in rows:
+        cols["id"].append(str(r["id"]))
+        cols["text"].append(r.get("text") or "")
+        cols["image"].append(str(r["image"]))
+        for c in ("label", "text_label", "image_label"):
+            v = r.get(c)
+            cols[c].append(None if v is None else int(v))
+        cols["split"].append(r["split"])
+        cols["image_ok"].append(bool(r.get("image_ok", True)))
+        cols["text_ok"].append(bool(r.get("text_ok", True)))
+        cols["problem"].append(r.get("problem") or "")
+    return pa.table(cols, schema=ARROW_SCHEMA)
+
+
+def validate(table: pa.Table, meta: ManifestMeta, where: str = "manifest") -> None:
+    """Raise ManifestError with a one-line message naming the problem and the row."""
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise ManifestError(f"{where}: missing columns {missing}; rebuild it with `msa-cache manifest`.")
+    if not meta.classes:
+        raise ManifestError(f"{where}: metadata has no class names; rebuild it with `msa-cache manifest`.")
+    for c in _NON_NULL:
+        nulls = table.column(c).null_count
+        if nulls:
+            raise ManifestError(f"{where}: column '{c}' has {nulls} null values; it must be filled in every row.")
+    ids = table.column("id").to_pylist()
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))
+        raise ManifestError(f"{where}: id '{dup}' appears more than once; ids must be unique.")
+    n_classes = len(meta.classes)
+    for c in ("label", "text_label", "image_label"):
+        for row, v in enumerate(table.column(c).to_pylist()):
+            if v is not None and not 0 <= v < n_classes:
+                raise ManifestError(
+                    f"{where}: row {row} (id {ids[row]}) has {c}={v}, outside 0..{n_classes - 1} "
+                    f"for classes {meta.classes}."
+                )
+    for row, s in enumerate(table.column("split").to_pylist()):
+        if s not in SPLITS:
+            raise ManifestError(f"{where}: row {row} (id {ids[row]}) has split '{s}'; expected one of {SPLITS}.")
+
+
+def write_manifest(table: pa.Table, meta: ManifestMeta, path: str | Path) -> Path:
+    """Validate, then write atomically (temporary file + rename: nothing half-written is left)."""
+    from msa_cache import __version__
+
+    path = Path(path)
+    meta.library_version = meta.library_version or __version__
+    table = table.cast(ARROW_SCHEMA)
+    validate(table, meta, where=str(path))
+    table = table.replace_schema_metadata({META_KEY: meta.to_json().encode("utf-8")})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read and validate a manifest written by `write_manifest`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such manifest; build one with `msa-cache manifest <format> --root DIR`.")
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a bad file
+        raise ManifestError(f"{path}: not a readable Parquet file ({e}); rebuild it with `msa-cache manifest`.")
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise ManifestError(f"{path}: no msa_cache metadata; it was not written by `msa-cache manifest`.")
+    meta = ManifestMeta.from_json(raw.decode("utf-8"))
+    if meta.schema_version > SCHEMA_VERSION:
+        raise ManifestError(
+            f"{path}: schema version {meta.schema_version} is newer than this msa-cache reads "
+            f"({SCHEMA_VERSION}); upgrade msa-cache."
+        )
+    validate(table, meta, where=str(path))
+    return Manifest(table=table.select(list(COLUMNS)), meta=meta, path=path)
+
+
+def fingerprint_files(paths: Iterable[Path], root: Path | None = None) -> str:
+    """Hash of source files (relative name, size, mtime-free content hash of small files).
+
+    Text/label files are hashed by content; large binary files (images) by name and
+    size only, so fingerprinting 50k images stays fast.
+    """
+    h = hashlib.sha256()
+    for p in sorted(Path(x) for x in paths):
+        # relpath, not relative_to: an image folder or table may sit outside the root.
+        rel = os.path.relpath(p, root) if root is not None else str(p)
+        h.update(rel.encode("utf-8"))
+        try:
+            size = p.stat().st_size
+        except OSError:
+            h.update(b"<missing>")
+            continue
+        h.update(str(size).encode())
+        if size <= 1 << 20 and p.suffix.lower() in {".txt", ".json", ".csv", ".jsonl", ".tsv", ".parquet"}:
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]

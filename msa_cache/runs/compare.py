@@ -1,0 +1,157 @@
+"""Run a grid of heads x options x seeds (skipping finished runs) and summarise
+it as a leaderboard: mean +- std over seeds per metric, on dev (and on test
+where it is labeled), written as Markdown, CSV and a bar chart.
+
+Model selection inside each run uses dev only; the leaderboard sorts by the dev
+monitor metric and never looks at test to choose anything.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from msa_cache.heads import get_head
+from msa_cache.manifest import read_manifest
+from msa_cache.runs.config import RunSpec, TrainConfig
+from msa_cache.runs.features import open_features
+from msa_cache.runs.trainer import RunResult, fit_run
+
+METRICS = ("accuracy", "macro_f1", "weighted_f1")
+
+
+def expand_grid(heads: list[str], grid: dict[str, list[Any]]) -> list[tuple[str, dict]]:
+    """Every (head, options) pair: each head takes the grid options it has, in all combinations."""
+    used: set[str] = set()
+    out = []
+    for name in heads:
+        fields = {f.name for f in dataclasses.fields(get_head(name).Config)}
+        mine = {k: v for k, v in grid.items() if k in fields}
+        used |= set(mine)
+        keys = sorted(mine)
+        for values in itertools.product(*(mine[k] for k in keys)):
+            out.append((name, dict(zip(keys, values))))
+    unused = sorted(set(grid) - used)
+    if unused:
+        raise ValueError(f"option(s) {unused} belong to none of the heads {heads}")
+    return out
+
+
+@dataclass
+class Entry:
+    head: str
+    options: dict
+    results: list[RunResult] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        opts = " ".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.head} {opts}".strip()
+
+    def stat(self, split: str, metric: str) -> tuple[float, float] | None:
+        vals = [r.metrics[split][metric] for r in self.results if split in r.metrics]
+        if not vals:
+            return None
+        return float(np.mean(vals)), float(np.std(vals))
+
+
+def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str], grid: dict[str, list],
+            seeds: list[int], train: TrainConfig, runs_root: str | Path = "runs",
+            log: Callable[[str], None] = print) -> list[Entry]:
+    manifest = read_manifest(manifest_path)
+    features = {}  # one FeatureSet per (text_pool, hidden layers) so pooled arrays load once
+    entries = []
+    t0 = time.time()
+    for head, options in expand_grid(heads, grid):
+        entry = Entry(head, options)
+        hidden = getattr(get_head(head), "uses_hidden_layers", False)
+        key = (train.text_pool, hidden)
+        if key not in features:
+            features[key] = open_features(manifest, caches, text_pool=train.text_pool, hidden_layers=hidden)
+        for seed in seeds:
+            spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options),
+                           dataclasses.replace(train), seed)
+            r = fit_run(spec, runs_root, features[key], log=log)
+            state = "skipped (finished)" if r.skipped else f"{r.seconds:.1f}s"
+            dev = r.metrics.get("dev", {})
+            log(f"{entry.label:<28} seed {seed}: dev acc {dev.get('accuracy', float('nan')):.4f} "
+                f"wF1 {dev.get('weighted_f1', float('nan')):.4f}  [{state}]  {r.path}")
+            entry.results.append(r)
+        entries.append(entry)
+    log(f"grid done in {time.time() - t0:.1f}s")
+    monitor_key = {"accuracy": "accuracy", "macro-f1": "macro_f1", "weighted-f1": "weighted_f1"}[train.monitor]
+    entries.sort(key=lambda e: -(e.stat("dev", monitor_key) or (-1.0, 0))[0])
+    return entries
+
+
+def _splits(entries: list[Entry]) -> list[str]:
+    return [s for s in ("dev", "test") if any(e.stat(s, "accuracy") for e in entries)]
+
+
+def leaderboard_rows(entries: list[Entry]) -> list[dict]:
+    rows = []
+    for e in entries:
+        row = {"model": e.label, "seeds": len(e.results)}
+        for split in _splits(entries):
+            for m in METRICS:
+                s = e.stat(split, m)
+                row[f"{split}_{m}_mean"] = None if s is None else round(s[0], 4)
+                row[f"{split}_{m}_std"] = None if s is None else round(s[1], 4)
+        rows.append(row)
+    return rows
+
+
+def leaderboard_markdown(entries: list[Entry]) -> str:
+    splits = _splits(entries)
+    header = ["model", "seeds"] + [f"{s} {m.replace('_', '-')}" for s in splits for m in METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for e in entries:
+        cells = [e.label, str(len(e.results))]
+        for s in splits:
+            for m in METRICS:
+                st = e.stat(s, m)
+                cells.append("-" if st is None else f"{100 * st[0]:.2f} ± {100 * st[1]:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_leaderboard(entries: list[Entry], out_prefix: str | Path) -> list[Path]:
+    """<prefix>.md, <prefix>.csv and <prefix>.png (dev weighted-F1 with std error bars)."""
+    out_prefix = Path(out_prefix)
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    md, csv_path, png = (out_prefix.with_suffix(s) for s in (".md", ".csv", ".png"))
+    md.write_text(leaderboard_markdown(entries))
+    rows = leaderboard_rows(entries)
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["model"])
+        w.writeheader()
+        w.writerows(rows)
+    _bar_chart(entries, png)
+    return [md, csv_path, png]
+
+
+def _bar_chart(entries: list[Entry], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = [(e.label, e.stat("dev", "weighted_f1"), e.stat("dev", "accuracy")) for e in entries]
+    stats = [s for s in stats if s[1] is not None]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(stats) + 1.5))
+    y = np.arange(len(stats))
+    ax.barh(y - 0.2, [100 * s[1][0] for s in stats], 0.4, xerr=[100 * s[1][1] for s in stats], label="weighted F1")
+    ax.barh(y + 0.2, [100 * s[2][0] for s in stats], 0.4, xerr=[100 * s[2][1] for s in stats], label="accuracy")
+    ax.set_yticks(y, [s[0] for s in stats])
+    ax.invert_yaxis()
+    ax.set_xlabel("dev score (%), mean ± std over seeds")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

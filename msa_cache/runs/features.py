@@ -1,0 +1,166 @@
+"""Join encoder caches of one manifest by id into `Batch`es for the heads.
+
+Pooled features (one vector per row and modality) are loaded into memory once;
+token features are read lazily from the HDF5 shards batch by batch, so peak
+memory does not grow with the dataset.
+
+Modality names a head sees:
+    "text", "image"              the text and image caches
+    "clip_text", "clip_image"    a `clip` cache (pooled = projected CLIP embedding)
+    "text@-2", "image@-3", ...   frozen hidden layers stored with `extract --layers`
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from msa_cache.cache.reader import EncoderCache, list_caches, open_cache
+from msa_cache.heads.base import Batch, ModalityInput, ModalitySpec
+from msa_cache.manifest import Manifest
+
+
+@dataclass
+class _Source:
+    """Where one modality's features live in a cache."""
+
+    cache: EncoderCache
+    pooled_field: str
+    token_field: str | None
+    mask_field: str | None
+
+
+@dataclass
+class FeatureSet:
+    manifest: Manifest
+    sources: dict[str, _Source]
+    rows: np.ndarray  # cache row of each manifest row (all caches share the manifest order)
+    pooled: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.sources)
+
+    def spec(self) -> dict[str, ModalitySpec]:
+        out = {}
+        for name, src in self.sources.items():
+            d = src.cache.row_shape(src.pooled_field)[-1]
+            tok = src.cache.row_shape(src.token_field) if src.token_field else None
+            out[name] = ModalitySpec(pooled_dim=d, token_dim=None if tok is None else tok[-1],
+                                     num_tokens=None if tok is None else tok[0])
+        return out
+
+    def cache_fingerprints(self) -> dict[str, dict]:
+        return {
+            name: {"path": str(src.cache.path), "encoder": src.cache.encoder,
+                   "model": src.cache.attrs.get("model_id"), "weights": src.cache.attrs.get("weights_sha256"),
+                   "fields": [src.pooled_field, src.token_field]}
+            for name, src in self.sources.items()
+        }
+
+    def load_pooled(self) -> None:
+        for name, src in self.sources.items():
+            self.pooled[name] = torch.from_numpy(src.cache.read(src.pooled_field, self.rows))
+
+    def batch(self, idx: np.ndarray, labels: np.ndarray, modality_labels: dict[str, np.ndarray],
+              with_tokens: bool) -> Batch:
+        """Rows `idx` (manifest positions) as a Batch; tokens only when the head needs them."""
+        if not self.pooled:
+            self.load_pooled()
+        idx = np.asarray(idx)
+        inputs = {}
+        for name, src in self.sources.items():
+            tokens = mask = None
+            if with_tokens and src.token_field is not None:
+                rows = self.rows[idx]
+                tokens = torch.from_numpy(src.cache.read(src.token_field, rows))
+                if src.mask_field is not None:
+                    mask = torch.from_numpy(src.cache.read(src.mask_field, rows).astype(bool))
+            inputs[name] = ModalityInput(self.pooled[name][idx], tokens, mask)
+        ids = self.manifest.ids
+        return Batch(
+            inputs=inputs,
+            labels=torch.from_numpy(labels[idx]),
+            modality_labels={k: torch.from_numpy(v[idx]) for k, v in modality_labels.items()},
+            ids=[ids[i] for i in idx],
+        )
+
+
+def _text_source(cache: EncoderCache, prefix: str, text_pool: str) -> _Source:
+    fields = set(cache.fields())
+    pooled = f"{prefix}/{text_pool}"
+    if pooled not in fields:
+        pooled = f"{prefix}/pooled" if f"{prefix}/pooled" in fields else f"{prefix}/cls"
+    tokens = f"{prefix}/tokens" if f"{prefix}/tokens" in fields else None
+    mask = f"{prefix}/mask" if f"{prefix}/mask" in fields else None
+    return _Source(cache, pooled, tokens, mask)
+
+
+def _image_source(cache: EncoderCache, prefix: str) -> _Source:
+    fields = set(cache.fields())
+    tokens = f"{prefix}/tokens" if f"{prefix}/tokens" in fields else None
+    return _Source(cache, f"{prefix}/pooled", tokens, None)
+
+
+def _hidden_sources(cache: EncoderCache, prefix: str, base: _Source) -> dict[str, _Source]:
+    """Frozen hidden layers (`extract --layers`) as extra token-only modalities."""
+    out = {}
+    for f in cache.fields():
+        if f.startswith(f"{prefix}/hidden/"):
+            layer = f.rsplit("/", 1)[1]
+            out[f"{prefix}@{layer}"] = _Source(cache, base.pooled_field, f, base.mask_field)
+    return out
+
+
+def resolve_caches(manifest: Manifest, cache_root: str | Path, text: str | None, image: str | None,
+                   clip: str | None = None) -> dict[str, Path]:
+    """Pick the caches to use: named ones, else the only text and only image cache present."""
+    available = list_caches(cache_root, manifest.name)
+    if not available:
+        raise FileNotFoundError(
+            f"no caches for manifest '{manifest.name}' under {Path(cache_root) / manifest.name}; "
+            f"run `msa-cache extract --manifest {manifest.path} --encoder ...` first"
+        )
+
+    def pick(name: str | None, modality: str) -> str | None:
+        if name is not None:
+            if name not in available:
+                raise FileNotFoundError(f"no '{name}' cache for '{manifest.name}'; found {sorted(available)}")
+            return name
+        found = [n for n, p in available.items() if open_cache(p).modality == modality]
+        if len(found) > 1:
+            raise ValueError(f"several {modality} caches for '{manifest.name}' ({found}); choose one with --{modality}-cache")
+        return found[0] if found else None
+
+    chosen = {"text": pick(text, "text"), "image": pick(image, "image")}
+    if clip is not None:
+        chosen["clip"] = pick(clip, "both")
+    return {k: available[v] for k, v in chosen.items() if v is not None}
+
+
+def open_features(manifest: Manifest, caches: dict[str, Path], text_pool: str = "cls",
+                  hidden_layers: bool = False) -> FeatureSet:
+    """Open the chosen caches and check they were made from this manifest, in its row order."""
+    sources: dict[str, _Source] = {}
+    rows = None
+    for role, path in caches.items():
+        cache = open_cache(path)
+        if cache.ids != manifest.ids:
+            raise ValueError(
+                f"{path}: its ids do not match {manifest.path} (made from another manifest or version); "
+                f"re-extract with this manifest"
+            )
+        rows = np.arange(len(cache.ids))
+        if role == "clip":
+            sources["clip_text"] = _text_source(cache, "text", "pooled")
+            sources["clip_image"] = _image_source(cache, "image")
+            continue
+        src = _text_source(cache, "text", text_pool) if role == "text" else _image_source(cache, "image")
+        sources[role] = src
+        if hidden_layers:
+            sources.update(_hidden_sources(cache, role, src))
+    if not sources:
+        raise ValueError("no caches chosen")
+    return FeatureSet(manifest, sources, rows)

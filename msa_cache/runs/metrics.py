@@ -1,0 +1,41 @@
+"""Classification metrics written to metrics.json and used for early stopping."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+MONITORS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": lambda y, p: float(accuracy_score(y, p)),
+    "macro-f1": lambda y, p: float(f1_score(y, p, average="macro", zero_division=0)),
+    # The seed papers report weighted F1; it is the default early-stopping metric.
+    "weighted-f1": lambda y, p: float(f1_score(y, p, average="weighted", zero_division=0)),
+}
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
+    labels = list(range(len(classes)))
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_precision": float(p),
+        "macro_recall": float(r),
+        "macro_f1": float(f),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "per_class": classification_report(
+            y_true, y_pred, labels=labels, target_names=classes, output_dict=True, zero_division=0
+        ),
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+# metrics.json key for each monitor name
+MONITOR_KEYS = {"accuracy": "accuracy", "macro-f1": "macro_f1", "weighted-f1": "weighted_f1"}

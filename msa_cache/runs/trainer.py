@@ -1,0 +1,365 @@
+"""Train one head on cached features and write its run directory.
+
+    config.json          resolved spec, cache fingerprints, library versions, dims
+    history.jsonl        per epoch: mean loss terms on train, metrics on dev
+    metrics.json         per labeled split: accuracy, macro P/R/F1, weighted F1,
+                         per-class report, confusion matrix (written last)
+    predictions.parquet  id, split, label, pred, prob_<class> for EVERY row
+    confusion.png        dev confusion matrix
+    model.pt             state dict (load with torch.load(..., weights_only=True))
+
+A run is built in `seed-K.tmp-<pid>/` and renamed when complete, so a killed
+run leaves no half-written directory and a finished one is skipped next time.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from msa_cache.heads import Head, create_head, get_head
+from msa_cache.manifest import Manifest, read_manifest
+from msa_cache.provenance import library_versions
+from msa_cache.runs.config import RunSpec, config_hash, run_dir
+from msa_cache.runs.features import FeatureSet, open_features
+from msa_cache.runs.metrics import MONITOR_KEYS, MONITORS, classification_metrics
+
+PREDICT_BATCH = 256
+
+
+@dataclass
+class RunResult:
+    path: Path
+    metrics: dict
+    skipped: bool
+    seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def _changed_options(head: str, options: dict) -> dict:
+    defaults = dataclasses.asdict(get_head(head).Config())
+    return {k: v for k, v in options.items() if defaults.get(k) != v}
+
+
+def plan_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> Path:
+    """The run directory this spec maps to (used to skip finished runs)."""
+    full = dataclasses.asdict(get_head(spec.head).Config())
+    full.update(spec.head_options)
+    spec.head_options = full
+    identity = spec.identity(features.manifest.fingerprint(), features.cache_fingerprints())
+    return run_dir(runs_root, features.manifest.name, spec, config_hash(identity),
+                   _changed_options(spec.head, full))
+
+
+def is_finished(path: Path) -> bool:
+    return (path / "metrics.json").is_file()
+
+
+def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet | None = None,
+            log: Callable[[str], None] = print) -> RunResult:
+    """Train `spec` unless its run directory is already finished; return its metrics."""
+    manifest = features.manifest if features is not None else read_manifest(spec.manifest)
+    if features is None:
+        head_cls = get_head(spec.head)
+        features = open_features(manifest, {k: Path(v) for k, v in spec.caches.items()},
+                                 text_pool=spec.train.text_pool,
+                                 hidden_layers=getattr(head_cls, "uses_hidden_layers", False))
+    out = plan_run(spec, runs_root, features)
+    if is_finished(out):
+        return RunResult(out, json.loads((out / "metrics.json").read_text()), skipped=True)
+
+    t0 = time.time()
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        metrics = _train_and_write(spec, manifest, features, tmp, log)
+        if out.exists():  # a concurrent process finished first; keep its result
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
+
+
+def _labels(manifest: Manifest) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    labels = manifest.labels("label")
+    modality = {m: manifest.labels(f"{m}_label") for m in ("text", "image")}
+    return labels, {m: v for m, v in modality.items() if (v >= 0).any()}
+
+
+def _class_weight(train_labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    if mode != "balanced":
+        raise ValueError(f"--class-weights must be 'none' or 'balanced', not '{mode}'")
+    counts = np.bincount(train_labels, minlength=num_classes).astype(np.float64)
+    # sklearn's "balanced": n_samples / (n_classes * count); absent classes get weight 0.
+    w = np.where(counts > 0, len(train_labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def _epoch_order(train_idx: np.ndarray, labels: np.ndarray, oversample: bool, rng: np.random.Generator) -> np.ndarray:
+    if not oversample:
+        return rng.permutation(train_idx)
+    # Draw with replacement, each class equally likely: same epoch length, balanced classes.
+    counts = np.bincount(labels[train_idx])
+    p = 1.0 / counts[labels[train_idx]]
+    return rng.choice(train_idx, size=len(train_idx), replace=True, p=p / p.sum())
+
+
+def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class _BatchDataset(torch.utils.data.Dataset):
+    """One item = one whole Batch, so DataLoader workers prefetch HDF5 token reads."""
+
+    def __init__(self, features, batches, labels, modality_labels, with_tokens):
+        self.features, self.batches = features, batches
+        self.labels, self.modality_labels, self.with_tokens = labels, modality_labels, with_tokens
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, k):
+        return self.features.batch(self.batches[k], self.labels, self.modality_labels, self.with_tokens)
+
+
+def _identity(batch):
+    return batch
+
+
+def _loader(features, batches, labels, modality_labels, head, workers):
+    ds = _BatchDataset(features, batches, labels, modality_labels, head.uses_tokens)
+    return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers,
+                                       collate_fn=_identity)
+
+
+@torch.no_grad()
+def predict_probs(head: Head, features: FeatureSet, idx: np.ndarray, device: torch.device,
+                  workers: int = 0, amp: bool = False) -> np.ndarray:
+    head.eval()
+    labels, modality_labels = _labels(features.manifest)
+    out = []
+    for batch in _loader(features, _batches(idx, PREDICT_BATCH), labels, modality_labels, head, workers):
+        with _autocast(device, amp):
+            logits = head(batch.to(device)).logits
+        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, head.num_classes), dtype=np.float32)
+
+
+def _autocast(device: torch.device, amp: bool):
+    if device.type == "cuda" and amp:
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _make_optimizer(head: Head, spec: RunSpec) -> torch.optim.Optimizer:
+    kind = spec.train.optimizer or head.optimizer
+    lr = spec.train.lr if spec.train.lr is not None else 1e-3
+    params = [p for p in head.parameters() if p.requires_grad]
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=spec.train.weight_decay or 0.0)
+    if kind == "adamw":
+        wd = spec.train.weight_decay if spec.train.weight_decay is not None else 0.01
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer '{kind}'; use adam or adamw")
+
+
+def _grad_scaler(enabled: bool):
+    # torch.amp.GradScaler is new (2.3+); older CUDA builds only have torch.cuda.amp's.
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
+def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, out: Path, log) -> dict:
+    tc = spec.train
+    if tc.monitor not in MONITORS:
+        raise ValueError(f"--monitor must be one of {sorted(MONITORS)}")
+    seed_everything(spec.seed)
+    device = resolve_device(tc.device)
+    labels, modality_labels = _labels(manifest)
+    splits = np.array(manifest.column("split"))
+    train_idx = np.flatnonzero((splits == "train") & (labels >= 0))
+    dev_idx = np.flatnonzero((splits == "dev") & (labels >= 0))
+    if len(train_idx) == 0:
+        raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
+    classes = manifest.classes
+    spec_dims = features.spec()
+    head = create_head(spec.head, spec_dims, len(classes), spec.head_options).to(device)
+    class_weight = _class_weight(labels[train_idx], len(classes), tc.class_weights)
+    monitor = MONITORS[tc.monitor]
+    history: list[dict] = []
+
+    if getattr(head, "fit_mode", None) == "closed_form":
+        features.load_pooled()
+        x = lambda idx: {m: features.pooled[m][idx].numpy() for m in head.spec}  # noqa: E731
+        info = head.fit_closed_form(x(train_idx), labels[train_idx], x(dev_idx), labels[dev_idx], monitor,
+                                    class_weight=None if class_weight is None else class_weight.numpy(),
+                                    seed=spec.seed)
+        history.append({"epoch": 0, **{k: v for k, v in info.items()}})
+        head.to(device)
+    else:
+        history = _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_labels,
+                              class_weight, monitor, device, log)
+
+    # Predict every row (unlabeled ones too) with the selected model.
+    all_idx = np.arange(len(manifest))
+    probs = predict_probs(head, features, all_idx, device, tc.workers, tc.amp)
+    preds = probs.argmax(1)
+    metrics = {}
+    for split in ("train", "dev", "test"):
+        m = (splits == split) & (labels >= 0)
+        if m.any():
+            metrics[split] = classification_metrics(labels[m], preds[m], classes)
+
+    _write_predictions(out / "predictions.parquet", manifest, splits, labels, preds, probs, classes)
+    torch.save(head.state_dict(), out / "model.pt")
+    with open(out / "history.jsonl", "w") as f:
+        for h in history:
+            f.write(json.dumps(h, default=float) + "\n")
+    config = {
+        "spec": spec.to_dict(),
+        "manifest_fingerprint": manifest.fingerprint(),
+        "caches": features.cache_fingerprints(),
+        "modalities": {k: dataclasses.asdict(v) for k, v in spec_dims.items()},
+        "classes": classes,
+        "num_parameters": sum(p.numel() for p in head.parameters()),
+        "device": str(device),
+        "versions": library_versions(),
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    if "dev" in metrics:
+        plot_confusion(np.array(metrics["dev"]["confusion"]), classes, out / "confusion.png",
+                       title=f"{spec.head} seed {spec.seed}: dev")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: marks the run finished
+    return metrics
+
+
+def _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_labels, class_weight, monitor,
+                device, log) -> list[dict]:
+    tc = spec.train
+    optimizer = _make_optimizer(head, spec)
+    use_amp = device.type == "cuda" and tc.amp
+    scaler = _grad_scaler(use_amp)
+    if class_weight is not None:
+        class_weight = class_weight.to(device)
+    rng = np.random.default_rng(spec.seed)
+    best_score, best_state, best_epoch, history = -np.inf, None, 0, []
+    for epoch in range(1, tc.max_epochs + 1):
+        head.train()
+        t0 = time.time()
+        sums: dict[str, float] = {}
+        n_batches = 0
+        order = _epoch_order(train_idx, labels, tc.oversample, rng)
+        for batch in _loader(features, _batches(order, tc.batch_size), labels, modality_labels, head, tc.workers):
+            batch = batch.to(device)
+            with _autocast(device, use_amp):
+                out = head(batch)
+                loss, terms = head.loss(out, batch, class_weight)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            for k, v in {"loss": float(loss.detach()), **terms}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n_batches += 1
+        record = {"epoch": epoch, "seconds": round(time.time() - t0, 3),
+                  **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()}}
+        if len(dev_idx):
+            probs = predict_probs(head, features, dev_idx, device, tc.workers, tc.amp)
+            m = classification_metrics(labels[dev_idx], probs.argmax(1), features.manifest.classes)
+            record.update({f"dev_{k}": m[k] for k in ("accuracy", "macro_f1", "weighted_f1")})
+            score = record[f"dev_{MONITOR_KEYS[tc.monitor]}"]
+        else:  # no labeled dev rows: no early stopping, keep the last epoch
+            score = epoch
+        history.append(record)
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in head.state_dict().items()})
+        elif epoch - best_epoch >= tc.patience:
+            break
+    head.load_state_dict(best_state)
+    history.append({"best_epoch": best_epoch, "best_dev_score": best_score, "monitor": tc.monitor})
+    return history
+
+
+def _write_predictions(path, manifest, splits, labels, preds, probs, classes) -> None:
+    cols = {
+        "id": pa.array(manifest.ids, pa.string()),
+        "split": pa.array(splits.tolist(), pa.string()),
+        "label": pa.array([None if v < 0 else int(v) for v in labels], pa.int64()),
+        "pred": pa.array(preds.astype(np.int64)),
+    }
+    for c, name in enumerate(classes):
+        cols[f"prob_{name}"] = pa.array(probs[:, c].astype(np.float32))
+    pq.write_table(pa.table(cols), path)
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def load_run(path: str | Path) -> tuple[Head, dict]:
+    """Rebuild a finished run's head (eval mode, CPU) and its config.json."""
+    from msa_cache.heads.base import ModalitySpec
+
+    path = Path(path)
+    if not is_finished(path):
+        raise FileNotFoundError(f"{path}: not a finished run (no metrics.json)")
+    config = json.loads((path / "config.json").read_text())
+    spec = {k: ModalitySpec(**v) for k, v in config["modalities"].items()}
+    s = config["spec"]
+    head = create_head(s["head"], spec, len(config["classes"]), s["head_options"])
+    head.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    return head.eval(), config

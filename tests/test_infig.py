@@ -1,0 +1,285 @@
+"""INFIG head: GAM queue + EMA, HFAM top-j with padding, ablations, CLIP input, padding invariance, learning."""
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from msa_cache.heads import Batch, ModalityInput, ModalitySpec, create_head
+from msa_cache.heads.infig import Infig, topj_similarity
+
+D_T, D_I, L, P, D_CLIP = 12, 10, 8, 4, 6
+TINY = dict(width=16, num_heads=2, stack_layers=2, fusion_layers=1, embed=8, queue_size=16, hfam_layers=2, hidden=16)
+
+
+def make_spec(clip=False, frozen=()):
+    spec = {"text": ModalitySpec(D_T, D_T, L), "image": ModalitySpec(D_I, D_I, P)}
+    if clip:
+        spec |= {"clip_text": ModalitySpec(D_CLIP), "clip_image": ModalitySpec(D_CLIP)}
+    for name, d in frozen:
+        spec[name] = ModalitySpec(d, d, L if name.startswith("text") else P)
+    return spec
+
+
+def make_batch(b=6, clip=False, seed=0, frozen=()):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, L + 1, (b,), generator=g)
+    lengths[0] = 1  # a text shorter than top_j
+    mask = torch.arange(L)[None] < lengths[:, None]
+    inputs = {
+        "text": ModalityInput(torch.randn(b, D_T, generator=g), torch.randn(b, L, D_T, generator=g), mask),
+        "image": ModalityInput(torch.randn(b, D_I, generator=g), torch.randn(b, P, D_I, generator=g)),
+    }
+    if clip:
+        for m in ("clip_text", "clip_image"):
+            inputs[m] = ModalityInput(F.normalize(torch.randn(b, D_CLIP, generator=g), dim=-1))
+    for name, d in frozen:
+        n = L if name.startswith("text") else P
+        inputs[name] = ModalityInput(torch.randn(b, d, generator=g), torch.randn(b, n, d, generator=g),
+                                     mask if name.startswith("text") else None)
+    return Batch(inputs, torch.randint(0, 3, (b,), generator=g))
+
+
+def make_head(clip_cache=False, frozen=(), **opts):
+    torch.manual_seed(0)
+    return create_head("infig", make_spec(clip_cache, frozen), 3, {**TINY, **opts})
+
+
+def train_step(head, batch, opt):
+    head.train()
+    out = head(batch)
+    total, terms = head.loss(out, batch)
+    opt.zero_grad()
+    total.backward()
+    opt.step()
+    return out, total, terms
+
+
+def test_config_fields_have_help_and_registry():
+    head = make_head()
+    assert isinstance(head, Infig) and head.uses_tokens and head.optimizer == "adamw"
+    for f in dataclasses.fields(Infig.Config):
+        assert f.metadata.get("help"), f.name
+    with pytest.raises(ValueError):
+        create_head("infig", {"text": ModalitySpec(D_T, D_T, L)}, 3, TINY)
+
+
+def test_ema_and_queue_update_in_training_only():
+    head = make_head(momentum=0.9)
+    opt = torch.optim.SGD([p for p in head.parameters() if p.requires_grad], lr=0.1)
+    out, _, terms = train_step(head, make_batch(b=6), opt)
+    assert terms["gam"] == 0.0  # empty queue: no negatives yet, so no gradient into GAM
+    assert int(head.queue_ptr) == 6 and int(head.queue_len) == 6
+
+    with torch.no_grad():  # make the momentum copy differ from the online one, else the EMA check is vacuous
+        for p in head.gam_proj_m.parameters():
+            p.add_(torch.randn_like(p))
+    online = [p.detach().clone() for p in head.gam_proj.parameters()]
+    moment = [p.detach().clone() for p in head.gam_proj_m.parameters()]
+    out, _, terms = train_step(head, make_batch(b=6, seed=1), opt)
+    assert terms["gam"] > 0  # now the queue gives negatives
+    assert all(not torch.equal(o, p) for o, p in zip(online, head.gam_proj.parameters()))  # the optimiser moved them
+    # EMA toward the online weights as they were during the forward, by exactly (1 - m).
+    for o, m, new in zip(online, moment, head.gam_proj_m.parameters()):
+        torch.testing.assert_close(new, 0.9 * m + 0.1 * o, rtol=0, atol=1e-6)
+    assert int(head.queue_ptr) == 12 and int(head.queue_len) == 12
+    # The new queue rows are this step's keys from the updated momentum projections, L2-normalised.
+    k_i = F.normalize(head.gam_proj_m["image"](out.aux["global_image"]), dim=-1)
+    k_t = F.normalize(head.gam_proj_m["text"](out.aux["global_text"]), dim=-1)
+    torch.testing.assert_close(head.queue_image[6:12], k_i.detach())
+    torch.testing.assert_close(head.queue_text[6:12], k_t.detach())
+    torch.testing.assert_close(head.queue_image[:12].norm(dim=1), torch.ones(12))
+    assert head.queue_image[12:].abs().sum() == 0
+
+    train_step(head, make_batch(b=6, seed=2), opt)
+    assert int(head.queue_ptr) == 18 % 16 and int(head.queue_len) == 16  # wrapped around
+    torch.testing.assert_close(head.queue_image[:2].norm(dim=1), torch.ones(2))
+
+    head.eval()
+    state = {k: v.clone() for k, v in head.state_dict().items()}
+    with torch.no_grad():
+        batch = make_batch(b=6, seed=3)
+        _, terms = head.loss(head(batch), batch)
+    assert terms["gam"] > 0
+    for k, v in head.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def brute_topj(a, a_mask, b, b_mask, j):
+    out = torch.zeros(a.shape[0], b.shape[0])
+    for p in range(a.shape[0]):
+        for q in range(b.shape[0]):
+            rows = []
+            for x in a[p][a_mask[p]]:
+                cos = sorted((F.cosine_similarity(x, y, dim=0).item() for y in b[q][b_mask[q]]), reverse=True)
+                top = cos[:j]
+                rows.append(sum(top) / len(top))
+            out[p, q] = sum(rows) / len(rows)
+    return out
+
+
+def test_topj_ignores_padding_and_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    img = torch.randn(3, 4, 5, generator=g)
+    txt = torch.randn(3, 6, 5, generator=g)
+    txt_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    img_mask = torch.ones(3, 4, dtype=torch.bool)
+    # Bait: padding text tokens are copies of image tokens (cosine 1), so top-j would pick them if it could.
+    txt[1, 3:] = img[0, :3]
+    txt[2, 1:] = img[1, :5].repeat(2, 1)[:5]
+    for j in (1, 2, 3):
+        s_i2t = topj_similarity(img, img_mask, txt, txt_mask, j)
+        torch.testing.assert_close(s_i2t, brute_topj(img, img_mask, txt, txt_mask, j), rtol=0, atol=1e-5)
+        s_t2i = topj_similarity(txt, txt_mask, img, img_mask, j)
+        torch.testing.assert_close(s_t2i, brute_topj(txt, txt_mask, img, img_mask, j), rtol=0, atol=1e-5)
+    # Hand value: a text with one real token uses that one alone, even for j = 3.
+    one = F.cosine_similarity(img[0], txt[2, 0].expand(4, -1), dim=-1).mean()
+    torch.testing.assert_close(topj_similarity(img, img_mask, txt, txt_mask, 3)[0, 2], one)
+    assert topj_similarity(img, img_mask, txt, txt_mask, 2).max() < 0.99  # no bait taken
+
+
+def test_hfam_loss_is_the_in_batch_contrastive_loss_of_the_brute_force_similarities():
+    g = torch.Generator().manual_seed(1)
+    img, txt = torch.randn(3, 4, 5, generator=g), torch.randn(3, 6, 5, generator=g)
+    img_mask = torch.ones(3, 4, dtype=torch.bool)
+    txt_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    head = make_head(top_j=2, hfam_tau=0.5)
+    target = torch.arange(3)
+    s_i2t, s_t2i = brute_topj(img, img_mask, txt, txt_mask, 2), brute_topj(txt, txt_mask, img, img_mask, 2)
+    level = (F.cross_entropy(s_i2t / 0.5, target) + F.cross_entropy(s_t2i / 0.5, target)) / 2
+    level2 = head._hfam([(img.flip(0), img_mask)], [(txt.flip(0), txt_mask.flip(0))])  # a second level
+    got = head._hfam([(img, img_mask), (img.flip(0), img_mask)], [(txt, txt_mask), (txt.flip(0), txt_mask.flip(0))])
+    torch.testing.assert_close(got, (level + level2) / 2)
+    torch.testing.assert_close(head._hfam([(img, img_mask)], [(txt, txt_mask)]), level, rtol=0, atol=1e-5)
+
+
+def test_ablations_remove_terms_and_parameters():
+    batch = make_batch()
+    full = make_head()
+    total, terms = full.loss(full(batch), batch)
+    assert set(terms) == {"ce", "gam", "hfam"}
+    torch.testing.assert_close(total.item(), terms["ce"] + 0.3 * terms["gam"] + 0.2 * terms["hfam"], rtol=1e-5, atol=1e-5)
+
+    no_gam = make_head(gam=False)
+    _, terms = no_gam.loss(no_gam(batch), batch)
+    assert set(terms) == {"ce", "hfam"}
+    assert not hasattr(no_gam, "gam_proj") and "queue_image" not in no_gam.state_dict()
+    n_gam = sum(p.numel() for p in full.gam_proj.parameters()) * 2 + 1  # online + momentum + temperature
+    assert sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in no_gam.parameters()) == n_gam
+
+    no_hfam = make_head(hfam=False)
+    out = no_hfam(batch)
+    total, terms = no_hfam.loss(out, batch)
+    assert set(terms) == {"ce", "gam"} and "loss_hfam" not in out.aux
+
+    neither = make_head(gam=False, hfam=False)
+    total, terms = neither.loss(neither(batch), batch)
+    assert set(terms) == {"ce"} and total.item() == pytest.approx(terms["ce"])
+
+
+def test_clip_features_enter_gam_only_when_enabled():
+    batch = make_batch(clip=True)
+    other = make_batch(clip=True, seed=1)
+    swapped = Batch({**batch.inputs, "clip_image": other.inputs["clip_image"]}, batch.labels)
+
+    with_clip = make_head(clip_cache=True)
+    opt = torch.optim.SGD([p for p in with_clip.parameters() if p.requires_grad], lr=0.0)
+    train_step(with_clip, make_batch(clip=True, seed=5), opt)  # fill the queue so L_g has negatives
+    with_clip.eval()
+    assert with_clip.gam_proj["image"].in_features == TINY["width"] + D_CLIP
+    with torch.no_grad():
+        a, b = with_clip(batch), with_clip(swapped)
+    assert not torch.allclose(a.aux["loss_gam"], b.aux["loss_gam"])
+    torch.testing.assert_close(a.logits, b.logits)  # CLIP shapes training through L_g, not the forward logits
+    with pytest.raises(ValueError, match="clip"):
+        with_clip(make_batch())
+
+    no_clip = make_head(clip_cache=True, clip=False)
+    train_step(no_clip, make_batch(clip=True, seed=5), opt)
+    no_clip.eval()
+    assert no_clip.gam_proj["image"].in_features == TINY["width"]
+    with torch.no_grad():
+        a, b = no_clip(batch), no_clip(swapped)
+    torch.testing.assert_close(a.aux["loss_gam"], b.aux["loss_gam"])
+    # A cache without CLIP = the paper's "w/o CLIP" even with the flag on.
+    assert make_head(clip_cache=False).gam_proj["text"].in_features == TINY["width"]
+
+
+def test_padding_garbage_changes_nothing_in_eval():
+    head = make_head().eval()
+    batch = make_batch()
+    text = batch.inputs["text"]
+    garbage = text.tokens.clone()
+    garbage[~text.mask] = torch.randn(int((~text.mask).sum()), D_T) * 1e4
+    garbage[0, -1] = float("nan")
+    dirty = Batch({**batch.inputs, "text": ModalityInput(text.pooled, garbage, text.mask)}, batch.labels)
+    with torch.no_grad():
+        a, b = head(batch), head(dirty)
+    torch.testing.assert_close(a.logits, b.logits)
+    for k in ("loss_gam", "loss_hfam", "attn_image", "attn_text"):
+        torch.testing.assert_close(a.aux[k], b.aux[k])
+    assert a.aux["attn_text"][~text.mask].abs().sum() == 0
+    g = torch.cat([a.aux["attn_image"], a.aux["attn_text"]], dim=1)
+    torch.testing.assert_close(g.sum(1), torch.ones(g.shape[0]))
+    assert a.aux["attn_image"].shape == (6, P) and a.aux["attn_text"].shape == (6, L)
+
+
+def test_frozen_layers_join_the_hierarchy_when_m_exceeds_the_stack():
+    frozen = (("text@-2", D_T), ("image@-2", 7))  # text shares the input projection; image needs its own
+    head = make_head(frozen=frozen, stack_layers=1, hfam_layers=3)
+    assert head.frozen_levels == [2] and list(head.level_proj) == ["image@-2"]
+    batch = make_batch(frozen=frozen)
+    total, terms = head.loss(head(batch), batch)
+    total.backward()
+    assert head.level_proj["image@-2"].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="hfam-layers"):
+        make_head(stack_layers=1, hfam_layers=3)
+    # With the default convention (M <= S + 1) cached layers are not needed.
+    assert make_head(stack_layers=2, hfam_layers=3).frozen_levels == []
+
+
+def synthetic(n, g):
+    """Label = which of 3 prototypes is planted in one text token and one image patch (noisy, variable length)."""
+    proto_t, proto_i = torch.randn(3, D_T, generator=torch.Generator().manual_seed(9)), torch.randn(
+        3, D_I, generator=torch.Generator().manual_seed(10))
+    y = torch.randint(0, 3, (n,), generator=g)
+    lengths = torch.randint(2, L + 1, (n,), generator=g)
+    mask = torch.arange(L)[None] < lengths[:, None]
+    txt = torch.randn(n, L, D_T, generator=g)
+    img = torch.randn(n, P, D_I, generator=g)
+    rows = torch.arange(n)
+    txt[rows, (torch.rand(n, generator=g) * lengths).long()] += 2 * proto_t[y]
+    img[rows, torch.randint(0, P, (n,), generator=g)] += 2 * proto_i[y]
+    inputs = {"text": ModalityInput(txt.mean(1), txt, mask), "image": ModalityInput(img.mean(1), img)}
+    return Batch(inputs, y)
+
+
+@pytest.fixture
+def one_thread():
+    """Width-16 layers gain nothing from intra-op threads, and on a busy 2-core box they spin-wait (3x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_learns_a_small_synthetic_problem(one_thread):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    head = make_head(dropout=0.0)
+    opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(150):
+        _, _, terms = train_step(head, synthetic(32, g), opt)
+        losses.append([terms["ce"], terms["gam"], terms["hfam"]])
+    test = synthetic(300, g)
+    head.eval()
+    with torch.no_grad():
+        acc = (head(test).logits.argmax(1) == test.labels).float().mean().item()
+    first, last = (torch.tensor(losses[:10]).mean(0), torch.tensor(losses[-10:]).mean(0))
+    assert last[0] < 0.5 * first[0], (first, last)  # cross-entropy
+    # The alignments learn too (image and text share the class): below the chance levels
+    # ln(queue + 1) for GAM's one positive among 16 queued negatives and ln(B) for HFAM's in-batch one.
+    assert last[1] < 0.8 * math.log(16 + 1) and last[2] < 0.8 * math.log(32), (first, last)
+    assert acc > 0.8, acc  # chance is 1/3

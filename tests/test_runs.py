@@ -1,0 +1,213 @@
+"""The fit stage end to end on caches with a known signal: every head learns it,
+run directories hold what they promise, finished runs are skipped, unlabeled
+rows are predicted, compare/oracle/CLI work."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+
+from msa_cache.cache.reader import open_cache
+from msa_cache.cache.synthetic import ArrayEncoder
+from msa_cache.extract import extract
+from msa_cache.heads import HEADS
+from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
+from msa_cache.runs.compare import compare, expand_grid, write_leaderboard
+from msa_cache.runs.config import RunSpec, TrainConfig
+from msa_cache.runs.oracle import oracle
+from msa_cache.runs.trainer import fit_run, load_run, predict_probs
+from msa_cache.runs.features import open_features
+from msa_cache_cli.main import main as cli
+
+N, L, P, DT, DI = 400, 8, 4, 16, 12
+N_TRAIN, N_DEV = 280, 60  # the other 60 rows: an unlabeled test split
+CLASSES = ["positive", "neutral", "negative"]
+
+
+def _labels():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, N)
+    carrier = rng.choice(["both", "text", "image"], N)  # which modality holds the signal
+    return y, carrier
+
+
+def _text_rows(rows):
+    y, carrier = _labels()
+    out = {"text/cls": [], "text/mean": [], "text/tokens": [], "text/mask": []}
+    for r in rows:
+        rng = np.random.default_rng([1, int(r)])
+        n = rng.integers(3, L + 1)
+        tok = rng.standard_normal((L, DT)).astype(np.float32)
+        tok[n:] = 0
+        if carrier[r] != "image":
+            tok[rng.integers(0, n), y[r]] += 4.0  # class signal at one random real position
+        mask = (np.arange(L) < n).astype(np.uint8)
+        out["text/tokens"].append(tok)
+        out["text/mask"].append(mask)
+        out["text/cls"].append(tok[:n].mean(0) * 2)  # a CLS that summarises the sentence
+        out["text/mean"].append(tok[:n].mean(0))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def _image_rows(rows):
+    y, carrier = _labels()
+    out = {"image/pooled": [], "image/tokens": []}
+    for r in rows:
+        rng = np.random.default_rng([2, int(r)])
+        tok = rng.standard_normal((P, DI)).astype(np.float32)
+        if carrier[r] != "text":
+            tok[rng.integers(0, P), 3 + y[r]] += 4.0
+        out["image/tokens"].append(tok)
+        out["image/pooled"].append(tok.mean(0))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A manifest (test split unlabeled) and a text + an image cache written by the real pipeline."""
+    root = tmp_path_factory.mktemp("runs")
+    y, carrier = _labels()
+    split = np.where(np.arange(N) < N_TRAIN, "train", np.where(np.arange(N) < N_TRAIN + N_DEV, "dev", "test"))
+    rows = [{"id": f"p{i}", "text": f"post {i}", "image": f"img/{i}.jpg",
+             "label": None if split[i] == "test" else int(y[i]), "split": split[i]} for i in range(N)]
+    meta = ManifestMeta(dataset="toy", classes=CLASSES, root=str(root), builder="test")
+    manifest = write_manifest(rows_to_table(rows), meta, root / "manifests" / "toy.parquet")
+    text = ArrayEncoder("toytext", "text", {"text/cls": (DT,), "text/mean": (DT,), "text/tokens": (L, DT),
+                                            "text/mask": (L,)}, _text_rows)
+    image = ArrayEncoder("toyimage", "image", {"image/pooled": (DI,), "image/tokens": (P, DI)}, _image_rows)
+    extract(manifest, [text, image], out=root / "cache", shard_size=64, batch_size=32, workers=0, progress=False,
+            log=lambda m: None)
+    caches = {"text": root / "cache/toy/toytext", "image": root / "cache/toy/toyimage"}
+    return root, manifest, caches
+
+
+def _spec(world, head, options=None, seed=0, **train):
+    root, manifest, caches = world
+    tc = TrainConfig(max_epochs=train.pop("max_epochs", 25), patience=train.pop("patience", 8), **train)
+    return RunSpec(str(manifest), {k: str(v) for k, v in caches.items()}, head, options or {}, tc, seed)
+
+
+SMALL = {"mdse": {"width": 32, "num_heads": 4}, "infig": {"width": 32, "num_heads": 4, "embed": 16, "queue_size": 64},
+         "mha": {"width": 32}, "ab-cat": {"latent": 32}, "ab-add": {"latent": 32}}
+
+
+def test_features_match_cache(world):
+    root, manifest, caches = world
+    fs = open_features(read_manifest(manifest), caches)
+    rows = np.array([5, 199, 3])
+    b = fs.batch(rows, np.zeros(N, dtype=np.int64), {}, with_tokens=True)
+    expect = _text_rows(rows)
+    assert torch.allclose(b.inputs["text"].tokens, torch.from_numpy(expect["text/tokens"]), atol=1e-2)
+    assert b.inputs["text"].mask.dtype == torch.bool
+    assert b.inputs["text"].mask.sum(1).tolist() == expect["text/mask"].sum(1).tolist()
+    assert b.ids == ["p5", "p199", "p3"]
+    assert fs.spec()["image"].token_dim == DI and fs.spec()["text"].num_tokens == L
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_every_head_learns_the_toy_problem(world, tmp_path, head):
+    """Uni-modal heads see only 2/3 of the signal; fusion heads should see all of it."""
+    torch.manual_seed(0)
+    r = fit_run(_spec(world, head, SMALL.get(head)), tmp_path, log=lambda m: None)
+    dev = r.metrics["dev"]["accuracy"]
+    floor = 0.5 if head.startswith("uni") else 0.7  # chance is 1/3
+    print(f"{head}: dev accuracy {dev:.3f}")
+    assert dev > floor, f"{head}: dev accuracy {dev:.3f}"
+    assert "test" not in r.metrics  # the test split is unlabeled
+
+
+def test_run_directory_contents_and_skip(world, tmp_path):
+    spec = _spec(world, "ae-cat", {"latent": 16})
+    r = fit_run(spec, tmp_path, log=lambda m: None)
+    names = sorted(p.name for p in r.path.iterdir())
+    assert names == ["config.json", "confusion.png", "history.jsonl", "metrics.json", "model.pt",
+                     "predictions.parquet"]
+    cfg = json.loads((r.path / "config.json").read_text())
+    assert cfg["spec"]["seed"] == 0 and cfg["spec"]["head_options"]["latent"] == 16
+    assert "torch" in cfg["versions"] and cfg["manifest_fingerprint"]
+    history = [json.loads(line) for line in (r.path / "history.jsonl").read_text().splitlines()]
+    epochs = [h for h in history if "epoch" in h]
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert {"train_ce", "train_rec_text", "train_rec_image", "dev_weighted_f1"} <= set(epochs[0])
+    # every row predicted, unlabeled test rows included
+    pred = pq.read_table(r.path / "predictions.parquet").to_pydict()
+    assert len(pred["id"]) == N and pred["split"].count("test") == N - N_TRAIN - N_DEV
+    assert all(label is None for label, s in zip(pred["label"], pred["split"]) if s == "test")
+    probs = np.stack([pred[f"prob_{c}"] for c in CLASSES], 1)
+    assert np.allclose(probs.sum(1), 1, atol=1e-5) and (probs.argmax(1) == np.array(pred["pred"])).all()
+    # model.pt loads with weights_only=True and reproduces the predictions
+    head, _ = load_run(r.path)
+    fs = open_features(read_manifest(world[1]), world[2])
+    again = predict_probs(head, fs, np.arange(N), torch.device("cpu"))
+    assert np.allclose(again, probs, atol=1e-5)
+    # the same spec again: found and skipped, not retrained
+    mtime = (r.path / "model.pt").stat().st_mtime_ns
+    again = fit_run(_spec(world, "ae-cat", {"latent": 16}), tmp_path, log=lambda m: None)
+    assert again.skipped and again.path == r.path and (r.path / "model.pt").stat().st_mtime_ns == mtime
+    assert not list(r.path.parent.glob("*.tmp-*"))
+
+
+def test_same_seed_same_result_other_seed_other_dir(world, tmp_path):
+    a = fit_run(_spec(world, "mha", SMALL["mha"], max_epochs=3), tmp_path / "a", log=lambda m: None)
+    b = fit_run(_spec(world, "mha", SMALL["mha"], max_epochs=3), tmp_path / "b", log=lambda m: None)
+    c = fit_run(_spec(world, "mha", SMALL["mha"], seed=1, max_epochs=3), tmp_path / "a", log=lambda m: None)
+    pa = pq.read_table(a.path / "predictions.parquet").to_pydict()
+    pb = pq.read_table(b.path / "predictions.parquet").to_pydict()
+    assert pa == pb
+    assert c.path.parent == a.path.parent and c.path.name == "seed-1"
+
+
+def test_class_weights_and_oversampling_run(world, tmp_path):
+    r = fit_run(_spec(world, "uni-image", class_weights="balanced", oversample=True, max_epochs=3), tmp_path,
+                log=lambda m: None)
+    assert json.loads((r.path / "config.json").read_text())["spec"]["train"]["oversample"] is True
+
+
+def test_compare_grid_leaderboard_and_oracle(world, tmp_path):
+    root, manifest, caches = world
+    assert expand_grid(["uni-text", "ae-cat"], {"latent": [8, 16]}) == [
+        ("uni-text", {}), ("ae-cat", {"latent": 8}), ("ae-cat", {"latent": 16})]
+    with pytest.raises(ValueError, match="belong to none"):
+        expand_grid(["uni-text"], {"latent": [8]})
+    tc = TrainConfig(max_epochs=6)
+    entries = compare(manifest, caches, ["uni-text", "uni-image", "ae-cat"], {"latent": [8, 16]}, [0, 1], tc,
+                      tmp_path, log=lambda m: None)
+    assert [len(e.results) for e in entries] == [2, 2, 2, 2]
+    mean, std = entries[0].stat("dev", "weighted_f1")
+    assert 0 <= std < 0.5 and mean == max(e.stat("dev", "weighted_f1")[0] for e in entries)
+    paths = write_leaderboard(entries, tmp_path / "lb")
+    md = paths[0].read_text()
+    assert "ae-cat latent=16" in md and "±" in md and paths[2].stat().st_size > 1000
+    # a second compare finds every run finished
+    again = compare(manifest, caches, ["uni-text"], {}, [0, 1], tc, tmp_path, log=lambda m: None)
+    assert all(r.skipped for r in again[0].results)
+
+    text_run = next(e for e in entries if e.head == "uni-text").results[0].path
+    image_run = next(e for e in entries if e.head == "uni-image").results[0].path
+    multi_run = entries[0].results[0].path
+    o = oracle(text_run, image_run, multi_run)
+    assert o["rows"] == N_DEV
+    assert o["oracle_accuracy"] >= max(o["text_accuracy"], o["image_accuracy"])
+    assert o["both_right"] + o["only_text_right"] + o["only_image_right"] + o["neither_right"] == N_DEV
+
+
+def test_cli_fit_compare_and_bad_option(world, tmp_path):
+    root, manifest, caches = world
+    common = ["--manifest", str(manifest), "--cache-root", str(root / "cache"), "--runs", str(tmp_path)]
+    r = CliRunner().invoke(cli, ["fit", "--head", "ae-add", "--latent", "8", "--max-epochs", "2",
+                                 "--seed", "0", "--seed", "1", *common])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("weighted-F1") == 4  # train + dev for two seeds
+    assert len(list(tmp_path.glob("toy/ae-add-latent8-*/seed-*"))) == 2
+    bad = CliRunner().invoke(cli, ["fit", "--head", "uni-text", "--latent", "8", *common])
+    assert bad.exit_code != 0 and "has no option(s) ['latent']" in bad.output
+    r = CliRunner().invoke(cli, ["compare", "--heads", "uni-text,ae-add", "--latent", "8", "--seeds", "1",
+                                 "--max-epochs", "2", *common])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "toy" / "leaderboard.md").is_file() and "| ae-add latent=8 | 1 |" in r.output
+    missing = CliRunner().invoke(cli, ["fit", "--head", "uni-text", "--manifest", str(tmp_path / "nope.parquet")])
+    assert missing.exit_code != 0 and "no such manifest" in missing.output
+    assert open_cache(caches["text"]).ids[0] == "p0"
