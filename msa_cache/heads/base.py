@@ -117,7 +117,7 @@ class Head(nn.Module):
     # Modalities the head requires; None = any non-empty set.
     modalities: ClassVar[tuple[str, ...] | None] = None
 
-    def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: HeadConfig):
+    def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg):
         super().__init__()
         self.spec = spec
         self.num_classes = num_classes

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalitySpec
+from msa_cache.heads.base import Batch, Head, HeadOutput, ModalitySpec
 from msa_cache.heads.registry import register_head
 
 # Bias given to a class that never occurs in the training labels: sklearn has no
@@ -36,7 +36,7 @@ _ABSENT_CLASS_BIAS = -1e4
 
 
 @dataclass
-class ProbeConfig(HeadConfig):
+class ProbeConfig:  # not HeadConfig: a linear probe has no hidden layer or dropout to set
     c_grid: str = field(
         default="1e-3,1e-2,1e-1,1,10,100",
         metadata={"help": "probe: comma-separated inverse L2 strengths C tried on dev (larger C = weaker penalty)"},
