@@ -14,6 +14,7 @@ the mean text vector (`text_pool="mean"`) for the pooled-feature heads.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -62,7 +63,9 @@ def run_demo(root: str | Path | None = None, workdir: str | Path = ".", seeds: i
     log(build_manifest("clmlf", root=data, output=manifest_path).format())
 
     log(f"[2/3] extract {' + '.join(DEMO_ENCODERS)} -> {workdir / 'cache'}")
-    extract(manifest_path, encoders=DEMO_ENCODERS, out=workdir / "cache")
+    report = extract(manifest_path, encoders=DEMO_ENCODERS, out=workdir / "cache", progress=sys.stderr.isatty(),
+                     log=log)
+    log(report.summary())
 
     log(f"[3/3] compare {len(heads or DEMO_HEADS)} heads x {seeds} seeds")
     caches = list_caches(workdir / "cache", name)

@@ -37,6 +37,9 @@ from msa_cache.runs.features import FeatureSet, open_features
 from msa_cache.runs.metrics import MONITOR_KEYS, MONITORS, classification_metrics
 
 PREDICT_BATCH = 256
+# Cache provenance copied into a run's config.json, per modality (see msa_cache/finetune/record.py).
+ENCODER_RECORD_KEYS = ("encoder", "modality", "model_id", "revision", "weights_sha256", "preprocessing", "layers",
+                       "pooled_only", "dtype")
 
 
 @dataclass
@@ -96,12 +99,18 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
         return RunResult(out, json.loads((out / "metrics.json").read_text()), skipped=True)
 
     t0 = time.time()
+    metrics = build_run_dir(out, lambda tmp: _train_and_write(spec, manifest, features, tmp, log))
+    return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
+
+
+def build_run_dir(out: Path, work: Callable[[Path], dict]) -> dict:
+    """Run `work(tmp)` in a temporary sibling of `out` and rename it to `out` once complete."""
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        metrics = _train_and_write(spec, manifest, features, tmp, log)
+        metrics = work(tmp)
         if out.exists():  # a concurrent process finished first; keep its result
             shutil.rmtree(tmp)
         else:
@@ -109,7 +118,7 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
+    return metrics
 
 
 def _labels(manifest: Manifest) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -236,8 +245,30 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
                               class_weight, monitor, device, log)
 
     # Predict every row (unlabeled ones too) with the selected model.
-    all_idx = np.arange(len(manifest))
-    probs = predict_probs(head, features, all_idx, device, tc.workers, tc.amp)
+    probs = predict_probs(head, features, np.arange(len(manifest)), device, tc.workers, tc.amp)
+    config = {
+        "spec": spec.to_dict(),
+        "manifest_fingerprint": manifest.fingerprint(),
+        "caches": features.cache_fingerprints(),
+        # What `msa-cache predict` needs to rebuild each encoder (name, weights hash, max_length, cleaning).
+        "encoders": {name: {k: src.cache.attrs.get(k) for k in ENCODER_RECORD_KEYS}
+                     for name, src in features.sources.items()},
+        "modalities": {k: dataclasses.asdict(v) for k, v in spec_dims.items()},
+        "classes": classes,
+        "num_parameters": sum(p.numel() for p in head.parameters()),
+        "device": str(device),
+        "versions": library_versions(),
+    }
+    return write_run(out, manifest, probs, head.state_dict(), history, config, f"{spec.head} seed {spec.seed}: dev")
+
+
+def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict, history: list[dict],
+              config: dict, title: str) -> dict:
+    """A run directory's files from the selected model's probabilities for every manifest row
+    (shared by cached-feature and fine-tune runs); metrics.json is written last."""
+    labels, _ = _labels(manifest)
+    splits = np.array(manifest.column("split"))
+    classes = manifest.classes
     preds = probs.argmax(1)
     metrics = {}
     for split in ("train", "dev", "test"):
@@ -246,24 +277,13 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
             metrics[split] = classification_metrics(labels[m], preds[m], classes)
 
     _write_predictions(out / "predictions.parquet", manifest, splits, labels, preds, probs, classes)
-    torch.save(head.state_dict(), out / "model.pt")
+    torch.save(state_dict, out / "model.pt")
     with open(out / "history.jsonl", "w") as f:
         for h in history:
             f.write(json.dumps(h, default=float) + "\n")
-    config = {
-        "spec": spec.to_dict(),
-        "manifest_fingerprint": manifest.fingerprint(),
-        "caches": features.cache_fingerprints(),
-        "modalities": {k: dataclasses.asdict(v) for k, v in spec_dims.items()},
-        "classes": classes,
-        "num_parameters": sum(p.numel() for p in head.parameters()),
-        "device": str(device),
-        "versions": library_versions(),
-    }
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
     if "dev" in metrics:
-        plot_confusion(np.array(metrics["dev"]["confusion"]), classes, out / "confusion.png",
-                       title=f"{spec.head} seed {spec.seed}: dev")
+        plot_confusion(np.array(metrics["dev"]["confusion"]), classes, out / "confusion.png", title=title)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: marks the run finished
     return metrics
 
@@ -351,13 +371,21 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = 
 
 
 def load_run(path: str | Path) -> tuple[Head, dict]:
-    """Rebuild a finished run's head (eval mode, CPU) and its config.json."""
+    """Rebuild a finished run's head (eval mode, CPU) and its config.json.
+
+    A fine-tune run (config "mode": "finetune") gives its whole model instead (a
+    `FinetuneModule`: encoders + head, raw inputs in), since its head only fits the
+    fine-tuned encoders."""
     from msa_cache.heads.base import ModalitySpec
 
     path = Path(path)
     if not is_finished(path):
         raise FileNotFoundError(f"{path}: not a finished run (no metrics.json)")
     config = json.loads((path / "config.json").read_text())
+    if config.get("mode") == "finetune":  # encoders + head: rebuilt from the recorded encoders
+        from msa_cache.finetune.load import load_finetune_run
+
+        return load_finetune_run(path, config)
     spec = {k: ModalitySpec(**v) for k, v in config["modalities"].items()}
     s = config["spec"]
     head = create_head(s["head"], spec, len(config["classes"]), s["head_options"])
