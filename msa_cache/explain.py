@@ -241,6 +241,8 @@ def _explain_features(run, name, head, manifest, features, row, row_id) -> Expla
 
     text_cache = features.sources["text"].cache
     input_ids = text_cache.read("text/input_ids", [row])[0] if "text/input_ids" in text_cache.fields() else None
+    if input_ids is not None:  # the batch drops trailing padding; the stored ids are full length
+        input_ids = input_ids[: len(mask)]
     tokenizer = load_tokenizer(text_cache.attrs) if input_ids is not None else None
     tokens, text_note = decode_tokens(input_ids, mask, tokenizer)
 
