@@ -266,6 +266,7 @@ def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict
               config: dict, title: str) -> dict:
     """A run directory's files from the selected model's probabilities for every manifest row
     (shared by cached-feature and fine-tune runs); metrics.json is written last."""
+    out.mkdir(parents=True, exist_ok=True)  # a long fine-tune writes only now; its folder may have been swept
     labels, _ = _labels(manifest)
     splits = np.array(manifest.column("split"))
     classes = manifest.classes

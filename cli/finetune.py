@@ -1,0 +1,119 @@
+"""`msa-cache finetune`: a head (or a baseline) with its encoders in the loop; a thin layer over
+msa_cache.finetune. Run directories go next to the cached-feature runs, in the same format."""
+from __future__ import annotations
+
+import click
+
+from msa_cache.encoders import EncoderUnavailable
+from msa_cache.finetune import BASELINES, FinetuneConfig, FinetuneSpec, finetune_run
+from msa_cache.finetune.baselines import VISUALBERT_DEFAULT
+from msa_cache.finetune.config import TEXT_AUGS
+from msa_cache.manifest import CLEANERS
+
+from msa_cache_cli.extract import EncoderName
+from msa_cache_cli.options import head_flags, head_names, pop_head_options, resolve_manifest
+
+
+def _unfreeze(ctx, param, value: str) -> list[str]:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if parts == ["none"]:
+        return []
+    bad = [p for p in parts if p not in ("text", "image")]
+    if bad:
+        raise click.BadParameter(f"'{value}': expected text, image, text,image or none")
+    return parts
+
+
+D = FinetuneConfig()
+
+
+@click.command("finetune")
+@click.option("--head", type=click.Choice(head_names()), default=None, help="the head to train (or --baseline)")
+@click.option("--baseline", type=click.Choice(BASELINES), default=None,
+              help="clip: CLIP towers + classifier; visualbert: VisualBERT over --encoder's patch features")
+@click.option("--encoder", "encoders", multiple=True, type=EncoderName(),
+              help="repeatable: one text and one image encoder (registry name, hf:ORG/NAME or a model folder); "
+                   "--baseline visualbert: its image encoder")
+@click.option("--model", default=None,
+              help="baseline weights, hub id or folder [clip: openai/clip-vit-base-patch32; "
+                   "visualbert: uclanlp/visualbert-vqa-coco-pre]")
+@click.option("--manifest", type=click.Path(dir_okay=False), default=None,
+              help="manifest Parquet file [default: the only one in manifests/]")
+@click.option("--runs", "runs_root", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True, help="repeatable")
+@click.option("--lr", type=float, default=D.lr, show_default=True, help="head learning rate")
+@click.option("--encoder-lr", type=float, default=D.encoder_lr, show_default=True,
+              help="unfrozen encoders' learning rate")
+@click.option("--weight-decay", type=float, default=D.weight_decay, show_default=True, help="AdamW weight decay")
+@click.option("--warmup", type=float, default=D.warmup, show_default=True,
+              help="linear warm-up fraction of each parameter group's steps, then linear decay")
+@click.option("--batch-size", type=click.IntRange(1), default=D.batch_size, show_default=True)
+@click.option("--accumulate", type=click.IntRange(1), default=D.accumulate, show_default=True,
+              help="gradient accumulation: one optimizer step per N batches")
+@click.option("--max-epochs", type=click.IntRange(1), default=D.max_epochs, show_default=True)
+@click.option("--patience", type=click.IntRange(1), default=D.patience, show_default=True,
+              help="early stopping: epochs without a better dev score")
+@click.option("--monitor", type=click.Choice(["accuracy", "macro-f1", "weighted-f1"]), default=D.monitor,
+              show_default=True, help="dev metric for early stopping and model selection")
+@click.option("--head-epochs", type=click.IntRange(0), default=D.head_epochs, show_default=True,
+              help="epochs with frozen encoders before unfreezing")
+@click.option("--unfreeze", callback=_unfreeze, default="text,image", show_default=True,
+              help="which encoders to unfreeze: text, image, text,image or none")
+@click.option("--unfreeze-from", type=click.IntRange(1), default=None,
+              help="first epoch with unfrozen encoders (overrides --head-epochs)")
+@click.option("--class-weights", type=click.Choice(["none", "balanced"]), default=D.class_weights, show_default=True)
+@click.option("--text-pool", type=click.Choice(["cls", "mean"]), default=D.text_pool, show_default=True,
+              help="text vector used as the pooled text feature")
+@click.option("--max-length", type=click.IntRange(2), default=D.max_length, show_default=True)
+@click.option("--clean", type=click.Choice(sorted(CLEANERS)), default=D.clean, show_default=True)
+@click.option("--augment/--no-augment", default=D.augment, show_default=True,
+              help="train images: flip, random crop with padding, random erasing")
+@click.option("--text-aug", type=click.Choice(TEXT_AUGS), default=D.text_aug, show_default=True,
+              help="translation: the back-translated text (translation.json) with p=0.5; synonyms: built-in table")
+@click.option("--limit-train", type=click.IntRange(1), default=None,
+              help="train on a fixed random subset of N train rows (slow machines; recorded in the run)")
+@click.option("--amp/--no-amp", default=D.amp, show_default=True,
+              help="mixed precision on CUDA (bf16 on Ampere+, else fp16 + GradScaler)")
+@click.option("--grad-checkpointing/--no-grad-checkpointing", default=D.grad_checkpointing, show_default=True,
+              help="trade compute for memory where the encoder supports it (HF models)")
+@click.option("--device", default=D.device, show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--workers", type=click.IntRange(0), default=D.workers, show_default=True,
+              help="DataLoader workers decoding images")
+@head_flags(multi=False)
+def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, **kwargs):
+    """Fine-tune a head with its encoders in the loop (or a baseline), staged: head first, then encoders.
+
+    \b
+    msa-cache finetune --head mdse --encoder roberta --encoder vit
+    msa-cache finetune --head ae-cat --encoder minilm --encoder efficientnet-lite0 --max-epochs 3
+    msa-cache finetune --baseline clip [--model openai/clip-vit-base-patch32]
+    msa-cache finetune --baseline visualbert --encoder vit
+    """
+    if (head is None) == (baseline is None):
+        raise click.UsageError("give either --head HEAD (with --encoder ...) or --baseline clip|visualbert")
+    options = pop_head_options(kwargs, multi=False)
+    if baseline == "clip":
+        if encoders:
+            raise click.UsageError("--baseline clip takes its weights from --model, not --encoder")
+        names = [model] if model else []
+    elif baseline == "visualbert":
+        if len(encoders) != 1:
+            raise click.UsageError("--baseline visualbert needs exactly one image encoder: --encoder vit")
+        names = [model or VISUALBERT_DEFAULT, encoders[0]]
+    else:
+        if model:
+            raise click.UsageError("--model is for --baseline clip|visualbert; heads take --encoder")
+        names = list(encoders)
+    train = FinetuneConfig(**kwargs)
+    manifest_path = resolve_manifest(manifest)
+    for seed in seeds:
+        spec = FinetuneSpec(str(manifest_path), baseline or head, names, baseline, dict(options), train, seed)
+        try:
+            r = finetune_run(spec, runs_root, log=click.echo)
+        except EncoderUnavailable as e:
+            raise click.ClickException(str(e)) from None
+        state = "already finished, skipped" if r.skipped else f"trained in {r.seconds:.1f}s"
+        click.echo(f"{r.path}  ({state})")
+        for split, m in r.metrics.items():
+            click.echo(f"  {split:<5} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+                       f"weighted-F1 {m['weighted_f1']:.4f}  (n={m['n']})")

@@ -1,0 +1,130 @@
+"""What defines a fine-tune run: the manifest, the encoders, the head (or a
+baseline), the staged trainer settings and the seed. Its hash names the run
+directory, runs/<manifest>/finetune-<head>-<encoders>-<hash>/seed-K, next to the
+cached-feature runs and in the same format."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from msa_cache.runs.metrics import MONITORS
+
+BASELINES = ("clip", "visualbert")
+TEXT_AUGS = ("none", "translation", "synonyms")
+MODALITIES = ("text", "image")
+
+
+@dataclass
+class FinetuneConfig:
+    lr: float = 1e-3  # head (and new projection layers)
+    encoder_lr: float = 2e-5  # unfrozen encoders
+    weight_decay: float = 0.01
+    batch_size: int = 16  # fits MiniLM/ViT-B fine-tuning in ~4 GB with AMP
+    accumulate: int = 1  # optimizer step every N batches (effective batch N * batch_size)
+    max_epochs: int = 10
+    patience: int = 3
+    monitor: str = "weighted-f1"
+    head_epochs: int = 1  # epochs with frozen encoders before unfreezing
+    unfreeze: list[str] = field(default_factory=lambda: list(MODALITIES))  # which encoders are unfrozen later
+    unfreeze_from: int | None = None  # first epoch with unfrozen encoders; None = head_epochs + 1
+    warmup: float = 0.1  # fraction of each param group's steps spent warming up linearly
+    class_weights: str = "none"
+    text_pool: str = "cls"
+    max_length: int = 128
+    clean: str = "none"
+    augment: bool = True  # image flip / crop with padding / random erasing on train rows
+    text_aug: str = "none"  # "none" | "translation" | "synonyms"
+    limit_train: int | None = None  # train on a fixed random subset of N train rows (slow machines)
+    amp: bool = True  # CUDA only: bf16 where the GPU has it natively, else fp16 + GradScaler
+    # Not part of the run's identity (memory and speed, not results):
+    grad_checkpointing: bool = False
+    device: str = "auto"
+    workers: int = 0
+
+    IDENTITY_EXCLUDED = ("grad_checkpointing", "device", "workers")
+
+    def resolved(self) -> "FinetuneConfig":
+        """Checked, with --unfreeze-from folded into head_epochs (one way to say one thing)."""
+        c = dataclasses.replace(self, unfreeze=sorted(set(self.unfreeze)))
+        if c.unfreeze_from is not None:
+            if c.unfreeze_from < 1:
+                raise ValueError(f"--unfreeze-from must be an epoch >= 1, got {c.unfreeze_from}")
+            c.head_epochs, c.unfreeze_from = c.unfreeze_from - 1, None
+        bad = [m for m in c.unfreeze if m not in MODALITIES]
+        if bad:
+            raise ValueError(f"--unfreeze {','.join(bad)}: choose from text,image (or 'none')")
+        checks = [
+            (c.monitor in MONITORS, f"--monitor must be one of {sorted(MONITORS)}"),
+            (c.text_aug in TEXT_AUGS, f"--text-aug must be one of {', '.join(TEXT_AUGS)}"),
+            (c.class_weights in ("none", "balanced"), "--class-weights must be 'none' or 'balanced'"),
+            (c.text_pool in ("cls", "mean"), "--text-pool must be 'cls' or 'mean'"),
+            (c.batch_size >= 1 and c.accumulate >= 1, "--batch-size and --accumulate must be >= 1"),
+            (c.max_epochs >= 1 and c.patience >= 1, "--max-epochs and --patience must be >= 1"),
+            (c.head_epochs >= 0, "--head-epochs must be >= 0"),
+            (0.0 <= c.warmup < 1.0, f"--warmup is a fraction of the steps in [0, 1), got {c.warmup}"),
+            (c.limit_train is None or c.limit_train >= 1, "--limit-train must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return c
+
+    @property
+    def first_unfrozen_epoch(self) -> int:
+        return self.head_epochs + 1 if self.unfreeze_from is None else self.unfreeze_from
+
+    def identity(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in self.IDENTITY_EXCLUDED}
+
+
+@dataclass
+class FinetuneSpec:
+    manifest: str
+    head: str  # a registered head, or the baseline's name
+    encoders: list[str]  # as given: registry names, hf:ORG/NAME or folders; baselines: their model first
+    baseline: str | None = None  # "clip" | "visualbert"
+    head_options: dict[str, Any] = field(default_factory=dict)
+    train: FinetuneConfig = field(default_factory=FinetuneConfig)
+    seed: int = 0
+
+    def identity(self, manifest_fingerprint: str, encoder_records: dict) -> dict:
+        return {
+            "mode": "finetune",
+            "manifest_fingerprint": manifest_fingerprint,
+            # The pretrained weights, not the names: a renamed folder with the same weights is the same run.
+            "encoders": {role: {k: r.get(k) for k in ("encoder", "weights_sha256", "preprocessing")}
+                         for role, r in sorted(encoder_records.items())},
+            "head": self.head,
+            "baseline": self.baseline,
+            "head_options": self.head_options,
+            "train": self.train.identity(),
+        }
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["train"] = asdict(self.train)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FinetuneSpec":
+        known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+        train = FinetuneConfig(**{k: v for k, v in d["train"].items() if k in known})
+        return cls(d["manifest"], d["head"], list(d["encoders"]), d.get("baseline"), d.get("head_options", {}),
+                   train, d.get("seed", 0))
+
+
+def encoder_slug(name: str) -> str:
+    """A short folder-safe name: 'minilm', 'hf:org/tiny-bert' -> 'tiny-bert', '/models/vit/' -> 'vit'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name.removeprefix("hf:")).name) or "model"
+
+
+def finetune_run_dir(runs_root: str | Path, manifest_name: str, spec: FinetuneSpec, chash: str,
+                     changed: dict) -> Path:
+    """runs/<manifest>/finetune-<head>-<enc>+<enc>[-<changed options>]-<hash>/seed-<k>."""
+    encoders = "+".join(encoder_slug(e) for e in spec.encoders)[:60]
+    slug = "".join(f"-{k}{v}" for k, v in sorted(changed.items()))[:40].replace("/", "_").replace(" ", "")
+    name = f"finetune-{spec.head}" + (f"-{encoders}" if encoders else "") + slug
+    return Path(runs_root) / manifest_name / f"{name}-{chash}" / f"seed-{spec.seed}"

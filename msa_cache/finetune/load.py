@@ -1,0 +1,22 @@
+"""Reloading a finished fine-tune run: its recorded encoders (verified), the head, model.pt."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from msa_cache.finetune.config import FinetuneSpec
+from msa_cache.finetune.model import FinetuneModule, assemble_model
+from msa_cache.finetune.record import rebuild_encoder
+
+
+def load_finetune_run(path: str | Path, config: dict) -> tuple[FinetuneModule, dict]:
+    """The run's model (eval mode, CPU) and its config.json; EncoderUnavailable when an encoder cannot load."""
+    path = Path(path)
+    spec = FinetuneSpec.from_dict(config["spec"])
+    # The pretrained encoders give the architecture, tokenizer and preprocessing; model.pt then
+    # replaces every weight with the fine-tuned ones.
+    encoders = {role: rebuild_encoder(record, where=str(path)) for role, record in config["encoders"].items()}
+    model = assemble_model(spec, len(config["classes"]), encoders)
+    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    return model.eval(), config

