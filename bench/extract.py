@@ -22,7 +22,6 @@ import argparse
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -121,7 +120,7 @@ def main(argv=None) -> int:
         return 0
 
     common.print_machine("bench/extract.py: extraction samples/s, (a) seed loop, (b) bare batched forward, "
-                             "(c) extract() end to end")
+                         "(c) extract() end to end")
     scratch = common.SCRATCH / "extract"
     scratch.mkdir(parents=True, exist_ok=True)
     manifest = common.head_of_manifest(args.manifest, args.rows, scratch)
