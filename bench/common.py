@@ -100,7 +100,7 @@ def timer(out: dict, key: str, cpu: dict | None = None):
 
 
 def set_threads(n: int | None) -> None:
-    """torch intra-op threads (None: torch's default, one per core)."""
+    """torch intra-op threads (None or 0: torch's default, one per core)."""
     import torch
 
     if n:

@@ -1,6 +1,6 @@
 """Does training stay flat in time per row and in memory as the cache grows?
 
-    python bench/scale.py [--rows 5000,50000] [--pooled-rows 200000] [--heads ae-cat,ab-cat] [--threads N]
+    python bench/scale.py [--rows 5000,50000] [--pooled-rows 200000] [--heads ae-cat,ab-cat] [--threads 1]
 
 Caches of made-up features, written by the real extraction writer (`extract()` with
 `ArrayEncoder` + `random_rows`, one row generated at a time), sized like MiniLM +
@@ -17,8 +17,9 @@ Each measurement runs in its own subprocess (peak RSS = that process's VmHWM): o
 the caches (pooled features are loaded into memory, as the trainer does), a 2-batch
 warm-up, then one timed training epoch of the head over the train rows with the
 trainer's own loop (`_train_loop`, default TrainConfig: batch 64, workers 0; no dev
-pass). Reports seconds per row and peak RSS, and the ratios largest/smallest token
-cache (targets: peak RSS ratio <= 1.3, time per row flat).
+pass), with 1 torch thread unless --threads says otherwise. Reports seconds per row
+and peak RSS, and the ratios largest/smallest token cache (targets: peak RSS ratio
+<= 1.3, time per row flat).
 """
 from __future__ import annotations
 
@@ -134,7 +135,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pooled-rows", type=int, default=200000, help="size of the pooled-only cache (0: skip)")
     ap.add_argument("--heads", default="ae-cat,ab-cat", help="a pooled head and a token head (default ae-cat,ab-cat)")
     ap.add_argument("--dir", type=Path, default=common.SCRATCH / "scale", help="where the caches are kept")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads of each measurement (default 1: on a shared CPU more threads "
+                         "spin-wait and bury the size effect in noise; 0 = torch's default, one per core)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:

@@ -38,6 +38,7 @@ class FeatureSet:
     sources: dict[str, _Source]
     rows: np.ndarray  # cache row of each manifest row (all caches share the manifest order)
     pooled: dict[str, torch.Tensor] = field(default_factory=dict)
+    _ids: list[str] | None = field(default=None, repr=False)
 
     @property
     def modalities(self) -> list[str]:
@@ -80,7 +81,9 @@ class FeatureSet:
                     mask = torch.from_numpy(src.cache.read(src.mask_field, rows).astype(bool))
                     tokens, mask = trim_padding(tokens, mask)
             inputs[name] = ModalityInput(self.pooled[name][idx], tokens, mask)
-        ids = self.manifest.ids
+        if self._ids is None:  # manifest.ids converts the whole Arrow column: once, not per batch
+            self._ids = self.manifest.ids
+        ids = self._ids
         return Batch(
             inputs=inputs,
             labels=torch.from_numpy(labels[idx]),
