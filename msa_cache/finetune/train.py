@@ -114,8 +114,10 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
     class_weight = _class_weight(labels[train_idx], len(manifest.classes), tc.class_weights)
     t0 = time.time()
     history = train_loop(model, spec, manifest, train_idx, dev_idx, class_weight, device, precision, log)
+    seconds_train = time.time() - t0
 
     log(f"predicting all {len(manifest)} rows with the selected epoch")
+    t0 = time.time()
     probs = predict_rows(model, manifest, np.arange(len(manifest)), device, precision, 2 * tc.batch_size, tc.workers)
     epochs = [h["seconds"] for h in history if "seconds" in h]
     config = {
@@ -131,7 +133,8 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
         "device": str(device),
         "precision": precision,
         "grad_checkpointing_unsupported": no_checkpointing,
-        "seconds_train": round(time.time() - t0, 1),  # all epochs, dev scoring included
+        "seconds_train": round(seconds_train, 1),  # all epochs, dev scoring included
+        "seconds_predict_all": round(time.time() - t0, 1),
         "seconds_per_epoch": round(float(np.mean(epochs)), 1) if epochs else None,
         "peak_rss_mb": peak_rss_mb(),
         "peak_cuda_mb": (round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None),
@@ -199,9 +202,11 @@ def train_loop(model: FinetuneModule, spec: FinetuneSpec, manifest: Manifest, tr
                   "seconds": round(time.time() - t0, 1), **{f"train_{k}": v / n_batches for k, v in sums.items()},
                   "lr_head": lr_head, "lr_encoder": lr_encoder}
         if len(dev_idx):
+            t_dev = time.time()
             probs = predict_rows(model, manifest, dev_idx, device, precision, 2 * tc.batch_size, tc.workers)
             m = classification_metrics(labels[dev_idx], probs.argmax(1), manifest.classes)
             record.update({f"dev_{k}": m[k] for k in ("accuracy", "macro_f1", "weighted_f1")})
+            record["dev_seconds"] = round(time.time() - t_dev, 1)
             score = record[f"dev_{MONITOR_KEYS[tc.monitor]}"]
         else:  # no labeled dev rows: keep the last epoch
             score = epoch
