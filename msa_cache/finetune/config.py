@@ -104,9 +104,7 @@ class FinetuneSpec:
         }
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["train"] = asdict(self.train)
-        return d
+        return asdict(self)  # recurses into the nested train config
 
     @classmethod
     def from_dict(cls, d: dict) -> "FinetuneSpec":
