@@ -78,7 +78,8 @@ class CachedRunPredictor:
                         None if tokens is None else torch.from_numpy(arrays[tokens]).float(),
                         None if mask is None else torch.from_numpy(arrays[mask]).bool())
             n = len(parts[0]["rows"])
-            logits = self.head(Batch(inputs, torch.full((n,), -1, dtype=torch.long)).to(self.device)).logits
+            with self.head.logits_only():
+                logits = self.head(Batch(inputs, torch.full((n,), -1, dtype=torch.long)).to(self.device)).logits
             out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 

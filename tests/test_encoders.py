@@ -126,6 +126,28 @@ def test_tiny_bert_fields_and_mask_aware_mean(tiny_bert, tokenizer):
     assert torch.equal(out["text/input_ids"], batch["input_ids"])
 
 
+def test_text_runs_only_up_to_the_last_real_token(tiny_bert, tokenizer):
+    # Short posts: the model sees 6 positions, not 16; the stored fields keep max_length and
+    # the real tokens equal a full-length forward.
+    enc = build_encoder("bert", model=tiny_bert, tokenizer=tokenizer, max_length=16, layers=(-2,))
+    seen = []
+    hook = tiny_bert.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        batch, out = _run(enc, _items(["I love this sunny day", "ok"]))
+    finally:
+        hook.remove()
+    mask = batch["attention_mask"]
+    n = int(mask.sum(1).max())
+    assert seen == [n] and n < 16 and out["text/tokens"].shape == (2, 16, 32)
+    with torch.inference_mode():
+        full = tiny_bert(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=True)
+    real = mask.bool()
+    torch.testing.assert_close(out["text/tokens"][real], full.last_hidden_state[real])
+    torch.testing.assert_close(out["text/hidden/-2"][real], full.hidden_states[-2][real])
+    assert out["text/tokens"][~real].abs().sum() == 0 and out["text/hidden/-2"][~real].abs().sum() == 0
+    torch.testing.assert_close(out["text/cls"], full.last_hidden_state[:, 0])
+
+
 def test_text_options_pooled_only_clean_and_bad_layers(tiny_bert, tokenizer):
     enc = build_encoder("bert", model=tiny_bert, tokenizer=tokenizer, max_length=16, pooled_only=True,
                         clean="seed000-v1")
@@ -173,6 +195,11 @@ def test_torchvision_cnn_grid_is_flattened(monkeypatch):
     assert enc.image.size == 224 and enc.field_shapes() == {"image/pooled": (1280,), "image/tokens": (49, 1280)}
     _, out = _run(enc, _items(TEXTS[:1], image_size=224))
     torch.testing.assert_close(out["image/pooled"], out["image/tokens"].mean(1))
+    # The encoder runs in channels_last (faster convolutions); the features are those of the plain layout.
+    pixels = _items(TEXTS[:1], image_size=224)[0]["pixels"][None]
+    with torch.inference_mode():
+        plain = enc.model.to(memory_format=torch.contiguous_format)(pixels)
+    torch.testing.assert_close(out["image/tokens"][0], plain[0].flatten(1).t(), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="no uniform hidden layers"):
         build_encoder("mobilenet-v2", model=torchvision.models.mobilenet_v2(), layers=(-1,))
 

@@ -283,3 +283,23 @@ def test_learns_a_small_synthetic_problem(one_thread):
     # ln(queue + 1) for GAM's one positive among 16 queued negatives and ln(B) for HFAM's in-batch one.
     assert last[1] < 0.8 * math.log(16 + 1) and last[2] < 0.8 * math.log(32), (first, last)
     assert acc > 0.8, acc  # chance is 1/3
+
+
+def test_logits_only_skips_alignment_losses_and_keeps_logits():
+    # Predicting must not build HFAM's B*B*P*L cosines, nor touch the GAM queue.
+    head = make_head()
+    opt = torch.optim.SGD([p for p in head.parameters() if p.requires_grad], lr=0.0)
+    train_step(head, make_batch(seed=5), opt)
+    head.eval()
+    batch = make_batch()
+    queue_before = head.queue_image.clone(), int(head.queue_len)
+    with torch.no_grad():
+        full = head(batch)
+        with head.logits_only():
+            fast = head(batch)
+    assert {"loss_gam", "loss_hfam"} <= set(full.aux) and not {"loss_gam", "loss_hfam"} & set(fast.aux)
+    torch.testing.assert_close(full.logits, fast.logits)
+    torch.testing.assert_close(full.aux["attn_image"], fast.aux["attn_image"])  # explain still works
+    assert head.predicting is False  # the switch is scoped to the block
+    torch.testing.assert_close(head.queue_image, queue_before[0])
+    assert int(head.queue_len) == queue_before[1]

@@ -7,6 +7,7 @@ and `text/hidden/<k>` for each requested layer k.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from msa_cache.encoders.base import Encoder, EncoderOptions, TextSpec, masked_mean, text_limit, zero_padding
 from msa_cache.encoders.hub import load_pretrained
@@ -68,9 +69,18 @@ class TextEncoder(Encoder):
 
     def _forward(self, batch: dict) -> dict:
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        out = self.model(input_ids=ids, attention_mask=mask,
+        # Run the model only up to the batch's last real token (MVSA tweets: ~31 of 128), then pad the
+        # outputs back to max_length. Real tokens are unchanged (padding is masked out of attention;
+        # bench/extract.py: within one fp16 step); padded positions are zeroed by text_fields anyway.
+        # A left-padding tokenizer has a real token in the last position, so nothing is trimmed.
+        length = ids.shape[1]
+        used = mask.bool().any(0).nonzero()
+        n = int(used.max()) + 1 if used.numel() else length
+        out = self.model(input_ids=ids[:, :n], attention_mask=mask[:, :n],
                          output_hidden_states=bool(self.options.layers))
-        return text_fields("text", out.last_hidden_state, mask, ids, out.hidden_states, self.options.layers)
+        pad = (lambda x: x) if n == length else (lambda x: F.pad(x, (0, 0, 0, length - n)))
+        hidden = None if out.hidden_states is None else tuple(pad(h) for h in out.hidden_states)
+        return text_fields("text", pad(out.last_hidden_state), mask, ids, hidden, self.options.layers)
 
     @classmethod
     def from_pretrained(cls, name: str, source: str, *, model=None, tokenizer=None,

@@ -233,7 +233,7 @@ def predict_rows(model: FinetuneModule, manifest: Manifest, rows: np.ndarray, de
                          shuffle=False, workers=workers)
     out = []
     for batch in loader:
-        with autocast(device, precision):
+        with autocast(device, precision), model.head.logits_only():
             logits = model(batch_to(batch, device)).logits
         out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.head.num_classes), dtype=np.float32)

@@ -20,6 +20,8 @@ unless their method is inherently two-sided (MDSE, INFIG).
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -122,6 +124,21 @@ class Head(nn.Module):
         self.spec = spec
         self.num_classes = num_classes
         self.cfg = cfg
+        # Set by `logits_only()`: a head may then skip terms that only its loss reads.
+        self.predicting = False
+
+    @contextlib.contextmanager
+    def logits_only(self):
+        """Within this block forward() needs to return only logits (and cheap aux for `explain`).
+
+        Heads with costly auxiliary losses skip them here: INFIG's fine-grained cosines are
+        B*B*P*L floats per level, 6.6 GB at the predict batch of 256 with 768-d tokens.
+        """
+        before, self.predicting = self.predicting, True
+        try:
+            yield self
+        finally:
+            self.predicting = before
 
     def forward(self, batch: Batch) -> HeadOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -314,7 +314,7 @@ class Infig(Head):
         img_x0, img_outs = self.stacks["image"](img_tokens, img_mask)
         txt_x0, txt_outs = self.stacks["text"](txt_tokens, txt_mask)
 
-        if cfg.gam:
+        if cfg.gam and not self.predicting:
             i_g, t_g = img_outs[cfg.gam_layer][:, 0], txt_outs[cfg.gam_layer][:, 0]
             if self.use_clip:
                 missing = [m for m in ("clip_image", "clip_text") if m not in batch.inputs]
@@ -323,7 +323,7 @@ class Infig(Head):
                 i_g = torch.cat([i_g, batch.inputs["clip_image"].pooled.to(i_g.dtype)], dim=-1)
                 t_g = torch.cat([t_g, batch.inputs["clip_text"].pooled.to(t_g.dtype)], dim=-1)
             aux["loss_gam"] = self._gam(i_g, t_g, aux)
-        if cfg.hfam:
+        if cfg.hfam and not self.predicting:
             aux["loss_hfam"] = self._hfam(self._levels("image", batch, img_x0, img_outs, img_mask),
                                           self._levels("text", batch, txt_x0, txt_outs, txt_mask))
 

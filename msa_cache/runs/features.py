@@ -22,6 +22,9 @@ from msa_cache.heads.base import Batch, ModalityInput, ModalitySpec
 from msa_cache.manifest import Manifest
 
 
+POOLED_BLOCK = 8192  # rows per read when loading pooled features
+
+
 @dataclass
 class _Source:
     """Where one modality's features live in a cache."""
@@ -62,8 +65,16 @@ class FeatureSet:
         }
 
     def load_pooled(self) -> None:
+        """Every row's pooled features, held in memory in the cache's storage dtype (an fp16 cache:
+        half the RAM of float32; `batch` hands out float32, the same values), read a block of rows
+        at a time so the peak stays near the final size."""
         for name, src in self.sources.items():
-            self.pooled[name] = torch.from_numpy(src.cache.read(src.pooled_field, self.rows))
+            dtype = torch.float16 if src.cache.dtype(src.pooled_field) == "float16" else torch.float32
+            out = torch.empty((len(self.rows), *src.cache.row_shape(src.pooled_field)), dtype=dtype)
+            for s in range(0, len(self.rows), POOLED_BLOCK):
+                block = self.rows[s:s + POOLED_BLOCK]
+                out[s:s + len(block)] = torch.from_numpy(src.cache.read(src.pooled_field, block))
+            self.pooled[name] = out
 
     def batch(self, idx: np.ndarray, labels: np.ndarray, modality_labels: dict[str, np.ndarray],
               with_tokens: bool) -> Batch:
@@ -80,7 +91,7 @@ class FeatureSet:
                 if src.mask_field is not None:
                     mask = torch.from_numpy(src.cache.read(src.mask_field, rows).astype(bool))
                     tokens, mask = trim_padding(tokens, mask)
-            inputs[name] = ModalityInput(self.pooled[name][idx], tokens, mask)
+            inputs[name] = ModalityInput(self.pooled[name][idx].float(), tokens, mask)
         if self._ids is None:  # manifest.ids converts the whole Arrow column: once, not per batch
             self._ids = self.manifest.ids
         ids = self._ids

@@ -182,7 +182,7 @@ def predict_probs(head: Head, features: FeatureSet, idx: np.ndarray, device: tor
     labels, modality_labels = _labels(features.manifest)
     out = []
     for batch in _loader(features, _batches(idx, PREDICT_BATCH), labels, modality_labels, head, workers):
-        with _autocast(device, amp):
+        with _autocast(device, amp), head.logits_only():
             logits = head(batch.to(device)).logits
         out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, head.num_classes), dtype=np.float32)
@@ -234,7 +234,7 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
 
     if getattr(head, "fit_mode", None) == "closed_form":
         features.load_pooled()
-        x = lambda idx: {m: features.pooled[m][idx].numpy() for m in head.spec}  # noqa: E731
+        x = lambda idx: {m: features.pooled[m][idx].float().numpy() for m in head.spec}  # noqa: E731
         info = head.fit_closed_form(x(train_idx), labels[train_idx], x(dev_idx), labels[dev_idx], monitor,
                                     class_weight=None if class_weight is None else class_weight.numpy(),
                                     seed=spec.seed)
