@@ -60,15 +60,19 @@ def fit_cmd(head, seeds, **kwargs):
 @click.option("--seeds", type=int, default=3, show_default=True, help="seeds 0..N-1 per configuration")
 @click.option("--leaderboard", "leaderboard_prefix", default=None, type=click.Path(dir_okay=False),
               help="output prefix for .md/.csv/.png [default: <runs>/<manifest>/leaderboard]")
+@click.option("--all-runs", is_flag=True,
+              help="also list every other finished run of this manifest (other options, fine-tuned runs); "
+                   "with --heads '' list only those")
 @data_options
 @train_options
 @head_flags(multi=True)
-def compare_cmd(heads, seeds, leaderboard_prefix, **kwargs):
+def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, **kwargs):
     """Run a grid of heads x options x seeds (finished runs are skipped) and print the leaderboard.
 
     \b
     msa-cache compare --heads uni-text,uni-image,probe,late,ae-cat,ae-add,ab-cat,ab-add,mha \\
                       --latent 32,64,128 --seeds 3
+    msa-cache compare --heads '' --all-runs   # every finished run, cached and fine-tuned
     """
     grid = pop_head_options(kwargs, multi=True)
     runs_root = kwargs.pop("runs_root")
@@ -78,7 +82,10 @@ def compare_cmd(heads, seeds, leaderboard_prefix, **kwargs):
     for h in head_list:
         if h not in head_names():
             raise click.BadParameter(f"unknown head '{h}'; choose from {', '.join(head_names())}", param_hint="--heads")
-    entries = compare(manifest_path, caches, head_list, grid, list(range(seeds)), train, runs_root, log=click.echo)
+    entries = compare(manifest_path, caches, head_list, grid, list(range(seeds)), train, runs_root, log=click.echo,
+                      all_runs=all_runs)
+    if not entries:
+        raise click.UsageError(f"no runs to list: give --heads, or --all-runs once {runs_root} has finished runs")
     prefix = leaderboard_prefix or Path(runs_root) / read_manifest(manifest_path).name / "leaderboard"
     paths = write_leaderboard(entries, prefix)
     click.echo("\n" + leaderboard_markdown(entries))

@@ -21,6 +21,7 @@ from msa_cache.finetune.model import FinetuneModel
 from msa_cache.finetune.optim import grad_scaler, make_optimizer, resolve_precision, warmup_linear
 from msa_cache.finetune.train import backward_step, optimizer_step, train_rows
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
+from msa_cache.runs.compare import finished_entries
 from msa_cache.runs.trainer import load_run
 from msa_cache_cli.finetune import finetune_cmd
 
@@ -290,6 +291,10 @@ def test_cli_finetune_run_directory_staged_and_skipped(world, tmp_path):
     assert set(metrics) == {"train", "dev", "test"} and metrics["dev"]["n"] == N_DEV
     pred = pq.read_table(run / "predictions.parquet").to_pydict()
     assert len(pred["id"]) == N  # every row, like a cached run
+    # `compare --all-runs` reads the same format, so the fine-tuned run joins the leaderboard.
+    [entry] = finished_entries(tmp_path / "toy")
+    assert entry.label == "finetune-ae-cat-tiny-bert+tiny-vit-latent8"
+    assert entry.stat("dev", "weighted_f1") == (metrics["dev"]["weighted_f1"], 0.0)
 
     model, cfg = load_run(run)  # load_run rebuilds encoders + head for a fine-tuned run
     assert cfg["mode"] == "finetune" and not model.training

@@ -211,6 +211,13 @@ def test_cli_fit_compare_and_bad_option(world, tmp_path):
                                  "--max-epochs", "2", *common])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "toy" / "leaderboard.md").is_file() and "| ae-add latent=8 | 1 |" in r.output
+    # --all-runs adds the other finished families (here the two-seed `fit` runs) without training
+    listed = CliRunner().invoke(cli, ["compare", "--heads", "", "--all-runs", *common])
+    assert listed.exit_code == 0, listed.output
+    assert "| ae-add-latent8 | 2 |" in listed.output and "uni-text | 1 |" in listed.output
+    assert "epoch" not in listed.output.lower()  # nothing was trained
+    none = CliRunner().invoke(cli, ["compare", "--heads", "", *common])
+    assert none.exit_code != 0 and "no runs to list" in none.output
     missing = CliRunner().invoke(cli, ["fit", "--head", "uni-text", "--manifest", str(tmp_path / "nope.parquet")])
     assert missing.exit_code != 0 and "no such manifest" in missing.output
     assert open_cache(caches["text"]).ids[0] == "p0"

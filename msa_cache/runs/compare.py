@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.runs.config import RunSpec, TrainConfig
 from msa_cache.runs.features import open_features
-from msa_cache.runs.trainer import RunResult, fit_run
+from msa_cache.runs.trainer import RunResult, fit_run, is_finished
 
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
@@ -63,7 +64,12 @@ class Entry:
 
 def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str], grid: dict[str, list],
             seeds: list[int], train: TrainConfig, runs_root: str | Path = "runs",
-            log: Callable[[str], None] = print) -> list[Entry]:
+            log: Callable[[str], None] = print, all_runs: bool = False) -> list[Entry]:
+    """Train the grid (finished runs are read back, not retrained) and return its entries, best first.
+
+    all_runs: also list every other finished run family of this manifest: other options,
+    other seeds' grids, and `finetune` runs, which share the run directory format.
+    """
     manifest = read_manifest(manifest_path)
     features = {}  # one FeatureSet per (text_pool, hidden layers) so pooled arrays load once
     entries = []
@@ -85,8 +91,33 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
             entry.results.append(r)
         entries.append(entry)
     log(f"grid done in {time.time() - t0:.1f}s")
-    monitor_key = {"accuracy": "accuracy", "macro-f1": "macro_f1", "weighted-f1": "weighted_f1"}[train.monitor]
-    entries.sort(key=lambda e: -(e.stat("dev", monitor_key) or (-1.0, 0))[0])
+    if all_runs:
+        in_grid = {r.path.parent.resolve() for e in entries for r in e.results}
+        entries += finished_entries(Path(runs_root) / manifest.name, skip=in_grid)
+    return sort_entries(entries, train.monitor)
+
+
+def sort_entries(entries: list[Entry], monitor: str) -> list[Entry]:
+    """Best dev score of the monitor metric first (entries without dev scores last)."""
+    key = {"accuracy": "accuracy", "macro-f1": "macro_f1", "weighted-f1": "weighted_f1"}[monitor]
+    return sorted(entries, key=lambda e: -(e.stat("dev", key) or (-1.0, 0))[0])
+
+
+def finished_entries(runs_dir: str | Path, skip: set[Path] = frozenset()) -> list[Entry]:
+    """One entry per run family folder under runs/<manifest>/ that has finished seeds.
+
+    Cached runs (`<head>[-options]-<hash>`) and fine-tuned ones (`finetune-<head>-<encoders>-<hash>`)
+    alike; the label is the folder name without its hash. Folders in `skip` are left out.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    entries = []
+    for family in sorted(p for p in runs_dir.iterdir() if p.is_dir() and p.resolve() not in skip):
+        results = [RunResult(seed, json.loads((seed / "metrics.json").read_text()), skipped=True)
+                   for seed in sorted(family.glob("seed-*")) if seed.is_dir() and is_finished(seed)]
+        if results:
+            entries.append(Entry(family.name.rsplit("-", 1)[0], {}, results))
     return entries
 
 
