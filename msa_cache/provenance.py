@@ -1,6 +1,7 @@
 """What gets saved with every cache and every run so it can be reproduced."""
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 from importlib import metadata
@@ -17,3 +18,10 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def from_saved(cls, data: dict):
+    """cls(**data) keeping only the dataclass's current fields, so configs saved by an
+    older version (with fields since removed) still load."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

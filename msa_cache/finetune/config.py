@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from msa_cache.provenance import from_saved
 from msa_cache.runs.metrics import MONITORS
 
 BASELINES = ("clip", "visualbert")
@@ -108,8 +109,7 @@ class FinetuneSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FinetuneSpec":
-        known = {f.name for f in dataclasses.fields(FinetuneConfig)}
-        train = FinetuneConfig(**{k: v for k, v in d["train"].items() if k in known})
+        train = from_saved(FinetuneConfig, d["train"])
         return cls(d["manifest"], d["head"], list(d["encoders"]), d.get("baseline"), d.get("head_options", {}),
                    train, d.get("seed", 0))
 

@@ -34,6 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from msa_cache.provenance import from_saved
+
 SCHEMA_VERSION = 1
 META_KEY = b"msa_cache"
 SPLITS = ("train", "dev", "test")
@@ -77,9 +79,7 @@ class ManifestMeta:
 
     @classmethod
     def from_json(cls, text: str) -> "ManifestMeta":
-        data = json.loads(text)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return from_saved(cls, json.loads(text))
 
 
 @dataclass

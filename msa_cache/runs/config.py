@@ -3,12 +3,13 @@ trainer settings and the seed. Its hash names the run directory, so a finished
 run is found and skipped instead of recomputed."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from msa_cache.provenance import from_saved
 
 
 @dataclass
@@ -57,8 +58,7 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        train = TrainConfig(**{k: v for k, v in d["train"].items() if k in known})
+        train = from_saved(TrainConfig, d["train"])
         return cls(d["manifest"], d["caches"], d["head"], d.get("head_options", {}), train, d.get("seed", 0))
 
 
