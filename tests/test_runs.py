@@ -15,7 +15,7 @@ from msa_cache.cache.synthetic import ArrayEncoder
 from msa_cache.extract import extract
 from msa_cache.heads import HEADS
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
-from msa_cache.runs.compare import compare, expand_grid, write_leaderboard
+from msa_cache.runs.compare import compare, expand_grid, finished_entries, write_leaderboard
 from msa_cache.runs.config import RunSpec, TrainConfig
 from msa_cache.runs.oracle import oracle
 from msa_cache.runs.trainer import fit_run, load_run, predict_probs
@@ -221,3 +221,23 @@ def test_cli_fit_compare_and_bad_option(world, tmp_path):
     missing = CliRunner().invoke(cli, ["fit", "--head", "uni-text", "--manifest", str(tmp_path / "nope.parquet")])
     assert missing.exit_code != 0 and "no such manifest" in missing.output
     assert open_cache(caches["text"]).ids[0] == "p0"
+
+
+def test_finished_entries_read_run_folders_and_keep_labels_unique(tmp_path):
+    def run(family, seed, wf1):
+        d = tmp_path / family / f"seed-{seed}"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"dev": {"accuracy": wf1, "macro_f1": wf1, "weighted_f1": wf1}}))
+
+    run("late-0123456789", 0, 0.70)
+    run("late-0123456789", 1, 0.74)
+    run("finetune-late-a+b-aaaaaaaaaa", 0, 0.60)  # two fine-tunes whose names differ only in the hash
+    run("finetune-late-a+b-bbbbbbbbbb", 0, 0.65)
+    (tmp_path / "ae-cat-cccccccccc" / "seed-0.tmp-123").mkdir(parents=True)  # unfinished: not listed
+    entries = {e.label: e for e in finished_entries(tmp_path)}
+    assert sorted(entries) == ["finetune-late-a+b-aaaaaaaaaa", "finetune-late-a+b-bbbbbbbbbb", "late"]
+    mean, std = entries["late"].stat("dev", "weighted_f1")
+    assert len(entries["late"].results) == 2 and mean == pytest.approx(0.72) and std == pytest.approx(0.02)
+    skip = {(tmp_path / "late-0123456789").resolve()}
+    assert "late" not in {e.label for e in finished_entries(tmp_path, skip=skip)}
+    assert finished_entries(tmp_path / "missing") == []

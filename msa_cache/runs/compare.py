@@ -107,18 +107,22 @@ def finished_entries(runs_dir: str | Path, skip: set[Path] = frozenset()) -> lis
     """One entry per run family folder under runs/<manifest>/ that has finished seeds.
 
     Cached runs (`<head>[-options]-<hash>`) and fine-tuned ones (`finetune-<head>-<encoders>-<hash>`)
-    alike; the label is the folder name without its hash. Folders in `skip` are left out.
+    alike; the label is the folder name without its hash, or with it where two folders differ
+    only in settings the name does not show (e.g. two fine-tunes with other train options).
+    Folders in `skip` are left out.
     """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    entries = []
+    found = []
     for family in sorted(p for p in runs_dir.iterdir() if p.is_dir() and p.resolve() not in skip):
         results = [RunResult(seed, json.loads((seed / "metrics.json").read_text()), skipped=True)
                    for seed in sorted(family.glob("seed-*")) if seed.is_dir() and is_finished(seed)]
         if results:
-            entries.append(Entry(family.name.rsplit("-", 1)[0], {}, results))
-    return entries
+            found.append((family.name, results))
+    short = [name.rsplit("-", 1)[0] for name, _ in found]
+    return [Entry(label if short.count(label) == 1 else name, {}, results)
+            for label, (name, results) in zip(short, found)]
 
 
 def _splits(entries: list[Entry]) -> list[str]:
