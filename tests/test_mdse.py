@@ -135,7 +135,7 @@ def test_macl_set_labels_and_loss_terms():
     assert labels.tolist() == [2, 1, 2, 1] + [0, 1, 1, 1] + [0, 1, 2, 1]
     total, terms = h.loss(out, b)
     assert set(terms) == {"ce", "macl"}
-    assert total.item() == pytest.approx(terms["ce"] + 0.1 * terms["macl"], rel=1e-5)
+    assert total.item() == pytest.approx(terms["ce"] + h.cfg.lambda_macl * terms["macl"], rel=1e-5)
     # the contrastive term alone sends gradient into the encoder side
     h.zero_grad()
     macl_loss(emb, labels, 0.07).backward()
