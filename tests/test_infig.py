@@ -139,17 +139,21 @@ def test_topj_ignores_padding_and_matches_brute_force():
     assert topj_similarity(img, img_mask, txt, txt_mask, 2).max() < 0.99  # no bait taken
 
 
-def test_hfam_loss_is_the_in_batch_contrastive_loss_of_the_brute_force_similarities():
+@pytest.mark.parametrize("image_padding", [False, True])
+def test_hfam_loss_is_the_in_batch_contrastive_loss_of_the_brute_force_similarities(image_padding):
     g = torch.Generator().manual_seed(1)
     img, txt = torch.randn(3, 4, 5, generator=g), torch.randn(3, 6, 5, generator=g)
     img_mask = torch.ones(3, 4, dtype=torch.bool)
+    if image_padding:  # both directions mask their columns (a cached layer with a mask, say)
+        img_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
     txt_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
     head = make_head(top_j=2, hfam_tau=0.5)
     target = torch.arange(3)
     s_i2t, s_t2i = brute_topj(img, img_mask, txt, txt_mask, 2), brute_topj(txt, txt_mask, img, img_mask, 2)
     level = (F.cross_entropy(s_i2t / 0.5, target) + F.cross_entropy(s_t2i / 0.5, target)) / 2
-    level2 = head._hfam([(img.flip(0), img_mask)], [(txt.flip(0), txt_mask.flip(0))])  # a second level
-    got = head._hfam([(img, img_mask), (img.flip(0), img_mask)], [(txt, txt_mask), (txt.flip(0), txt_mask.flip(0))])
+    level2 = head._hfam([(img.flip(0), img_mask.flip(0))], [(txt.flip(0), txt_mask.flip(0))])  # a second level
+    got = head._hfam([(img, img_mask), (img.flip(0), img_mask.flip(0))],
+                     [(txt, txt_mask), (txt.flip(0), txt_mask.flip(0))])
     torch.testing.assert_close(got, (level + level2) / 2)
     torch.testing.assert_close(head._hfam([(img, img_mask)], [(txt, txt_mask)]), level, rtol=0, atol=1e-5)
 

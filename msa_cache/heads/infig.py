@@ -120,15 +120,28 @@ def topj_similarity(a: torch.Tensor, a_mask: torch.Tensor, b: torch.Tensor, b_ma
     return _topj_from_cos(cos, a_mask, b_mask, j)
 
 
-def _topj_from_cos(cos: torch.Tensor, row_mask: torch.Tensor, col_mask: torch.Tensor, j: int) -> torch.Tensor:
-    """cos[p, q, a, c] -> S[p, q] (see topj_similarity); rows are tokens of p, columns tokens of q."""
-    vals = cos.masked_fill(~col_mask[None, :, None, :], float("-inf"))
-    vals = vals.topk(min(j, cos.shape[-1]), dim=-1).values  # [B, B, A, j']
-    chosen = torch.isfinite(vals)  # a -inf pick means q ran out of real tokens
+def _topj_from_cos(cos: torch.Tensor, row_mask: torch.Tensor, col_mask: torch.Tensor, j: int,
+                   reverse: bool = False) -> torch.Tensor:
+    """cos[p, q, a, c] (a: tokens of p, c: tokens of q) -> S (see topj_similarity).
+
+    reverse=False: rows are the tokens a of p, columns the tokens c of q; returns S[p, q].
+    reverse=True: rows are the tokens c of q, columns the tokens a of p; returns S[q, p]. Both
+    directions read the one tensor in place (a permuted copy made top-j ~25 % slower).
+    """
+    row_dim, col_dim = (3, 2) if reverse else (2, 3)
+    if bool(col_mask.all()):
+        vals = cos  # no padding among the columns (an image grid): skip a pass over B*B*P*L
+    else:
+        shape = [1, 1, 1, 1]
+        shape[0 if reverse else 1], shape[col_dim] = col_mask.shape
+        vals = cos.masked_fill(~col_mask.view(shape), float("-inf"))
+    vals = vals.topk(min(j, cos.shape[col_dim]), dim=col_dim).values
+    chosen = torch.isfinite(vals)  # a -inf pick means that post ran out of real tokens
     # where(), not multiplication: -inf * 0 would be NaN.
-    per_token = torch.where(chosen, vals, torch.zeros_like(vals)).sum(-1) / chosen.sum(-1).clamp(min=1)
-    rows = row_mask[:, None, :].to(per_token.dtype)  # [B, 1, A]
-    return (per_token * rows).sum(-1) / rows.sum(-1).clamp(min=1)
+    per_token = torch.where(chosen, vals, torch.zeros_like(vals)).sum(col_dim) / chosen.sum(col_dim).clamp(min=1)
+    rows = (row_mask[None, :, :] if reverse else row_mask[:, None, :]).to(per_token.dtype)  # [.., .., tokens]
+    s = (per_token * rows).sum(-1) / rows.sum(-1).clamp(min=1)  # [p, q]
+    return s.t() if reverse else s
 
 
 def _layer(width: int, heads: int, dropout: float) -> nn.TransformerEncoderLayer:
@@ -300,7 +313,7 @@ class Infig(Head):
             # One cosine tensor serves both directions. Memory is B*B*P*L per level.
             cos = torch.einsum("pad,qcd->pqac", F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1))
             s_i2t = _topj_from_cos(cos, img_mask, txt_mask, self.cfg.top_j)  # [B_image, B_text]
-            s_t2i = _topj_from_cos(cos.permute(1, 0, 3, 2), txt_mask, img_mask, self.cfg.top_j)  # [B_text, B_image]
+            s_t2i = _topj_from_cos(cos, txt_mask, img_mask, self.cfg.top_j, reverse=True)  # [B_text, B_image]
             target = torch.arange(img.shape[0], device=img.device)
             l_i = F.cross_entropy(s_i2t / self.cfg.hfam_tau, target)
             l_t = F.cross_entropy(s_t2i / self.cfg.hfam_tau, target)
