@@ -63,7 +63,7 @@ def build(head_name: str, device):
 def fit_steps(head, batch, device, steps: int = 2) -> None:
     """What `_train_loop` does per batch (AMP on CUDA, as TrainConfig's default amp=True)."""
     from msa_cache.runs.config import RunSpec, TrainConfig
-    from msa_cache.runs.trainer import _autocast, _grad_scaler, _make_optimizer
+    from msa_cache.runs.trainer import _grad_scaler, _make_optimizer, train_step
 
     spec = RunSpec("", {}, head.name, {}, TrainConfig(), 0)
     optimizer = _make_optimizer(head, spec)
@@ -71,14 +71,7 @@ def fit_steps(head, batch, device, steps: int = 2) -> None:
     scaler = _grad_scaler(use_amp)
     head.train()
     for _ in range(steps):
-        with _autocast(device, use_amp):
-            out = head(batch)
-            loss, _ = head.loss(out, batch, None)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        del out, loss
+        train_step(head, batch, optimizer, scaler, device, use_amp)
 
 
 def predict_step(head, batch, device) -> None:
@@ -87,7 +80,7 @@ def predict_step(head, batch, device) -> None:
     from msa_cache.runs.trainer import _autocast
 
     head.eval()
-    with torch.no_grad(), _autocast(device, device.type == "cuda"):
+    with torch.no_grad(), _autocast(device, device.type == "cuda"), head.logits_only():  # as predict_probs
         logits = head(batch).logits
         torch.softmax(logits.float(), dim=-1).cpu()
 

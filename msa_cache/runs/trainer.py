@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from msa_cache.heads import Head, create_head, get_head
+from msa_cache.heads import Batch, Head, create_head, get_head
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
 from msa_cache.runs.config import RunSpec, config_hash, run_dir
@@ -306,15 +306,8 @@ def _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_label
         n_batches = 0
         order = _epoch_order(train_idx, labels, tc.oversample, rng)
         for batch in _loader(features, _batches(order, tc.batch_size), labels, modality_labels, head, tc.workers):
-            batch = batch.to(device)
-            with _autocast(device, use_amp):
-                out = head(batch)
-                loss, terms = head.loss(out, batch, class_weight)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            for k, v in {"loss": float(loss.detach()), **terms}.items():
+            loss, terms = train_step(head, batch.to(device), optimizer, scaler, device, use_amp, class_weight)
+            for k, v in {"loss": loss, **terms}.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             n_batches += 1
         record = {"epoch": epoch, "seconds": round(time.time() - t0, 3),
@@ -335,6 +328,19 @@ def _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_label
     head.load_state_dict(best_state)
     history.append({"best_epoch": best_epoch, "best_dev_score": best_score, "monitor": tc.monitor})
     return history
+
+
+def train_step(head: Head, batch: Batch, optimizer: torch.optim.Optimizer, scaler, device: torch.device,
+               use_amp: bool, class_weight: torch.Tensor | None = None) -> tuple[float, dict]:
+    """One optimizer step on one batch (autocast and loss scaling on CUDA with AMP); the loss and its terms."""
+    with _autocast(device, use_amp):
+        out = head(batch)
+        loss, terms = head.loss(out, batch, class_weight)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach()), terms
 
 
 def _write_predictions(path, manifest, splits, labels, preds, probs, classes) -> None:
