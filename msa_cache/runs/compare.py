@@ -22,6 +22,7 @@ from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.runs.config import RunSpec, TrainConfig
 from msa_cache.runs.features import open_features
+from msa_cache.runs.metrics import MONITOR_KEYS
 from msa_cache.runs.trainer import RunResult, fit_run, is_finished
 
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
@@ -99,7 +100,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
 
 def sort_entries(entries: list[Entry], monitor: str) -> list[Entry]:
     """Best dev score of the monitor metric first (entries without dev scores last)."""
-    key = {"accuracy": "accuracy", "macro-f1": "macro_f1", "weighted-f1": "weighted_f1"}[monitor]
+    key = MONITOR_KEYS[monitor]
     return sorted(entries, key=lambda e: -(e.stat("dev", key) or (-1.0, 0))[0])
 
 
