@@ -107,26 +107,27 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set size (VmHWM), MiB."""
+def _proc_status_mib(key: str) -> float | None:
+    """A kB line of /proc/self/status (e.g. "VmHWM") in MiB; None where there is no /proc."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return None
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (VmHWM), MiB."""
+    peak = _proc_status_mib("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def rss_mib() -> float:
     """This process's current resident set size (VmRSS), MiB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    rss = _proc_status_mib("VmRSS")
+    return rss if rss is not None else float("nan")
 
 
 def child_result(result: dict) -> None:

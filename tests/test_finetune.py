@@ -59,13 +59,16 @@ def tiny_bert(tokenizer, seed=0):
 tiny_vit = tiny_models.tiny_vit
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, tokenizer):
+def make_world(root, tokenizer):
     """The manifest and two local model folders (what `--encoder FOLDER` and predict can reload)."""
-    root = tmp_path_factory.mktemp("ft")
     manifest = write_world(root / "data")
     bert, vit = tiny_models.model_folders(root / "models", tokenizer)
     return root, manifest, bert, vit
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tokenizer):
+    return make_world(tmp_path_factory.mktemp("ft"), tokenizer)
 
 
 def tiny_cnn_encoder():

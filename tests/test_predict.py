@@ -20,18 +20,14 @@ from msa_cache.runs.config import RunSpec, TrainConfig
 from msa_cache.runs.trainer import fit_run
 from msa_cache_cli.predict import predict_cmd
 
-import tiny_models
-from test_finetune import tiny_bert, tiny_vit, write_world  # the same tiny world as the fine-tune tests
+from test_finetune import make_world, tiny_bert  # the same tiny world as the fine-tune tests
 
 QUIET = {"shard_size": 16, "batch_size": 4, "workers": 0, "progress": False, "log": lambda m: None}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tokenizer):
-    root = tmp_path_factory.mktemp("pred")
-    manifest = write_world(root / "data")
-    bert, vit = tiny_models.model_folders(root / "models", tokenizer)
-    return root, manifest, bert, vit
+    return make_world(tmp_path_factory.mktemp("pred"), tokenizer)
 
 
 def _fit(manifest, cache_root, runs, head, options, **caches):
