@@ -613,10 +613,14 @@ def section_heads(ctx: Context, rep: Report) -> None:
             free_memory()
             ok, why = fits_under_cap(p, name, options, p.head_batch, device, out["params"])
             out["fits_card"] = ok
-            if not ok:
-                out["oom"] = why
-                out["largest_batch"] = largest_fitting_batch(p, name, options, device, out["params"], p.head_batch)
-            out["predict_big_fits_card"] = predict_fits(p, name, options, device, out["params"])
+            try:  # a failure here keeps the measurements above
+                if not ok:
+                    out["oom"] = why
+                    out["largest_batch"] = largest_fitting_batch(p, name, options, device, out["params"],
+                                                                 p.head_batch)
+                out["predict_big_fits_card"] = predict_fits(p, name, options, device, out["params"])
+            except Exception as e:  # noqa: BLE001 - e.g. a loss undefined at batch 1
+                out["status"] = f"error under the cap: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
             return out
 
         rep.item(sec, f"head {name} ({config})", measure, head=name, config=config)
@@ -624,9 +628,11 @@ def section_heads(ctx: Context, rep: Report) -> None:
 
 
 def predict_fits(p: Profile, name: str, options: dict, device: torch.device, params: int) -> bool:
-    head = create_head(name, head_spec(p), CLASSES, options).to(device)
+    """Whether the head's weights + a predict step at the trainer's batch run under the card cap."""
+    head = create_head(name, head_spec(p), CLASSES, options)
     try:
         with memory_cap(device, cap_bytes(p), head, sim_max_batch(p, params)):
+            head.to(device)  # under the cap: the card holds the weights too
             predict_step(head, make_batch(p, p.predict_batch, device, seed=1), device)
         return True
     except RuntimeError as e:
@@ -741,10 +747,12 @@ def section_oom(ctx: Context, rep: Report) -> None:
     def halving():
         enc = encoder_on_device(ctx, "vit")
         small = p.oom_request // 8
-        probe = split_batches(prepared_batches(ctx, enc, small)[:1], small)[0]
+        loader = torch.utils.data.DataLoader(RowDataset(ctx.manifest, enc.text, enc.image), batch_size=small,
+                                             collate_fn=enc.collator())
+        first = next(iter(loader))
         runner = BatchRunner(enc, device, "auto", "float16", small, log=lambda m: None)
         with Peak(device) as pk:
-            runner(probe | {"problem": [""] * len(probe["rows"])})
+            runner(first)
         act = pk.allocated * GIB if pk.allocated is not None else 0.0
         cap = 2.5 * act
         log: list[str] = []
@@ -762,10 +770,10 @@ def section_oom(ctx: Context, rep: Report) -> None:
     def finetune_capped():
         model, _ = finetune_model(ctx, "late", True)
         batches = finetune_batches(ctx, model, 2)
-        model.to(device)
         capped = cap_bytes(p) / GIB if device.type == "cuda" else None
         try:
             with memory_cap(device, cap_bytes(p), model.head, p.ft_batch // 2):
+                model.to(device)  # under the cap: the card holds the weights too
                 timed_steps(finetune_step_fn(model, batches, device, "fp16"), 0, 2, device)
             return {"requested_batch": p.ft_batch, "cap_gib": capped, "result": "fits: 2 steps ran"}
         except RuntimeError as e:
