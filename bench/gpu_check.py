@@ -69,7 +69,7 @@ from msa_cache.extract.dataset import RowDataset  # noqa: E402
 from msa_cache.extract.runner import AUTOCAST, BatchRunner, is_oom, resolve_autocast  # noqa: E402
 from msa_cache.finetune import FinetuneModel  # noqa: E402
 from msa_cache.finetune.data import PostCollator, PostDataset, make_loader  # noqa: E402
-from msa_cache.finetune.optim import autocast as ft_autocast, grad_scaler, make_optimizer, resolve_precision  # noqa: E402
+from msa_cache.finetune.optim import grad_scaler, make_optimizer, resolve_precision  # noqa: E402
 from msa_cache.finetune.train import backward_step, optimizer_step  # noqa: E402
 from msa_cache.heads import HEADS, Batch, ModalityInput, ModalitySpec, create_head  # noqa: E402
 from msa_cache.runs.config import RunSpec, TrainConfig  # noqa: E402
@@ -141,6 +141,11 @@ def finite_or_none(x):
     return x
 
 
+def one_line(e: BaseException, limit: int = 200) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:limit] if text else ''}"
+
+
 class Report:
     """Every item's result, written as JSON + Markdown after each item (a kill loses at most one)."""
 
@@ -172,7 +177,7 @@ class Report:
                 row.update(fn())
                 row.setdefault("status", "ok")
             except Exception as e:  # noqa: BLE001 - recorded in the table, the next item runs
-                row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                row["status"] = f"error: {one_line(e)}"
                 row["traceback"] = traceback.format_exc(limit=6)
                 print(row["traceback"], file=sys.stderr, flush=True)
             row["seconds"] = round(time.perf_counter() - t0, 2)
@@ -379,10 +384,22 @@ def encoder_on_device(ctx: Context, name: str):
 
 # -- 1. extraction ---------------------------------------------------------------------------
 def prepared_batches(ctx: Context, enc, batch_size: int) -> list[dict]:
-    """Model inputs decoded and tokenised by extract()'s own dataset and collator (untimed)."""
-    loader = torch.utils.data.DataLoader(RowDataset(ctx.manifest, enc.text, enc.image), batch_size=batch_size,
-                                         num_workers=ctx.prep_workers, collate_fn=enc.collator())
-    return [{k: v for k, v in b.items() if torch.is_tensor(v)} for b in loader]
+    """Model inputs decoded and tokenised by extract()'s own dataset and collator (untimed). Where worker
+    processes fail (e.g. a /dev/shm too small for their batches), they are decoded in this process instead,
+    so (b) is still measured; (c) then records the failure."""
+    def batches(workers: int) -> list[dict]:
+        loader = torch.utils.data.DataLoader(RowDataset(ctx.manifest, enc.text, enc.image), batch_size=batch_size,
+                                             num_workers=workers, collate_fn=enc.collator())
+        return [{k: v for k, v in b.items() if torch.is_tensor(v)} for b in loader]
+
+    try:
+        return batches(ctx.prep_workers)
+    except RuntimeError as e:
+        if ctx.prep_workers == 0:
+            raise
+        print(f"preparing (b)'s inputs with {ctx.prep_workers} workers failed ({e}); decoding in-process",
+              file=sys.stderr, flush=True)
+        return batches(0)
 
 
 def split_batches(batches: list[dict], size: int) -> list[dict]:
@@ -437,7 +454,8 @@ def section_extract(ctx: Context, rep: Report) -> None:
     sec = rep.section("extract", "1. extraction: (b) bare batched forward vs (c) extract() end to end", [
         f"{len(ctx.manifest)} rows of {rep.data['data'].get('source')}; (b) inputs decoded and tokenised beforehand "
         f"and already on the device, best of {p.bare_repeats}; (c) extract() with {c_workers(p)} decode workers"
-        f"{' (its default)' if p.c_workers is None else ''} into a fresh folder, weights and their hash computed before the clock.",
+        f"{' (its default)' if p.c_workers is None else ''} into a fresh folder, weights and their hash computed "
+        "before the clock.",
         "worker rows: (c) for vit at the larger batch with W decode workers; 'fed' = the fewest workers whose "
         "(c) reaches 0.85 x (b)."])
     for name in EXTRACT_MAIN + EXTRACT_EXTRA:
@@ -457,8 +475,14 @@ def section_extract(ctx: Context, rep: Report) -> None:
         for bs in sizes:
             def measure(name=name, bs=bs, state=state):
                 b = bare_forward(state["enc"], split_batches(state["batches"], bs), ctx.device, p.bare_repeats)
-                c = end_to_end(ctx, state["enc"], bs, c_workers(p))
-                return {"workers": c_workers(p), "b_per_s": b, **c, "c_over_b": c["c_per_s"] / b}
+                out = {"workers": c_workers(p), "b_per_s": b}
+                try:  # a failing (c) keeps (b)
+                    c = end_to_end(ctx, state["enc"], bs, c_workers(p))
+                except Exception as e:  # noqa: BLE001 - recorded in the row
+                    out["status"] = f"error in (c): {one_line(e)}"
+                    out["traceback"] = traceback.format_exc(limit=6)
+                    return out
+                return {**out, **c, "c_over_b": c["c_per_s"] / b}
 
             rep.item(sec, f"extract {name} batch {bs}", measure, encoder=name, batch=bs, kind="b-vs-c")
         if name == "vit":
@@ -620,7 +644,7 @@ def section_heads(ctx: Context, rep: Report) -> None:
                                                                  p.head_batch)
                 out["predict_big_fits_card"] = predict_fits(p, name, options, device, out["params"])
             except Exception as e:  # noqa: BLE001 - e.g. a loss undefined at batch 1
-                out["status"] = f"error under the cap: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                out["status"] = f"error under the cap: {one_line(e)}"
             return out
 
         rep.item(sec, f"head {name} ({config})", measure, head=name, config=config)
