@@ -26,8 +26,10 @@ Sections (each catches its own failures and records them in its table):
 Output: gpu_check.json and gpu_check.md in --out (default $OUT, else /tmp/msa-bench/gpu-check/out),
 rewritten after every item, with the GPU name, driver, torch / CUDA versions.
 
-A time guard (--budget-s, default 420 s on a GPU) skips the remaining items with a note once the
-budget is spent, and a watchdog ends the process 30 s after it, with what was measured written.
+A time guard (--budget-s, default 420 s on a GPU) gives each section a share of what is left
+(SECTION_SHARES, unused time passing on), skips an item with a note once its section's share or the
+whole budget is spent, and a watchdog ends the process 30 s after the budget, with what was measured
+written.
 
 --cpu-dry-run: tiny random models (same classes), 32 rows, batch 8 heads on 32-d tokens, paper
 width 64; no CUDA, so no CUDA memory (those cells are null) and the out-of-memory errors are
@@ -151,6 +153,7 @@ class Report:
 
     def __init__(self, out: Path, profile: Profile, budget: Budget):
         self.out, self.profile, self.budget = out, profile, budget
+        self.section_end = math.inf  # budget.elapsed() at which the running section's share is spent
         self.lock = threading.RLock()
         self.data: dict = {"tool": "bench/gpu_check.py", "mode": profile.name, "budget_s": profile.budget_s,
                            "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -169,6 +172,8 @@ class Report:
         row = dict(keys)
         if self.budget.left() < reserve_s:
             row["status"] = f"skipped: time budget ({self.profile.budget_s:.0f} s) spent"
+        elif self.budget.elapsed() > self.section_end:
+            row["status"] = f"skipped: this section's share of the time budget spent (at {self.section_end:.0f} s)"
         else:
             self.current = label
             t0 = time.perf_counter()
@@ -458,54 +463,78 @@ def section_extract(ctx: Context, rep: Report) -> None:
         "before the clock.",
         "worker rows: (c) for vit at the larger batch with W decode workers; 'fed' = the fewest workers whose "
         "(c) reaches 0.85 x (b)."])
-    for name in EXTRACT_MAIN + EXTRACT_EXTRA:
-        sizes = p.batch_sizes if name in EXTRACT_MAIN else p.batch_sizes[-1:]
-        state: dict = {}
+    states: dict[str, dict] = {}  # encoder -> {"enc", "batches"}
 
-        def setup(name=name, sizes=sizes, state=state):
-            state["enc"] = encoder_on_device(ctx, name)
-            state["batches"] = prepared_batches(ctx, state["enc"], max(sizes))
-            return {}
+    def ready(name: str, batch: int) -> dict | None:
+        """The encoder on the device and (b)'s inputs, built once; None (and a row saying why) on failure."""
+        if name not in states:
+            state: dict = {}
 
-        setup_row = rep.item(sec, f"extract {name}: build + decode", setup, encoder=name, batch=None,
-                             kind="setup")
-        if setup_row["status"] != "ok":
-            continue
-        sec["rows"].remove(setup_row)  # a set-up row is kept only when it failed
-        for bs in sizes:
-            def measure(name=name, bs=bs, state=state):
-                b = bare_forward(state["enc"], split_batches(state["batches"], bs), ctx.device, p.bare_repeats)
-                out = {"workers": c_workers(p), "b_per_s": b}
-                try:  # a failing (c) keeps (b)
-                    c = end_to_end(ctx, state["enc"], bs, c_workers(p))
-                except Exception as e:  # noqa: BLE001 - recorded in the row
-                    out["status"] = f"error in (c): {one_line(e)}"
-                    out["traceback"] = traceback.format_exc(limit=6)
-                    return out
-                return {**out, **c, "c_over_b": c["c_per_s"] / b}
+            def setup():
+                state["enc"] = encoder_on_device(ctx, name)
+                state["batches"] = prepared_batches(ctx, state["enc"], batch)
+                return {}
 
-            rep.item(sec, f"extract {name} batch {bs}", measure, encoder=name, batch=bs, kind="b-vs-c")
-        if name == "vit":
-            bs = max(sizes)
-            b_ref = next((r["b_per_s"] for r in sec["rows"] if r.get("encoder") == "vit" and r.get("batch") == bs
-                          and r.get("status") == "ok"), None)
-            for w in [w for w in p.sweep_workers if w <= ctx.workers_max]:
-                def sweep(w=w, state=state, bs=bs):
-                    c = end_to_end(ctx, state["enc"], bs, w)
-                    return {"workers": w, **c, "c_over_b": c["c_per_s"] / b_ref if b_ref else None}
+            row = rep.item(sec, f"extract {name}: build + decode", setup, encoder=name, batch=None, kind="setup")
+            if row["status"] == "ok":
+                sec["rows"].remove(row)  # a set-up row is kept only when it failed
+            states[name] = state if row["status"] == "ok" else None
+        return states[name]
 
-                rep.item(sec, f"extract vit batch {bs} workers {w}", sweep, encoder="vit", batch=bs, kind="workers")
-            fed = [r["workers"] for r in sec["rows"] if r.get("kind") == "workers" and r.get("status") == "ok"
-                   and (r.get("c_over_b") or 0) >= 0.85]
-            best = max((r for r in sec["rows"] if r.get("kind") == "workers" and r.get("status") == "ok"),
-                       key=lambda r: r["c_per_s"], default=None)
-            sec["fed_workers"] = min(fed) if fed else None
-            sec["notes"].append(
-                f"decode workers that keep the GPU fed (vit, batch {bs}): {min(fed)}" if fed else
-                "no worker count reached 0.85 x (b): decode-bound" + (
-                    f"; best {best['c_per_s']:.0f} samples/s with {best['workers']} workers" if best else ""))
-        state.clear()
+    def b_vs_c(name: str, bs: int) -> None:
+        state = ready(name, max(p.batch_sizes))
+        if state is None:
+            return
+
+        def measure():
+            b = bare_forward(state["enc"], split_batches(state["batches"], bs), ctx.device, p.bare_repeats)
+            out = {"workers": c_workers(p), "b_per_s": b}
+            try:  # a failing (c) keeps (b)
+                c = end_to_end(ctx, state["enc"], bs, c_workers(p))
+            except Exception as e:  # noqa: BLE001 - recorded in the row
+                out["status"] = f"error in (c): {one_line(e)}"
+                out["traceback"] = traceback.format_exc(limit=6)
+                return out
+            return {**out, **c, "c_over_b": c["c_per_s"] / b}
+
+        rep.item(sec, f"extract {name} batch {bs}", measure, encoder=name, batch=bs, kind="b-vs-c")
+
+    def worker_sweep(bs: int) -> None:
+        state = ready("vit", bs)
+        if state is None:
+            return
+        b_ref = next((r["b_per_s"] for r in sec["rows"] if r.get("encoder") == "vit" and r.get("batch") == bs
+                      and r.get("b_per_s")), None)
+        for w in [w for w in p.sweep_workers if w <= ctx.workers_max]:
+            def sweep(w=w):
+                c = end_to_end(ctx, state["enc"], bs, w)
+                return {"workers": w, **c, "c_over_b": c["c_per_s"] / b_ref if b_ref else None}
+
+            rep.item(sec, f"extract vit batch {bs} workers {w}", sweep, encoder="vit", batch=bs, kind="workers")
+        swept = [r for r in sec["rows"] if r.get("kind") == "workers" and r.get("status") == "ok"]
+        fed = [r["workers"] for r in swept if (r.get("c_over_b") or 0) >= 0.85]
+        best = max(swept, key=lambda r: r["c_per_s"], default=None)
+        sec["fed_workers"] = min(fed) if fed else None
+        sec["notes"].append(
+            f"decode workers that keep the GPU fed (vit, batch {bs}): {min(fed)}" if fed else
+            "no worker count reached 0.85 x (b): decode-bound" + (
+                f"; best {best['c_per_s']:.0f} samples/s with {best['workers']} workers" if best else ""))
+
+    def release(name: str) -> None:
+        states.pop(name, None)
         free_memory()
+
+    # Most important first (vit, bert; then the worker sweep; then the other encoders), so that when the
+    # section's time share runs out, what is skipped is what matters least.
+    for name in EXTRACT_MAIN:
+        for bs in p.batch_sizes:
+            b_vs_c(name, bs)
+    release("bert")
+    worker_sweep(max(p.batch_sizes))
+    release("vit")
+    for name in EXTRACT_EXTRA:
+        b_vs_c(name, max(p.batch_sizes))
+        release(name)
     rep.close_section(sec, t0)
 
 
@@ -899,6 +928,9 @@ def _section_head(s: dict) -> list[str]:
 
 # -- main --------------------------------------------------------------------------------------
 SECTIONS = {"extract": section_extract, "heads": section_heads, "finetune": section_finetune, "oom": section_oom}
+# Shares of the time left when a section starts (over the sections still to run), so a slow section cannot
+# starve the later ones; expected on an H200: extract ~60-90 s, heads ~40-60 s, finetune ~40 s, oom ~10 s.
+SECTION_SHARES = {"extract": 0.35, "heads": 0.3, "finetune": 0.25, "oom": 0.1}
 
 
 def default_out() -> Path:
@@ -951,7 +983,9 @@ def main(argv=None) -> int:
                       0 if args.cpu_dry_run else workers_max)
         gc.freeze()  # the modules and data loaded so far live to the end: keep them out of every gc.collect()
         print(f"[{budget.elapsed():6.1f} s] data: {data_info}", flush=True)
-        for name in sections:
+        for i, name in enumerate(sections):
+            share = SECTION_SHARES[name] / sum(SECTION_SHARES[s] for s in sections[i:])
+            rep.section_end = budget.elapsed() + share * max(0.0, budget.left())
             if budget.left() < 5:
                 rep.data["sections"][name] = {"title": name, "status": "skipped", "rows": [],
                                               "notes": [f"skipped: time budget ({profile.budget_s:.0f} s) spent"]}

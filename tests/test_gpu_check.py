@@ -125,3 +125,33 @@ def test_without_cuda_it_says_so(capsys):
 
     assert gpu_check.main(["--out", "/nonexistent-never-written"]) == 2
     assert "error: no CUDA device" in capsys.readouterr().err
+
+
+def test_cuda_cap_and_peak_arithmetic(monkeypatch):
+    """The CUDA branches of the memory cap and the peak, on a stand-in torch.cuda (no GPU in CI): the cap
+    is what is reserved now plus the card's budget, and it is lifted again whatever happens inside."""
+    from types import SimpleNamespace
+
+    import gpu_check
+
+    gib = gpu_check.GIB
+    mem = {"allocated": 1 * gib, "reserved": 2 * gib, "max_allocated": 3.5 * gib, "max_reserved": 6 * gib}
+    fractions, resets = [], []
+    fake = {"is_available": lambda: True, "synchronize": lambda *a: None, "empty_cache": lambda: None,
+            "memory_allocated": lambda *a: mem["allocated"], "memory_reserved": lambda *a: mem["reserved"],
+            "max_memory_allocated": lambda *a: mem["max_allocated"],
+            "max_memory_reserved": lambda *a: mem["max_reserved"],
+            "reset_peak_memory_stats": lambda *a: resets.append(1),
+            "get_device_properties": lambda *a: SimpleNamespace(total_memory=100 * gib),
+            "set_per_process_memory_fraction": lambda f, *a: fractions.append(f)}
+    for name, fn in fake.items():
+        monkeypatch.setattr(torch.cuda, name, fn)
+    cuda = torch.device("cuda")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with gpu_check.memory_cap(cuda, gpu_check.cap_bytes(gpu_check.GPU)):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert fractions == [pytest.approx((2 + 3.5) / 100), 1.0]
+    with gpu_check.Peak(cuda) as peak:
+        pass
+    assert resets and peak.allocated == pytest.approx(2.5) and peak.reserved == pytest.approx(4.0)
+    assert gpu_check.Peak(torch.device("cpu")).__enter__().allocated is None
