@@ -598,7 +598,7 @@ def run_head(p: Profile, name: str, options: dict, n: int, device: torch.device,
 
 
 def fits_under_cap(p: Profile, name: str, options: dict, n: int, device: torch.device, params: int) -> tuple[bool, str]:
-    """Whether build + 2 fit steps + predict at n run under the 4 GiB-card cap."""
+    """Whether build + 2 fit steps + predict at n run under the small-card cap."""
     probe = create_head(name, head_spec(p), CLASSES, options) if device.type == "cpu" else None
     try:
         with memory_cap(device, cap_bytes(p), probe, sim_max_batch(p, params)):
@@ -835,7 +835,7 @@ def section_oom(ctx: Context, rep: Report) -> None:
             return {"requested_batch": p.ft_batch, "cap_gib": capped,
                     "result": "out of memory: " + str(e).splitlines()[0][:100]}
 
-    rep.item(sec, "oom: fine-tune under the 4 GiB cap", finetune_capped, what="fine-tune step under the card cap")
+    rep.item(sec, "oom: fine-tune under the card cap", finetune_capped, what="fine-tune step under the card cap")
     rep.close_section(sec, t0)
 
 
@@ -866,6 +866,7 @@ def markdown(data: dict) -> str:
              f"/dev/shm free {m.get('dev_shm_free_gib')} GiB", "",
              f"data: {data.get('data', {}).get('source')} ({data.get('data', {}).get('rows')} rows)", ""]
     secs = data["sections"]
+    fits = f"fits {data['profile']['card_gib']:g} GiB"
     if "extract" in secs:
         s = secs["extract"]
         lines += _section_head(s)
@@ -888,7 +889,7 @@ def markdown(data: dict) -> str:
         lines += _section_head(s)
         lines.append(common.table(
             ["head", "config", "parameters", "fit GiB", "fit reserved GiB", "fit s/step", "predict GiB",
-             "predict GiB (trainer batch)", "fits 4 GiB", "largest batch that fits", "predict (trainer batch) fits",
+             "predict GiB (trainer batch)", fits, "largest batch that fits", "predict (trainer batch) fits",
              "status"],
             [[r.get("head"), r.get("config"), f"{r['params']:,}" if r.get("params") is not None else "n/a",
               "closed form" if r.get("head") == "probe" else _f(r.get("fit_gib")),
@@ -902,7 +903,7 @@ def markdown(data: dict) -> str:
         s = secs["finetune"]
         lines += _section_head(s)
         lines.append(common.table(
-            ["head", "precision", "grad checkpointing", "batch", "peak GiB", "reserved GiB", "s/step", "fits 4 GiB",
+            ["head", "precision", "grad checkpointing", "batch", "peak GiB", "reserved GiB", "s/step", fits,
              "status"],
             [[r.get("head"), r.get("precision"), "on" if r.get("grad_checkpointing") else "off", r.get("batch"),
               _f(r.get("peak_gib")), _f(r.get("reserved_gib")), _f(r.get("s_per_step")), _f(r.get("fits_card")),
@@ -948,10 +949,14 @@ def main(argv=None) -> int:
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list out of {','.join(SECTIONS)}")
     ap.add_argument("--budget-s", type=float, default=None, help="time guard (default 420 on a GPU, 55 dry run)")
     ap.add_argument("--rows", type=int, default=None, help="extraction rows (default 2048; dry run 32)")
+    ap.add_argument("--card-gib", type=float, default=None, help="the small card whose fit is checked (default 4)")
+    ap.add_argument("--context-gib", type=float, default=None,
+                    help="of it, what the CUDA context and driver keep outside torch's allocator (default 0.5)")
     args = ap.parse_args(argv)
 
     profile = DRY if args.cpu_dry_run else GPU
-    overrides = {k: v for k, v in (("budget_s", args.budget_s), ("rows", args.rows)) if v is not None}
+    overrides = {k: v for k, v in (("budget_s", args.budget_s), ("rows", args.rows), ("card_gib", args.card_gib),
+                                   ("context_gib", args.context_gib)) if v is not None}
     profile = Profile(**{**asdict(profile), **overrides})
     sections = [s for s in args.sections.split(",") if s]
     unknown = [s for s in sections if s not in SECTIONS]
