@@ -27,7 +27,7 @@ class FinetuneConfig:
     accumulate: int = 1  # optimizer step every N batches (effective batch N * batch_size)
     max_epochs: int = 10
     patience: int = 3
-    monitor: str = "weighted-f1"
+    monitor: str | None = None  # None: the manifest's default (what the dataset's papers report)
     head_epochs: int = 1  # epochs with frozen encoders before unfreezing
     unfreeze: list[str] = field(default_factory=lambda: list(MODALITIES))  # which encoders are unfrozen later
     unfreeze_from: int | None = None  # first epoch with unfrozen encoders; None = head_epochs + 1

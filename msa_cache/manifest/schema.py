@@ -46,6 +46,7 @@ SPLITS = ("train", "dev", "test")
 # The dev metrics a manifest may name as its default monitor (msa_cache.runs.metrics.MONITORS' keys;
 # spelled out here because manifest/ sits below runs/).
 MONITOR_NAMES = ("accuracy", "macro-f1", "weighted-f1")
+FALLBACK_MONITOR = "weighted-f1"  # for manifests that name none (older files, `table` without --monitor)
 
 ARROW_SCHEMA = pa.schema(
     [
@@ -119,6 +120,11 @@ class Manifest:
     @property
     def root(self) -> Path:
         return Path(self.meta.root)
+
+    @property
+    def default_monitor(self) -> str:
+        """The dev metric fit/compare/finetune select and sort by unless --monitor says otherwise."""
+        return self.meta.monitor or FALLBACK_MONITOR
 
     def column(self, name: str) -> list:
         return self.table.column(name).to_pylist()
