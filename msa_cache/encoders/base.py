@@ -152,6 +152,9 @@ class Encoder:
                              "transformer encoders (bert, roberta, deberta-v3, minilm, vit, clip, hf:...)")
 
     supports_layers = True
+    # An image encoder's features are a function of the image file alone, so extraction encodes an
+    # image shared by several rows once (extract/shared.py); False for encoders that look at the row.
+    per_image = True
 
     # -- what is stored -------------------------------------------------------------------
     def field_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -148,7 +148,7 @@ def extract_encoder(manifest: Manifest, encoder: Encoder, out: str | Path, setti
                     partition: Partition = Partition(), log: Callable[[str], None] = _log) -> EncoderReport:
     device = resolve_device(settings.device)
     autocast = resolve_autocast(settings.autocast, device)
-    shares_images = encoder.image is not None and encoder.text is None  # features from the image alone
+    shares_images = encoder.image is not None and encoder.text is None and encoder.per_image
     plan = CachePlan.build(manifest, encoder, out, dtype=settings.dtype, shard_size=settings.shard_size,
                            extract_config={"batch_size": settings.batch_size, "device_type": device.type,
                                            "autocast": autocast,
