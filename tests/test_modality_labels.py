@@ -1,9 +1,9 @@
 """MVSA's per-modality labels (text_label / image_label, from the original release's annotators) reach
 MDSE's contrastive loss through the trainer, as the image and text embeddings' labels; without them the
 multimodal label stands in."""
-import numpy as np
+from pathlib import Path
+
 import pytest
-import torch
 from PIL import Image
 
 from msa_cache.cache.synthetic import ArrayEncoder, random_rows
@@ -112,3 +112,27 @@ def test_without_modality_labels_the_multimodal_label_stands_in(mvsa_world, monk
         assert modality == {}
         assert labels.tolist() == [label[i] for i in ids] * 3
     assert calls
+
+
+def test_default_monitor_comes_from_the_manifest_and_is_part_of_the_identity(mvsa_world):
+    """MVSA's default is weighted-F1: a run without --monitor is the very run with --monitor weighted-f1
+    (same directory, so runs made before the default moved to the manifest are still found)."""
+    import json
+
+    from msa_cache.runs.compare import compare
+
+    base, manifest, caches = mvsa_world
+    assert read_manifest(manifest).default_monitor == "weighted-f1"
+
+    def spec(monitor):
+        return RunSpec(str(manifest), caches, "late", {"hidden": 8}, TrainConfig(max_epochs=1, monitor=monitor), 0)
+
+    default = fit_run(spec(None), base / "monitor-runs", log=lambda m: None)
+    explicit = fit_run(spec("weighted-f1"), base / "monitor-runs", log=lambda m: None)
+    other = fit_run(spec("macro-f1"), base / "monitor-runs", log=lambda m: None)
+    assert explicit.skipped and explicit.path == default.path and other.path != default.path
+    assert json.loads((default.path / "config.json").read_text())["spec"]["train"]["monitor"] == "weighted-f1"
+    assert json.loads((other.path / "config.json").read_text())["spec"]["train"]["monitor"] == "macro-f1"
+    entries = compare(manifest, {k: Path(v) for k, v in caches.items()}, ["late"], {"hidden": [8]}, [0],
+                      TrainConfig(max_epochs=1), base / "monitor-runs", log=lambda m: None)
+    assert entries[0].results[0].path == default.path  # compare resolves the same default

@@ -58,7 +58,7 @@ class FinetuneConfig:
         if bad:
             raise ValueError(f"--unfreeze {','.join(bad)}: choose from text,image (or 'none')")
         checks = [
-            (c.monitor in MONITORS, f"--monitor must be one of {sorted(MONITORS)}"),
+            (c.monitor is None or c.monitor in MONITORS, f"--monitor must be one of {sorted(MONITORS)}"),
             (c.text_aug in TEXT_AUGS, f"--text-aug must be one of {', '.join(TEXT_AUGS)}"),
             (c.class_weights in ("none", "balanced"), "--class-weights must be 'none' or 'balanced'"),
             (c.text_pool in ("cls", "mean"), "--text-pool must be 'cls' or 'mean'"),
