@@ -119,7 +119,8 @@ def child(job: dict) -> None:
     def epoch(idx):
         seed_everything(0)
         head = create_head(job["head"], features.spec(), len(manifest.classes))
-        return _train_loop(head, spec, features, idx, no_dev, labels, modality_labels, None, MONITORS[tc.monitor],
+        monitor = MONITORS[tc.monitor or manifest.default_monitor]
+        return _train_loop(head, spec, features, idx, no_dev, labels, modality_labels, None, monitor,
                            torch.device("cpu"), lambda m: None)
 
     epoch(train_idx[:2 * tc.batch_size])  # warm-up (lazy imports, first-call allocations); not timed

@@ -53,8 +53,8 @@ D = FinetuneConfig()
 @click.option("--max-epochs", type=click.IntRange(1), default=D.max_epochs, show_default=True)
 @click.option("--patience", type=click.IntRange(1), default=D.patience, show_default=True,
               help="early stopping: epochs without a better dev score")
-@click.option("--monitor", type=click.Choice(["accuracy", "macro-f1", "weighted-f1"]), default=D.monitor,
-              show_default=True, help="dev metric for early stopping and model selection")
+@click.option("--monitor", type=click.Choice(["accuracy", "macro-f1", "weighted-f1"]), default=None,
+              help="dev metric for early stopping and model selection [default: the manifest's]")
 @click.option("--head-epochs", type=click.IntRange(0), default=D.head_epochs, show_default=True,
               help="epochs with frozen encoders before unfreezing")
 @click.option("--unfreeze", callback=_unfreeze, default="text,image", show_default=True,

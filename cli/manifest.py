@@ -13,7 +13,7 @@ import click
 from msa_cache.manifest.build import build_manifest
 from msa_cache.manifest.builders import BUILDERS
 from msa_cache.manifest.info import summarize
-from msa_cache.manifest.schema import ManifestError
+from msa_cache.manifest.schema import MONITOR_NAMES, ManifestError
 
 
 @click.group("manifest")
@@ -32,6 +32,9 @@ def _common_options() -> list[click.Option]:
                      help="train/dev/test shares for data without a given split (default 80/10/10)"),
         click.Option(["--seed"], type=int, default=0, show_default=True, help="seed of the stratified split"),
         click.Option(["--drop-bad"], is_flag=True, help="leave out rows whose image or text is unusable"),
+        click.Option(["--monitor"], type=click.Choice(MONITOR_NAMES), default=None,
+                     help="dev metric recorded as the dataset's default for fit/compare "
+                          "[default: what the format's papers report; table: weighted-f1]"),
     ]
 
 
@@ -45,10 +48,10 @@ def _builder_options(builder) -> list[click.Option]:
 
 
 def _format_command(fmt: str, builder) -> click.Command:
-    def run(root, output, name, split, seed, drop_bad, **builder_args):
+    def run(root, output, name, split, seed, drop_bad, monitor, **builder_args):
         try:
             summary = build_manifest(fmt, root, output, name=name, split=split, seed=seed,
-                                     drop_bad=drop_bad, **builder_args)
+                                     drop_bad=drop_bad, monitor=monitor, **builder_args)
         except ManifestError as e:
             raise click.ClickException(str(e)) from None
         click.echo(summary.format())

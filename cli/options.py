@@ -106,8 +106,10 @@ def train_options(fn):
         click.option("--max-epochs", type=int, default=d.max_epochs, show_default=True),
         click.option("--patience", type=int, default=d.patience, show_default=True,
                      help="early stopping: epochs without a better dev score"),
-        click.option("--monitor", type=click.Choice(["accuracy", "macro-f1", "weighted-f1"]), default=d.monitor,
-                     show_default=True, help="dev metric for early stopping and the leaderboard order"),
+        click.option("--monitor", type=click.Choice(["accuracy", "macro-f1", "weighted-f1"]), default=None,
+                     help="dev metric for early stopping and the leaderboard order [default: the manifest's, what "
+                          "its dataset's papers report: weighted-f1 for MVSA and TumEmo, macro-f1 for "
+                          "Twitter-15/17, HFM and memes]"),
         click.option("--class-weights", type=click.Choice(["none", "balanced"]), default=d.class_weights,
                      show_default=True),
         click.option("--oversample/--no-oversample", default=d.oversample, show_default=True,

@@ -17,6 +17,8 @@ SHOWN_ROWS = 20
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--text", default=None, help="the post's text")
 @click.option("--image", default=None, type=click.Path(dir_okay=False), help="the post's image file")
+@click.option("--text-pair", default=None,
+              help="the second text segment, for runs trained on sentence + target pairs (Twitter-15/17: the target)")
 @click.option("--manifest", default=None, type=click.Path(exists=True, dir_okay=False),
               help="predict every row of this manifest instead")
 @click.option("-o", "--out", default=None, type=click.Path(dir_okay=False),
@@ -26,23 +28,24 @@ SHOWN_ROWS = 20
 @click.option("--json", "as_json", is_flag=True, help="print the single-post result as JSON")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
-def predict_cmd(run, text, image, manifest, out, split, as_json, device, batch_size):
+def predict_cmd(run, text, image, text_pair, manifest, out, split, as_json, device, batch_size):
     """Predict with a finished run (cached or fine-tuned).
 
     \b
     msa-cache predict runs/mvsa-single/ae-cat-.../seed-0 --image post.jpg --text "what a day"
     msa-cache predict runs/mvsa-single/ae-cat-.../seed-0 --manifest manifests/new.parquet -o preds.parquet
+    msa-cache predict runs/twitter2015/late-.../seed-0 --image t.jpg --text "Chuck Bass is everything" --text-pair "Chuck Bass"
     """
     if manifest is None and text is None and image is None:
         raise click.UsageError("give --text/--image for one post, or --manifest M")
-    if manifest is not None and (text is not None or image is not None):
-        raise click.UsageError("--manifest predicts a whole manifest; leave out --text/--image")
+    if manifest is not None and (text is not None or image is not None or text_pair is not None):
+        raise click.UsageError("--manifest predicts a whole manifest; leave out --text/--image/--text-pair")
     if manifest is None and (out or split):
         raise click.UsageError("-o/--split go with --manifest")
     try:
         predictor = load_predictor(run, device=device, batch_size=batch_size)
         if manifest is None:
-            result = predict_post(run, text, image, predictor=predictor)
+            result = predict_post(run, text, image, predictor=predictor, text_pair=text_pair)
             if as_json:
                 click.echo(json.dumps(result))
             else:

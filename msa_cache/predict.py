@@ -61,10 +61,16 @@ class CachedRunPredictor:
     def uses(self) -> set[str]:
         return {m for enc in self.encoders.values() for m in ("text", "image") if getattr(enc, m) is not None}
 
+    @property
+    def text_pair(self) -> bool:
+        """Trained on sentence + target pairs (its text cache records text_pair)."""
+        return any((g["record"].get("preprocessing") or {}).get("text_pair") for g in self.groups.values())
+
     @torch.no_grad()
     def probs(self, manifest: Manifest, rows: np.ndarray) -> np.ndarray:
         order = [int(r) for r in rows]
-        loaders = [torch.utils.data.DataLoader(RowDataset(manifest, enc.text, enc.image), batch_size=self.batch_size,
+        loaders = [torch.utils.data.DataLoader(RowDataset(manifest, enc.text, enc.image, self.text_pair),
+                                               batch_size=self.batch_size,
                                                sampler=order, collate_fn=enc.collator())
                    for enc in self.encoders.values()]
         out = []
@@ -90,6 +96,7 @@ class FinetuneRunPredictor:
     def __init__(self, model, config: dict, device: torch.device, batch_size: int):
         self.model, self.device, self.batch_size = model.to(device).eval(), device, batch_size
         self.classes = list(config["classes"])
+        self.text_pair = bool(config.get("text_pair"))
 
     @property
     def uses(self) -> set[str]:
@@ -122,7 +129,7 @@ def load_predictor(run: str | Path, device: str = "auto", batch_size: int = 32):
 
 def posts_manifest(posts: list[dict], classes: list[str]) -> Manifest:
     """New posts ({"text", "image"}) as an in-memory manifest, so they go through the same readers."""
-    rows = [{"id": str(i), "text": p.get("text") or "", "split": "test",
+    rows = [{"id": str(i), "text": p.get("text") or "", "text_pair": p.get("text_pair"), "split": "test",
              "image": str(Path(p["image"]).resolve()) if p.get("image") else "",
              "image_ok": bool(p.get("image")), "problem": "" if p.get("image") else "no image"}
             for i, p in enumerate(posts)]
@@ -144,11 +151,34 @@ def _check_post(predictor, text: str | None, image: str | None) -> None:
         raise ValueError("this run uses a text encoder; pass --text \"...\" (an empty string is allowed)")
 
 
-def predict_post(run, text: str | None = None, image: str | None = None, predictor=None) -> dict:
-    """{"class": name, "probs": {class: p}} for one post."""
+def _check_pair(predictor, text_pair: str | None) -> None:
+    if predictor.text_pair and text_pair is None:
+        raise ValueError("this run was trained on sentence + target pairs (e.g. Twitter-15/17); "
+                         "pass --text-pair TARGET (and the sentence with the target in it as --text)")
+    if not predictor.text_pair and text_pair is not None:
+        raise ValueError("this run was trained on single texts; leave out --text-pair")
+
+
+def _pairs_as_trained(man: Manifest, predictor, where: str) -> Manifest:
+    """The manifest with text pairs exactly where the run was trained with them."""
+    if predictor.text_pair and not man.has_text_pair:
+        raise ValueError(f"{where}: this run was trained on sentence + target pairs, and the manifest has "
+                         "no text_pair column; build it with `msa-cache manifest tmsc` (or table --text-pair-col)")
+    if not predictor.text_pair and man.has_text_pair:  # the run never saw a second segment
+        column = man.table.schema.get_field_index("text_pair")
+        table = man.table.set_column(column, "text_pair", pa.nulls(len(man), pa.string()))
+        return Manifest(table, man.meta, man.path)
+    return man
+
+
+def predict_post(run, text: str | None = None, image: str | None = None, predictor=None,
+                 text_pair: str | None = None) -> dict:
+    """{"class": name, "probs": {class: p}} for one post (text_pair: its target, for runs trained on pairs)."""
     predictor = predictor or load_predictor(run)
     _check_post(predictor, text, image)
-    probs = predictor.probs(posts_manifest([{"text": text, "image": image}], predictor.classes), np.arange(1))[0]
+    _check_pair(predictor, text_pair)
+    post = {"text": text, "image": image, "text_pair": text_pair}
+    probs = predictor.probs(posts_manifest([post], predictor.classes), np.arange(1))[0]
     return {"class": predictor.classes[int(probs.argmax())],
             "probs": {c: round(float(p), 6) for c, p in zip(predictor.classes, probs)}}
 
@@ -158,7 +188,7 @@ def predict_manifest(run, manifest: str | Path, out: str | Path | None = None, s
     """id, split, label, pred, pred_class, prob_<class> for the manifest's rows (one split, or all),
     the columns of a run's predictions.parquet plus the class name; written to `out` when given."""
     predictor = predictor or load_predictor(run)
-    man = read_manifest(manifest)
+    man = _pairs_as_trained(read_manifest(manifest), predictor, str(manifest))
     labels = man.labels("label")
     if man.classes != predictor.classes and (labels >= 0).any():
         raise ValueError(f"{manifest}: its classes {man.classes} are not the run's {predictor.classes}; "

@@ -31,6 +31,7 @@ class ArrayEncoder(Encoder):
     """Features from `row_fn(rows) -> {field: array [len(rows), ...]}` with fixed per-row `shapes`."""
 
     supports_layers = False
+    per_image = False  # features come from the row index, not the image
 
     def __init__(self, name: str, modality: str, shapes: dict[str, tuple[int, ...]], row_fn: RowFn, tag: str = ""):
         self.modality = modality

@@ -81,10 +81,15 @@ class TextSpec:
     def prepare(self, text: str) -> str:
         return get_cleaner(self.clean)(text)
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(list(texts), padding="max_length", truncation=True,
-                             max_length=self.max_length, return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    def tokenize(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """pairs: a second segment per text (target-oriented data: the target), tokenised as the
+        tokenizer's text_pair (`[CLS] text [SEP] pair [SEP]` for BERT); truncation trims the longer one."""
+        enc = self.tokenizer(list(texts), None if pairs is None else list(pairs), padding="max_length",
+                             truncation=True, max_length=self.max_length, return_tensors="pt")
+        out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if pairs is not None and "token_type_ids" in enc:  # BERT-style segment ids mark the second segment
+            out["token_type_ids"] = enc["token_type_ids"]
+        return out
 
     def as_dict(self) -> dict:
         name = self.tokenizer_name or getattr(self.tokenizer, "name_or_path", "") or type(self.tokenizer).__name__
@@ -115,7 +120,8 @@ class Collator:
             "problem": [it["problem"] for it in items],
         }
         if self.text is not None:
-            batch.update(self.text.tokenize([it["text"] for it in items]))
+            pairs = [it["text_pair"] for it in items] if "text_pair" in items[0] else None
+            batch.update(self.text.tokenize([it["text"] for it in items], pairs))
         if self.image is not None:
             batch["pixel_values"] = torch.stack([it["pixels"] for it in items])
         return batch
@@ -146,6 +152,9 @@ class Encoder:
                              "transformer encoders (bert, roberta, deberta-v3, minilm, vit, clip, hf:...)")
 
     supports_layers = True
+    # An image encoder's features are a function of the image file alone, so extraction encodes an
+    # image shared by several rows once (extract/shared.py); False for encoders that look at the row.
+    per_image = True
 
     # -- what is stored -------------------------------------------------------------------
     def field_shapes(self) -> dict[str, tuple[int, ...]]:

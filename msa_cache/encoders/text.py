@@ -76,8 +76,10 @@ class TextEncoder(Encoder):
         length = ids.shape[1]
         used = mask.bool().any(0).nonzero()
         n = int(used.max()) + 1 if used.numel() else length
+        segments = batch.get("token_type_ids")  # only for sentence pairs; otherwise the model's default (zeros)
+        extra = {} if segments is None else {"token_type_ids": segments[:, :n]}
         out = self.model(input_ids=ids[:, :n], attention_mask=mask[:, :n],
-                         output_hidden_states=bool(self.options.layers))
+                         output_hidden_states=bool(self.options.layers), **extra)
         pad = (lambda x: x) if n == length else (lambda x: F.pad(x, (0, 0, 0, length - n)))
         hidden = None if out.hidden_states is None else tuple(pad(h) for h in out.hidden_states)
         return text_fields("text", pad(out.last_hidden_state), mask, ids, hidden, self.options.layers)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
@@ -16,9 +17,18 @@ from msa_cache.manifest.schema import Manifest
 
 
 class RowDataset(Dataset):
-    def __init__(self, manifest: Manifest, text: TextSpec | None, image: ImageSpec | None):
+    """text_pair: give the text encoder the manifest's text_pair column as the second segment
+    (default: where the manifest has one)."""
+
+    def __init__(self, manifest: Manifest, text: TextSpec | None, image: ImageSpec | None,
+                 text_pair: bool | None = None):
         self.text, self.image = text, image
         self.texts = manifest.column("text") if text is not None else None
+        use_pairs = manifest.has_text_pair if text_pair is None else text_pair
+        self.pairs = manifest.text_pairs() if text is not None and use_pairs else None
+        if use_pairs and text is not None and self.pairs is None:
+            raise ValueError(f"{manifest.path or 'the posts'}: no text_pair column, but the encoder expects "
+                             "sentence + target pairs")
         if image is not None:
             self.paths = [str(manifest.image_path(p)) for p in manifest.column("image")]
             self.image_ok = manifest.column("image_ok")
@@ -32,6 +42,8 @@ class RowDataset(Dataset):
         item = {"row": row, "ok": True, "problem": ""}
         if self.text is not None:
             item["text"] = self.text.prepare(self.texts[row])
+            if self.pairs is not None:
+                item["text_pair"] = self.text.prepare(self.pairs[row])
         if self.image is not None:
             item["pixels"], item["problem"] = self._load_image(row)
             item["ok"] = not item["problem"]
@@ -55,17 +67,26 @@ class ShardBatchSampler(Sampler):
 
     A shard is then always computed from the same batches, whether the run was
     interrupted or not, so a resumed cache is identical to an uninterrupted one.
+    `computed` (a boolean mask over all rows) leaves out rows whose features are
+    copied from another row of their shard (a shared image); the batches are then
+    the shard's computed rows in order, which again depend on the shard alone.
     """
 
-    def __init__(self, ranges: list[tuple[int, int]], batch_size: int):
+    def __init__(self, ranges: list[tuple[int, int]], batch_size: int, computed: np.ndarray | None = None):
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        self.ranges, self.batch_size = ranges, batch_size
+        self.ranges, self.batch_size, self.computed = ranges, batch_size, computed
+
+    def _rows(self, start: int, stop: int) -> list[int]:
+        if self.computed is None:
+            return list(range(start, stop))
+        return (start + np.flatnonzero(self.computed[start:stop])).tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         for start, stop in self.ranges:
-            for s in range(start, stop, self.batch_size):
-                yield list(range(s, min(s + self.batch_size, stop)))
+            rows = self._rows(start, stop)
+            for s in range(0, len(rows), self.batch_size):
+                yield rows[s:s + self.batch_size]
 
     def __len__(self) -> int:
-        return sum(-(-(stop - start) // self.batch_size) for start, stop in self.ranges)
+        return sum(-(-len(self._rows(start, stop)) // self.batch_size) for start, stop in self.ranges)

@@ -31,6 +31,7 @@ from msa_cache.extract.lock import ShardLock
 from msa_cache.extract.partition import Partition, resolve_partition
 from msa_cache.extract.plan import CachePlan
 from msa_cache.extract.runner import BatchRunner, resolve_autocast, resolve_device
+from msa_cache.extract.shared import SharedRows, image_sources
 from msa_cache.extract.writer import ShardFile, ShardWriter
 from msa_cache.manifest.schema import Manifest, read_manifest
 
@@ -64,7 +65,8 @@ class EncoderReport:
     shards_other: int = 0  # owned by other processes (--num-shards)
     complete: bool = False
     bad_rows: list[BadRow] = field(default_factory=list)
-    rows_computed: int = 0
+    rows_computed: int = 0  # rows written this run (computed or copied)
+    rows_shared: int = 0  # of those, rows whose image features are a copy (same image as an earlier row)
     seconds: float = 0.0
     bytes_per_row: int = 0
 
@@ -76,6 +78,9 @@ class EncoderReport:
         state = "complete" if self.complete else "incomplete (other shards belong to other processes or failed)"
         speed = (f"{self.rows_computed} rows in {self.seconds:.1f} s ({self.rows_per_s:.1f} samples/s)"
                  if self.rows_computed else "nothing to compute")
+        if self.rows_shared:
+            speed += (f"; {self.rows_computed - self.rows_shared} images encoded, {self.rows_shared} rows "
+                      f"share one of them")
         lines = [f"{self.encoder}: {self.folder} {state}; wrote {len(self.shards_written)} shard(s), "
                  f"skipped {len(self.shards_skipped)} finished, {self.shards_other} for other processes; "
                  f"{speed}; {self.bytes_per_row / 1024:.1f} KiB/row"]
@@ -143,9 +148,12 @@ def extract_encoder(manifest: Manifest, encoder: Encoder, out: str | Path, setti
                     partition: Partition = Partition(), log: Callable[[str], None] = _log) -> EncoderReport:
     device = resolve_device(settings.device)
     autocast = resolve_autocast(settings.autocast, device)
+    shares_images = encoder.image is not None and encoder.text is None and encoder.per_image
     plan = CachePlan.build(manifest, encoder, out, dtype=settings.dtype, shard_size=settings.shard_size,
                            extract_config={"batch_size": settings.batch_size, "device_type": device.type,
-                                           "autocast": autocast})
+                                           "autocast": autocast,
+                                           **({"shared_images": "once per shard, by resolved path"}
+                                              if shares_images else {})})
     plan.prepare()
     if "max_length_requested" in encoder.notes:
         log(f"{encoder.name}: --max-length {encoder.notes['max_length_requested']} is more than the model takes; "
@@ -187,9 +195,12 @@ def _run(plan: CachePlan, encoder: Encoder, todo: list[int], locks: dict[int, Sh
     if workers > 0:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers already run in parallel
     ranges = [plan.ranges[k] for k in todo]
+    shared = SharedRows(image_sources(manifest, plan.ranges)) if "shared_images" in plan.attrs["extract_config"] \
+        else None
     loader = DataLoader(RowDataset(manifest, encoder.text, encoder.image),
-                        batch_sampler=ShardBatchSampler(ranges, settings.batch_size), num_workers=workers,
-                        collate_fn=encoder.collator(), pin_memory=device.type == "cuda")
+                        batch_sampler=ShardBatchSampler(ranges, settings.batch_size,
+                                                        None if shared is None else shared.computed),
+                        num_workers=workers, collate_fn=encoder.collator(), pin_memory=device.type == "cuda")
     runner = BatchRunner(encoder, device, autocast, settings.dtype, settings.batch_size, log)
 
     def new_shard(k: int) -> ShardFile:
@@ -207,11 +218,14 @@ def _run(plan: CachePlan, encoder: Encoder, todo: list[int], locks: dict[int, Sh
     try:
         for batch in loader:
             rows, arrays, ok, problems = runner(batch)
+            if shared is not None:
+                rows, arrays, ok, problems = shared.expand(rows, arrays, ok, problems)
             writer.put(rows, arrays, ok, problems)
             report.bad_rows += [BadRow(int(r), plan.ids[r], p) for r, good, p in zip(rows, ok, problems) if not good]
             report.rows_computed += len(rows)
             bar.update(len(rows))
         writer.close()
+        report.rows_shared = shared.copied_in(ranges) if shared is not None else 0
     except BaseException:
         writer.abort()
         raise

@@ -61,7 +61,9 @@ class CachePlan:
             "model_id": encoder.model_id,
             "revision": encoder.revision,
             "weights_sha256": encoder.weights_sha256,
-            "preprocessing": encoder.preprocessing(),
+            # Sentence + target pairs (Twitter-15/17) are recorded, so a pair cache is never read as a plain one.
+            "preprocessing": {**encoder.preprocessing(),
+                              **({"text_pair": True} if encoder.text is not None and manifest.has_text_pair else {})},
             "manifest_name": manifest.name,
             "manifest_path": str(manifest.path) if manifest.path else None,
             "manifest_fingerprint": manifest.fingerprint(),

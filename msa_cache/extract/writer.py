@@ -47,14 +47,17 @@ class ShardFile:
         self.pending = n
 
     def write(self, rows: np.ndarray, arrays: dict[str, np.ndarray], ok: np.ndarray, problems: list[str]) -> None:
-        """Write consecutive global rows (a batch never has gaps within a shard)."""
-        a, b = int(rows[0]) - self.start, int(rows[-1]) - self.start + 1
-        if b - a != len(rows):
-            raise ValueError(f"{self.path.name}: rows {rows[0]}..{rows[-1]} are not consecutive")
+        """Write global rows in increasing order: consecutive ones as a slice, others (a batch plus
+        the rows that share its images, see shared.py) row by row index."""
+        local = np.asarray(rows, dtype=np.int64) - self.start
+        if np.any(np.diff(local) <= 0):
+            raise ValueError(f"{self.path.name}: rows {rows[0]}..{rows[-1]} are not in increasing order")
+        a, b = int(local[0]), int(local[-1]) + 1
+        where = slice(a, b) if b - a == len(local) else local.tolist()
         for name, values in arrays.items():
-            self.h5[name][a:b] = values
-        self.h5[OK][a:b] = ok.astype(np.uint8)
-        self.h5[PROBLEM][a:b] = np.array(problems, dtype=object)
+            self.h5[name][where] = values
+        self.h5[OK][where] = ok.astype(np.uint8)
+        self.h5[PROBLEM][where] = np.array(problems, dtype=object)
         self.pending -= len(rows)
 
     def finish(self) -> None:

@@ -27,7 +27,7 @@ class FinetuneConfig:
     accumulate: int = 1  # optimizer step every N batches (effective batch N * batch_size)
     max_epochs: int = 10
     patience: int = 3
-    monitor: str = "weighted-f1"
+    monitor: str | None = None  # None: the manifest's default (what the dataset's papers report)
     head_epochs: int = 1  # epochs with frozen encoders before unfreezing
     unfreeze: list[str] = field(default_factory=lambda: list(MODALITIES))  # which encoders are unfrozen later
     unfreeze_from: int | None = None  # first epoch with unfrozen encoders; None = head_epochs + 1
@@ -58,7 +58,7 @@ class FinetuneConfig:
         if bad:
             raise ValueError(f"--unfreeze {','.join(bad)}: choose from text,image (or 'none')")
         checks = [
-            (c.monitor in MONITORS, f"--monitor must be one of {sorted(MONITORS)}"),
+            (c.monitor is None or c.monitor in MONITORS, f"--monitor must be one of {sorted(MONITORS)}"),
             (c.text_aug in TEXT_AUGS, f"--text-aug must be one of {', '.join(TEXT_AUGS)}"),
             (c.class_weights in ("none", "balanced"), "--class-weights must be 'none' or 'balanced'"),
             (c.text_pool in ("cls", "mean"), "--text-pool must be 'cls' or 'mean'"),

@@ -3,7 +3,8 @@
 Each encoder role ("text", "image", "clip", "visualbert") brings its own
 `TextSpec` (tokenizer, max_length, cleaning) and/or `ImageSpec` (resize, crop,
 normalisation), exactly those a cache of that encoder records; the batch keys
-are "<role>/input_ids", "<role>/attention_mask", "<role>/pixel_values".
+are "<role>/input_ids", "<role>/attention_mask", "<role>/pixel_values" (and
+"<role>/token_type_ids" where the manifest has sentence + target pairs).
 
 Augmentation, on train rows only:
 - images (`augment=True`, MDSE's recipe): the eval resize, then a random crop
@@ -144,6 +145,7 @@ class PostDataset(Dataset):
         self.rows = np.asarray(rows, dtype=np.int64)
         self.specs, self.train = specs, train
         self.ids, self.texts = manifest.ids, manifest.column("text")
+        self.pairs = manifest.text_pairs()  # sentence + target pairs (Twitter-15/17), else None
         self.labels = manifest.labels("label")
         self.modality_labels = {m: manifest.labels(f"{m}_label") for m in ("text", "image")}
         self.needs_image = any(image is not None for _, image in specs.values())
@@ -161,7 +163,7 @@ class PostDataset(Dataset):
         row = int(self.rows[i])
         item = {"row": row, "ok": True, "label": int(self.labels[row]),
                 "modality_labels": {m: int(v[row]) for m, v in self.modality_labels.items()},
-                "texts": {}, "pixels": {}}
+                "texts": {}, "pairs": {}, "pixels": {}}
         text = self.texts[row]
         if self.text_aug is not None:
             text = self.text_aug(self.ids[row], text)
@@ -170,6 +172,8 @@ class PostDataset(Dataset):
         for role, (tspec, ispec) in self.specs.items():
             if tspec is not None:
                 item["texts"][role] = tspec.prepare(text)
+                if self.pairs is not None:
+                    item["pairs"][role] = tspec.prepare(self.pairs[row])
             if ispec is not None:
                 item["pixels"][role] = (self.transforms[role](image) if image is not None
                                         else torch.zeros(3, ispec.size, ispec.size))
@@ -202,10 +206,13 @@ class PostCollator:
         }
         for role, (tspec, ispec) in self.specs.items():
             if tspec is not None:
-                enc = tspec.tokenizer([it["texts"][role] for it in items], truncation=True,
+                pairs = [it["pairs"][role] for it in items] if role in items[0]["pairs"] else None
+                enc = tspec.tokenizer([it["texts"][role] for it in items], pairs, truncation=True,
                                       padding="max_length" if self.pad_to_max else "longest",
                                       max_length=tspec.max_length, return_tensors="pt")
                 batch[f"{role}/input_ids"], batch[f"{role}/attention_mask"] = enc["input_ids"], enc["attention_mask"]
+                if pairs is not None and "token_type_ids" in enc:  # as extraction feeds them (TextSpec.tokenize)
+                    batch[f"{role}/token_type_ids"] = enc["token_type_ids"]
             if ispec is not None:
                 batch[f"{role}/pixel_values"] = torch.stack([it["pixels"][role] for it in items])
         return batch

@@ -83,8 +83,10 @@ def train_rows(manifest: Manifest, limit: int | None) -> np.ndarray:
 
 def finetune_run(spec: FinetuneSpec, runs_root: str | Path = "runs", log: Callable[[str], None] = print) -> RunResult:
     """Fine-tune `spec` unless its run directory is already finished; return its metrics."""
-    spec = dataclasses.replace(spec, train=spec.train.resolved(), head_options=full_head_options(spec))
     manifest = read_manifest(spec.manifest)
+    # The monitor is resolved before the identity is hashed: a run records (and is named by) the metric it used.
+    train = dataclasses.replace(spec.train, monitor=spec.train.monitor or manifest.default_monitor).resolved()
+    spec = dataclasses.replace(spec, train=train, head_options=full_head_options(spec))
     encoders = open_encoders(spec)
     records = {role: encoder_record(enc) for role, enc in encoders.items()}
     identity = spec.identity(manifest.fingerprint(), records)
@@ -125,6 +127,7 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
         "spec": spec.to_dict(),
         "encoders": records,
         "manifest_fingerprint": manifest.fingerprint(),
+        "text_pair": manifest.has_text_pair,  # sentence + target inputs: predict needs --text-pair then
         "modalities": {k: dataclasses.asdict(v) for k, v in model.head.spec.items()},
         "classes": manifest.classes,
         "train_rows": int(len(train_idx)),

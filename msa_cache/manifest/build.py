@@ -18,7 +18,9 @@ from typing import Any
 from msa_cache.manifest.builders import BUILDERS
 from msa_cache.manifest.images import check_images
 from msa_cache.manifest.info import ManifestSummary, list_some, summarize
-from msa_cache.manifest.schema import Manifest, ManifestError, ManifestMeta, fingerprint_files, rows_to_table, write_manifest
+from msa_cache.manifest.schema import (
+    MONITOR_NAMES, Manifest, ManifestError, ManifestMeta, fingerprint_files, rows_to_table, write_manifest,
+)
 from msa_cache.manifest.splitting import DEFAULT_SPLIT, parse_split, split_rule, stratified_split
 
 
@@ -87,15 +89,17 @@ def _dedupe(rows: list[dict], skipped: list[str]) -> list[dict]:
 def build_manifest(
     fmt: str, root: str | Path, output: str | Path | None = None, *, name: str | None = None,
     split: str | None = None, seed: int = 0, drop_bad: bool = False, workers: int | None = None,
-    **builder_args: Any,
+    monitor: str | None = None, **builder_args: Any,
 ) -> BuildSummary:
     """Build and write the manifest of one dataset; raises ManifestError with a one-line reason.
 
-    fmt: a key of BUILDERS ("mvsa", "clmlf", "meme", "hfm", "table").
+    fmt: a key of BUILDERS ("mvsa", "clmlf", "meme", "hfm", "tmsc", "table").
     output: default manifests/<dataset name>.parquet (relative to the current folder).
     split/seed: stratified split "train/dev/test" shares for datasets without a given split
     (default 80/10/10); an error for datasets that come with their own split.
     drop_bad: leave out rows whose image or text is unusable instead of only flagging them.
+    monitor: the dev metric recorded as the dataset's default --monitor for fit/compare
+    (default: the format's, i.e. what its papers report; "table": none, so weighted-F1).
     builder_args: the format's own options (its @cli_options, e.g. image_dir=...); None values are ignored.
     """
     builder = get_builder(fmt)
@@ -105,6 +109,8 @@ def build_manifest(
     if not root.is_dir():
         raise ManifestError(f"{root}: dataset root not found or not a folder; pass --root DIR.")
     fractions = parse_split(split or DEFAULT_SPLIT)  # parse early: a typo should not wait for image checks
+    if monitor is not None and monitor not in MONITOR_NAMES:
+        raise ManifestError(f"--monitor '{monitor}': choose one of {', '.join(MONITOR_NAMES)}.")
 
     try:
         result = builder(root, **builder_args)
@@ -148,7 +154,7 @@ def build_manifest(
         builder_args={**{k: (str(v) if isinstance(v, Path) else v) for k, v in builder_args.items()},
                       "drop_bad": drop_bad},
         source_fingerprint=fingerprint_files(list(result.sources) + image_paths, root=root),
-        split_rule=rule,
+        split_rule=rule, monitor=monitor or result.monitor,
     )
     table = rows_to_table(rows)
     try:

@@ -30,10 +30,15 @@ def check_image(path: str | Path) -> tuple[bool, str]:
 
 def check_images(paths: Iterable[str | Path], workers: int | None = None) -> list[tuple[bool, str]]:
     """`check_image` for many files, in order. Threads: the work is file reads and C decoding
-    that releases the GIL, so they overlap well even on two cores."""
-    paths = list(paths)
+    that releases the GIL, so they overlap well even on two cores. A file listed by several rows
+    (Twitter-15/17: one tweet per target) is decoded once."""
+    paths = [str(p) for p in paths]
+    distinct = list(dict.fromkeys(paths))
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
-    if workers <= 1 or len(paths) < 2:
-        return [check_image(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(check_image, paths, chunksize=32))
+    if workers <= 1 or len(distinct) < 2:
+        results = [check_image(p) for p in distinct]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(check_image, distinct, chunksize=32))
+    by_path = dict(zip(distinct, results))
+    return [by_path[p] for p in paths]

@@ -18,6 +18,9 @@ class ManifestSummary:
     split_rule: str
     counts: dict[str, dict[str, int]]  # split -> class name (or "unlabeled") -> rows
     bad_rows: list[dict] = field(default_factory=list)  # id, split, image_ok, text_ok, problem
+    monitor: str = ""  # the dataset's default dev metric for fit/compare ("" = weighted-f1)
+    distinct_images: int = 0  # rows can share an image (Twitter-15/17: one row per target)
+    text_pair: bool = False  # rows carry a second text segment (the target)
 
     @property
     def n_rows(self) -> int:
@@ -38,6 +41,8 @@ class ManifestSummary:
         for split, counts in self.counts.items():
             cells = "".join(f"{counts.get(c, 0):>{width + 1}}" for c in cols)
             lines.append(f"{split:<8}{cells}{sum(counts.values()):>{width + 1}}")
+        lines.append(f"default monitor {self.monitor or 'weighted-f1 (not set)'}; {self.distinct_images} distinct "
+                     f"images" + ("; text pairs (sentence + target)" if self.text_pair else ""))
         lines.append(f"bad rows: {len(self.bad_rows)}")
         lines += list_some([f"  {r['split']} {r['id']}: {r['problem']}" for r in self.bad_rows], max_listed)
         return "\n".join(lines)
@@ -60,4 +65,6 @@ def summarize(manifest: Manifest | str | Path) -> ManifestSummary:
     return ManifestSummary(
         path=manifest.path, dataset=manifest.meta.dataset, classes=names,
         split_rule=manifest.meta.split_rule, counts=counts, bad_rows=manifest.bad_rows(),
+        monitor=manifest.meta.monitor, distinct_images=len(set(manifest.column("image"))),
+        text_pair=manifest.has_text_pair,
     )

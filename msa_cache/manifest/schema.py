@@ -8,6 +8,9 @@ Columns (one row per image+text post):
     id           string   unique within the manifest
     text         string   decoded raw text ("" allowed; cleaning is applied later,
                           at extraction, so one manifest serves raw and cleaned runs)
+    text_pair    string?  optional second text segment (target-oriented data: the target),
+                          fed to the tokenizer as its `text_pair`; null where there is none.
+                          Manifests written before this column read as all-null.
     image        string   image path relative to the dataset root
     label        int64?   index into `classes`; null for unlabeled rows
     text_label   int64?   per-modality labels where the dataset has them, else null
@@ -19,7 +22,8 @@ Columns (one row per image+text post):
 
 File metadata (Parquet key b"msa_cache", JSON), see `ManifestMeta`:
 dataset name, ordered class names, dataset root, builder and its arguments, a
-fingerprint of the source files, how the split was made, library version.
+fingerprint of the source files, how the split was made, library version, and
+the metric the dataset's papers report (`monitor`: fit/compare's default).
 """
 from __future__ import annotations
 
@@ -39,11 +43,16 @@ from msa_cache.provenance import from_saved
 SCHEMA_VERSION = 1
 META_KEY = b"msa_cache"
 SPLITS = ("train", "dev", "test")
+# The dev metrics a manifest may name as its default monitor (msa_cache.runs.metrics.MONITORS' keys;
+# spelled out here because manifest/ sits below runs/).
+MONITOR_NAMES = ("accuracy", "macro-f1", "weighted-f1")
+FALLBACK_MONITOR = "weighted-f1"  # for manifests that name none (older files, `table` without --monitor)
 
 ARROW_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("text", pa.string()),
+        ("text_pair", pa.string()),
         ("image", pa.string()),
         ("label", pa.int64()),
         ("text_label", pa.int64()),
@@ -56,6 +65,11 @@ ARROW_SCHEMA = pa.schema(
 )
 COLUMNS = tuple(ARROW_SCHEMA.names)
 _NON_NULL = ("id", "text", "image", "split", "image_ok", "text_ok", "problem")
+# Columns added after schema version 1 was first written: absent in older files, read as all-null.
+_OPTIONAL = ("text_pair",)
+# Hashed into the fingerprint only where some row has a value, so manifests without them keep the
+# fingerprint (and the caches) they had before these columns existed.
+_FINGERPRINT_IF_PRESENT = ("text_pair", "text_label", "image_label")
 
 
 class ManifestError(ValueError):
@@ -71,6 +85,7 @@ class ManifestMeta:
     builder_args: dict[str, Any] = field(default_factory=dict)
     source_fingerprint: str = ""
     split_rule: str = ""  # e.g. "given" or "stratified 70/10/20 seed=0"
+    monitor: str = ""  # the dev metric the dataset's papers report ("weighted-f1", "macro-f1"); "" = not set
     library_version: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -106,6 +121,11 @@ class Manifest:
     def root(self) -> Path:
         return Path(self.meta.root)
 
+    @property
+    def default_monitor(self) -> str:
+        """The dev metric fit/compare/finetune select and sort by unless --monitor says otherwise."""
+        return self.meta.monitor or FALLBACK_MONITOR
+
     def column(self, name: str) -> list:
         return self.table.column(name).to_pylist()
 
@@ -123,12 +143,25 @@ class Manifest:
     def split_indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(np.array(self.column("split")) == split)
 
+    @property
+    def has_text_pair(self) -> bool:
+        return self.table.column("text_pair").null_count < self.table.num_rows
+
+    def text_pairs(self) -> list[str] | None:
+        """The second text segment per row ("" where a row has none), or None for a manifest without them."""
+        return [p or "" for p in self.column("text_pair")] if self.has_text_pair else None
+
     def fingerprint(self) -> str:
-        """Hash of the content that matters to caches: ids, texts, images, labels, splits, classes."""
+        """Hash of the content that matters to caches and runs: ids, texts (and text pairs), images,
+        labels (and per-modality labels), splits, classes."""
         h = hashlib.sha256()
         h.update(json.dumps(self.meta.classes).encode())
         for col in ("id", "text", "image", "label", "split", "image_ok"):
             h.update(json.dumps(self.column(col), ensure_ascii=False).encode("utf-8"))
+        for col in _FINGERPRINT_IF_PRESENT:
+            if self.table.column(col).null_count < self.table.num_rows:
+                h.update(col.encode())
+                h.update(json.dumps(self.column(col), ensure_ascii=False).encode("utf-8"))
         return h.hexdigest()[:16]
 
     def bad_rows(self) -> list[dict]:
@@ -150,6 +183,8 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     for r in rows:
         cols["id"].append(str(r["id"]))
         cols["text"].append(r.get("text") or "")
+        pair = r.get("text_pair")
+        cols["text_pair"].append(None if pair is None else str(pair))
         cols["image"].append(str(r["image"]))
         for c in ("label", "text_label", "image_label"):
             v = r.get(c)
@@ -163,7 +198,7 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
 
 def validate(table: pa.Table, meta: ManifestMeta, where: str = "manifest") -> None:
     """Raise ManifestError with a one-line message naming the problem and the row."""
-    missing = [c for c in COLUMNS if c not in table.column_names]
+    missing = [c for c in COLUMNS if c not in table.column_names and c not in _OPTIONAL]
     if missing:
         raise ManifestError(f"{where}: missing columns {missing}; rebuild it with `msa-cache manifest`.")
     if not meta.classes:
@@ -188,6 +223,18 @@ def validate(table: pa.Table, meta: ManifestMeta, where: str = "manifest") -> No
     for row, s in enumerate(table.column("split").to_pylist()):
         if s not in SPLITS:
             raise ManifestError(f"{where}: row {row} (id {ids[row]}) has split '{s}'; expected one of {SPLITS}.")
+    if meta.monitor and meta.monitor not in MONITOR_NAMES:
+        raise ManifestError(f"{where}: metadata monitor '{meta.monitor}' is not one of {MONITOR_NAMES}; "
+                            f"rebuild it with `msa-cache manifest`.")
+
+
+def with_optional_columns(table: pa.Table) -> pa.Table:
+    """Add the optional columns an older manifest lacks, as all-null."""
+    for name in _OPTIONAL:
+        if name not in table.column_names:
+            column = ARROW_SCHEMA.field(name)
+            table = table.append_column(column, pa.nulls(table.num_rows, column.type))
+    return table
 
 
 def write_manifest(table: pa.Table, meta: ManifestMeta, path: str | Path) -> Path:
@@ -196,8 +243,9 @@ def write_manifest(table: pa.Table, meta: ManifestMeta, path: str | Path) -> Pat
 
     path = Path(path)
     meta.library_version = meta.library_version or __version__
-    table = table.cast(ARROW_SCHEMA)
+    table = with_optional_columns(table)
     validate(table, meta, where=str(path))
+    table = table.select(list(COLUMNS)).cast(ARROW_SCHEMA)
     table = table.replace_schema_metadata({META_KEY: meta.to_json().encode("utf-8")})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -219,6 +267,7 @@ def read_manifest(path: str | Path) -> Manifest:
     if raw is None:
         raise ManifestError(f"{path}: no msa_cache metadata; it was not written by `msa-cache manifest`.")
     meta = ManifestMeta.from_json(raw.decode("utf-8"))
+    table = with_optional_columns(table)
     if meta.schema_version > SCHEMA_VERSION:
         raise ManifestError(
             f"{path}: schema version {meta.schema_version} is newer than this msa-cache reads "

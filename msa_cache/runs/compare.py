@@ -95,7 +95,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     if all_runs:
         in_grid = {r.path.parent.resolve() for e in entries for r in e.results}
         entries += finished_entries(Path(runs_root) / manifest.name, skip=in_grid)
-    return sort_entries(entries, train.monitor)
+    return sort_entries(entries, train.monitor or manifest.default_monitor)
 
 
 def sort_entries(entries: list[Entry], monitor: str) -> list[Entry]:

@@ -20,7 +20,7 @@ class TrainConfig:
     batch_size: int = 64
     max_epochs: int = 30
     patience: int = 5
-    monitor: str = "weighted-f1"
+    monitor: str | None = None  # None: the manifest's default (what the dataset's papers report); resolved per run
     class_weights: str = "none"  # "none" | "balanced"
     oversample: bool = False
     text_pool: str = "cls"  # which text vector is the pooled text feature: "cls" | "mean"

@@ -87,8 +87,11 @@ def is_finished(path: Path) -> bool:
 
 def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet | None = None,
             log: Callable[[str], None] = print) -> RunResult:
-    """Train `spec` unless its run directory is already finished; return its metrics."""
+    """Train `spec` unless its run directory is already finished; return its metrics.
+    A monitor left unset (None) becomes the manifest's default before the run's identity is hashed."""
     manifest = features.manifest if features is not None else read_manifest(spec.manifest)
+    if spec.train.monitor is None:
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, monitor=manifest.default_monitor))
     if features is None:
         head_cls = get_head(spec.head)
         features = open_features(manifest, {k: Path(v) for k, v in spec.caches.items()},

@@ -9,12 +9,14 @@ from msa_cache.manifest.builders.hfm import build_hfm
 from msa_cache.manifest.builders.meme import build_meme
 from msa_cache.manifest.builders.mvsa import build_mvsa
 from msa_cache.manifest.builders.table import build_table
+from msa_cache.manifest.builders.tmsc import build_tmsc
 
 BUILDERS = {
     "mvsa": build_mvsa,
     "clmlf": build_clmlf,
     "meme": build_meme,
     "hfm": build_hfm,
+    "tmsc": build_tmsc,
     "table": build_table,
 }
 

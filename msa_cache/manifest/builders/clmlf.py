@@ -2,7 +2,10 @@
 
     train.json, dev.json, test.json   [{"id": "5", "text": "...", "emotion_label": 0}, ...]
                                       in ROOT or ROOT/splits (--splits-dir)
-    data/<id>.jpg  or images/<id>.jpg (--image-dir)
+    data/<id>.jpg, images/<id>.jpg or dataset_image/<id>.jpg (--image-dir)
+
+MVSA-Single (4,511 posts) and MVSA-Multiple (17,024 posts; 13,624 / 1,700 / 1,700)
+come in this layout.
 
 emotion_label: 0 positive, 1 neutral, 2 negative. A split file without labels (the
 shared copy's test.json) gives unlabeled rows. Text comes from the JSON.
@@ -17,6 +20,7 @@ from msa_cache.manifest.builders.common import (
 )
 from msa_cache.manifest.schema import ManifestError
 
+MONITOR = "weighted-f1"  # what the papers on MVSA report
 CLASSES = ["positive", "neutral", "negative"]
 SPLIT_FILES = {"train": "train.json", "dev": "dev.json", "test": "test.json"}
 
@@ -55,12 +59,12 @@ def parse_label(value: object) -> int | None:
 
 @cli_options(
     splits_dir="folder with train/dev/test.json (default ROOT, else ROOT/splits)",
-    image_dir="image folder, relative to ROOT (default data, else images)",
+    image_dir="image folder, relative to ROOT (default data, else images, else dataset_image)",
 )
 def build_clmlf(root: Path, *, splits_dir: str | None = None, image_dir: str | None = None) -> BuilderResult:
     """CLMLF split files (train/dev/test.json) plus an image folder."""
     split_dir = find_splits_dir(root, splits_dir)
-    images = resolve_dir(root, image_dir, ("data", "images"), "image", "--image-dir")
+    images = resolve_dir(root, image_dir, ("data", "images", "dataset_image"), "image", "--image-dir")
 
     rows, skipped, sources = [], [], []
     for split, file_name in SPLIT_FILES.items():
@@ -86,5 +90,5 @@ def build_clmlf(root: Path, *, splits_dir: str | None = None, image_dir: str | N
 
     return BuilderResult(
         dataset=dataset_name(root.name), classes=list(CLASSES), rows=rows, sources=sources,
-        split_given=True, skipped=skipped,
+        split_given=True, skipped=skipped, monitor=MONITOR,
     )

@@ -29,6 +29,9 @@ class BuilderResult:
     split_given: bool  # False: the driver makes a stratified split
     skipped: list[str] = field(default_factory=list)  # "file:line: why" for input that could not be read
     dropped: Counter = field(default_factory=Counter)  # reason -> rows left out on purpose (e.g. label conflict)
+    # The dev metric the dataset's papers report, recorded in the manifest as fit/compare's default
+    # --monitor: MVSA and TumEmo weighted-F1; Twitter-15/17, HFM and the memes macro-F1.
+    monitor: str = ""
 
 
 def cli_options(**help_texts: str) -> Callable:

@@ -1,12 +1,20 @@
-"""Twitter multimodal sarcasm detection (Cai et al. 2019, the HFM data set).
+"""Twitter multimodal sarcasm detection (Cai et al. 2019, the HFM data set), in two layouts.
 
+original (Cai et al.'s release):
     text/train.txt, text/valid2.txt, text/test2.txt
         one Python-literal list per line: ['<id>', '<text>', label]
         (valid2/test2 lines carry two labels; the last is the sarcasm label)
     dataset_image/<id>.jpg
 
+clmlf (CLMLF's re-export, Li et al. 2022):
+    train.json, valid.json, test.json    [{"id": "...", "text": "...", "label": 0}, ...]
+                                          (`emotion_label` is read where `label` is absent)
+    dataset_image/<id>.jpg (or images/, data/)
+
+Both give 19,816 / 2,410 / 2,409 rows. The layout is found from the files in ROOT
+(train.json -> clmlf, else text/ -> original) unless --layout says which.
 Lines are parsed with ast.literal_eval (a data file must never run code); a
-malformed line is skipped and listed as file:line.
+malformed line or object is skipped and listed as file:line.
 """
 from __future__ import annotations
 
@@ -14,13 +22,26 @@ import ast
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, cli_options, dataset_name, find_image, relative, resolve_dir,
+    BuilderResult, cli_options, dataset_name, find_image, fix_text, relative, resolve_dir,
 )
+from msa_cache.manifest.builders.clmlf import read_split_file
 from msa_cache.manifest.schema import ManifestError
 from msa_cache.manifest.text import decode_bytes
 
+MONITOR = "macro-f1"  # what the papers on this dataset report
 CLASSES = ["non-sarcastic", "sarcastic"]
 SPLIT_FILES = {"train": "train.txt", "dev": "valid2.txt", "test": "test2.txt"}
+JSON_FILES = {"train": "train.json", "dev": "valid.json", "test": "test.json"}
+IMAGE_DIRS = ("dataset_image", "images", "data")
+LAYOUTS = ("original", "clmlf")
+
+
+def parse_label(label: object) -> int:
+    if isinstance(label, str) and label.strip() in ("0", "1"):
+        label = int(label)
+    if isinstance(label, bool) or label not in (0, 1):
+        raise ValueError(f"label {label!r} is not 0 or 1")
+    return int(label)
 
 
 def parse_line(line: str) -> tuple[str, str, int]:
@@ -34,20 +55,20 @@ def parse_line(line: str) -> tuple[str, str, int]:
     post_id, text, label = item[0], item[1], item[-1]
     if not isinstance(text, str) or str(post_id).strip() == "":
         raise ValueError("expected a non-empty id and a text string")
-    if isinstance(label, bool) or label not in (0, 1):
-        raise ValueError(f"label {label!r} is not 0 or 1")
-    return str(post_id).strip(), text, int(label)
+    return str(post_id).strip(), text, parse_label(label)
 
 
-@cli_options(
-    text_dir="folder with train.txt/valid2.txt/test2.txt, relative to ROOT (default text)",
-    image_dir="image folder, relative to ROOT (default dataset_image)",
-)
-def build_hfm(root: Path, *, text_dir: str = "text", image_dir: str | None = None) -> BuilderResult:
-    """Twitter sarcasm (HFM): text/{train,valid2,test2}.txt + dataset_image/."""
+def detect_layout(root: Path, text_dir: str) -> str:
+    if (root / JSON_FILES["train"]).is_file():
+        return "clmlf"
+    if (root / text_dir).is_dir():
+        return "original"
+    raise ManifestError(f"{root}: neither train.json (CLMLF layout) nor {text_dir}/ (original layout) found; "
+                        f"pass --root of the HFM data, or --layout and --text-dir.")
+
+
+def _original_rows(root: Path, text_dir: str, images: Path) -> tuple[list[dict], list[str], list[Path]]:
     texts = resolve_dir(root, text_dir, (), "text", "--text-dir")
-    images = resolve_dir(root, image_dir, ("dataset_image",), "image", "--image-dir")
-
     rows, skipped, sources = [], [], []
     for split, file_name in SPLIT_FILES.items():
         path = texts / file_name
@@ -69,8 +90,51 @@ def build_hfm(root: Path, *, text_dir: str = "text", image_dir: str | None = Non
                 label=label, split=split, text_ok=text_ok,
                 problem="" if text_ok else f"text not valid utf-8/gb18030/cp1252 at {where} (bad bytes replaced)",
             ))
+    return rows, skipped, sources
 
+
+def _clmlf_rows(root: Path, images: Path) -> tuple[list[dict], list[str], list[Path]]:
+    rows, skipped, sources = [], [], []
+    for split, file_name in JSON_FILES.items():
+        path = root / file_name
+        if not path.is_file():
+            raise ManifestError(f"{path}: not found; hfm's CLMLF layout needs {', '.join(JSON_FILES.values())}.")
+        sources.append(path)
+        for n, item in enumerate(read_split_file(path)):
+            where = f"{file_name}[{n}]"
+            if not isinstance(item, dict) or item.get("id") in (None, ""):
+                skipped.append(f"{where}: not an object with an 'id'")
+                continue
+            try:
+                label = parse_label(item["label"] if "label" in item else item.get("emotion_label"))
+            except ValueError as e:
+                skipped.append(f"{where}: {e}")
+                continue
+            post_id = str(item["id"]).strip()
+            text, text_ok = fix_text(item.get("text"))
+            rows.append(dict(
+                id=post_id, text=text, image=relative(find_image(images, post_id), root),
+                label=label, split=split, text_ok=text_ok,
+                problem="" if text_ok else f"text not valid utf-8/gb18030/cp1252 in {where} (bad bytes replaced)",
+            ))
+    return rows, skipped, sources
+
+
+@cli_options(
+    layout="original (text/*.txt) or clmlf (train/valid/test.json) (default: found from the files in ROOT)",
+    text_dir="original layout: folder with train.txt/valid2.txt/test2.txt, relative to ROOT (default text)",
+    image_dir="image folder, relative to ROOT (default dataset_image, else images, else data)",
+)
+def build_hfm(root: Path, *, layout: str | None = None, text_dir: str = "text",
+              image_dir: str | None = None) -> BuilderResult:
+    """Twitter sarcasm (HFM): text/{train,valid2,test2}.txt or CLMLF's {train,valid,test}.json, + dataset_image/."""
+    if layout is not None and layout not in LAYOUTS:
+        raise ManifestError(f"--layout '{layout}': choose one of {', '.join(LAYOUTS)}.")
+    layout = layout or detect_layout(root, text_dir)
+    images = resolve_dir(root, image_dir, IMAGE_DIRS, "image", "--image-dir")
+    rows, skipped, sources = (_clmlf_rows(root, images) if layout == "clmlf"
+                              else _original_rows(root, text_dir, images))
     return BuilderResult(
         dataset=dataset_name(root.name), classes=list(CLASSES), rows=rows, sources=sources,
-        split_given=True, skipped=skipped,
+        split_given=True, skipped=skipped, monitor=MONITOR,
     )

@@ -17,6 +17,7 @@ from msa_cache.manifest.builders.common import (
 )
 from msa_cache.manifest.schema import ManifestError
 
+MONITOR = "macro-f1"  # what the papers on this dataset report
 CLASSES = ["very_negative", "negative", "neutral", "positive", "very_positive"]
 REQUIRED = ("image_name", "overall_sentiment")
 
@@ -66,5 +67,5 @@ def build_meme(root: Path, *, labels: str = "labels.csv", image_dir: str | None 
 
     return BuilderResult(
         dataset=dataset_name(root.name), classes=list(CLASSES), rows=rows, sources=[csv_path],
-        split_given=False, skipped=skipped,
+        split_given=False, skipped=skipped, monitor=MONITOR,
     )

@@ -18,6 +18,7 @@ from msa_cache.manifest.builders.common import (
 )
 from msa_cache.manifest.schema import ManifestError
 
+MONITOR = "weighted-f1"  # what the papers on this dataset report
 CLASSES = ["positive", "neutral", "negative"]  # CLMLF's 0/1/2
 POSITIVE, NEUTRAL, NEGATIVE = range(3)
 
@@ -93,5 +94,5 @@ def build_mvsa(root: Path, *, label_file: str = "labelResultAll.txt", image_dir:
     sources = [label_path] + [data_dir / f"{r['id']}.txt" for r in rows]
     return BuilderResult(
         dataset=dataset_name(root.name), classes=list(CLASSES), rows=rows, sources=sources,
-        split_given=False, skipped=skipped, dropped=dropped,
+        split_given=False, skipped=skipped, monitor=MONITOR, dropped=dropped,
     )

@@ -86,6 +86,7 @@ def to_index(value: object, classes: list[str]) -> int | None:
     file="the table: .csv, .tsv, .jsonl, .json or .parquet (absolute, or relative to the current folder or ROOT)",
     id_col="id column (default id)",
     text_col="text column (default text)",
+    text_pair_col="optional second text segment column (e.g. an aspect target), fed to the tokenizer as text_pair",
     image_col="image path column, paths relative to ROOT (default image)",
     label_col="label column: class names or 0-based indices (default label)",
     text_label_col="optional per-text label column",
@@ -94,9 +95,9 @@ def to_index(value: object, classes: list[str]) -> int | None:
     classes="comma-separated class names in label-index order (default: sorted names)",
 )
 def build_table(
-    root: Path, *, file: str, id_col: str = "id", text_col: str = "text", image_col: str = "image",
-    label_col: str = "label", text_label_col: str | None = None, image_label_col: str | None = None,
-    split_col: str = "split", classes: str | list[str] | None = None,
+    root: Path, *, file: str, id_col: str = "id", text_col: str = "text", text_pair_col: str | None = None,
+    image_col: str = "image", label_col: str = "label", text_label_col: str | None = None,
+    image_label_col: str | None = None, split_col: str = "split", classes: str | list[str] | None = None,
 ) -> BuilderResult:
     """Your own data: a CSV/JSONL/Parquet table with id, text, image and label columns."""
     path = Path(file)
@@ -110,8 +111,8 @@ def build_table(
     records = read_records(path)
     good = [r for _, r in records if isinstance(r, dict)]
     columns = sorted({k for r in good for k in r})
-    for col, flag in ((id_col, "--id-col"), (text_col, "--text-col"), (image_col, "--image-col"),
-                      (label_col, "--label-col"), (text_label_col, "--text-label-col"),
+    for col, flag in ((id_col, "--id-col"), (text_col, "--text-col"), (text_pair_col, "--text-pair-col"),
+                      (image_col, "--image-col"), (label_col, "--label-col"), (text_label_col, "--text-label-col"),
                       (image_label_col, "--image-label-col")):
         if col is not None and col not in columns:
             raise ManifestError(f"{path}: no column '{col}' (columns: {columns}); pass {flag} NAME.")
@@ -142,9 +143,11 @@ def build_table(
             skipped.append(f"{where}: {e}")
             continue
         text, text_ok = fix_text(rec.get(text_col))
+        pair, pair_ok = fix_text(rec.get(text_pair_col)) if text_pair_col else (None, True)
+        text_ok = text_ok and pair_ok
         image, _ = fix_text(rec.get(image_col))
         rows.append(dict(
-            id=str(rec[id_col]).strip(), text=text, image=relative(root / image.strip(), root),
+            id=str(rec[id_col]).strip(), text=text, text_pair=pair, image=relative(root / image.strip(), root),
             split=split, text_ok=text_ok,
             problem="" if text_ok else f"text not valid utf-8/gb18030/cp1252 at {where} (bad bytes replaced)",
             **labels,
