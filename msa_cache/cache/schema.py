@@ -53,9 +53,12 @@ be identical for shards to belong to one cache; the rest is informational
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from msa_cache.errors import UserError
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "index.json"
@@ -78,12 +81,17 @@ COMPAT_KEYS = (
 SHARD_KEYS = ("shard_index", "row_start", "row_stop")
 
 
-class CacheError(RuntimeError):
+class CacheError(UserError, RuntimeError):
     """A cache folder is missing, incomplete or inconsistent; the message says what to do."""
 
 
 class CacheMismatchError(CacheError):
     """A run would add to a cache made with another encoder, preprocessing or manifest."""
+
+
+def ids_sha256(ids: list[str]) -> str:
+    """The hash of a manifest's ids (in order) that a cache records as ids_sha256."""
+    return hashlib.sha256(json.dumps(ids, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
 def shard_name(k: int) -> str:

@@ -5,7 +5,6 @@ already holds a cache, refuses to add to it unless every compat key matches.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from msa_cache.cache.schema import (
     config_differences,
     decode_attr,
     field_dtype,
+    ids_sha256,
     read_index,
     shard_name,
     shard_ranges,
@@ -31,10 +31,6 @@ from msa_cache.encoders.base import Encoder
 from msa_cache.encoders.registry import encoder_folder_name
 from msa_cache.manifest.schema import Manifest
 from msa_cache.provenance import library_versions
-
-
-def ids_sha256(ids: list[str]) -> str:
-    return hashlib.sha256(json.dumps(ids, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass

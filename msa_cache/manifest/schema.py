@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from msa_cache.errors import UserError
 from msa_cache.provenance import from_saved
 
 SCHEMA_VERSION = 1
@@ -58,7 +59,7 @@ COLUMNS = tuple(ARROW_SCHEMA.names)
 _NON_NULL = ("id", "text", "image", "split", "image_ok", "text_ok", "problem")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest (or the data it is built from) is unusable; the message says why and what to do."""
 
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from msa_cache.heads import Batch, Head, create_head, get_head
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
 from msa_cache.runs.config import RunSpec, config_hash, run_dir
+from msa_cache.runs.rundir import build_run_dir, is_finished, load_weights, read_metrics, read_run
 from msa_cache.runs.features import FeatureSet, open_features
 from msa_cache.runs.metrics import MONITOR_KEYS, MONITORS, classification_metrics
 
@@ -81,10 +80,6 @@ def plan_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> Path
                    _changed_options(spec.head, full))
 
 
-def is_finished(path: Path) -> bool:
-    return (path / "metrics.json").is_file()
-
-
 def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet | None = None,
             log: Callable[[str], None] = print) -> RunResult:
     """Train `spec` unless its run directory is already finished; return its metrics."""
@@ -96,29 +91,11 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
                                  hidden_layers=getattr(head_cls, "uses_hidden_layers", False))
     out = plan_run(spec, runs_root, features)
     if is_finished(out):
-        return RunResult(out, json.loads((out / "metrics.json").read_text()), skipped=True)
+        return RunResult(out, read_metrics(out), skipped=True)
 
     t0 = time.time()
     metrics = build_run_dir(out, lambda tmp: _train_and_write(spec, manifest, features, tmp, log))
     return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
-
-
-def build_run_dir(out: Path, work: Callable[[Path], dict]) -> dict:
-    """Run `work(tmp)` in a temporary sibling of `out` and rename it to `out` once complete."""
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        metrics = work(tmp)
-        if out.exists():  # a concurrent process finished first; keep its result
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return metrics
 
 
 def _labels(manifest: Manifest) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -225,6 +202,10 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
     dev_idx = np.flatnonzero((splits == "dev") & (labels >= 0))
     if len(train_idx) == 0:
         raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
+    present = np.unique(labels[train_idx])
+    if len(present) < 2:
+        raise ValueError(f"{manifest.path}: the labeled train rows hold {len(present)} class "
+                         f"({manifest.classes[int(present[0])]}); a classifier needs at least 2, fix the labels or split")
     classes = manifest.classes
     spec_dims = features.spec()
     head = create_head(spec.head, spec_dims, len(classes), spec.head_options).to(device)
@@ -380,15 +361,14 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = 
 def load_run(path: str | Path) -> tuple[Head, dict]:
     """Rebuild a finished run's head (eval mode, CPU) and its config.json.
 
-    A fine-tune run (config "mode": "finetune") gives its whole model instead (a
-    `FinetuneModule`: encoders + head, raw inputs in), since its head only fits the
-    fine-tuned encoders."""
+    The run directory is validated first (rundir.read_run), so a tampered or foreign folder is
+    refused in one line before anything is built. A fine-tune run (config "mode": "finetune")
+    gives its whole model instead (a `FinetuneModule`: encoders + head, raw inputs in), since
+    its head only fits the fine-tuned encoders."""
     from msa_cache.heads.base import ModalitySpec
 
     path = Path(path)
-    if not is_finished(path):
-        raise FileNotFoundError(f"{path}: not a finished run (no metrics.json)")
-    config = json.loads((path / "config.json").read_text())
+    config = read_run(path)
     if config.get("mode") == "finetune":  # encoders + head: rebuilt from the recorded encoders
         from msa_cache.finetune.load import load_finetune_run
 
@@ -396,5 +376,5 @@ def load_run(path: str | Path) -> tuple[Head, dict]:
     spec = {k: ModalitySpec(**v) for k, v in config["modalities"].items()}
     s = config["spec"]
     head = create_head(s["head"], spec, len(config["classes"]), s["head_options"])
-    head.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    load_weights(path, head)
     return head.eval(), config
