@@ -43,6 +43,8 @@ class _Group(click.Group):
             raise  # click's own: usage errors already print one line with exit 2
         except Exception as e:
             if _debug(ctx):
+                if isinstance(e, click.ClickException) and isinstance(e.__context__, Exception):
+                    raise e.__context__  # a command turned an API error into one line: show the original
                 raise
             if isinstance(e, OneLineError):
                 raise

@@ -119,7 +119,7 @@ def _check_ids(ids: list[str], attrs: dict, manifest, res: VerifyResult) -> None
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     problem = manifest_mismatch(ids, attrs, man)
     if problem:
-        res.problems.append(problem)
+        res.problems.append(problem + ("" if "another manifest" in problem else "; re-extract into a fresh --out"))
 
 
 def manifest_mismatch(cache_ids: list[str], attrs: dict, manifest: Manifest) -> str | None:
@@ -135,5 +135,5 @@ def manifest_mismatch(cache_ids: list[str], attrs: dict, manifest: Manifest) -> 
                 f"cache {cache_ids[row] if row < len(cache_ids) else '<end>'}): the cache belongs to another manifest")
     if manifest.fingerprint() != attrs.get("manifest_fingerprint"):
         return (f"manifest {manifest.name} changed since extraction (fingerprint {manifest.fingerprint()} vs "
-                f"{attrs.get('manifest_fingerprint')}); re-extract into a fresh --out")
+                f"{attrs.get('manifest_fingerprint')})")
     return None

@@ -21,6 +21,7 @@ from msa_cache.cache.reader import EncoderCache, list_caches, open_cache
 from msa_cache.cache.schema import compat_view
 from msa_cache.cache.verify import manifest_mismatch
 from msa_cache.errors import UserError
+from msa_cache.names import check_name
 from msa_cache.heads.base import Batch, ModalityInput, ModalitySpec
 from msa_cache.manifest import Manifest
 
@@ -159,7 +160,7 @@ def _hidden_sources(cache: EncoderCache, prefix: str, base: _Source) -> dict[str
 def resolve_caches(manifest: Manifest, cache_root: str | Path, text: str | None, image: str | None,
                    clip: str | None = None) -> dict[str, Path]:
     """Pick the caches to use: named ones, else the only text and only image cache present."""
-    available = list_caches(cache_root, manifest.name)
+    available = list_caches(cache_root, check_name(manifest.name, "manifest name"))
     if not available:
         raise FileNotFoundError(
             f"no caches for manifest '{manifest.name}' under {Path(cache_root) / manifest.name}; "
@@ -168,6 +169,7 @@ def resolve_caches(manifest: Manifest, cache_root: str | Path, text: str | None,
 
     def pick(name: str | None, modality: str) -> str | None:
         if name is not None:
+            check_name(name, f"--{modality if modality != 'both' else 'clip'}-cache")
             if name not in available:
                 raise FileNotFoundError(f"no '{name}' cache for '{manifest.name}'; found {sorted(available)}")
             return name
@@ -191,8 +193,9 @@ def open_features(manifest: Manifest, caches: dict[str, Path], text_pool: str = 
         cache = open_cache(path)
         problem = manifest_mismatch(cache.ids, cache.attrs, manifest)
         if problem:
-            raise UserError(f"cache {Path(path).name} was not made from this manifest: {problem}", path,
-                            f"re-extract with `msa-cache extract --manifest {manifest.path}` into a fresh --out")
+            raise UserError(f"stale cache: {problem}", path,
+                            f"re-extract it from this manifest (`msa-cache extract --manifest {manifest.path} "
+                            "--out NEW_FOLDER`), or train with the manifest it was made from")
         rows = np.arange(len(cache.ids))
         if role == "clip":
             sources["clip_text"] = _text_source(cache, "text", "pooled")

@@ -85,6 +85,7 @@ def build_run_dir(out: Path, work: Callable[[Path], dict]) -> dict:
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
+    created = [p for p in reversed(tmp.parents) if not p.exists()]
     tmp.mkdir(parents=True)
     try:
         metrics = work(tmp)
@@ -94,6 +95,11 @@ def build_run_dir(out: Path, work: Callable[[Path], dict]) -> dict:
             os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(created):  # a failed first run leaves no empty family folder behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty: another run lives there now
         raise
     return metrics
 

@@ -29,6 +29,7 @@ import torch
 
 from msa_cache.heads import Batch, Head, create_head, get_head
 from msa_cache.manifest import Manifest, read_manifest
+from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
 from msa_cache.runs.config import RunSpec, config_hash, run_dir
 from msa_cache.runs.rundir import build_run_dir, is_finished, load_weights, read_metrics, read_run
@@ -76,8 +77,9 @@ def plan_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> Path
     full.update(spec.head_options)
     spec.head_options = full
     identity = spec.identity(features.manifest.fingerprint(), features.cache_fingerprints())
-    return run_dir(runs_root, features.manifest.name, spec, config_hash(identity),
-                   _changed_options(spec.head, full))
+    out = run_dir(runs_root, features.manifest.name, spec, config_hash(identity), _changed_options(spec.head, full))
+    check_name(out.parent.name, "run folder name (from the head options)")
+    return out
 
 
 def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet | None = None,
@@ -93,6 +95,7 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
     if is_finished(out):
         return RunResult(out, read_metrics(out), skipped=True)
 
+    train_rows(manifest)  # refuse before any folder is made
     t0 = time.time()
     metrics = build_run_dir(out, lambda tmp: _train_and_write(spec, manifest, features, tmp, log))
     return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
@@ -102,6 +105,20 @@ def _labels(manifest: Manifest) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     labels = manifest.labels("label")
     modality = {m: manifest.labels(f"{m}_label") for m in ("text", "image")}
     return labels, {m: v for m, v in modality.items() if (v >= 0).any()}
+
+
+def train_rows(manifest: Manifest) -> np.ndarray:
+    """The labeled train rows; ValueError when there are none or they hold a single class."""
+    labels, _ = _labels(manifest)
+    idx = np.flatnonzero((np.array(manifest.column("split")) == "train") & (labels >= 0))
+    if len(idx) == 0:
+        raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
+    present = np.unique(labels[idx])
+    if len(present) < 2:
+        raise ValueError(f"{manifest.path}: every labeled train row has the class "
+                         f"'{manifest.classes[int(present[0])]}'; a classifier needs at least 2 (fix the labels "
+                         "or the split)")
+    return idx
 
 
 def _class_weight(train_labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
@@ -198,14 +215,8 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
     device = resolve_device(tc.device)
     labels, modality_labels = _labels(manifest)
     splits = np.array(manifest.column("split"))
-    train_idx = np.flatnonzero((splits == "train") & (labels >= 0))
+    train_idx = train_rows(manifest)
     dev_idx = np.flatnonzero((splits == "dev") & (labels >= 0))
-    if len(train_idx) == 0:
-        raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
-    present = np.unique(labels[train_idx])
-    if len(present) < 2:
-        raise ValueError(f"{manifest.path}: the labeled train rows hold {len(present)} class "
-                         f"({manifest.classes[int(present[0])]}); a classifier needs at least 2, fix the labels or split")
     classes = manifest.classes
     spec_dims = features.spec()
     head = create_head(spec.head, spec_dims, len(classes), spec.head_options).to(device)
