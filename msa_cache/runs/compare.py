@@ -22,7 +22,7 @@ from msa_cache.manifest import read_manifest
 from msa_cache.runs.config import RunSpec, TrainConfig
 from msa_cache.runs.features import open_features
 from msa_cache.runs.metrics import MONITOR_KEYS
-from msa_cache.runs.rundir import finished_seeds, read_metrics
+from msa_cache.runs.rundir import finished_seeds, read_metrics, stale_tmp_dirs
 from msa_cache.runs.trainer import RunResult, fit_run
 
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
@@ -95,6 +95,9 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     if all_runs:
         in_grid = {r.path.parent.resolve() for e in entries for r in e.results}
         entries += finished_entries(Path(runs_root) / manifest.name, skip=in_grid)
+        stale = [p for family in sorted((Path(runs_root) / manifest.name).glob("*/")) for p in stale_tmp_dirs(family)]
+        if stale:  # not counted; the next run built in their family removes them
+            log(f"ignored {len(stale)} unfinished run folder(s) of stopped processes, e.g. {stale[0]}")
     return sort_entries(entries, train.monitor)
 
 

@@ -172,6 +172,8 @@ def validate_run_config(config: dict, path: Path) -> dict:
         _check_head(spec, path, required=spec.get("baseline") is None)
         return config
     _check_head(spec, path)
+    _require(isinstance(spec.get("manifest"), str) and isinstance(spec.get("caches"), dict)
+             and isinstance(spec.get("train"), dict), "'spec' lacks manifest/caches/train", path)
     modalities = config.get("modalities")
     _require(isinstance(modalities, dict) and modalities, "'modalities' is missing or empty", path)
     for name, m in modalities.items():
