@@ -100,6 +100,35 @@ def break_index(root, run):
     (root / "cache/toy/toyimage/index.json").write_text("{not json")
 
 
+def _index(root, change):
+    path = root / "cache/toy/toytext/index.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+def index_escaping_shard(root, run):
+    (root / "secret.h5").write_bytes((root / "cache/toy/toytext/shard-00000.h5").read_bytes())
+
+    def change(index):
+        index["shards"][0]["file"] = "../../../secret.h5"
+        return index
+    _index(root, change)
+
+
+def index_not_object(root, run):
+    _index(root, lambda index: [index])
+
+
+def index_no_attrs(root, run):
+    _index(root, lambda index: {k: v for k, v in index.items() if k != "attrs"})
+
+
+def index_rows_mismatch(root, run):
+    def change(index):
+        index["num_rows"] = 10 ** 9
+        return index
+    _index(root, change)
+
+
 def one_class_world(root, run):
     """A second manifest whose train split holds one class, with its own (matching) caches."""
     rows = _rows(labels=[0] * N)
@@ -314,6 +343,9 @@ CASES = [
                                  "--runs", "{r}"]),
     ("fit-missing-shard", drop_shard, FIT),
     ("fit-broken-index", break_index, FIT),
+    *[(f"{cmd}-{fn.__name__}", fn, argv) for fn in (index_escaping_shard, index_not_object, index_no_attrs,
+                                                      index_rows_mismatch)
+      for cmd, argv in (("fit", FIT), ("cache-info", ["cache", "info", "{c}"]))],
     ("fit-one-class", one_class_world, ["fit", "--head", "ae-cat", "--manifest", "{root}/manifests/mono.parquet",
                                         "--cache-root", "{c}", "--runs", "{r}", "--max-epochs", "1"]),
     ("compare-seeds-zero", None, [*CMP[:-2], "--seeds", "0"]),

@@ -178,7 +178,39 @@ def read_index(folder: Path) -> dict:
         index = json.loads(path.read_text())
     except ValueError as e:
         raise CacheError(f"{path}: unreadable ({e}); delete {folder} and run `msa-cache extract` again.")
+    if not isinstance(index, dict):
+        raise CacheError(f"{path}: not a JSON object; delete {folder} and run `msa-cache extract` again.")
     version = index.get("schema_version", 0)
+    if not isinstance(version, int):
+        raise CacheError(f"{path}: schema_version {version!r} is not a number; delete {folder} and run `msa-cache extract` again.")
     if version > SCHEMA_VERSION:
         raise CacheError(f"{path}: cache schema {version} is newer than this msa-cache reads ({SCHEMA_VERSION}); upgrade msa-cache.")
+    problem = _index_problem(index)
+    if problem:
+        raise CacheError(f"{path}: {problem}; delete {folder} and run `msa-cache extract` again.")
     return index
+
+
+def _index_problem(index: dict) -> str | None:
+    """Why index.json cannot describe a cache (None when it can): the layout every reader relies on."""
+    n, shards, fields, attrs = (index.get(k) for k in ("num_rows", "shards", "fields", "attrs"))
+    if not isinstance(n, int) or n < 0:
+        return "num_rows is missing or not a count"
+    if not isinstance(attrs, dict) or not all(isinstance(attrs.get(k), str) for k in ("encoder", "modality")):
+        return "attrs lack the encoder and modality"
+    if not isinstance(fields, dict) or not all(
+            isinstance(s, dict) and isinstance(s.get("shape"), list) and isinstance(s.get("dtype"), str)
+            for s in fields.values()):
+        return "fields are not {name: {shape, dtype}}"
+    if not isinstance(shards, list):
+        return "shards is not a list"
+    expected = 0
+    for k, s in enumerate(shards):
+        # The file must be the k-th shard's own name: a path in it could read outside the folder.
+        if not isinstance(s, dict) or s.get("file") != shard_name(k) or s.get("start") != expected \
+                or not isinstance(s.get("stop"), int) or s["stop"] <= expected:
+            return f"shard entry {k} is not {{file: {shard_name(k)}, start: {expected}, stop: > start}}"
+        expected = s["stop"]
+    if expected != n:
+        return f"the shards cover {expected} rows, not num_rows {n}"
+    return None
