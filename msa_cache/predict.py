@@ -32,7 +32,8 @@ from msa_cache.finetune.train import predict_rows
 from msa_cache.heads.base import Batch, ModalityInput
 from msa_cache.manifest import Manifest, ManifestMeta, read_manifest, rows_to_table
 from msa_cache.manifest.images import load_rgb
-from msa_cache.runs.trainer import is_finished, load_run, resolve_device
+from msa_cache.runs.rundir import is_finished
+from msa_cache.runs.trainer import load_run, resolve_device
 
 
 class CachedRunPredictor:

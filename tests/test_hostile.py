@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -25,7 +24,7 @@ from PIL import Image
 
 from msa_cache.cache.synthetic import ArrayEncoder, random_rows
 from msa_cache.extract import extract
-from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
+from msa_cache.manifest import ManifestMeta, rows_to_table, write_manifest
 from msa_cache.runs.config import RunSpec, TrainConfig
 from msa_cache.runs.trainer import fit_run
 from msa_cache_cli.main import main as cli

@@ -34,9 +34,9 @@ from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
 from msa_cache.runs.config import config_hash
 from msa_cache.runs.metrics import MONITOR_KEYS, classification_metrics
-from msa_cache.runs.rundir import build_run_dir, is_finished, read_metrics
+from msa_cache.runs.rundir import build_run_dir, is_finished, read_metrics, write_run
 from msa_cache.runs.trainer import (
-    RunResult, _class_weight, _labels, resolve_device, seed_everything, write_run,
+    RunResult, _class_weight, _labels, resolve_device, seed_everything,
 )
 
 LIMIT_SEED = 0  # --limit-train draws the same subset for every seed, so seeds stay comparable

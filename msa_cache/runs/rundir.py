@@ -6,6 +6,7 @@ seeds of a family, and read one back only after validating it (the one place tha
         predictions.parquet confusion.png model.pt
     runs/<manifest>/<family>/seed-K.tmp-PID/  being built by process PID (or left by a killed one)
 
+`write_run` writes the files (metrics.json last), `read_run` / `load_weights` read them back.
 Only `seed-K` folders holding the marker count as runs: never a tmp folder, even one that got as
 far as metrics.json before its process was killed. Tmp folders of processes that are gone (on
 this host) are removed when the next run is built in the same family.
@@ -20,7 +21,14 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
 from msa_cache.errors import UserError
+from msa_cache.manifest import Manifest
+from msa_cache.runs.metrics import classification_metrics
 
 FINISHED_MARKER = "metrics.json"
 CONFIG_FILE = "config.json"
@@ -102,6 +110,67 @@ def build_run_dir(out: Path, work: Callable[[Path], dict]) -> dict:
                 break  # not empty: another run lives there now
         raise
     return metrics
+
+
+def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict, history: list[dict],
+              config: dict, title: str) -> dict:
+    """A run directory's files from the selected model's probabilities for every manifest row
+    (shared by cached-feature and fine-tune runs); metrics.json is written last."""
+    out.mkdir(parents=True, exist_ok=True)  # a long fine-tune writes only now; its folder may have been swept
+    labels = manifest.labels("label")
+    splits = np.array(manifest.column("split"))
+    classes = manifest.classes
+    preds = probs.argmax(1)
+    metrics = {}
+    for split in ("train", "dev", "test"):
+        m = (splits == split) & (labels >= 0)
+        if m.any():
+            metrics[split] = classification_metrics(labels[m], preds[m], classes)
+
+    _write_predictions(out / "predictions.parquet", manifest, splits, labels, preds, probs, classes)
+    torch.save(state_dict, out / "model.pt")
+    with open(out / "history.jsonl", "w") as f:
+        for h in history:
+            f.write(json.dumps(h, default=float) + "\n")
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    if "dev" in metrics:
+        plot_confusion(np.array(metrics["dev"]["confusion"]), classes, out / "confusion.png", title=title)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: marks the run finished
+    return metrics
+
+
+def _write_predictions(path, manifest, splits, labels, preds, probs, classes) -> None:
+    cols = {
+        "id": pa.array(manifest.ids, pa.string()),
+        "split": pa.array(splits.tolist(), pa.string()),
+        "label": pa.array([None if v < 0 else int(v) for v in labels], pa.int64()),
+        "pred": pa.array(preds.astype(np.int64)),
+    }
+    for c, name in enumerate(classes):
+        cols[f"prob_{name}"] = pa.array(probs[:, c].astype(np.float32))
+    pq.write_table(pa.table(cols), path)
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _read_json_object(path: Path, what: str) -> dict:
@@ -203,8 +272,6 @@ def read_run(run: str | Path) -> dict:
 
 def load_weights(run: str | Path, module) -> None:
     """Load model.pt into `module`: plain tensors only (weights_only), every name and shape checked first."""
-    import torch
-
     path = Path(run) / WEIGHTS_FILE
     if not path.is_file():
         raise UserError(f"{WEIGHTS_FILE} is missing", path, _RETRAIN)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from msa_cache.heads import Batch, Head, create_head, get_head
@@ -32,7 +29,7 @@ from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
 from msa_cache.runs.config import RunSpec, config_hash, run_dir
-from msa_cache.runs.rundir import build_run_dir, is_finished, load_weights, read_metrics, read_run
+from msa_cache.runs.rundir import build_run_dir, is_finished, load_weights, read_metrics, read_run, write_run
 from msa_cache.runs.features import FeatureSet, open_features
 from msa_cache.runs.metrics import MONITOR_KEYS, MONITORS, classification_metrics
 
@@ -254,33 +251,6 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
     return write_run(out, manifest, probs, head.state_dict(), history, config, f"{spec.head} seed {spec.seed}: dev")
 
 
-def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict, history: list[dict],
-              config: dict, title: str) -> dict:
-    """A run directory's files from the selected model's probabilities for every manifest row
-    (shared by cached-feature and fine-tune runs); metrics.json is written last."""
-    out.mkdir(parents=True, exist_ok=True)  # a long fine-tune writes only now; its folder may have been swept
-    labels, _ = _labels(manifest)
-    splits = np.array(manifest.column("split"))
-    classes = manifest.classes
-    preds = probs.argmax(1)
-    metrics = {}
-    for split in ("train", "dev", "test"):
-        m = (splits == split) & (labels >= 0)
-        if m.any():
-            metrics[split] = classification_metrics(labels[m], preds[m], classes)
-
-    _write_predictions(out / "predictions.parquet", manifest, splits, labels, preds, probs, classes)
-    torch.save(state_dict, out / "model.pt")
-    with open(out / "history.jsonl", "w") as f:
-        for h in history:
-            f.write(json.dumps(h, default=float) + "\n")
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    if "dev" in metrics:
-        plot_confusion(np.array(metrics["dev"]["confusion"]), classes, out / "confusion.png", title=title)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: marks the run finished
-    return metrics
-
-
 def _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_labels, class_weight, monitor,
                 device, log) -> list[dict]:
     tc = spec.train
@@ -333,40 +303,6 @@ def train_step(head: Head, batch: Batch, optimizer: torch.optim.Optimizer, scale
     scaler.step(optimizer)
     scaler.update()
     return float(loss.detach()), terms
-
-
-def _write_predictions(path, manifest, splits, labels, preds, probs, classes) -> None:
-    cols = {
-        "id": pa.array(manifest.ids, pa.string()),
-        "split": pa.array(splits.tolist(), pa.string()),
-        "label": pa.array([None if v < 0 else int(v) for v in labels], pa.int64()),
-        "pred": pa.array(preds.astype(np.int64)),
-    }
-    for c, name in enumerate(classes):
-        cols[f"prob_{name}"] = pa.array(probs[:, c].astype(np.float32))
-    pq.write_table(pa.table(cols), path)
-
-
-def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def load_run(path: str | Path) -> tuple[Head, dict]:
