@@ -187,3 +187,23 @@ def test_unexpected_error_is_one_line_unless_debugging(tmp_path, monkeypatch):
     monkeypatch.setenv("MSA_CACHE_DEBUG", "1")
     r = CliRunner().invoke(cli, ["cache", "info", str(tmp_path)])
     assert isinstance(r.exception, RuntimeError)
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"batch_size": -1}, {"max_epochs": 0}, {"patience": -1},
+                                 {"lr": 0.0}, {"lr": float("nan")}, {"weight_decay": -1.0}, {"monitor": "loss"},
+                                 {"text_pool": "max"}, {"workers": -2}])
+def test_api_refuses_train_settings_that_cannot_train(bad):
+    """The same ranges as the CLI, for notebook users (--batch-size -1 used to write a finished run)."""
+    with pytest.raises(ValueError):
+        TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("head,options", [("ae-cat", {"latent": 10 ** 12}), ("ae-cat", {"latent": 0}),
+                                          ("mha", {"width": "64"}), ("late", {"dropout": 1.0}),
+                                          ("mdse", {"tau": 0.0}), ("infig", {"momentum": 1.5}),
+                                          ("ae-cat", {"lambda_ce": float("inf")})])
+def test_api_refuses_head_options_out_of_range(head, options):
+    from msa_cache.heads import make_config
+
+    with pytest.raises(ValueError, match="head"):
+        make_config(head, options)
