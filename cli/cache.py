@@ -38,4 +38,7 @@ def verify_cmd(path, manifest, quick):
 def info_cmd(path, as_json):
     """Encoders, rows, field shapes, dtype, bytes per row and bad rows of the caches under PATH."""
     infos = cache_info(path)
+    if not infos:
+        raise click.ClickException(f"{path}: no caches found (expected <manifest>/<encoder>/index.json); "
+                                   "pass a cache root, a manifest folder or an encoder folder")
     click.echo(json.dumps(infos, indent=1, default=str) if as_json else format_info(infos))

@@ -40,12 +40,12 @@ D = FinetuneConfig()
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None,
               help="manifest Parquet file [default: the only one in manifests/]")
 @click.option("--runs", "runs_root", default="runs", show_default=True, type=click.Path(file_okay=False))
-@click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True, help="repeatable")
-@click.option("--lr", type=float, default=D.lr, show_default=True, help="head learning rate")
-@click.option("--encoder-lr", type=float, default=D.encoder_lr, show_default=True,
+@click.option("--seed", "seeds", type=click.IntRange(0, 2**32 - 1), multiple=True, default=(0,), show_default=True, help="repeatable")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=D.lr, show_default=True, help="head learning rate")
+@click.option("--encoder-lr", type=click.FloatRange(0, min_open=True), default=D.encoder_lr, show_default=True,
               help="unfrozen encoders' learning rate")
-@click.option("--weight-decay", type=float, default=D.weight_decay, show_default=True, help="AdamW weight decay")
-@click.option("--warmup", type=float, default=D.warmup, show_default=True,
+@click.option("--weight-decay", type=click.FloatRange(0), default=D.weight_decay, show_default=True, help="AdamW weight decay")
+@click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=D.warmup, show_default=True,
               help="linear warm-up fraction of each parameter group's steps, then linear decay")
 @click.option("--batch-size", type=click.IntRange(1), default=D.batch_size, show_default=True)
 @click.option("--accumulate", type=click.IntRange(1), default=D.accumulate, show_default=True,

@@ -27,7 +27,7 @@ def _caches(kwargs: dict) -> tuple[Path, dict[str, Path]]:
 
 @click.command("fit")
 @click.option("--head", required=True, type=click.Choice(head_names()), help="which head to train")
-@click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True,
+@click.option("--seed", "seeds", type=click.IntRange(0, 2**32 - 1), multiple=True, default=(0,), show_default=True,
               help="random seed; repeat for several runs (--seed 0 --seed 1 --seed 2)")
 @data_options
 @train_options
@@ -57,7 +57,7 @@ def fit_cmd(head, seeds, **kwargs):
 @click.command("compare")
 @click.option("--heads", default="uni-text,uni-image,probe,late,ae-cat,ae-add,ab-cat,ab-add,mha", show_default=True,
               help="comma-separated heads")
-@click.option("--seeds", type=int, default=3, show_default=True, help="seeds 0..N-1 per configuration")
+@click.option("--seeds", type=click.IntRange(1), default=3, show_default=True, help="seeds 0..N-1 per configuration")
 @click.option("--leaderboard", "leaderboard_prefix", default=None, type=click.Path(dir_okay=False),
               help="output prefix for .md/.csv/.png [default: <runs>/<manifest>/leaderboard]")
 @click.option("--all-runs", is_flag=True,

@@ -7,26 +7,61 @@ import os
 import click
 
 from msa_cache import __version__
+from msa_cache.errors import UserError
 
-# Errors a user can fix (bad paths, bad data, bad options) print as one line;
-# MSA_CACHE_DEBUG=1 shows the traceback instead.
-_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError)
+# Errors a user can fix print as one line `error: ...` and exit 2: the project's own UserError
+# (ManifestError, CacheError, ...) and the standard errors the API raises for bad input.
+_USER_ERRORS = (UserError, ValueError, OSError, KeyError, click.ClickException)
+USER_ERROR_EXIT = 2
+UNEXPECTED_EXIT = 1
+
+
+class OneLineError(click.ClickException):
+    """Printed as `error: <message>` on stderr (click's own would print `Error: ...`)."""
+
+    def __init__(self, message: str, exit_code: int = USER_ERROR_EXIT):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool(ctx.params.get("debug")) or os.environ.get("MSA_CACHE_DEBUG", "").strip() not in ("", "0")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except _USER_ERRORS as e:
-            if os.environ.get("MSA_CACHE_DEBUG"):
+        except (click.exceptions.Exit, click.Abort, click.UsageError):
+            raise  # click's own: usage errors already print one line with exit 2
+        except Exception as e:
+            if _debug(ctx):
+                if isinstance(e, click.ClickException) and isinstance(e.__context__, Exception):
+                    raise e.__context__  # a command turned an API error into one line: show the original
                 raise
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            raise click.ClickException(str(msg)) from e
+            if isinstance(e, OneLineError):
+                raise
+            if isinstance(e, click.ClickException):
+                raise OneLineError(_one_line(e.format_message())) from None
+            if isinstance(e, _USER_ERRORS):
+                msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+                raise OneLineError(_one_line(msg) or type(e).__name__) from None
+            raise OneLineError(f"unexpected error ({type(e).__name__}: {_one_line(e)[:300]}); "
+                               "rerun with --debug (or MSA_CACHE_DEBUG=1) for the traceback and report it",
+                               UNEXPECTED_EXIT) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="msa-cache")
-def main():
+@click.option("--debug", is_flag=True, help="show the full traceback of an error (also: MSA_CACHE_DEBUG=1)")
+def main(debug):
     """Multimodal sentiment analysis on cached frozen-encoder features.
 
     \b

@@ -67,7 +67,7 @@ for _fmt, _builder in BUILDERS.items():
 
 @manifest.command("info")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--max-listed", type=int, default=20, show_default=True, help="bad rows to list")
+@click.option("--max-listed", type=click.IntRange(0), default=20, show_default=True, help="bad rows to list")
 def info(file: Path, max_listed: int) -> None:
     """Rows per split and label, and the bad rows, of a manifest FILE."""
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from msa_cache.heads import HEADS
-from msa_cache.heads.registry import option_fields
+from msa_cache.heads.registry import check_option, field_range, option_fields
 from msa_cache.runs.config import TrainConfig
 
 TRAIN_FLAGS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -22,6 +22,17 @@ TRAIN_FLAGS = {f.name for f in dataclasses.fields(TrainConfig)}
 def _scalar_type(f: dataclasses.Field):
     default = f.default if f.default is not dataclasses.MISSING else None
     return {bool: bool, int: int, float: float}.get(type(default), str)
+
+
+def _click_type(f: dataclasses.Field):
+    """click.IntRange / FloatRange from the field's range (heads/registry.py), else its plain type."""
+    bounds = field_range(f)
+    if bounds is None:
+        return _scalar_type(f)
+    kind, lo, hi, min_open = bounds
+    if kind is int:
+        return click.IntRange(lo, hi)
+    return click.FloatRange(lo, hi, min_open=min_open)
 
 
 def _help(entries) -> str:
@@ -45,7 +56,8 @@ def head_flags(multi: bool):
             elif kind is bool:
                 fn = click.option(f"--{flag}/--no-{flag}", name, default=None, help=_help(entries))(fn)
             else:
-                fn = click.option(f"--{flag}", name, type=kind, default=None, help=_help(entries))(fn)
+                fn = click.option(f"--{flag}", name, type=_click_type(entries[0][1]), default=None,
+                                  help=_help(entries))(fn)
         return fn
 
     return deco
@@ -58,7 +70,10 @@ def _parse(value: str, kind):
         if value.lower() in ("0", "false", "no", "off"):
             return False
         raise click.BadParameter(f"'{value}' is not a boolean (true/false)")
-    return kind(value)
+    try:
+        return kind(value)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not {'an integer' if kind is int else 'a number'}") from None
 
 
 def pop_head_options(kwargs: dict, multi: bool) -> dict:
@@ -71,6 +86,14 @@ def pop_head_options(kwargs: dict, multi: bool) -> dict:
         if multi:
             kind = _scalar_type(entries[0][1])
             out[name] = [_parse(v.strip(), kind) for v in str(value).split(",") if v.strip()]
+            if not out[name]:
+                raise click.BadParameter("empty list", param_hint=f"--{name.replace('_', '-')}")
+            for head, f in entries:
+                for v in out[name]:
+                    try:
+                        check_option(head, f, v)
+                    except ValueError as e:
+                        raise click.BadParameter(str(e), param_hint=f"--{name.replace('_', '-')}") from None
         else:
             out[name] = value
     return out
@@ -98,13 +121,13 @@ def train_options(fn):
     """Trainer settings (TrainConfig)."""
     d = TrainConfig()
     opts = [
-        click.option("--lr", type=float, default=None, help="learning rate [default 1e-3]"),
-        click.option("--weight-decay", type=float, default=None, help="[default 0 for Adam heads, 0.01 for AdamW]"),
+        click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="learning rate [default 1e-3]"),
+        click.option("--weight-decay", type=click.FloatRange(0), default=None, help="[default 0 for Adam heads, 0.01 for AdamW]"),
         click.option("--optimizer", type=click.Choice(["adam", "adamw"]), default=None,
                      help="[default: the head's own: adam for seed-000 heads, else adamw]"),
-        click.option("--batch-size", type=int, default=d.batch_size, show_default=True),
-        click.option("--max-epochs", type=int, default=d.max_epochs, show_default=True),
-        click.option("--patience", type=int, default=d.patience, show_default=True,
+        click.option("--batch-size", type=click.IntRange(1), default=d.batch_size, show_default=True),
+        click.option("--max-epochs", type=click.IntRange(1), default=d.max_epochs, show_default=True),
+        click.option("--patience", type=click.IntRange(0), default=d.patience, show_default=True,
                      help="early stopping: epochs without a better dev score"),
         click.option("--monitor", type=click.Choice(["accuracy", "macro-f1", "weighted-f1"]), default=None,
                      help="dev metric for early stopping and the leaderboard order [default: the manifest's, what "
@@ -118,7 +141,7 @@ def train_options(fn):
                      help="text vector used as the pooled text feature"),
         click.option("--amp/--no-amp", default=d.amp, show_default=True, help="mixed precision on CUDA"),
         click.option("--device", default=d.device, show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
-        click.option("--workers", type=int, default=d.workers, show_default=True,
+        click.option("--workers", type=click.IntRange(0), default=d.workers, show_default=True,
                      help="DataLoader workers that prefetch token batches from HDF5"),
     ]
     for o in reversed(opts):

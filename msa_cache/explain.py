@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from msa_cache.manifest.images import load_rgb
+
 # Fixed size, so every picture is FIG_SIZE * DPI = 1200 x 700 pixels.
 FIG_SIZE = (12.0, 7.0)
 DPI = 100
@@ -129,8 +131,7 @@ def load_image(path: Path, ok: bool, problem: str, preprocessing: dict) -> tuple
     if not ok:
         return None, f"image unreadable ({problem or 'flagged in manifest'})"
     try:
-        with Image.open(path) as im:
-            return fit_image(im, preprocessing)
+        return fit_image(load_rgb(path), preprocessing)
     except Exception as e:  # missing, truncated, not an image: draw a placeholder instead
         return None, f"image unreadable ({type(e).__name__})"
 

@@ -22,7 +22,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
 
 from msa_cache.cache.schema import read_index
 from msa_cache.encoders import Encoder
@@ -32,7 +31,9 @@ from msa_cache.finetune.record import rebuild_encoder
 from msa_cache.finetune.train import predict_rows
 from msa_cache.heads.base import Batch, ModalityInput
 from msa_cache.manifest import Manifest, ManifestMeta, read_manifest, rows_to_table
-from msa_cache.runs.trainer import is_finished, load_run, resolve_device
+from msa_cache.manifest.images import load_rgb
+from msa_cache.runs.rundir import is_finished
+from msa_cache.runs.trainer import load_run, resolve_device
 
 
 class CachedRunPredictor:
@@ -143,8 +144,7 @@ def _check_post(predictor, text: str | None, image: str | None) -> None:
         if image is None:
             raise ValueError("this run uses an image encoder; pass --image FILE")
         try:
-            with Image.open(image) as im:
-                im.convert("RGB")
+            load_rgb(image)
         except Exception as e:
             raise ValueError(f"--image {image}: cannot read it as an image ({type(e).__name__}: {e})") from None
     if "text" in uses and text is None:

@@ -41,13 +41,18 @@ def mvsa_world(tmp_path_factory):
     base = tmp_path_factory.mktemp("mvsa-m")
     out = base / "mvsa-multiple.parquet"
     build_manifest("mvsa", root=write_mvsa_multiple(base / "MVSA"), output=out, split="50/25/25")
+    return base, out, _extract(out, base / "cache")
+
+
+def _extract(manifest, cache_root):
+    """Random-array caches for a manifest (a cache belongs to exactly one manifest fingerprint)."""
     text = ArrayEncoder("t", "text", {"text/cls": (8,), "text/tokens": (5, 8), "text/mask": (5,)},
                         random_rows({"text/cls": (8,), "text/tokens": (5, 8), "text/mask": (5,)}, 1, (2, 5)))
     image = ArrayEncoder("i", "image", {"image/pooled": (6,), "image/tokens": (4, 6)},
                          random_rows({"image/pooled": (6,), "image/tokens": (4, 6)}, 2))
-    extract(out, [text, image], base / "cache", shard_size=64, batch_size=16, workers=0, progress=False,
+    extract(manifest, [text, image], cache_root, shard_size=64, batch_size=16, workers=0, progress=False,
             log=lambda m: None)
-    return base, out, {"text": str(base / "cache/mvsa-multiple/t"), "image": str(base / "cache/mvsa-multiple/i")}
+    return {"text": str(cache_root / "mvsa-multiple/t"), "image": str(cache_root / "mvsa-multiple/i")}
 
 
 def _spy(monkeypatch):
@@ -100,14 +105,16 @@ def test_without_modality_labels_the_multimodal_label_stands_in(mvsa_world, monk
     rows = man.table.to_pylist()
     for r in rows:
         r["text_label"] = r["image_label"] = None
-    # Same name and ids, so the caches fit; the fingerprint (part of a run's identity) differs, so runs never mix.
+    # Same name and ids, but another fingerprint: the labeled manifest's caches are refused for it (stale),
+    # so it gets caches of its own, and its runs never mix with the labeled ones.
     plain = write_manifest(rows_to_table(rows), man.meta, tmp_path / "mvsa-multiple.parquet")
     assert read_manifest(plain).fingerprint() != man.fingerprint()
+    plain_caches = _extract(plain, tmp_path / "cache")
     label = dict(zip(man.ids, man.labels("label")))
 
     labeled_run = _fit(base, manifest, caches).path.parent.name
     calls = _spy(monkeypatch)
-    assert _fit(tmp_path, plain, caches).path.parent.name != labeled_run
+    assert _fit(tmp_path, plain, plain_caches).path.parent.name != labeled_run
     for ids, labels, modality in calls:
         assert modality == {}
         assert labels.tolist() == [label[i] for i in ids] * 3

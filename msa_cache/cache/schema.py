@@ -53,9 +53,12 @@ be identical for shards to belong to one cache; the rest is informational
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from msa_cache.errors import UserError
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "index.json"
@@ -78,12 +81,17 @@ COMPAT_KEYS = (
 SHARD_KEYS = ("shard_index", "row_start", "row_stop")
 
 
-class CacheError(RuntimeError):
+class CacheError(UserError, RuntimeError):
     """A cache folder is missing, incomplete or inconsistent; the message says what to do."""
 
 
 class CacheMismatchError(CacheError):
     """A run would add to a cache made with another encoder, preprocessing or manifest."""
+
+
+def ids_sha256(ids: list[str]) -> str:
+    """The hash of a manifest's ids (in order) that a cache records as ids_sha256."""
+    return hashlib.sha256(json.dumps(ids, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
 def shard_name(k: int) -> str:
@@ -170,7 +178,39 @@ def read_index(folder: Path) -> dict:
         index = json.loads(path.read_text())
     except ValueError as e:
         raise CacheError(f"{path}: unreadable ({e}); delete {folder} and run `msa-cache extract` again.")
+    if not isinstance(index, dict):
+        raise CacheError(f"{path}: not a JSON object; delete {folder} and run `msa-cache extract` again.")
     version = index.get("schema_version", 0)
+    if not isinstance(version, int):
+        raise CacheError(f"{path}: schema_version {version!r} is not a number; delete {folder} and run `msa-cache extract` again.")
     if version > SCHEMA_VERSION:
         raise CacheError(f"{path}: cache schema {version} is newer than this msa-cache reads ({SCHEMA_VERSION}); upgrade msa-cache.")
+    problem = _index_problem(index)
+    if problem:
+        raise CacheError(f"{path}: {problem}; delete {folder} and run `msa-cache extract` again.")
     return index
+
+
+def _index_problem(index: dict) -> str | None:
+    """Why index.json cannot describe a cache (None when it can): the layout every reader relies on."""
+    n, shards, fields, attrs = (index.get(k) for k in ("num_rows", "shards", "fields", "attrs"))
+    if not isinstance(n, int) or n < 0:
+        return "num_rows is missing or not a count"
+    if not isinstance(attrs, dict) or not all(isinstance(attrs.get(k), str) for k in ("encoder", "modality")):
+        return "attrs lack the encoder and modality"
+    if not isinstance(fields, dict) or not all(
+            isinstance(s, dict) and isinstance(s.get("shape"), list) and isinstance(s.get("dtype"), str)
+            for s in fields.values()):
+        return "fields are not {name: {shape, dtype}}"
+    if not isinstance(shards, list):
+        return "shards is not a list"
+    expected = 0
+    for k, s in enumerate(shards):
+        # The file must be the k-th shard's own name: a path in it could read outside the folder.
+        if not isinstance(s, dict) or s.get("file") != shard_name(k) or s.get("start") != expected \
+                or not isinstance(s.get("stop"), int) or s["stop"] <= expected:
+            return f"shard entry {k} is not {{file: {shard_name(k)}, start: {expected}, stop: > start}}"
+        expected = s["stop"]
+    if expected != n:
+        return f"the shards cover {expected} rows, not num_rows {n}"
+    return None

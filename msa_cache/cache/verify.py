@@ -14,7 +14,7 @@ import numpy as np
 
 from msa_cache.cache.schema import (
     IDS, INDEX_FILE, LOCK_SUFFIX, OK, PARTIAL_SUFFIX, CacheError, compat_view, config_differences, decode_attr,
-    read_index,
+    ids_sha256, read_index,
 )
 from msa_cache.manifest.schema import Manifest, read_manifest
 
@@ -112,19 +112,28 @@ def _check_shard(file: Path, k: int, shard: dict, index: dict, res: VerifyResult
 
 
 def _check_ids(ids: list[str], attrs: dict, manifest, res: VerifyResult) -> None:
-    from msa_cache.extract.plan import ids_sha256
-
     if ids_sha256(ids) != attrs.get("ids_sha256"):
         res.problems.append("the ids in the shards are not the manifest ids the cache was made for (order or content)")
     if manifest is None:
         return
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
-    want = man.ids
-    if want != ids:
-        row = next((i for i, (a, b) in enumerate(zip(want, ids)) if a != b), min(len(want), len(ids)))
-        res.problems.append(f"ids differ from manifest {man.name} at row {row} "
-                            f"(manifest {want[row] if row < len(want) else '<end>'}, "
-                            f"cache {ids[row] if row < len(ids) else '<end>'}): the cache belongs to another manifest")
-    elif man.fingerprint() != attrs.get("manifest_fingerprint"):
-        res.problems.append(f"manifest {man.name} changed since extraction (fingerprint {man.fingerprint()} vs "
-                            f"{attrs.get('manifest_fingerprint')}); re-extract into a fresh --out")
+    problem = manifest_mismatch(ids, attrs, man)
+    if problem:
+        res.problems.append(problem + ("" if "another manifest" in problem else "; re-extract into a fresh --out"))
+
+
+def manifest_mismatch(cache_ids: list[str], attrs: dict, manifest: Manifest) -> str | None:
+    """Why a cache (its ids and provenance attrs) was not made from `manifest` as it is now; None if it was.
+
+    Ids alone are not enough: a manifest with one edited text or label keeps its ids, and its
+    cache would then silently hold features of the old rows (the fingerprint covers them)."""
+    want = manifest.ids
+    if want != cache_ids:
+        row = next((i for i, (a, b) in enumerate(zip(want, cache_ids)) if a != b), min(len(want), len(cache_ids)))
+        return (f"ids differ from manifest {manifest.name} at row {row} "
+                f"(manifest {want[row] if row < len(want) else '<end>'}, "
+                f"cache {cache_ids[row] if row < len(cache_ids) else '<end>'}): the cache belongs to another manifest")
+    if manifest.fingerprint() != attrs.get("manifest_fingerprint"):
+        return (f"manifest {manifest.name} changed since extraction (fingerprint {manifest.fingerprint()} vs "
+                f"{attrs.get('manifest_fingerprint')})")
+    return None

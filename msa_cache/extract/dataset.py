@@ -9,10 +9,10 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from msa_cache.encoders.base import ImageSpec, TextSpec
+from msa_cache.manifest.images import load_rgb
 from msa_cache.manifest.schema import Manifest
 
 
@@ -53,8 +53,7 @@ class RowDataset(Dataset):
         if not self.image_ok[row]:
             return self._blank(), f"flagged in manifest: {self.problems[row] or 'image_ok=false'}"
         try:
-            with Image.open(self.paths[row]) as im:
-                return self.transform(im.convert("RGB")), ""
+            return self.transform(load_rgb(self.paths[row])), ""
         except Exception as e:  # any decode failure (truncated, not an image, missing) is a bad row
             return self._blank(), f"image does not decode ({self.paths[row]}): {type(e).__name__}: {e}"
 

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from msa_cache.errors import UserError
 
-class LockedError(RuntimeError):
+
+class LockedError(UserError, RuntimeError):
     """Another live process is writing the shard."""
 
 

@@ -5,7 +5,6 @@ already holds a cache, refuses to add to it unless every compat key matches.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from msa_cache.cache.schema import (
     config_differences,
     decode_attr,
     field_dtype,
+    ids_sha256,
     read_index,
     shard_name,
     shard_ranges,
@@ -30,11 +30,8 @@ from msa_cache.cache.schema import (
 from msa_cache.encoders.base import Encoder
 from msa_cache.encoders.registry import encoder_folder_name
 from msa_cache.manifest.schema import Manifest
+from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
-
-
-def ids_sha256(ids: list[str]) -> str:
-    return hashlib.sha256(json.dumps(ids, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass
@@ -51,7 +48,8 @@ class CachePlan:
               shard_size: int = 1024, extract_config: dict | None = None) -> "CachePlan":
         if dtype not in FLOAT_DTYPES:
             raise ValueError(f"dtype '{dtype}': choose one of {FLOAT_DTYPES}")
-        folder = Path(out) / manifest.name / encoder_folder_name(encoder.name)
+        folder = Path(out) / check_name(manifest.name, "manifest name") / check_name(
+            encoder_folder_name(encoder.name), "encoder folder name")
         ids = manifest.ids
         fields = {name: (tuple(shape), field_dtype(name, dtype)) for name, shape in encoder.field_shapes().items()}
         attrs = {

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from msa_cache.encoders.base import ImageSpec, TextSpec
 from msa_cache.manifest import Manifest
+from msa_cache.manifest.images import load_rgb
 
 Specs = dict[str, tuple[TextSpec | None, ImageSpec | None]]  # role -> (text spec, image spec)
 
@@ -183,8 +184,7 @@ class PostDataset(Dataset):
         if not self.image_ok[row]:
             return None
         try:
-            with Image.open(self.paths[row]) as im:
-                return im.convert("RGB")
+            return load_rgb(self.paths[row])
         except Exception:  # any decode failure is a bad row, as in extraction
             return None
 

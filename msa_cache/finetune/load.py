@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from msa_cache.finetune.config import FinetuneSpec
 from msa_cache.finetune.model import FinetuneModule, assemble_model
 from msa_cache.finetune.record import rebuild_encoder
+from msa_cache.runs.rundir import load_weights
 
 
 def load_finetune_run(path: str | Path, config: dict) -> tuple[FinetuneModule, dict]:
@@ -18,5 +17,5 @@ def load_finetune_run(path: str | Path, config: dict) -> tuple[FinetuneModule, d
     # replaces every weight with the fine-tuned ones.
     encoders = {role: rebuild_encoder(record, where=str(path)) for role, record in config["encoders"].items()}
     model = assemble_model(spec, len(config["classes"]), encoders)
-    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    load_weights(path, model)
     return model.eval(), config

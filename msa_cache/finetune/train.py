@@ -12,7 +12,6 @@ history.jsonl, metrics.json, predictions.parquet, confusion.png and model.pt
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -35,8 +34,9 @@ from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
 from msa_cache.runs.config import config_hash
 from msa_cache.runs.metrics import MONITOR_KEYS, classification_metrics
+from msa_cache.runs.rundir import build_run_dir, is_finished, read_metrics, write_run
 from msa_cache.runs.trainer import (
-    RunResult, _class_weight, _labels, build_run_dir, is_finished, resolve_device, seed_everything, write_run,
+    RunResult, _class_weight, _labels, resolve_device, seed_everything,
 )
 
 LIMIT_SEED = 0  # --limit-train draws the same subset for every seed, so seeds stay comparable
@@ -78,6 +78,9 @@ def train_rows(manifest: Manifest, limit: int | None) -> np.ndarray:
         raise ValueError(f"{manifest.path}: no labeled train rows to fine-tune on")
     if limit is not None and limit < len(rows):
         rows = np.sort(np.random.default_rng(LIMIT_SEED).choice(rows, size=limit, replace=False))
+    if len(np.unique(labels[rows])) < 2:
+        raise ValueError(f"{manifest.path}: the labeled train rows hold a single class; a classifier needs at "
+                         "least 2 (fix the labels or the split, or raise --limit-train)")
     return rows
 
 
@@ -92,7 +95,7 @@ def finetune_run(spec: FinetuneSpec, runs_root: str | Path = "runs", log: Callab
     identity = spec.identity(manifest.fingerprint(), records)
     out = finetune_run_dir(runs_root, manifest.name, spec, config_hash(identity), _changed_options(spec))
     if is_finished(out):
-        return RunResult(out, json.loads((out / "metrics.json").read_text()), skipped=True)
+        return RunResult(out, read_metrics(out), skipped=True)
     seed_everything(spec.seed)  # after loading: the head's init depends on the seed only
     model = assemble_model(spec, len(manifest.classes), encoders)
     t0 = time.time()

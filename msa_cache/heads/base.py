@@ -86,7 +86,7 @@ class HeadConfig:
     """Fields every head accepts."""
 
     hidden: int = field(default=256, metadata={"help": "width of the classifier MLP's hidden layer"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout before classifier layers"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout before classifier layers", "max": 0.99})
 
 
 def masked_ce(logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -93,7 +93,7 @@ class MDSEConfig(HeadConfig):
     # Picked on MVSA-Single dev (README, results): weighted-F1 72.61 +- 0.35 at 0.03, 72.26 +- 0.30 at 0.1,
     # 71.95 +- 0.71 without the loss (3 seeds); 0.3 and 1.0 were lower on seed 0 (71.51, 70.81).
     lambda_macl: float = field(default=0.03, metadata={"help": "MDSE: weight lambda of the contrastive loss (picked on MVSA-Single dev)"})
-    tau: float = field(default=0.07, metadata={"help": "MDSE: temperature of the contrastive loss"})
+    tau: float = field(default=0.07, metadata={"help": "MDSE: temperature of the contrastive loss", "min_open": True})
 
 
 # ---------------------------------------------------------------------------

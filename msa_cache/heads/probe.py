@@ -41,7 +41,7 @@ class ProbeConfig:  # not HeadConfig: a linear probe has no hidden layer or drop
         default="1e-3,1e-2,1e-1,1,10,100",
         metadata={"help": "probe: comma-separated inverse L2 strengths C tried on dev (larger C = weaker penalty)"},
     )
-    max_iter: int = field(default=1000, metadata={"help": "probe: lbfgs iterations per C"})
+    max_iter: int = field(default=1000, metadata={"help": "probe: lbfgs iterations per C", "max": 10**6})
 
 
 def _parse_grid(text: str) -> list[float]:

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from msa_cache.manifest.builders import BUILDERS
+from msa_cache.manifest.builders.common import replace_surrogates
 from msa_cache.manifest.images import check_images
 from msa_cache.manifest.info import ManifestSummary, list_some, summarize
+from msa_cache.names import check_name
 from msa_cache.manifest.schema import (
     MONITOR_NAMES, Manifest, ManifestError, ManifestMeta, fingerprint_files, rows_to_table, write_manifest,
 )
@@ -74,6 +76,31 @@ def _writable_output(output: Path) -> None:
         raise ManifestError(f"{output}: is a folder; pass -o with a .parquet file path.")
 
 
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _scrub(row: dict) -> dict:
+    """A row whose text holds lone surrogates (undecodable input a builder let through): the text
+    with U+FFFD in their place, flagged text_ok=False naming the row; an id with them is refused."""
+    if _has_surrogate(str(row["id"])):
+        raise ManifestError(f"row with id {str(row['id'])!r}: the id holds invalid characters (lone surrogates); "
+                            "fix the id in the source data.")
+    for key in ("text", "image"):
+        value = row.get(key)
+        if isinstance(value, str) and _has_surrogate(value):
+            row[key] = replace_surrogates(value)
+            if key == "text":
+                row["text_ok"] = False
+            problem = f"{key} of row {row['id']} has invalid characters (lone surrogates, replaced by U+FFFD)"
+            row["problem"] = "; ".join(p for p in (row.get("problem"), problem) if p)
+    return row
+
+
 def _dedupe(rows: list[dict], skipped: list[str]) -> list[dict]:
     seen: set[str] = set()
     kept = []
@@ -119,12 +146,12 @@ def build_manifest(
     if result.split_given and split is not None:
         raise ManifestError(f"{fmt}: this dataset comes with its own train/dev/test split; drop --split.")
     skipped = list(result.skipped)
-    rows = _dedupe(result.rows, skipped)
+    rows = _dedupe([_scrub(r) for r in result.rows], skipped)
     if not rows:
         first = f"; first problem: {skipped[0]}" if skipped else ""
         raise ManifestError(f"{root}: no usable rows for format '{fmt}'{first}.")
 
-    dataset = name or result.dataset
+    dataset = check_name(result.dataset if name is None else name, "dataset name (--name)")
     output = Path(output) if output is not None else Path("manifests") / f"{dataset}.parquet"
     _writable_output(output)
 

@@ -27,6 +27,7 @@ the metric the dataset's papers report (`monitor`: fit/compare's default).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,6 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from msa_cache.errors import UserError
+from msa_cache.names import check_name
 from msa_cache.provenance import from_saved
 
 SCHEMA_VERSION = 1
@@ -72,7 +75,7 @@ _OPTIONAL = ("text_pair",)
 _FINGERPRINT_IF_PRESENT = ("text_pair", "text_label", "image_label")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest (or the data it is built from) is unusable; the message says why and what to do."""
 
 
@@ -242,6 +245,7 @@ def write_manifest(table: pa.Table, meta: ManifestMeta, path: str | Path) -> Pat
     from msa_cache import __version__
 
     path = Path(path)
+    check_name(path.stem, "manifest file name", where=path)  # the stem names its cache/ and runs/ folders
     meta.library_version = meta.library_version or __version__
     table = with_optional_columns(table)
     validate(table, meta, where=str(path))
@@ -254,9 +258,31 @@ def write_manifest(table: pa.Table, meta: ManifestMeta, path: str | Path) -> Pat
     return path
 
 
+def _read_meta(raw: bytes, path: Path) -> ManifestMeta:
+    """The file's metadata, checked: JSON, an object, the required keys with the right types."""
+    hint = "rebuild it with `msa-cache manifest`."
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as e:
+        raise ManifestError(f"{path}: its msa_cache metadata is not JSON ({type(e).__name__}); {hint}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: its msa_cache metadata is not a JSON object; {hint}")
+    required = [f.name for f in dataclasses.fields(ManifestMeta) if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ManifestError(f"{path}: its msa_cache metadata misses {missing}; {hint}")
+    types = {"dataset": str, "root": str, "builder": str, "classes": list, "builder_args": dict, "schema_version": int}
+    wrong = [k for k, kind in types.items() if k in data and not isinstance(data[k], kind)]
+    if wrong or not all(isinstance(c, str) for c in data["classes"]):
+        raise ManifestError(f"{path}: its msa_cache metadata has wrong types ({wrong or ['classes']}); {hint}")
+    return ManifestMeta.from_json(json.dumps(data))
+
+
 def read_manifest(path: str | Path) -> Manifest:
     """Read and validate a manifest written by `write_manifest`."""
     path = Path(path)
+    check_name(path.stem, "manifest file name", where=path)  # the stem names its cache/ and runs/ folders
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest; build one with `msa-cache manifest <format> --root DIR`.")
     try:
@@ -266,7 +292,7 @@ def read_manifest(path: str | Path) -> Manifest:
     raw = (table.schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise ManifestError(f"{path}: no msa_cache metadata; it was not written by `msa-cache manifest`.")
-    meta = ManifestMeta.from_json(raw.decode("utf-8"))
+    meta = _read_meta(raw, path)
     table = with_optional_columns(table)
     if meta.schema_version > SCHEMA_VERSION:
         raise ManifestError(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,8 @@ from msa_cache.manifest import read_manifest
 from msa_cache.runs.config import RunSpec, TrainConfig
 from msa_cache.runs.features import open_features
 from msa_cache.runs.metrics import MONITOR_KEYS
-from msa_cache.runs.trainer import RunResult, fit_run, is_finished
+from msa_cache.runs.rundir import finished_seeds, read_metrics, stale_tmp_dirs
+from msa_cache.runs.trainer import RunResult, fit_run
 
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
@@ -95,6 +95,9 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     if all_runs:
         in_grid = {r.path.parent.resolve() for e in entries for r in e.results}
         entries += finished_entries(Path(runs_root) / manifest.name, skip=in_grid)
+        stale = [p for family in sorted((Path(runs_root) / manifest.name).glob("*/")) for p in stale_tmp_dirs(family)]
+        if stale:  # not counted; the next run built in their family removes them
+            log(f"ignored {len(stale)} unfinished run folder(s) of stopped processes, e.g. {stale[0]}")
     return sort_entries(entries, train.monitor or manifest.default_monitor)
 
 
@@ -117,8 +120,7 @@ def finished_entries(runs_dir: str | Path, skip: set[Path] = frozenset()) -> lis
         return []
     found = []
     for family in sorted(p for p in runs_dir.iterdir() if p.is_dir() and p.resolve() not in skip):
-        results = [RunResult(seed, json.loads((seed / "metrics.json").read_text()), skipped=True)
-                   for seed in sorted(family.glob("seed-*")) if seed.is_dir() and is_finished(seed)]
+        results = [RunResult(seed, read_metrics(seed), skipped=True) for seed in finished_seeds(family)]
         if results:
             found.append((family.name, results))
     short = [name.rsplit("-", 1)[0] for name, _ in found]

@@ -31,8 +31,36 @@ class TrainConfig:
 
     IDENTITY_EXCLUDED = ("device", "workers")
 
+    def __post_init__(self):
+        check_train_config(self)
+
     def identity(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in self.IDENTITY_EXCLUDED}
+
+
+def check_train_config(tc: TrainConfig) -> None:
+    """ValueError naming the flag when a setting cannot train (e.g. --batch-size 0 would train nothing
+    and still write a finished run)."""
+    import math
+
+    def bad(flag, value, want):
+        raise ValueError(f"--{flag} {value}: must be {want}")
+
+    for flag, value, lo in (("batch-size", tc.batch_size, 1), ("max-epochs", tc.max_epochs, 1),
+                            ("patience", tc.patience, 0), ("workers", tc.workers, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+            bad(flag, value, f"an integer >= {lo}")
+    if tc.lr is not None and not (isinstance(tc.lr, (int, float)) and math.isfinite(tc.lr) and tc.lr > 0):
+        bad("lr", tc.lr, "a number > 0")
+    if tc.weight_decay is not None and not (isinstance(tc.weight_decay, (int, float))
+                                            and math.isfinite(tc.weight_decay) and tc.weight_decay >= 0):
+        bad("weight-decay", tc.weight_decay, "a number >= 0")
+    for flag, value, choices in (("optimizer", tc.optimizer, (None, "adam", "adamw")),
+                                 ("monitor", tc.monitor, (None, "accuracy", "macro-f1", "weighted-f1")),
+                                 ("class-weights", tc.class_weights, ("none", "balanced")),
+                                 ("text-pool", tc.text_pool, ("cls", "mean"))):
+        if value not in choices:
+            bad(flag, value, f"one of {[c for c in choices if c]}")
 
 
 @dataclass

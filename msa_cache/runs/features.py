@@ -18,6 +18,10 @@ import numpy as np
 import torch
 
 from msa_cache.cache.reader import EncoderCache, list_caches, open_cache
+from msa_cache.cache.schema import compat_view
+from msa_cache.cache.verify import manifest_mismatch
+from msa_cache.errors import UserError
+from msa_cache.names import check_name
 from msa_cache.heads.base import Batch, ModalityInput, ModalitySpec
 from msa_cache.manifest import Manifest
 
@@ -57,10 +61,13 @@ class FeatureSet:
         return out
 
     def cache_fingerprints(self) -> dict[str, dict]:
+        """Per modality: the cache and fields used, and every extraction setting that changes the
+        features (part of a run's identity, so a re-extracted cache never reuses an old run)."""
         return {
             name: {"path": str(src.cache.path), "encoder": src.cache.encoder,
                    "model": src.cache.attrs.get("model_id"), "weights": src.cache.attrs.get("weights_sha256"),
-                   "fields": [src.pooled_field, src.token_field]}
+                   "fields": [src.pooled_field, src.token_field],
+                   "settings": feature_settings(src.cache.attrs)}
             for name, src in self.sources.items()
         }
 
@@ -101,6 +108,15 @@ class FeatureSet:
             modality_labels={k: torch.from_numpy(v[idx]) for k, v in modality_labels.items()},
             ids=[ids[i] for i in idx],
         )
+
+
+def feature_settings(attrs: dict) -> dict:
+    """The provenance that decides a cache's features: encoder, weights, preprocessing (max length,
+    cleaning, image geometry), layers, pooled-only, dtype, fields and the manifest fingerprint;
+    not the shard size, which only splits the same rows into files."""
+    view = compat_view(attrs)
+    view.pop("shard_size", None)
+    return view
 
 
 def trim_padding(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +160,7 @@ def _hidden_sources(cache: EncoderCache, prefix: str, base: _Source) -> dict[str
 def resolve_caches(manifest: Manifest, cache_root: str | Path, text: str | None, image: str | None,
                    clip: str | None = None) -> dict[str, Path]:
     """Pick the caches to use: named ones, else the only text and only image cache present."""
-    available = list_caches(cache_root, manifest.name)
+    available = list_caches(cache_root, check_name(manifest.name, "manifest name"))
     if not available:
         raise FileNotFoundError(
             f"no caches for manifest '{manifest.name}' under {Path(cache_root) / manifest.name}; "
@@ -153,6 +169,7 @@ def resolve_caches(manifest: Manifest, cache_root: str | Path, text: str | None,
 
     def pick(name: str | None, modality: str) -> str | None:
         if name is not None:
+            check_name(name, f"--{modality if modality != 'both' else 'clip'}-cache")
             if name not in available:
                 raise FileNotFoundError(f"no '{name}' cache for '{manifest.name}'; found {sorted(available)}")
             return name
@@ -174,11 +191,11 @@ def open_features(manifest: Manifest, caches: dict[str, Path], text_pool: str = 
     rows = None
     for role, path in caches.items():
         cache = open_cache(path)
-        if cache.ids != manifest.ids:
-            raise ValueError(
-                f"{path}: its ids do not match {manifest.path} (made from another manifest or version); "
-                f"re-extract with this manifest"
-            )
+        problem = manifest_mismatch(cache.ids, cache.attrs, manifest)
+        if problem:
+            raise UserError(f"stale cache: {problem}", path,
+                            f"re-extract it from this manifest (`msa-cache extract --manifest {manifest.path} "
+                            "--out NEW_FOLDER`), or train with the manifest it was made from")
         rows = np.arange(len(cache.ids))
         if role == "clip":
             sources["clip_text"] = _text_source(cache, "text", "pooled")

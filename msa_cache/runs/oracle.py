@@ -11,12 +11,22 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from msa_cache.errors import UserError
+from msa_cache.runs.rundir import read_run
+
 
 def _correct(run: str | Path, split: str) -> dict[str, bool]:
+    read_run(run)  # a finished, valid run directory, or one line saying why not
     path = Path(run) / "predictions.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; pass a finished run directory (runs/<manifest>/<head>-.../seed-K)")
-    t = pq.read_table(path).to_pydict()
+    try:
+        t = pq.read_table(path).to_pydict()
+        if not {"id", "split", "label", "pred"} <= set(t):
+            raise ValueError("columns missing")
+    except Exception as e:
+        raise UserError(f"predictions.parquet is unreadable ({type(e).__name__})", path,
+                        "delete this run folder and train it again") from None
     return {i: p == l for i, s, l, p in zip(t["id"], t["split"], t["label"], t["pred"]) if s == split and l is not None}
 
 

@@ -15,24 +15,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from msa_cache.heads import Batch, Head, create_head, get_head
 from msa_cache.manifest import Manifest, read_manifest
+from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
 from msa_cache.runs.config import RunSpec, config_hash, run_dir
+from msa_cache.runs.rundir import build_run_dir, is_finished, load_weights, read_metrics, read_run, write_run
 from msa_cache.runs.features import FeatureSet, open_features
 from msa_cache.runs.metrics import MONITOR_KEYS, MONITORS, classification_metrics
 
@@ -77,12 +74,9 @@ def plan_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> Path
     full.update(spec.head_options)
     spec.head_options = full
     identity = spec.identity(features.manifest.fingerprint(), features.cache_fingerprints())
-    return run_dir(runs_root, features.manifest.name, spec, config_hash(identity),
-                   _changed_options(spec.head, full))
-
-
-def is_finished(path: Path) -> bool:
-    return (path / "metrics.json").is_file()
+    out = run_dir(runs_root, features.manifest.name, spec, config_hash(identity), _changed_options(spec.head, full))
+    check_name(out.parent.name, "run folder name (from the head options)")
+    return out
 
 
 def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet | None = None,
@@ -99,35 +93,32 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
                                  hidden_layers=getattr(head_cls, "uses_hidden_layers", False))
     out = plan_run(spec, runs_root, features)
     if is_finished(out):
-        return RunResult(out, json.loads((out / "metrics.json").read_text()), skipped=True)
+        return RunResult(out, read_metrics(out), skipped=True)
 
+    train_rows(manifest)  # refuse before any folder is made
     t0 = time.time()
     metrics = build_run_dir(out, lambda tmp: _train_and_write(spec, manifest, features, tmp, log))
     return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
-
-
-def build_run_dir(out: Path, work: Callable[[Path], dict]) -> dict:
-    """Run `work(tmp)` in a temporary sibling of `out` and rename it to `out` once complete."""
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        metrics = work(tmp)
-        if out.exists():  # a concurrent process finished first; keep its result
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return metrics
 
 
 def _labels(manifest: Manifest) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     labels = manifest.labels("label")
     modality = {m: manifest.labels(f"{m}_label") for m in ("text", "image")}
     return labels, {m: v for m, v in modality.items() if (v >= 0).any()}
+
+
+def train_rows(manifest: Manifest) -> np.ndarray:
+    """The labeled train rows; ValueError when there are none or they hold a single class."""
+    labels, _ = _labels(manifest)
+    idx = np.flatnonzero((np.array(manifest.column("split")) == "train") & (labels >= 0))
+    if len(idx) == 0:
+        raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
+    present = np.unique(labels[idx])
+    if len(present) < 2:
+        raise ValueError(f"{manifest.path}: every labeled train row has the class "
+                         f"'{manifest.classes[int(present[0])]}'; a classifier needs at least 2 (fix the labels "
+                         "or the split)")
+    return idx
 
 
 def _class_weight(train_labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
@@ -224,10 +215,8 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
     device = resolve_device(tc.device)
     labels, modality_labels = _labels(manifest)
     splits = np.array(manifest.column("split"))
-    train_idx = np.flatnonzero((splits == "train") & (labels >= 0))
+    train_idx = train_rows(manifest)
     dev_idx = np.flatnonzero((splits == "dev") & (labels >= 0))
-    if len(train_idx) == 0:
-        raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
     classes = manifest.classes
     spec_dims = features.spec()
     head = create_head(spec.head, spec_dims, len(classes), spec.head_options).to(device)
@@ -263,33 +252,6 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         "versions": library_versions(),
     }
     return write_run(out, manifest, probs, head.state_dict(), history, config, f"{spec.head} seed {spec.seed}: dev")
-
-
-def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict, history: list[dict],
-              config: dict, title: str) -> dict:
-    """A run directory's files from the selected model's probabilities for every manifest row
-    (shared by cached-feature and fine-tune runs); metrics.json is written last."""
-    out.mkdir(parents=True, exist_ok=True)  # a long fine-tune writes only now; its folder may have been swept
-    labels, _ = _labels(manifest)
-    splits = np.array(manifest.column("split"))
-    classes = manifest.classes
-    preds = probs.argmax(1)
-    metrics = {}
-    for split in ("train", "dev", "test"):
-        m = (splits == split) & (labels >= 0)
-        if m.any():
-            metrics[split] = classification_metrics(labels[m], preds[m], classes)
-
-    _write_predictions(out / "predictions.parquet", manifest, splits, labels, preds, probs, classes)
-    torch.save(state_dict, out / "model.pt")
-    with open(out / "history.jsonl", "w") as f:
-        for h in history:
-            f.write(json.dumps(h, default=float) + "\n")
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    if "dev" in metrics:
-        plot_confusion(np.array(metrics["dev"]["confusion"]), classes, out / "confusion.png", title=title)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: marks the run finished
-    return metrics
 
 
 def _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_labels, class_weight, monitor,
@@ -346,52 +308,17 @@ def train_step(head: Head, batch: Batch, optimizer: torch.optim.Optimizer, scale
     return float(loss.detach()), terms
 
 
-def _write_predictions(path, manifest, splits, labels, preds, probs, classes) -> None:
-    cols = {
-        "id": pa.array(manifest.ids, pa.string()),
-        "split": pa.array(splits.tolist(), pa.string()),
-        "label": pa.array([None if v < 0 else int(v) for v in labels], pa.int64()),
-        "pred": pa.array(preds.astype(np.int64)),
-    }
-    for c, name in enumerate(classes):
-        cols[f"prob_{name}"] = pa.array(probs[:, c].astype(np.float32))
-    pq.write_table(pa.table(cols), path)
-
-
-def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def load_run(path: str | Path) -> tuple[Head, dict]:
     """Rebuild a finished run's head (eval mode, CPU) and its config.json.
 
-    A fine-tune run (config "mode": "finetune") gives its whole model instead (a
-    `FinetuneModule`: encoders + head, raw inputs in), since its head only fits the
-    fine-tuned encoders."""
+    The run directory is validated first (rundir.read_run), so a tampered or foreign folder is
+    refused in one line before anything is built. A fine-tune run (config "mode": "finetune")
+    gives its whole model instead (a `FinetuneModule`: encoders + head, raw inputs in), since
+    its head only fits the fine-tuned encoders."""
     from msa_cache.heads.base import ModalitySpec
 
     path = Path(path)
-    if not is_finished(path):
-        raise FileNotFoundError(f"{path}: not a finished run (no metrics.json)")
-    config = json.loads((path / "config.json").read_text())
+    config = read_run(path)
     if config.get("mode") == "finetune":  # encoders + head: rebuilt from the recorded encoders
         from msa_cache.finetune.load import load_finetune_run
 
@@ -399,5 +326,5 @@ def load_run(path: str | Path) -> tuple[Head, dict]:
     spec = {k: ModalitySpec(**v) for k, v in config["modalities"].items()}
     s = config["spec"]
     head = create_head(s["head"], spec, len(config["classes"]), s["head_options"])
-    head.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    load_weights(path, head)
     return head.eval(), config

@@ -98,6 +98,11 @@ def read_lenient(path: Path) -> str:
         raise ManifestError(f"{path}: cannot read ({e.strerror or e}); check the path and permissions.") from None
 
 
+def replace_surrogates(text: str) -> str:
+    """Lone surrogates (not text; Parquet cannot store them) -> U+FFFD."""
+    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
 def fix_text(value: object) -> tuple[str, bool]:
     """A field read by `read_lenient` (or any value) -> (text, ok); non-UTF-8 bytes go through decode_bytes."""
     if value is None or (isinstance(value, float) and value != value):  # None or NaN: empty text
@@ -107,5 +112,8 @@ def fix_text(value: object) -> tuple[str, bool]:
         text.encode("utf-8")
         return text, True
     except UnicodeEncodeError:  # surrogates from surrogateescape: the field was not UTF-8
-        text, ok, _ = decode_bytes(text.encode("utf-8", errors="surrogateescape"))
+        try:
+            text, ok, _ = decode_bytes(text.encode("utf-8", errors="surrogateescape"))
+        except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (e.g. JSON "\ud83d" alone)
+            return replace_surrogates(text), False
         return text, ok

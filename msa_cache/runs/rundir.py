@@ -1,0 +1,295 @@
+"""Run directories on disk: build one atomically, tell finished from unfinished, list the finished
+seeds of a family, and read one back only after validating it (the one place that does).
+
+    runs/<manifest>/<family>/seed-K/          finished: renamed from its tmp folder after
+        config.json history.jsonl metrics.json  metrics.json (the marker, written last)
+        predictions.parquet confusion.png model.pt
+    runs/<manifest>/<family>/seed-K.tmp-PID/  being built by process PID (or left by a killed one)
+
+`write_run` writes the files (metrics.json last), `read_run` / `load_weights` read them back.
+Only `seed-K` folders holding the marker count as runs: never a tmp folder, even one that got as
+far as metrics.json before its process was killed. Tmp folders of processes that are gone (on
+this host) are removed when the next run is built in the same family.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from msa_cache.errors import UserError
+from msa_cache.manifest import Manifest
+from msa_cache.runs.metrics import classification_metrics
+
+FINISHED_MARKER = "metrics.json"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.pt"
+_SEED_DIR = re.compile(r"seed-(\d+)")
+_TMP_DIR = re.compile(r"seed-\d+\.tmp-(\d+)")
+
+# Bounds a plausible run never reaches; beyond them a config.json is refused before anything is built.
+MAX_DIM = 1 << 16  # feature width or token count
+MAX_CLASSES = 10_000
+
+_RETRAIN = "delete this run folder and train it again"
+
+
+def is_finished(path: str | Path) -> bool:
+    """A finished run directory: named seed-K (not a tmp folder) and holding the marker."""
+    path = Path(path)
+    return _TMP_DIR.fullmatch(path.name) is None and (path / FINISHED_MARKER).is_file()
+
+
+def finished_seeds(family: str | Path) -> list[Path]:
+    """The finished `seed-K` directories of one run family, by seed."""
+    family = Path(family)
+    if not family.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in family.iterdir()
+             if (m := _SEED_DIR.fullmatch(p.name)) and p.is_dir() and is_finished(p)]
+    return [p for _, p in sorted(found)]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):  # exists under another user, or unknowable
+        return True
+    return True
+
+
+def stale_tmp_dirs(family: str | Path) -> list[Path]:
+    """Tmp folders in a family whose process is gone (a kill -9, a crash, a power cut)."""
+    family = Path(family)
+    if not family.is_dir():
+        return []
+    return sorted(p for p in family.iterdir()
+                  if (m := _TMP_DIR.fullmatch(p.name)) and p.is_dir() and not _pid_alive(int(m.group(1))))
+
+
+def sweep_stale_tmp(family: str | Path) -> list[Path]:
+    """Remove the stale tmp folders of a family; the removed paths."""
+    removed = []
+    for p in stale_tmp_dirs(family):
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+def build_run_dir(out: Path, work: Callable[[Path], dict]) -> dict:
+    """Run `work(tmp)` in a temporary sibling of `out` and rename it to `out` once complete."""
+    sweep_stale_tmp(out.parent)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    created = [p for p in reversed(tmp.parents) if not p.exists()]
+    tmp.mkdir(parents=True)
+    try:
+        metrics = work(tmp)
+        if out.exists():  # a concurrent process finished first; keep its result
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(created):  # a failed first run leaves no empty family folder behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty: another run lives there now
+        raise
+    return metrics
+
+
+def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict, history: list[dict],
+              config: dict, title: str) -> dict:
+    """A run directory's files from the selected model's probabilities for every manifest row
+    (shared by cached-feature and fine-tune runs); metrics.json is written last."""
+    out.mkdir(parents=True, exist_ok=True)  # a long fine-tune writes only now; its folder may have been swept
+    labels = manifest.labels("label")
+    splits = np.array(manifest.column("split"))
+    classes = manifest.classes
+    preds = probs.argmax(1)
+    metrics = {}
+    for split in ("train", "dev", "test"):
+        m = (splits == split) & (labels >= 0)
+        if m.any():
+            metrics[split] = classification_metrics(labels[m], preds[m], classes)
+
+    _write_predictions(out / "predictions.parquet", manifest, splits, labels, preds, probs, classes)
+    torch.save(state_dict, out / "model.pt")
+    with open(out / "history.jsonl", "w") as f:
+        for h in history:
+            f.write(json.dumps(h, default=float) + "\n")
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    if "dev" in metrics:
+        plot_confusion(np.array(metrics["dev"]["confusion"]), classes, out / "confusion.png", title=title)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: marks the run finished
+    return metrics
+
+
+def _write_predictions(path, manifest, splits, labels, preds, probs, classes) -> None:
+    cols = {
+        "id": pa.array(manifest.ids, pa.string()),
+        "split": pa.array(splits.tolist(), pa.string()),
+        "label": pa.array([None if v < 0 else int(v) for v in labels], pa.int64()),
+        "pred": pa.array(preds.astype(np.int64)),
+    }
+    for c, name in enumerate(classes):
+        cols[f"prob_{name}"] = pa.array(probs[:, c].astype(np.float32))
+    pq.write_table(pa.table(cols), path)
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _read_json_object(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{what} is missing", path, _RETRAIN) from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{what} is unreadable ({type(e).__name__})", path, _RETRAIN) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what} is not a JSON object", path, _RETRAIN)
+    return data
+
+
+def read_metrics(run: str | Path) -> dict:
+    """metrics.json of a finished run: {split: {metric: value}}."""
+    run = Path(run)
+    metrics = _read_json_object(run / FINISHED_MARKER, FINISHED_MARKER)
+    for split, m in metrics.items():
+        if not isinstance(m, dict):
+            raise UserError(f"{FINISHED_MARKER}: '{split}' is not an object", run / FINISHED_MARKER, _RETRAIN)
+        for key in ("accuracy", "macro_f1", "weighted_f1"):
+            v = m.get(key)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+                raise UserError(f"{FINISHED_MARKER}: {split} {key} is not a number", run / FINISHED_MARKER, _RETRAIN)
+    return metrics
+
+
+def _require(cond: bool, what: str, path: Path) -> None:
+    if not cond:
+        raise UserError(f"config.json: {what}", path, _RETRAIN)
+
+
+def _size(value, allow_none: bool = False) -> bool:
+    if value is None:
+        return allow_none
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_DIM
+
+
+def _check_head(spec: dict, path: Path, required: bool = True) -> None:
+    from msa_cache.heads.registry import HEADS, make_config
+
+    head, options = spec.get("head"), spec.get("head_options", {})
+    if not required and head not in HEADS:
+        return  # a fine-tune baseline (clip, visualbert): its own model, no registry head
+    _require(isinstance(head, str) and head in HEADS, f"spec.head {head!r} is not a known head", path)
+    _require(isinstance(options, dict), "spec.head_options is not an object", path)
+    try:
+        make_config(head, options)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"config.json: {e}", path, _RETRAIN) from None
+
+
+def validate_run_config(config: dict, path: Path) -> dict:
+    """Check a run's config.json holds what rebuilding its model needs, within sane sizes."""
+    classes = config.get("classes")
+    _require(isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES
+             and all(isinstance(c, str) for c in classes), "'classes' must list 2 or more class names", path)
+    spec = config.get("spec")
+    _require(isinstance(spec, dict), "'spec' is missing or not an object", path)
+    if config.get("mode") == "finetune":
+        encoders = config.get("encoders")
+        _require(isinstance(encoders, dict) and encoders and all(
+            isinstance(r, dict) and isinstance(r.get("encoder"), str) for r in encoders.values()),
+            "'encoders' must map each role to a recorded encoder", path)
+        _require(isinstance(spec.get("train"), dict) and isinstance(spec.get("encoders"), list)
+                 and isinstance(spec.get("manifest"), str), "'spec' lacks manifest/encoders/train", path)
+        _check_head(spec, path, required=spec.get("baseline") is None)
+        return config
+    _check_head(spec, path)
+    _require(isinstance(spec.get("manifest"), str) and isinstance(spec.get("caches"), dict)
+             and isinstance(spec.get("train"), dict), "'spec' lacks manifest/caches/train", path)
+    modalities = config.get("modalities")
+    _require(isinstance(modalities, dict) and modalities, "'modalities' is missing or empty", path)
+    for name, m in modalities.items():
+        _require(isinstance(m, dict) and set(m) <= {"pooled_dim", "token_dim", "num_tokens"}
+                 and _size(m.get("pooled_dim")) and _size(m.get("token_dim"), True)
+                 and _size(m.get("num_tokens"), True),
+                 f"modality '{name}' needs pooled_dim (and token_dim, num_tokens) between 1 and {MAX_DIM}", path)
+    caches = config.get("caches")
+    _require(isinstance(caches, dict) and all(
+        isinstance(c, dict) and isinstance(c.get("path"), str) and isinstance(c.get("fields"), list)
+        and len(c["fields"]) == 2 for c in caches.values()), "'caches' must record each cache's path and fields", path)
+    return config
+
+
+def read_run(run: str | Path) -> dict:
+    """A finished run's validated config.json (UserError, one line, for anything unusable)."""
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError("no such run directory", run, "pass runs/<manifest>/<run>/seed-K")
+    if not is_finished(run):
+        raise UserError("not a finished run directory (no metrics.json, or an unfinished .tmp folder)", run,
+                        "pass runs/<manifest>/<run>/seed-K of a finished run")
+    read_metrics(run)
+    config = _read_json_object(run / CONFIG_FILE, CONFIG_FILE)
+    return validate_run_config(config, run / CONFIG_FILE)
+
+
+def load_weights(run: str | Path, module) -> None:
+    """Load model.pt into `module`: plain tensors only (weights_only), every name and shape checked first."""
+    path = Path(run) / WEIGHTS_FILE
+    if not path.is_file():
+        raise UserError(f"{WEIGHTS_FILE} is missing", path, _RETRAIN)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        # Never relay torch's hint to retry with weights_only=False: that would execute the file.
+        raise UserError(f"{WEIGHTS_FILE} is not a plain tensor state dict; refused to load it (it may hold code)",
+                        path, _RETRAIN) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{WEIGHTS_FILE} is not a state dict of tensors", path, _RETRAIN)
+    want = module.state_dict()
+    missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    if missing or unexpected:
+        raise UserError(f"{WEIGHTS_FILE} does not match the model in config.json "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})", path, _RETRAIN)
+    for k, v in want.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise UserError(f"{WEIGHTS_FILE}: {k} has shape {tuple(state[k].shape)}, the model in config.json "
+                            f"needs {tuple(v.shape)}", path, _RETRAIN)
+    module.load_state_dict(state)

@@ -1,0 +1,465 @@
+"""A hostile user's inputs, table-driven: every bad invocation of the CLI must end in one line
+(`error: ...` or click's usage error), a non-zero exit, no traceback, nothing written anywhere
+(the whole temporary tree is snapshotted) and no run directory marked finished.
+
+Each case gets a fresh copy of one tiny world: a manifest, a text and an image cache written by
+the real extraction pipeline, one finished run, and a small image + CSV dataset for the manifest
+builders. A case may first break something in its copy (edit the manifest, delete a shard,
+tamper with the run), then runs the command. The count of cases is reported by
+`test_hostile_count` (see the report in issue 13).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from msa_cache.cache.synthetic import ArrayEncoder, random_rows
+from msa_cache.extract import extract
+from msa_cache.manifest import ManifestMeta, rows_to_table, write_manifest
+from msa_cache.runs.config import RunSpec, TrainConfig
+from msa_cache.runs.trainer import fit_run
+from msa_cache_cli.main import main as cli
+
+N = 48
+CLASSES = ["positive", "neutral", "negative"]
+TEXT_SHAPES = {"text/cls": (8,), "text/mean": (8,), "text/tokens": (5, 8), "text/mask": (5,)}
+IMAGE_SHAPES = {"image/pooled": (6,), "image/tokens": (4, 6)}
+
+
+def _rows(labels=None):
+    split = ["train"] * 32 + ["dev"] * 8 + ["test"] * 8
+    labels = labels if labels is not None else [i % 3 for i in range(N)]
+    return [{"id": f"p{i}", "text": f"post {i}", "image": f"img/{i}.png",
+             "label": None if split[i] == "test" else labels[i], "split": split[i]} for i in range(N)]
+
+
+def _encoders():
+    return [ArrayEncoder("toytext", "text", TEXT_SHAPES, random_rows(TEXT_SHAPES, 1, real_tokens=(2, 5))),
+            ArrayEncoder("toyimage", "image", IMAGE_SHAPES, random_rows(IMAGE_SHAPES, 2))]
+
+
+def _write(root: Path, name: str, rows) -> Path:
+    meta = ManifestMeta(dataset="toy", classes=CLASSES, root=str(root / "data"), builder="test")
+    return write_manifest(rows_to_table(rows), meta, root / "manifests" / f"{name}.parquet")
+
+
+def _extract(root: Path, manifest: Path) -> None:
+    extract(manifest, _encoders(), out=root / "cache", shard_size=16, batch_size=16, workers=0, progress=False,
+            log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """The world every case copies: manifests/toy.parquet, cache/toy/{toytext,toyimage}, a finished run."""
+    root = tmp_path_factory.mktemp("hostile-template")
+    data = root / "data"
+    (data / "img").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(data / "img" / f"{i}.png")
+    (data / "posts.csv").write_text("id,text,image,label,split\n" + "".join(
+        f"q{i},text {i},img/{i}.png,{CLASSES[i % 3]},{'train' if i < 2 else 'dev'}\n" for i in range(4)))
+    manifest = _write(root, "toy", _rows())
+    _extract(root, manifest)
+    spec = RunSpec(str(manifest), {"text": str(root / "cache/toy/toytext"), "image": str(root / "cache/toy/toyimage")},
+                   "ae-cat", {"latent": 8}, TrainConfig(max_epochs=1, batch_size=16), 0)
+    run = fit_run(spec, root / "runs", log=lambda m: None).path
+    return root, run.relative_to(root)
+
+
+# ---------------------------------------------------------------------------
+# ways to break a copy of the world (each gets the copy's root and its run dir)
+
+
+def edit_text(root, run):
+    rows = _rows()
+    rows[3]["text"] = "an edited text"  # same ids, other content: the cache is stale
+    _write(root, "toy", rows)
+
+
+def edit_label(root, run):
+    rows = _rows()
+    rows[0]["label"] = 2
+    _write(root, "toy", rows)
+
+
+def drop_shard(root, run):
+    (root / "cache/toy/toytext/shard-00001.h5").unlink()
+
+
+def break_index(root, run):
+    (root / "cache/toy/toyimage/index.json").write_text("{not json")
+
+
+def _index(root, change):
+    path = root / "cache/toy/toytext/index.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+def index_escaping_shard(root, run):
+    (root / "secret.h5").write_bytes((root / "cache/toy/toytext/shard-00000.h5").read_bytes())
+
+    def change(index):
+        index["shards"][0]["file"] = "../../../secret.h5"
+        return index
+    _index(root, change)
+
+
+def index_not_object(root, run):
+    _index(root, lambda index: [index])
+
+
+def index_no_attrs(root, run):
+    _index(root, lambda index: {k: v for k, v in index.items() if k != "attrs"})
+
+
+def index_rows_mismatch(root, run):
+    def change(index):
+        index["num_rows"] = 10 ** 9
+        return index
+    _index(root, change)
+
+
+def one_class_world(root, run):
+    """A second manifest whose train split holds one class, with its own (matching) caches."""
+    rows = _rows(labels=[0] * N)
+    rows[35]["label"] = 1  # dev has two classes; train only one
+    _extract(root, _write(root, "mono", rows))
+
+
+def dotted_manifest(root, run):
+    shutil.copy(root / "manifests/toy.parquet", root / "manifests/...parquet")
+
+
+def not_parquet(root, run):
+    (root / "manifests/bad.parquet").write_text("hello")
+
+
+def _with_meta(root, raw: bytes | None):
+    table = pq.read_table(root / "manifests/toy.parquet")
+    table = table.replace_schema_metadata(None if raw is None else {b"msa_cache": raw})
+    pq.write_table(table, root / "manifests/meta.parquet")
+
+
+def meta_missing(root, run):
+    _with_meta(root, None)
+
+
+def meta_not_json(root, run):
+    _with_meta(root, b"{oops")
+
+
+def meta_missing_keys(root, run):
+    _with_meta(root, json.dumps({"dataset": "toy"}).encode())
+
+
+def meta_bad_classes(root, run):
+    _with_meta(root, json.dumps({"dataset": "toy", "classes": "abc", "root": "/", "builder": "x"}).encode())
+
+
+def meta_not_object(root, run):
+    _with_meta(root, b"[1, 2]")
+
+
+def _config(root, run, change):
+    path = root / run / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg = change(cfg)
+    path.write_text(json.dumps(cfg))
+
+
+def cfg_list(root, run):
+    _config(root, run, lambda c: [1, 2, 3])
+
+
+def cfg_garbage(root, run):
+    (root / run / "config.json").write_text("{{{")
+
+
+def cfg_no_modalities(root, run):
+    _config(root, run, lambda c: {k: v for k, v in c.items() if k != "modalities"})
+
+
+def cfg_no_spec(root, run):
+    _config(root, run, lambda c: {k: v for k, v in c.items() if k != "spec"})
+
+
+def cfg_huge_latent(root, run):
+    def change(c):
+        c["spec"]["head_options"]["latent"] = 10 ** 12
+        return c
+    _config(root, run, change)
+
+
+def cfg_string_latent(root, run):
+    def change(c):
+        c["spec"]["head_options"]["latent"] = "64"
+        return c
+    _config(root, run, change)
+
+
+def cfg_huge_dim(root, run):
+    def change(c):
+        c["modalities"]["text"]["pooled_dim"] = 10 ** 12
+        return c
+    _config(root, run, change)
+
+
+def cfg_unknown_head(root, run):
+    def change(c):
+        c["spec"]["head"] = "nope"
+        return c
+    _config(root, run, change)
+
+
+def cfg_one_class(root, run):
+    def change(c):
+        c["classes"] = ["positive"]
+        return c
+    _config(root, run, change)
+
+
+def cfg_other_dim(root, run):
+    def change(c):  # plausible, but the weights in model.pt have another shape
+        c["modalities"]["text"]["pooled_dim"] = 9
+        return c
+    _config(root, run, change)
+
+
+def weights_wrong_shape(root, run):
+    state = torch.load(root / run / "model.pt", weights_only=True)
+    name = next(iter(state))
+    state[name] = torch.zeros(3, 3, 3)
+    torch.save(state, root / run / "model.pt")
+
+
+class Payload:
+    """Pickled by reference: weights_only must refuse it (and it must never run)."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def weights_pickle(root, run):
+    torch.save({"x": Payload()}, root / run / "model.pt")
+
+
+def weights_garbage(root, run):
+    (root / run / "model.pt").write_bytes(b"not a torch file")
+
+
+def metrics_gone(root, run):
+    (root / run / "metrics.json").unlink()
+
+
+def metrics_list(root, run):
+    (root / run / "metrics.json").write_text("[]")
+
+
+def tmp_run_only(root, run):
+    """Only an unfinished tmp folder (killed after metrics.json, before the rename) besides nothing else."""
+    family = root / run.parent
+    shutil.move(str(root / run), str(family / "seed-0.tmp-999999"))
+
+
+def predictions_gone(root, run):
+    (root / run / "predictions.parquet").unlink()
+
+
+def empty_dir(root, run):
+    (root / "empty").mkdir()
+
+
+# ---------------------------------------------------------------------------
+# the cases: (id, setup or None, argv); {m} manifest, {c} cache root, {r} runs root, {run} the run,
+# {d} the data folder, {root} the copy's root
+
+M = ["--manifest", "{m}", "--cache-root", "{c}", "--runs", "{r}"]
+FIT = ["fit", "--head", "ae-cat", *M, "--max-epochs", "1"]
+CMP = ["compare", "--heads", "ae-cat", *M, "--max-epochs", "1", "--seeds", "1"]
+TABLE = ["manifest", "table", "--root", "{d}", "--file", "posts.csv"]
+
+CASES = [
+    # class 1: stale results
+    ("fit-stale-text", edit_text, FIT),
+    ("fit-stale-label", edit_label, FIT),
+    ("compare-stale-text", edit_text, CMP),
+    ("all-runs-counts-no-tmp", tmp_run_only, ["compare", "--heads", "", "--all-runs", *M]),
+    # class 2: paths
+    ("manifest-name-dotdot", None, [*TABLE, "--name", "../../escaped"]),
+    ("manifest-name-slash", None, [*TABLE, "--name", "a/b"]),
+    ("manifest-name-dot", None, [*TABLE, "--name", "."]),
+    ("manifest-name-empty", None, [*TABLE, "--name", ""]),
+    ("manifest-output-dotdot-stem", None, [*TABLE, "-o", "{root}/manifests/...parquet"]),
+    ("extract-dotdot-manifest", dotted_manifest,
+     ["extract", "--manifest", "{root}/manifests/...parquet", "--encoder", "minilm", "--out", "{c}"]),
+    ("fit-dotdot-manifest", dotted_manifest, [*FIT[:3], "--manifest", "{root}/manifests/...parquet", *M[2:]]),
+    ("info-dotdot-manifest", dotted_manifest, ["manifest", "info", "{root}/manifests/...parquet"]),
+    ("fit-text-cache-dotdot", None, [*FIT, "--text-cache", ".."]),
+    ("fit-text-cache-slash", None, [*FIT, "--text-cache", "../toy/toytext"]),
+    ("fit-image-cache-empty", None, [*FIT, "--image-cache", ""]),
+    ("fit-image-cache-missing", None, [*FIT, "--image-cache", "nope"]),
+    # class 4: options
+    ("fit-batch-size-neg", None, [*FIT, "--batch-size", "-1"]),
+    ("fit-batch-size-zero", None, [*FIT, "--batch-size", "0"]),
+    ("fit-max-epochs-zero", None, [*FIT[:-2], "--max-epochs", "0"]),
+    ("fit-max-epochs-neg", None, [*FIT[:-2], "--max-epochs", "-3"]),
+    ("fit-patience-neg", None, [*FIT, "--patience", "-1"]),
+    ("fit-latent-neg", None, [*FIT, "--latent", "-5"]),
+    ("fit-latent-zero", None, [*FIT, "--latent", "0"]),
+    ("fit-latent-huge", None, [*FIT, "--latent", str(10 ** 12)]),
+    ("fit-latent-text", None, [*FIT, "--latent", "big"]),
+    ("fit-lr-zero", None, [*FIT, "--lr", "0"]),
+    ("fit-lr-nan", None, [*FIT, "--lr", "nan"]),
+    ("fit-weight-decay-neg", None, [*FIT, "--weight-decay", "-1"]),
+    ("fit-workers-neg", None, [*FIT, "--workers", "-1"]),
+    ("fit-dropout-above-1", None, [*FIT, "--dropout", "1.5"]),
+    ("fit-dropout-neg", None, [*FIT, "--dropout", "-0.1"]),
+    ("fit-hidden-zero", None, ["fit", "--head", "late", *M, "--hidden", "0"]),
+    ("fit-mha-width-zero", None, ["fit", "--head", "mha", *M, "--width", "0"]),
+    ("fit-mha-heads-indivisible", None, ["fit", "--head", "mha", *M, "--width", "10", "--num-heads", "3",
+                                         "--max-epochs", "1"]),
+    ("fit-infig-gam-layer", None, ["fit", "--head", "infig", *M, "--gam-layer", "1000"]),
+    ("fit-mdse-tau-zero", None, ["fit", "--head", "mdse", *M, "--tau", "0"]),
+    ("fit-option-of-other-head", None, ["fit", "--head", "uni-text", *M, "--latent", "8"]),
+    ("fit-unknown-head", None, ["fit", "--head", "nope", *M]),
+    ("fit-seed-neg", None, [*FIT, "--seed", "-1"]),
+    ("fit-text-pool-bad", None, [*FIT, "--text-pool", "max"]),
+    ("fit-monitor-bad", None, [*FIT, "--monitor", "loss"]),
+    ("fit-missing-manifest", None, ["fit", "--head", "ae-cat", "--manifest", "{root}/nope.parquet",
+                                    "--cache-root", "{c}", "--runs", "{r}"]),
+    ("fit-manifest-not-parquet", not_parquet, ["fit", "--head", "ae-cat", "--manifest", "{root}/manifests/bad.parquet",
+                                               "--cache-root", "{c}", "--runs", "{r}"]),
+    ("fit-no-cache-root", None, ["fit", "--head", "ae-cat", "--manifest", "{m}", "--cache-root", "{root}/nocache",
+                                 "--runs", "{r}"]),
+    ("fit-missing-shard", drop_shard, FIT),
+    ("fit-broken-index", break_index, FIT),
+    *[(f"{cmd}-{fn.__name__}", fn, argv) for fn in (index_escaping_shard, index_not_object, index_no_attrs,
+                                                      index_rows_mismatch)
+      for cmd, argv in (("fit", FIT), ("cache-info", ["cache", "info", "{c}"]))],
+    ("fit-one-class", one_class_world, ["fit", "--head", "ae-cat", "--manifest", "{root}/manifests/mono.parquet",
+                                        "--cache-root", "{c}", "--runs", "{r}", "--max-epochs", "1"]),
+    ("compare-seeds-zero", None, [*CMP[:-2], "--seeds", "0"]),
+    ("compare-seeds-neg", None, [*CMP[:-2], "--seeds", "-2"]),
+    ("compare-unknown-head", None, ["compare", "--heads", "ae-cat,nope", *M]),
+    ("compare-latent-text", None, [*CMP, "--latent", "8,big"]),
+    ("compare-latent-zero", None, [*CMP, "--latent", "0,8"]),
+    ("compare-latent-empty", None, [*CMP, "--latent", ","]),
+    ("compare-dropout-bad", None, [*CMP, "--dropout", "0.1,2"]),
+    ("compare-nothing", None, ["compare", "--heads", "", *M]),
+    ("compare-batch-size-zero", None, [*CMP, "--batch-size", "0"]),
+    *[(f"finetune-{flag.strip('-')}-{value}", None, ["finetune", "--head", "late", "--encoder", "minilm",
+                                                   "--encoder", "efficientnet-lite0", "--manifest", "{m}",
+                                                   "--runs", "{r}", flag, value])
+      for flag, value in (("--lr", "0"), ("--encoder-lr", "-1"), ("--warmup", "1"), ("--batch-size", "0"),
+                          ("--max-epochs", "0"), ("--seed", "-1"), ("--latent", "0"), ("--dropout", "3"))],
+    ("finetune-one-class", one_class_world, ["finetune", "--head", "late", "--encoder", "minilm", "--encoder",
+                                             "efficientnet-lite0", "--manifest", "{root}/manifests/mono.parquet",
+                                             "--runs", "{r}", "--max-epochs", "1"]),
+    ("manifest-info-not-parquet", not_parquet, ["manifest", "info", "{root}/manifests/bad.parquet"]),
+    ("manifest-info-missing", None, ["manifest", "info", "{root}/manifests/nope.parquet"]),
+    ("manifest-info-no-meta", meta_missing, ["manifest", "info", "{root}/manifests/meta.parquet"]),
+    ("manifest-info-meta-not-json", meta_not_json, ["manifest", "info", "{root}/manifests/meta.parquet"]),
+    ("manifest-info-meta-missing-keys", meta_missing_keys, ["manifest", "info", "{root}/manifests/meta.parquet"]),
+    ("manifest-info-meta-bad-classes", meta_bad_classes, ["manifest", "info", "{root}/manifests/meta.parquet"]),
+    ("manifest-info-meta-not-object", meta_not_object, ["manifest", "info", "{root}/manifests/meta.parquet"]),
+    ("fit-meta-missing-keys", meta_missing_keys, ["fit", "--head", "ae-cat", "--manifest",
+                                                  "{root}/manifests/meta.parquet", "--cache-root", "{c}", "--runs", "{r}"]),
+    ("manifest-table-missing-file", None, ["manifest", "table", "--root", "{d}", "--file", "nope.csv"]),
+    ("manifest-table-split-text", None, [*TABLE, "--split", "a/b/c", "--split-col", "nosplit"]),
+    ("manifest-table-split-zero", None, [*TABLE, "--split", "0/0/0", "--split-col", "nosplit"]),
+    ("manifest-table-split-given-twice", None, [*TABLE, "--split", "80/10/10"]),
+    ("manifest-table-bad-column", None, [*TABLE, "--text-col", "nope"]),
+    ("manifest-root-missing", None, ["manifest", "clmlf", "--root", "{root}/nodata"]),
+    ("extract-unknown-encoder", None, ["extract", "--manifest", "{m}", "--encoder", "nope-enc", "--out", "{c}"]),
+    ("extract-batch-size-zero", None, ["extract", "--manifest", "{m}", "--encoder", "minilm", "--batch-size", "0"]),
+    ("extract-max-length-one", None, ["extract", "--manifest", "{m}", "--encoder", "minilm", "--max-length", "1"]),
+    ("extract-layers-text", None, ["extract", "--manifest", "{m}", "--encoder", "minilm", "--layers", "a,b"]),
+    ("extract-not-a-manifest", not_parquet, ["extract", "--manifest", "{root}/manifests/bad.parquet",
+                                             "--encoder", "minilm", "--out", "{c}"]),
+    ("cache-info-not-a-cache", empty_dir, ["cache", "info", "{root}/empty"]),
+    ("cache-info-missing", None, ["cache", "info", "{root}/nope"]),
+    ("cache-info-broken-index", break_index, ["cache", "info", "{c}/toy/toyimage"]),
+    ("cache-verify-not-a-cache", empty_dir, ["cache", "verify", "{root}/empty"]),
+    ("cache-verify-stale-manifest", edit_text, ["cache", "verify", "{c}", "--manifest", "{m}", "--quick"]),
+    ("cache-verify-missing-shard", drop_shard, ["cache", "verify", "{c}"]),
+    # tampered run directories (predict / explain / analyze all validate through runs/rundir.py)
+    *[(f"{cmd[0]}-{fn.__name__}", fn, cmd[1]) for fn in (
+        cfg_list, cfg_garbage, cfg_no_modalities, cfg_no_spec, cfg_huge_latent, cfg_string_latent, cfg_huge_dim,
+        cfg_unknown_head, cfg_one_class, cfg_other_dim, weights_wrong_shape, weights_pickle, weights_garbage,
+        metrics_gone, metrics_list)
+      for cmd in (("predict", ["predict", "{run}", "--text", "hi", "--image", "{d}/img/0.png"]),
+                  ("explain", ["explain", "{run}", "--id", "p0", "-o", "{root}/out.png"]))],
+    ("oracle-tampered-config", cfg_list, ["analyze", "oracle", "--text-run", "{run}", "--image-run", "{run}"]),
+    ("oracle-no-predictions", predictions_gone, ["analyze", "oracle", "--text-run", "{run}", "--image-run", "{run}"]),
+    ("oracle-unfinished", metrics_gone, ["analyze", "oracle", "--text-run", "{run}", "--image-run", "{run}"]),
+    ("predict-tmp-folder", tmp_run_only, ["predict", "{family}/seed-0.tmp-999999", "--text", "hi"]),
+    ("predict-missing-run", None, ["predict", "{root}/runs/nope", "--text", "hi"]),
+    ("unknown-command", None, ["frobnicate"]),
+]
+
+
+def _snapshot(top: Path) -> dict[str, tuple]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            out[str(p.relative_to(top))] = (p.is_dir(), st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _finished_runs(root: Path) -> set[str]:
+    return {str(p.parent.relative_to(root)) for p in root.glob("runs/**/metrics.json")
+            if p.parent.name.startswith("seed-") and ".tmp-" not in p.parent.name}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_ends_cleanly(template, tmp_path, monkeypatch, case):
+    name, setup, argv = case
+    src, run = template
+    top = tmp_path
+    root = tmp_path / "a" / "b" / "world"  # deep enough that '../..' stays inside the snapshot
+    shutil.copytree(src, root)
+    (root / "cwd").mkdir()
+    monkeypatch.chdir(root / "cwd")
+    if setup is not None:
+        setup(root, run)
+    finished_before = _finished_runs(root)
+    before = _snapshot(top)
+    values = {"m": root / "manifests/toy.parquet", "c": root / "cache", "r": root / "runs", "run": root / run,
+              "d": root / "data", "root": root, "family": root / run.parent}
+    args = [a.format(**values) for a in argv]
+    monkeypatch.delenv("MSA_CACHE_DEBUG", raising=False)
+    result = CliRunner().invoke(cli, args)
+    output = result.output
+    assert result.exit_code != 0, f"{name}: exit 0\n{output}"
+    assert "Traceback" not in output, f"{name}: traceback\n{output}"
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), \
+        f"{name}: {result.exception!r}"
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    print(f"[{result.exit_code}] {name}: {last}")  # shown with -s: the message each case gets
+    assert last.startswith(("error: ", "Error: ")) or "problem:" in output or "FAILED" in output, \
+        f"{name}: no one-line error\n{output}"
+    assert "weights_only=False" not in output
+    after = _snapshot(top)
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)
+                     and not (before.get(k, (True,))[0] and after.get(k, (True,))[0] and k in before and k in after))
+    assert not changed, f"{name}: wrote {changed[:5]}"
+    assert _finished_runs(root) == finished_before
+    assert not (root / "cwd" / "PWNED").exists()
+
+
+def test_hostile_count():
+    """How many bad inputs the table tries (the number quoted in the report)."""
+    print(f"{len(CASES)} bad invocations")
+    assert len(CASES) >= 80
