@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from msa_cache.cache.schema import read_index
+from msa_cache.device import resolve_device
 from msa_cache.encoders import Encoder
 from msa_cache.extract.dataset import RowDataset
 from msa_cache.extract.runner import BatchRunner
@@ -32,7 +33,7 @@ from msa_cache.finetune.record import rebuild_encoder
 from msa_cache.finetune.train import predict_rows
 from msa_cache.heads.base import Batch, ModalityInput
 from msa_cache.manifest import Manifest, ManifestMeta, read_manifest, rows_to_table
-from msa_cache.runs.trainer import is_finished, load_run, resolve_device
+from msa_cache.runs.trainer import is_finished, load_run
 
 
 class CachedRunPredictor:
