@@ -81,8 +81,12 @@ def is_finished(path: Path) -> bool:
 
 
 def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet | None = None,
-            log: Callable[[str], None] = print) -> RunResult:
-    """Train `spec` unless its run directory is already finished; return its metrics."""
+            log: Callable[[str], None] = print,
+            on_epoch_end: Callable[[int, dict], None] | None = None) -> RunResult:
+    """Train `spec` unless its run directory is already finished; return its metrics.
+
+    on_epoch_end(epoch, record): called after each epoch with its history record (train loss terms,
+    dev metrics); an exception it raises (e.g. a tuner's "prune") stops the run and leaves no run dir."""
     manifest = features.manifest if features is not None else read_manifest(spec.manifest)
     if features is None:
         head_cls = get_head(spec.head)
@@ -94,7 +98,7 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
         return RunResult(out, json.loads((out / "metrics.json").read_text()), skipped=True)
 
     t0 = time.time()
-    metrics = build_run_dir(out, lambda tmp: _train_and_write(spec, manifest, features, tmp, log))
+    metrics = build_run_dir(out, lambda tmp: _train_and_write(spec, manifest, features, tmp, log, on_epoch_end))
     return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
 
 
@@ -208,7 +212,8 @@ def _grad_scaler(enabled: bool):
     return torch.cuda.amp.GradScaler(enabled=enabled)
 
 
-def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, out: Path, log) -> dict:
+def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, out: Path, log,
+                     on_epoch_end=None) -> dict:
     tc = spec.train
     if tc.monitor not in MONITORS:
         raise ValueError(f"--monitor must be one of {sorted(MONITORS)}")
@@ -237,7 +242,7 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         head.to(device)
     else:
         history = _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_labels,
-                              class_weight, monitor, device, log)
+                              class_weight, monitor, device, log, on_epoch_end)
 
     # Predict every row (unlabeled ones too) with the selected model.
     probs = predict_probs(head, features, np.arange(len(manifest)), device, tc.workers, tc.amp)
@@ -285,7 +290,7 @@ def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict
 
 
 def _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_labels, class_weight, monitor,
-                device, log) -> list[dict]:
+                device, log, on_epoch_end=None) -> list[dict]:
     tc = spec.train
     optimizer = _make_optimizer(head, spec)
     use_amp = device.type == "cuda" and tc.amp
@@ -315,6 +320,8 @@ def _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_label
         else:  # no labeled dev rows: no early stopping, keep the last epoch
             score = epoch
         history.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
         if score > best_score:
             best_score, best_epoch = score, epoch
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in head.state_dict().items()})
