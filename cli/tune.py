@@ -4,11 +4,12 @@ from __future__ import annotations
 import click
 
 from msa_cache.heads import make_config
-from msa_cache.runs.tune import format_space, search_space, tune
+from msa_cache.manifest import read_manifest
+from msa_cache.runs.features import resolve_caches
+from msa_cache.runs.tune import fixed_options, format_space, search_space, tune
 
-from msa_cache_cli.fit import _caches
 from msa_cache_cli.options import (
-    data_options, head_flags, head_names, pop_head_options, pop_train_config, train_options,
+    data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest, train_options,
 )
 
 
@@ -44,7 +45,7 @@ def tune_cmd(head, trials, storage, timeout, seeds, sampler_seed, dry_run, **kwa
     make_config(head, options)  # an option this head lacks fails here, before any work
     runs_root = kwargs.pop("runs_root")
     train = pop_train_config(kwargs)
-    fixed = set(options) | {k for k in ("lr", "weight_decay") if getattr(train, k) is not None}
+    fixed = fixed_options(options, train)
     params = search_space(head, fixed)
     if dry_run:
         click.echo(f"search space of {head} ({len(params)} options; trials train seed 0, dev {train.monitor}):")
@@ -52,7 +53,9 @@ def tune_cmd(head, trials, storage, timeout, seeds, sampler_seed, dry_run, **kwa
         if fixed:
             click.echo("fixed: " + ", ".join(sorted(fixed)))
         return
-    manifest_path, caches = _caches(kwargs)
+    manifest_path = resolve_manifest(kwargs.pop("manifest"))
+    caches = resolve_caches(read_manifest(manifest_path), kwargs.pop("cache_root"), kwargs.pop("text_cache"),
+                            kwargs.pop("image_cache"), kwargs.pop("clip_cache"))
     result = tune(manifest_path, caches, head, trials, options, train, runs_root, storage=storage, timeout=timeout,
                   seeds=seeds, sampler_seed=sampler_seed, log=click.echo)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(result.counts.items()))

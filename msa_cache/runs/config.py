@@ -15,7 +15,8 @@ from msa_cache.search_space import SEARCH, Range
 
 @dataclass
 class TrainConfig:
-    # SEARCH: the range `msa-cache tune` samples (msa_cache/search_space.py).
+    # SEARCH: the range `msa-cache tune` samples (msa_cache/search_space.py); a searched field
+    # defaults to None, which tune reads as "not set by the user".
     # lr None: 1e-3 (the seed-000 Adam setting; also fine for AdamW heads).
     lr: float | None = field(default=None, metadata={SEARCH: Range(1e-4, 1e-2, log=True)})
     # weight_decay None: 0 for Adam heads, 0.01 for AdamW heads.

@@ -65,6 +65,12 @@ def search_space(head: str, fixed: set[str] = frozenset()) -> list[SearchParam]:
     return params
 
 
+def fixed_options(head_options: dict, train: TrainConfig) -> set[str]:
+    """Options the user set, which leave the space: any given head option, and searched trainer
+    options that are not None (their None default means "not set")."""
+    return set(head_options) | {k for k in searched_fields(TrainConfig) if getattr(train, k) is not None}
+
+
 def format_space(params: list[SearchParam]) -> str:
     width = max(len(p.name) for p in params)
     return "\n".join(f"  {p.name:<{width}}  {p.scope:<5}  {p.space.describe():<34} default {p.default}"
@@ -153,8 +159,7 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
          sampler_seed: int | None = None, log: Callable[[str], None] = print) -> TuneResult:
     """Run trials of `head` until the study holds `n_trials` (counting other processes' trials).
 
-    head_options / train: fixed settings; head options given here and a train lr / weight_decay
-    that is not None leave the space. storage: the journal file [default:
+    head_options / train: fixed settings; what they set leaves the space (`fixed_options`). storage: the journal file [default:
     <runs>/<manifest>/tune-<study>.journal, the study named by everything fixed]. timeout: seconds
     after which this process starts no new trial. seeds: the best config's seeds 0..K-1.
     """
@@ -163,8 +168,7 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
 
     head_options = dict(head_options or {})
     train = train or TrainConfig()
-    fixed = set(head_options) | {k for k in ("lr", "weight_decay") if getattr(train, k) is not None}
-    params = search_space(head, fixed)
+    params = search_space(head, fixed_options(head_options, train))
     manifest = read_manifest(manifest_path)
     labels, splits = manifest.labels("label"), np.array(manifest.column("split"))
     if not ((splits == "dev") & (labels >= 0)).any():
