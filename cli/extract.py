@@ -12,6 +12,8 @@ from msa_cache.extract import default_workers, extract
 from msa_cache.extract.lock import LockedError
 from msa_cache.manifest import CLEANERS, ManifestError
 
+from msa_cache_cli.options import device_option
+
 
 class EncoderName(click.ParamType):
     """A registry name, hf:ORG/NAME or a model folder (choices come from the ENCODERS registry)."""
@@ -63,7 +65,7 @@ def _layers(ctx, param, value: str | None) -> tuple[int, ...]:
               help="this process writes shards k with k % N == INDEX")
 @click.option("--workers", type=click.IntRange(0), default=None,
               help=f"DataLoader workers decoding images/tokenising [default: min(4, cpus) = {default_workers()}]")
-@click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+@device_option()
 @click.option("--autocast", default="auto", show_default=True, type=click.Choice(["auto", "fp16", "bf16", "off"]),
               help="mixed precision on CUDA (auto: fp16 on CUDA, off on CPU)")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar with samples/s")

@@ -11,7 +11,7 @@ from msa_cache.finetune.config import TEXT_AUGS
 from msa_cache.manifest import CLEANERS
 
 from msa_cache_cli.extract import EncoderName
-from msa_cache_cli.options import head_flags, head_names, pop_head_options, resolve_manifest
+from msa_cache_cli.options import device_option, head_flags, head_names, pop_head_options, resolve_manifest
 
 
 def _unfreeze(ctx, param, value: str) -> list[str]:
@@ -76,7 +76,7 @@ D = FinetuneConfig()
               help="mixed precision on CUDA (bf16 on Ampere+, else fp16 + GradScaler)")
 @click.option("--grad-checkpointing/--no-grad-checkpointing", default=D.grad_checkpointing, show_default=True,
               help="trade compute for memory where the encoder supports it (HF models)")
-@click.option("--device", default=D.device, show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@device_option(D.device)
 @click.option("--workers", type=click.IntRange(0), default=D.workers, show_default=True,
               help="DataLoader workers decoding images")
 @head_flags(multi=False)

@@ -7,6 +7,7 @@ import click
 
 from msa_cache.heads import make_config
 from msa_cache.manifest import read_manifest
+from msa_cache.partition import resolve_partition
 from msa_cache.runs.compare import compare, write_leaderboard, leaderboard_markdown
 from msa_cache.runs.config import RunSpec
 from msa_cache.runs.features import resolve_caches
@@ -63,17 +64,26 @@ def fit_cmd(head, seeds, **kwargs):
 @click.option("--all-runs", is_flag=True,
               help="also list every other finished run of this manifest (other options, fine-tuned runs); "
                    "with --heads '' list only those")
+@click.option("--num-shards", type=click.IntRange(1), default=None,
+              help="split the grid over N processes (default: torchrun/SLURM array variables, else 1)")
+@click.option("--shard-index", type=click.IntRange(0), default=None,
+              help="this process trains grid runs k with k % N == INDEX")
 @data_options
 @train_options
 @head_flags(multi=True)
-def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, **kwargs):
+def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, num_shards, shard_index, **kwargs):
     """Run a grid of heads x options x seeds (finished runs are skipped) and print the leaderboard.
 
     \b
     msa-cache compare --heads uni-text,uni-image,probe,late,ae-cat,ae-add,ab-cat,ab-add,mha \\
                       --latent 32,64,128 --seeds 3
     msa-cache compare --heads '' --all-runs   # every finished run, cached and fine-tuned
+    msa-cache compare --heads ae-cat,mha --seeds 3 --num-shards 4 --shard-index 0   # 1/4 of the grid
+
+    With shards, the leaderboard is written by the shard that finds every grid run
+    finished, or afterwards by `compare` with the same grid or `--heads '' --all-runs`.
     """
+    partition = resolve_partition(num_shards, shard_index)
     grid = pop_head_options(kwargs, multi=True)
     runs_root = kwargs.pop("runs_root")
     manifest_path, caches = _caches(kwargs)
@@ -83,7 +93,12 @@ def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, **kwargs):
         if h not in head_names():
             raise click.BadParameter(f"unknown head '{h}'; choose from {', '.join(head_names())}", param_hint="--heads")
     entries = compare(manifest_path, caches, head_list, grid, list(range(seeds)), train, runs_root, log=click.echo,
-                      all_runs=all_runs)
+                      all_runs=all_runs, partition=partition)
+    pending = sum(e.pending for e in entries)
+    if pending:
+        click.echo(f"leaderboard not written: {pending} grid run(s) of other shards are not finished; the last "
+                   f"shard to finish writes it, or run `msa-cache compare --heads '' --all-runs` afterwards")
+        return
     if not entries:
         raise click.UsageError(f"no runs to list: give --heads, or --all-runs once {runs_root} has finished runs")
     prefix = leaderboard_prefix or Path(runs_root) / read_manifest(manifest_path).name / "leaderboard"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from msa_cache.device import resolve_device
 from msa_cache.heads import HEADS
 from msa_cache.heads.registry import check_option, field_range, option_fields
 from msa_cache.runs.config import TrainConfig
@@ -140,13 +141,25 @@ def train_options(fn):
         click.option("--text-pool", type=click.Choice(["cls", "mean"]), default=d.text_pool, show_default=True,
                      help="text vector used as the pooled text feature"),
         click.option("--amp/--no-amp", default=d.amp, show_default=True, help="mixed precision on CUDA"),
-        click.option("--device", default=d.device, show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
+        device_option(d.device),
         click.option("--workers", type=click.IntRange(0), default=d.workers, show_default=True,
                      help="DataLoader workers that prefetch token batches from HDF5"),
     ]
     for o in reversed(opts):
         fn = o(fn)
     return fn
+
+
+def _check_device(ctx, param, value: str) -> str:
+    resolve_device(value)  # a ValueError here is the one-line error, before any work starts
+    return value
+
+
+def device_option(default: str = "auto"):
+    """`--device`, checked by the same function every command resolves it with."""
+    return click.option("--device", default=default, show_default=True, callback=_check_device,
+                        help="auto (this process's GPU: cuda:LOCAL_RANK under torchrun, else cuda:0; CPU without "
+                             "one), cpu, cuda, cuda:N")
 
 
 def pop_train_config(kwargs: dict) -> TrainConfig:

@@ -10,6 +10,8 @@ import numpy as np
 from msa_cache.encoders import EncoderUnavailable
 from msa_cache.predict import load_predictor, predict_manifest, predict_post
 
+from msa_cache_cli.options import device_option
+
 SHOWN_ROWS = 20
 
 
@@ -26,7 +28,7 @@ SHOWN_ROWS = 20
 @click.option("--split", default=None, type=click.Choice(["train", "dev", "test"]),
               help="with --manifest: one split only")
 @click.option("--json", "as_json", is_flag=True, help="print the single-post result as JSON")
-@click.option("--device", default="auto", show_default=True)
+@device_option()
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 def predict_cmd(run, text, image, text_pair, manifest, out, split, as_json, device, batch_size):
     """Predict with a finished run (cached or fine-tuned).

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import torch
 
 from msa_cache.cache.schema import read_index
+from msa_cache.device import resolve_device
 from msa_cache.encoders import Encoder
 from msa_cache.extract.dataset import RowDataset
 from msa_cache.extract.runner import BatchRunner
@@ -33,7 +34,7 @@ from msa_cache.heads.base import Batch, ModalityInput
 from msa_cache.manifest import Manifest, ManifestMeta, read_manifest, rows_to_table
 from msa_cache.manifest.images import load_rgb
 from msa_cache.runs.rundir import is_finished
-from msa_cache.runs.trainer import load_run, resolve_device
+from msa_cache.runs.trainer import load_run
 
 
 class CachedRunPredictor:

@@ -1,5 +1,5 @@
 """The extraction stage: manifest + encoders -> sharded fp16 HDF5 feature cache."""
-from msa_cache.extract.partition import Partition, resolve_partition
+from msa_cache.partition import Partition, resolve_partition
 from msa_cache.extract.pipeline import (
     BadRow,
     EncoderReport,

@@ -25,15 +25,16 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from msa_cache.cache.schema import DEFAULT_SHARD_SIZE, LOCK_SUFFIX
+from msa_cache.device import resolve_device
 from msa_cache.encoders import Encoder, EncoderOptions, build_encoder, check_encoder_name
 from msa_cache.extract.dataset import RowDataset, ShardBatchSampler
 from msa_cache.extract.lock import ShardLock
-from msa_cache.extract.partition import Partition, resolve_partition
 from msa_cache.extract.plan import CachePlan
-from msa_cache.extract.runner import BatchRunner, resolve_autocast, resolve_device
+from msa_cache.extract.runner import BatchRunner, resolve_autocast
 from msa_cache.extract.shared import SharedRows, image_sources
 from msa_cache.extract.writer import ShardFile, ShardWriter
 from msa_cache.manifest.schema import Manifest, read_manifest
+from msa_cache.partition import Partition, resolve_partition
 
 
 MAX_LISTED = 50  # bad rows printed in a summary

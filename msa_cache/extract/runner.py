@@ -13,15 +13,6 @@ from msa_cache.encoders.base import Encoder
 AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
-    return dev
-
-
 def resolve_autocast(autocast: str, device: torch.device) -> str:
     """auto: fp16 on CUDA (fast on every CUDA GPU incl. old ones), off on CPU (exact fp32)."""
     if autocast == "auto":

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from msa_cache.device import resolve_device
 from msa_cache.finetune.config import FinetuneSpec, finetune_run_dir
 from msa_cache.finetune.data import PostCollator, PostDataset, batch_to, make_loader, make_text_aug
 from msa_cache.finetune.model import FinetuneModule, assemble_model, open_encoders
@@ -36,7 +37,7 @@ from msa_cache.runs.config import config_hash
 from msa_cache.runs.metrics import MONITOR_KEYS, classification_metrics
 from msa_cache.runs.rundir import build_run_dir, is_finished, read_metrics, write_run
 from msa_cache.runs.trainer import (
-    RunResult, _class_weight, _labels, resolve_device, seed_everything,
+    RunResult, _class_weight, _labels, seed_everything,
 )
 
 LIMIT_SEED = 0  # --limit-train draws the same subset for every seed, so seeds stay comparable

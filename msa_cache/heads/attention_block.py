@@ -32,11 +32,13 @@ from torch import nn
 
 from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalityInput, ModalitySpec, masked_mean, mlp_classifier
 from msa_cache.heads.registry import register_head
+from msa_cache.search_space import SEARCH, Choice
 
 
 @dataclass
 class ABConfig(HeadConfig):
-    latent: int = field(default=64, metadata={"help": "width D of the per-modality encoders and of attention (seed: 32/64/128)"})
+    latent: int = field(default=64, metadata={"help": "width D of the per-modality encoders and of attention (seed: 32/64/128)",
+                                              SEARCH: Choice((32, 64, 128, 256))})
 
 
 def tokens_and_mask(name: str, x: ModalityInput) -> tuple[torch.Tensor, torch.Tensor]:

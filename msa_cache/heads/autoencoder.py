@@ -25,13 +25,16 @@ from torch import nn
 
 from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalitySpec, masked_ce, mlp_classifier
 from msa_cache.heads.registry import register_head
+from msa_cache.search_space import SEARCH, Choice, Range
 
 
 @dataclass
 class AEConfig(HeadConfig):
-    latent: int = field(default=64, metadata={"help": "width D of the per-modality codes and the fused code (seed: 32/64/128)"})
+    latent: int = field(default=64, metadata={"help": "width D of the per-modality codes and the fused code (seed: 32/64/128)",
+                                              SEARCH: Choice((16, 32, 64, 128, 256))})
     lambda_ce: float = field(default=1.0, metadata={"help": "weight of the classification cross-entropy in the loss"})
-    lambda_rec: float = field(default=1.0, metadata={"help": "weight of each modality's reconstruction MSE"})
+    lambda_rec: float = field(default=1.0, metadata={"help": "weight of each modality's reconstruction MSE",
+                                                     SEARCH: Range(0.01, 10.0, log=True)})
     lambda_rec_per: str = field(
         default="", metadata={"help": "per-modality overrides of lambda_rec, e.g. 'text=1,image=0.5'"}
     )

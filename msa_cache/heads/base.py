@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msa_cache.search_space import SEARCH, Choice, Range
+
 
 @dataclass
 class ModalitySpec:
@@ -85,8 +87,10 @@ class HeadOutput:
 class HeadConfig:
     """Fields every head accepts."""
 
-    hidden: int = field(default=256, metadata={"help": "width of the classifier MLP's hidden layer"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout before classifier layers", "max": 0.99})
+    hidden: int = field(default=256, metadata={"help": "width of the classifier MLP's hidden layer",
+                                               SEARCH: Choice((128, 256, 512))})
+    dropout: float = field(default=0.1, metadata={"help": "dropout before classifier layers", "max": 0.99,
+                                                  SEARCH: Range(0.0, 0.5)})
 
 
 def masked_ce(logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -86,11 +86,13 @@ from torch import nn
 
 from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalityInput, ModalitySpec, masked_ce
 from msa_cache.heads.registry import register_head
+from msa_cache.search_space import SEARCH, Choice, Range
 
 
 @dataclass
 class InfigConfig(HeadConfig):
-    width: int = field(default=256, metadata={"help": "model width of the per-modality stacks and the fusion encoder"})
+    width: int = field(default=256, metadata={"help": "model width of the per-modality stacks and the fusion encoder",
+                                              SEARCH: Choice((128, 256))})
     num_heads: int = field(default=4, metadata={"help": "attention heads per transformer layer"})
     stack_layers: int = field(default=3, metadata={"help": "trainable transformer layers over each modality's cached tokens"})
     fusion_layers: int = field(default=3, metadata={"help": "transformer layers of the fusion encoder (paper: 3; 4 for HFM)"})
@@ -102,8 +104,10 @@ class InfigConfig(HeadConfig):
     hfam_layers: int = field(default=3, metadata={"help": "HFAM: number M of deepest layers aligned"})
     top_j: int = field(default=2, metadata={"help": "HFAM: top-j most similar tokens summed per token (2 MVSA, 3 HFM/TumEmo)"})
     hfam_tau: float = field(default=0.07, metadata={"help": "HFAM: fixed temperature of the in-batch contrastive losses", "min_open": True})
-    lambda_g: float = field(default=0.3, metadata={"help": "weight of the global alignment loss L_g"})
-    lambda_f: float = field(default=0.2, metadata={"help": "weight of the fine-grained alignment loss L_f"})
+    lambda_g: float = field(default=0.3, metadata={"help": "weight of the global alignment loss L_g",
+                                                   SEARCH: Range(0.03, 1.0, log=True)})
+    lambda_f: float = field(default=0.2, metadata={"help": "weight of the fine-grained alignment loss L_f",
+                                                   SEARCH: Range(0.03, 1.0, log=True)})
     gam: bool = field(default=True, metadata={"help": "global alignment module (--no-gam ablates it)"})
     hfam: bool = field(default=True, metadata={"help": "hierarchical fine-grained alignment (--no-hfam ablates it)"})
     clip: bool = field(default=True, metadata={"help": "use clip_image/clip_text pooled features in GAM when the cache has them"})

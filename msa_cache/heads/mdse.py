@@ -79,11 +79,13 @@ from torch import nn
 from msa_cache.heads.base import (Batch, Head, HeadConfig, HeadOutput, ModalitySpec, masked_ce,
                                   masked_mean, mlp_classifier)
 from msa_cache.heads.registry import register_head
+from msa_cache.search_space import SEARCH, Choice, Range
 
 
 @dataclass
 class MDSEConfig(HeadConfig):
-    width: int = field(default=256, metadata={"help": "common token width d that text and image tokens are projected to (paper: 768)"})
+    width: int = field(default=256, metadata={"help": "common token width d that text and image tokens are projected to (paper: 768)",
+                                              SEARCH: Choice((128, 256, 512))})
     num_heads: int = field(default=8, metadata={"help": "attention heads in the co-attention and private self-attention layers"})
     ipfl: bool = field(default=True, metadata={"help": "MDSE: image private feature learning (--no-ipfl: f_v = FF(f^s))"})
     tpfl: bool = field(default=True, metadata={"help": "MDSE: text private feature learning (--no-tpfl: f_z = FF(f^s))"})
@@ -92,7 +94,8 @@ class MDSEConfig(HeadConfig):
     macl_unimodal: bool = field(default=False, metadata={"help": "MDSE: contrast only the unimodal embeddings f_v, f_z (2B rows, not 3B)"})
     # Picked on MVSA-Single dev (README, results): weighted-F1 72.61 +- 0.35 at 0.03, 72.26 +- 0.30 at 0.1,
     # 71.95 +- 0.71 without the loss (3 seeds); 0.3 and 1.0 were lower on seed 0 (71.51, 70.81).
-    lambda_macl: float = field(default=0.03, metadata={"help": "MDSE: weight lambda of the contrastive loss (picked on MVSA-Single dev)"})
+    lambda_macl: float = field(default=0.03, metadata={"help": "MDSE: weight lambda of the contrastive loss (picked on MVSA-Single dev)",
+                                                       SEARCH: Range(0.003, 1.0, log=True)})
     tau: float = field(default=0.07, metadata={"help": "MDSE: temperature of the contrastive loss", "min_open": True})
 
 

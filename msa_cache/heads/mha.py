@@ -24,11 +24,13 @@ from torch import nn
 from msa_cache.heads.attention_block import tokens_and_mask
 from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalitySpec, masked_mean, mlp_classifier
 from msa_cache.heads.registry import register_head
+from msa_cache.search_space import SEARCH, Choice
 
 
 @dataclass
 class MHAConfig(HeadConfig):
-    width: int = field(default=256, metadata={"help": "model width of the joint token sequence (divisible by --num-heads)"})
+    width: int = field(default=256, metadata={"help": "model width of the joint token sequence (divisible by --num-heads)",
+                                              SEARCH: Choice((128, 256, 512))})
     num_heads: int = field(default=4, metadata={"help": "number of attention heads"})
     layers: int = field(default=1, metadata={"help": "number of transformer encoder layers"})
 

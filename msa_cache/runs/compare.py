@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +21,12 @@ import numpy as np
 
 from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
+from msa_cache.partition import Partition
 from msa_cache.runs.config import RunSpec, TrainConfig
 from msa_cache.runs.features import open_features
 from msa_cache.runs.metrics import MONITOR_KEYS
-from msa_cache.runs.rundir import finished_seeds, read_metrics, stale_tmp_dirs
-from msa_cache.runs.trainer import RunResult, fit_run
+from msa_cache.runs.rundir import finished_seeds, is_finished, read_metrics, stale_tmp_dirs
+from msa_cache.runs.trainer import RunResult, fit_run, plan_run
 
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
@@ -45,11 +48,28 @@ def expand_grid(heads: list[str], grid: dict[str, list[Any]]) -> list[tuple[str,
     return out
 
 
+def shard_grid(items: list, num_shards: int, shard_index: int) -> list:
+    """This shard's part of a grid: item k belongs to shard k % num_shards (round robin, so every
+    shard gets a mix of heads and seeds); the shards' parts are disjoint and cover the grid."""
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard index {shard_index} (of {num_shards} shards): use 0 <= index < shards")
+    return [x for k, x in enumerate(items) if k % num_shards == shard_index]
+
+
+def _read_finished(spec: RunSpec, runs_root, features) -> RunResult | None:
+    """Another shard's grid run, read back if it has finished."""
+    path = plan_run(spec, runs_root, features)
+    if not is_finished(path):
+        return None
+    return RunResult(path, json.loads((path / "metrics.json").read_text()), skipped=True)
+
+
 @dataclass
 class Entry:
     head: str
     options: dict
     results: list[RunResult] = field(default_factory=list)
+    pending: int = 0  # grid runs of other shards not finished yet
 
     @property
     def label(self) -> str:
@@ -65,8 +85,12 @@ class Entry:
 
 def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str], grid: dict[str, list],
             seeds: list[int], train: TrainConfig, runs_root: str | Path = "runs",
-            log: Callable[[str], None] = print, all_runs: bool = False) -> list[Entry]:
+            log: Callable[[str], None] = print, all_runs: bool = False,
+            partition: Partition = Partition()) -> list[Entry]:
     """Train the grid (finished runs are read back, not retrained) and return its entries, best first.
+
+    partition: train only this shard's part of the (head, options, seed) grid (`shard_grid`);
+    the other shards' runs are read back where finished and counted in `Entry.pending` where not.
 
     all_runs: also list every other finished run family of this manifest: other options,
     other seeds' grids, and `finetune` runs, which share the run directory format.
@@ -75,23 +99,36 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     features = {}  # one FeatureSet per (text_pool, hidden layers) so pooled arrays load once
     entries = []
     t0 = time.time()
-    for head, options in expand_grid(heads, grid):
+    cells = expand_grid(heads, grid)
+    owned = set(shard_grid(range(len(cells) * len(seeds)), partition.count, partition.index))
+    others = []  # other shards' runs: looked up once this shard's own are done
+    for i, (head, options) in enumerate(cells):
         entry = Entry(head, options)
         hidden = getattr(get_head(head), "uses_hidden_layers", False)
         key = (train.text_pool, hidden)
         if key not in features:
             features[key] = open_features(manifest, caches, text_pool=train.text_pool, hidden_layers=hidden)
-        for seed in seeds:
+        for j, seed in enumerate(seeds):
             spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options),
                            dataclasses.replace(train), seed)
+            if i * len(seeds) + j not in owned:
+                others.append((entry, spec, features[key]))
+                continue
             r = fit_run(spec, runs_root, features[key], log=log)
-            state = "skipped (finished)" if r.skipped else f"{r.seconds:.1f}s"
-            dev = r.metrics.get("dev", {})
-            log(f"{entry.label:<28} seed {seed}: dev acc {dev.get('accuracy', float('nan')):.4f} "
-                f"wF1 {dev.get('weighted_f1', float('nan')):.4f}  [{state}]  {r.path}")
+            _log_run(log, entry, r, "skipped (finished)" if r.skipped else f"{r.seconds:.1f}s")
             entry.results.append(r)
         entries.append(entry)
-    log(f"grid done in {time.time() - t0:.1f}s")
+    for entry, spec, fs in others:
+        r = _read_finished(spec, runs_root, fs)
+        if r is None:
+            entry.pending += 1
+        else:
+            _log_run(log, entry, r, "another shard's, finished")
+            entry.results.append(r)
+    pending = sum(e.pending for e in entries)
+    shard = f"shard {partition.index}/{partition.count} " if partition.count > 1 else ""
+    log(f"{shard}grid done in {time.time() - t0:.1f}s" + (f"; {pending} run(s) of other shards not finished yet"
+                                                          if pending else ""))
     if all_runs:
         in_grid = {r.path.parent.resolve() for e in entries for r in e.results}
         entries += finished_entries(Path(runs_root) / manifest.name, skip=in_grid)
@@ -99,6 +136,12 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
         if stale:  # not counted; the next run built in their family removes them
             log(f"ignored {len(stale)} unfinished run folder(s) of stopped processes, e.g. {stale[0]}")
     return sort_entries(entries, train.monitor or manifest.default_monitor)
+
+
+def _log_run(log, entry: Entry, r: RunResult, state: str) -> None:
+    dev, seed = r.metrics.get("dev", {}), r.path.name.removeprefix("seed-")
+    log(f"{entry.label:<28} seed {seed}: dev acc {dev.get('accuracy', float('nan')):.4f} "
+        f"wF1 {dev.get('weighted_f1', float('nan')):.4f}  [{state}]  {r.path}")
 
 
 def sort_entries(entries: list[Entry], monitor: str) -> list[Entry]:
@@ -163,15 +206,24 @@ def write_leaderboard(entries: list[Entry], out_prefix: str | Path) -> list[Path
     """<prefix>.md, <prefix>.csv and <prefix>.png (dev weighted-F1 with std error bars)."""
     out_prefix = Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    md, csv_path, png = (out_prefix.with_suffix(s) for s in (".md", ".csv", ".png"))
-    md.write_text(leaderboard_markdown(entries))
-    rows = leaderboard_rows(entries)
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["model"])
-        w.writeheader()
-        w.writerows(rows)
-    _bar_chart(entries, png)
-    return [md, csv_path, png]
+    final = [out_prefix.with_suffix(s) for s in (".md", ".csv", ".png")]
+    # Written aside, then renamed: shards of one grid may write the same leaderboard at once.
+    tmps = [p.with_name(f".{p.stem}.tmp-{os.getpid()}{p.suffix}") for p in final]
+    md, csv_path, png = tmps
+    try:
+        md.write_text(leaderboard_markdown(entries))
+        rows = leaderboard_rows(entries)
+        with open(csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["model"])
+            w.writeheader()
+            w.writerows(rows)
+        _bar_chart(entries, png)
+        for tmp, path in zip(tmps, final):
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+    return final
 
 
 def _bar_chart(entries: list[Entry], path: Path) -> None:

@@ -10,12 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from msa_cache.provenance import from_saved
+from msa_cache.search_space import SEARCH, Range
 
 
 @dataclass
 class TrainConfig:
-    lr: float | None = None  # None: 1e-3 (the seed-000 Adam setting; also fine for AdamW heads)
-    weight_decay: float | None = None  # None: 0 for Adam heads, 0.01 for AdamW heads
+    # SEARCH: the range `msa-cache tune` samples (msa_cache/search_space.py); a searched field
+    # defaults to None, which tune reads as "not set by the user".
+    # lr None: 1e-3 (the seed-000 Adam setting; also fine for AdamW heads).
+    lr: float | None = field(default=None, metadata={SEARCH: Range(1e-4, 1e-2, log=True)})
+    # weight_decay None: 0 for Adam heads, 0.01 for AdamW heads.
+    weight_decay: float | None = field(default=None, metadata={SEARCH: Range(1e-6, 0.1, log=True)})
     optimizer: str | None = None  # None: the head's own choice ("adam" for seed-000 heads, else "adamw")
     batch_size: int = 64
     max_epochs: int = 30

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from msa_cache.device import resolve_device
 from msa_cache.heads import Batch, Head, create_head, get_head
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.names import check_name
@@ -47,12 +48,6 @@ class RunResult:
     seconds: float = 0.0
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -69,7 +64,11 @@ def _changed_options(head: str, options: dict) -> dict:
 
 
 def plan_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> Path:
-    """The run directory this spec maps to (used to skip finished runs)."""
+    """The run directory this spec maps to (used to skip finished runs). Fills the spec in place:
+    every head option, and a monitor left unset (None) becomes the manifest's default, before the
+    identity is hashed, so every caller (fit, another shard's read-back, tune) finds the same folder."""
+    if spec.train.monitor is None:
+        spec.train = dataclasses.replace(spec.train, monitor=features.manifest.default_monitor)
     full = dataclasses.asdict(get_head(spec.head).Config())
     full.update(spec.head_options)
     spec.head_options = full
@@ -80,12 +79,15 @@ def plan_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> Path
 
 
 def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet | None = None,
-            log: Callable[[str], None] = print) -> RunResult:
+            log: Callable[[str], None] = print,
+            on_epoch_end: Callable[[int, dict], None] | None = None) -> RunResult:
     """Train `spec` unless its run directory is already finished; return its metrics.
-    A monitor left unset (None) becomes the manifest's default before the run's identity is hashed."""
+    A monitor left unset (None) becomes the manifest's default before the run's identity is hashed (plan_run).
+
+    on_epoch_end(epoch, record): called after each epoch with its history record (train loss terms,
+    dev metrics); an exception it raises (e.g. a tuner's "prune") stops the run and leaves no run dir."""
     manifest = features.manifest if features is not None else read_manifest(spec.manifest)
-    if spec.train.monitor is None:
-        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, monitor=manifest.default_monitor))
+    spec = dataclasses.replace(spec)  # plan_run fills it in place; the caller's spec stays as given
     if features is None:
         head_cls = get_head(spec.head)
         features = open_features(manifest, {k: Path(v) for k, v in spec.caches.items()},
@@ -97,7 +99,7 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
 
     train_rows(manifest)  # refuse before any folder is made
     t0 = time.time()
-    metrics = build_run_dir(out, lambda tmp: _train_and_write(spec, manifest, features, tmp, log))
+    metrics = build_run_dir(out, lambda tmp: _train_and_write(spec, manifest, features, tmp, log, on_epoch_end))
     return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
 
 
@@ -207,7 +209,8 @@ def _grad_scaler(enabled: bool):
     return torch.cuda.amp.GradScaler(enabled=enabled)
 
 
-def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, out: Path, log) -> dict:
+def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, out: Path, log,
+                     on_epoch_end=None) -> dict:
     tc = spec.train
     if tc.monitor not in MONITORS:
         raise ValueError(f"--monitor must be one of {sorted(MONITORS)}")
@@ -234,7 +237,7 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         head.to(device)
     else:
         history = _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_labels,
-                              class_weight, monitor, device, log)
+                              class_weight, monitor, device, log, on_epoch_end)
 
     # Predict every row (unlabeled ones too) with the selected model.
     probs = predict_probs(head, features, np.arange(len(manifest)), device, tc.workers, tc.amp)
@@ -255,7 +258,7 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
 
 
 def _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_labels, class_weight, monitor,
-                device, log) -> list[dict]:
+                device, log, on_epoch_end=None) -> list[dict]:
     tc = spec.train
     optimizer = _make_optimizer(head, spec)
     use_amp = device.type == "cuda" and tc.amp
@@ -285,6 +288,8 @@ def _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_label
         else:  # no labeled dev rows: no early stopping, keep the last epoch
             score = epoch
         history.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
         if score > best_score:
             best_score, best_epoch = score, epoch
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in head.state_dict().items()})

@@ -1,8 +1,10 @@
-"""Which shards this process writes: shard k belongs to process k % N.
+"""Which part of the work this process does: item k belongs to process k % N
+(cache shards in `extract`, grid runs in `compare`).
 
 N and i come from --num-shards/--shard-index, else from torchrun (WORLD_SIZE,
 RANK) or a SLURM job array (SLURM_ARRAY_TASK_COUNT, SLURM_ARRAY_TASK_ID minus
-SLURM_ARRAY_TASK_MIN), so independent processes fill one cache without a scheduler.
+SLURM_ARRAY_TASK_MIN), so independent processes fill one cache or one runs/
+folder without a scheduler.
 """
 from __future__ import annotations
 

@@ -1,0 +1,151 @@
+"""`msa-cache tune`: the space comes from field metadata, trials are run directories scored on
+dev only, pruned trials leave nothing, and several processes share one journal."""
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+optuna = pytest.importorskip("optuna")
+
+from msa_cache.runs.config import RunSpec, TrainConfig  # noqa: E402
+from msa_cache.runs.trainer import fit_run  # noqa: E402
+from msa_cache.runs.tune import fit_command, journal_storage, search_space, tune  # noqa: E402
+from msa_cache.search_space import Choice, Range  # noqa: E402
+from msa_cache_cli.main import main as cli  # noqa: E402
+from pooled_world import make_world  # noqa: E402
+
+QUIET = dict(log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("tune"))
+
+
+def _caches(cache_root: Path) -> dict[str, Path]:
+    return {"text": cache_root / "toy/toytext", "image": cache_root / "toy/toyimage"}
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_space_comes_from_the_config_fields_less_the_fixed_ones():
+    names = {p.name: p for p in search_space("ae-cat")}
+    assert set(names) == {"hidden", "dropout", "latent", "lambda_rec", "lr", "weight_decay"}
+    assert names["lr"].scope == "train" and names["lr"].space == Range(1e-4, 1e-2, log=True)
+    assert names["latent"].scope == "head" and isinstance(names["latent"].space, Choice)
+    assert names["latent"].default == 64
+    assert {p.name for p in search_space("mdse")} >= {"width", "lambda_macl", "dropout"}
+    assert {p.name for p in search_space("ae-cat", fixed={"latent", "lr"})} == {"hidden", "dropout", "lambda_rec",
+                                                                               "weight_decay"}
+    with pytest.raises(ValueError, match=r"head 'probe' .*ProbeConfig\) declares no search space: tune one of ab-add"):
+        search_space("probe")
+    with pytest.raises(ValueError, match="empty"):
+        Range(1.0, 1.0)
+
+
+def test_dry_run_prints_the_space_and_a_head_without_one_is_an_error(tmp_path):
+    r = CliRunner().invoke(cli, ["tune", "--head", "ae-cat", "--trials", "5", "--dry-run", "--latent", "32"])
+    assert r.exit_code == 0, r.output
+    assert re.search(r"lambda_rec\s+head\s+log-uniform \[0.01, 10\]", r.output)
+    assert re.search(r"lr\s+train\s+log-uniform \[0.0001, 0.01\]", r.output) and "fixed: latent" in r.output
+    assert not re.search(r"^\s+latent ", r.output, re.M)
+    bad = CliRunner().invoke(cli, ["tune", "--head", "probe", "--trials", "5", "--dry-run"])
+    assert bad.exit_code != 0 and "declares no search space" in bad.output and "Traceback" not in bad.output
+    assert bad.output.strip().count("\n") == 0
+
+
+def test_a_pruned_run_leaves_no_run_directory(world, tmp_path):
+    manifest, cache_root = world
+    spec = RunSpec(str(manifest), {k: str(v) for k, v in _caches(cache_root).items()}, "ae-cat", {},
+                   TrainConfig(max_epochs=5), 0)
+    seen = []
+
+    def stop(epoch, record):
+        seen.append((epoch, record["dev_weighted_f1"]))
+        if epoch == 2:
+            raise optuna.TrialPruned("epoch 2")
+
+    with pytest.raises(optuna.TrialPruned):
+        fit_run(spec, tmp_path, on_epoch_end=stop, **QUIET)
+    assert [e for e, _ in seen] == [1, 2] and all(0 <= s <= 1 for _, s in seen)
+    assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("*.tmp-*"))
+
+
+def test_the_objective_never_reads_test_labels(world, tmp_path):
+    """Same search on a manifest whose test labels are poisoned: same trials, same scores."""
+    clean_manifest, clean_cache = world
+    poisoned_manifest, poisoned_cache = make_world(tmp_path / "poisoned", poison_test=True)
+    before = _sha(clean_manifest)
+    results = []
+    for manifest, cache_root, runs in ((clean_manifest, clean_cache, tmp_path / "a"),
+                                       (poisoned_manifest, poisoned_cache, tmp_path / "b")):
+        res = tune(manifest, _caches(cache_root), "ae-cat", 5, train=TrainConfig(max_epochs=4), runs_root=runs,
+                   seeds=1, sampler_seed=7, **QUIET)
+        study = optuna.load_study(study_name=res.study_name, storage=journal_storage(res.storage))
+        results.append((res, [(t.state, t.value, t.params) for t in study.trials]))
+    (clean, clean_trials), (poisoned, poisoned_trials) = results
+    assert clean_trials == poisoned_trials and len(clean_trials) == 5
+    assert clean.best_value == poisoned.best_value
+    # the poison is real: the runs' test scores (which nothing chose by) differ
+    test = [json.loads((r.best_run / "metrics.json").read_text())["test"]["accuracy"] for r in (clean, poisoned)]
+    assert test[0] != test[1]
+    assert _sha(clean_manifest) == before
+
+
+def test_two_processes_share_one_journal(world, tmp_path):
+    manifest, cache_root = world
+    before = _sha(manifest)
+    journal = tmp_path / "study.journal"
+    args = ["tune", "--head", "ae-cat", "--trials", "7", "--storage", str(journal), "--max-epochs", "4",
+            "--seeds", "2", "--manifest", str(manifest), "--cache-root", str(cache_root), "--runs", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    procs = [subprocess.Popen([sys.executable, "-m", "msa_cache_cli.main", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+
+    name = re.search(r"study (ae-cat-\w+) in", outputs[0]).group(1)
+    trials = optuna.load_study(study_name=name, storage=journal_storage(journal)).trials
+    counted = [t for t in trials if not t.user_attrs.get("surplus")]
+    assert len(counted) == 7 and {t.state.name for t in counted} <= {"COMPLETE", "PRUNED"}
+    assert sum(int(re.search(r"this process ran (\d+) trial", out).group(1)) for out in outputs) == 7
+
+    # every finished trial is a run directory; pruned ones left none
+    complete = [t for t in counted if t.state.name == "COMPLETE"]
+    families = {p.parent.parent for p in (tmp_path / "toy").rglob("metrics.json")}
+    assert families == {Path(t.user_attrs["run"]).parent for t in complete}
+    best = max(complete, key=lambda t: t.value)
+    assert (Path(best.user_attrs["run"]) / "metrics.json").is_file()
+    listed = CliRunner().invoke(cli, ["compare", "--heads", "", "--all-runs", "--manifest", str(manifest),
+                                      "--cache-root", str(cache_root), "--runs", str(tmp_path)])
+    assert listed.exit_code == 0 and listed.output.count("| ae-cat") == len(complete), listed.output
+
+    # the process that found no trial running printed the best config as a `fit` command that
+    # reproduces it: running that command finds every seed already finished
+    final = [out for out in outputs if "reproduce: " in out]
+    assert final, outputs
+    command = re.search(r"reproduce: (.*)", final[0]).group(1)
+    assert "seed 1: dev weighted-f1" in final[0]
+    r = CliRunner().invoke(cli, shlex.split(command)[1:])
+    assert r.exit_code == 0 and r.output.count("already finished, skipped") == 2, r.output
+    assert best.user_attrs["run"] in r.output
+    assert _sha(manifest) == before
+
+
+def test_fit_command_flags(world):
+    manifest, cache_root = world
+    spec = RunSpec(str(manifest), {k: str(v) for k, v in _caches(cache_root).items()}, "mdse",
+                   {"width": 128, "macl": False}, TrainConfig(lr=0.002, text_pool="mean", amp=False), 0)
+    cmd = fit_command(spec, "runs", [0, 1])
+    assert "--no-macl --width 128" in cmd and "--lr 0.002" in cmd and "--text-pool mean" in cmd
+    assert "--no-amp" in cmd and "--text-cache toytext" in cmd and cmd.endswith("--seed 0 --seed 1")
+    assert "--device" not in cmd
