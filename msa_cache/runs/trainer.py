@@ -34,6 +34,7 @@ from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
 from msa_cache.runs.config import RunSpec, config_hash, run_dir
 from msa_cache.runs.features import FeatureSet, open_features
+from msa_cache.runs.folds import run_roles
 from msa_cache.runs.metrics import MONITOR_KEYS, MONITORS, classification_metrics
 
 PREDICT_BATCH = 256
@@ -220,9 +221,10 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
     seed_everything(spec.seed)
     device = resolve_device(tc.device)
     labels, modality_labels = _labels(manifest)
-    splits = np.array(manifest.column("split"))
-    train_idx = np.flatnonzero((splits == "train") & (labels >= 0))
-    dev_idx = np.flatnonzero((splits == "dev") & (labels >= 0))
+    roles = run_roles(np.array(manifest.column("split")), labels, spec.cv_folds, spec.cv_fold, spec.cv_seed,
+                      refit=spec.refit is not None)
+    train_idx = np.flatnonzero((roles == "train") & (labels >= 0))
+    dev_idx = np.flatnonzero((roles == "dev") & (labels >= 0))
     if len(train_idx) == 0:
         raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
     classes = manifest.classes
@@ -235,13 +237,19 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
     if getattr(head, "fit_mode", None) == "closed_form":
         features.load_pooled()
         x = lambda idx: {m: features.pooled[m][idx].float().numpy() for m in head.spec}  # noqa: E731
+        if spec.refit is not None:  # refit: the C the folds chose, nothing left to pick on
+            head.grid = [_refit_value(spec, "C")]
+            dev_idx = train_idx
         info = head.fit_closed_form(x(train_idx), labels[train_idx], x(dev_idx), labels[dev_idx], monitor,
                                     class_weight=None if class_weight is None else class_weight.numpy(),
                                     seed=spec.seed)
         history.append({"epoch": 0, **{k: v for k, v in info.items()}})
         head.to(device)
     else:
-        history = _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_labels,
+        loop_spec = spec
+        if spec.refit is not None:  # no dev rows: the loop runs the folds' epoch count and keeps the last
+            loop_spec = dataclasses.replace(spec, train=dataclasses.replace(tc, max_epochs=int(_refit_value(spec, "epochs"))))
+        history = _train_loop(head, loop_spec, features, train_idx, dev_idx, labels, modality_labels,
                               class_weight, monitor, device, log)
 
     # Predict every row (unlabeled ones too) with the selected model.
@@ -259,16 +267,26 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         "device": str(device),
         "versions": library_versions(),
     }
-    return write_run(out, manifest, probs, head.state_dict(), history, config, f"{spec.head} seed {spec.seed}: dev")
+    return write_run(out, manifest, probs, head.state_dict(), history, config, f"{spec.head} seed {spec.seed}: dev",
+                     splits=roles)
+
+
+def _refit_value(spec: RunSpec, key: str):
+    if key not in spec.refit:
+        raise ValueError(f"refit of a '{spec.head}' run needs '{key}' from the folds, got {spec.refit}")
+    return spec.refit[key]
 
 
 def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict, history: list[dict],
-              config: dict, title: str) -> dict:
+              config: dict, title: str, splits: np.ndarray | None = None) -> dict:
     """A run directory's files from the selected model's probabilities for every manifest row
-    (shared by cached-feature and fine-tune runs); metrics.json is written last."""
+    (shared by cached-feature and fine-tune runs); metrics.json is written last.
+
+    splits: each row's role in this run (default: the manifest's split; a cross-validation
+    fold's held-out rows are its "dev"); metrics and the predictions' split column use it."""
     out.mkdir(parents=True, exist_ok=True)  # a long fine-tune writes only now; its folder may have been swept
     labels, _ = _labels(manifest)
-    splits = np.array(manifest.column("split"))
+    splits = np.array(manifest.column("split")) if splits is None else np.asarray(splits)
     classes = manifest.classes
     preds = probs.argmax(1)
     metrics = {}
