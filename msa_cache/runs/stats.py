@@ -129,6 +129,7 @@ class RowStats:
     p_probe: float | None = None  # ... vs the reference row (probe)
     mcnemar_top: float | None = None  # McNemar on accuracy vs the top row
     mcnemar_probe: float | None = None
+    n_resamples: int = N_RESAMPLES
 
     @property
     def tied_with_top(self) -> bool:
@@ -146,7 +147,8 @@ def compare_rows(y: np.ndarray, preds: dict[str, np.ndarray], num_classes: int, 
     correct = {name: np.atleast_2d(p) == y[None, :] for name, p in preds.items()}
     out = {}
     for name, p in preds.items():
-        st = RowStats(point_scores(y, p, num_classes), {m: percentile_interval(boot[name][m]) for m in METRIC_NAMES})
+        st = RowStats(point_scores(y, p, num_classes), {m: percentile_interval(boot[name][m]) for m in METRIC_NAMES},
+                      n_resamples=n_resamples)
         if top is not None and name != top:
             st.p_top = paired_bootstrap_p(boot[name][monitor], boot[top][monitor])
             st.mcnemar_top = mcnemar_p(correct[name], correct[top])[0]
