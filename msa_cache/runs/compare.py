@@ -22,7 +22,7 @@ from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.runs.config import RunSpec, TrainConfig
 from msa_cache.runs.features import open_features
-from msa_cache.runs.cv import finished_cv_seeds, fit_cv, metrics_of
+from msa_cache.runs.cv import CVResult, cv_predictions, finished_cv_seeds, fit_cv, metrics_of
 from msa_cache.runs.metrics import MONITOR_KEYS
 from msa_cache.runs.predictions import SplitPredictions, family_predictions, stack
 from msa_cache.runs.stats import N_RESAMPLES, RowStats, compare_rows
@@ -169,19 +169,16 @@ def cv_entry(head: str, options: dict, results: list) -> Entry:
 
 def finished_cv_entries(runs_dir: str | Path, num_folds: int, skip: set[Path] = frozenset()) -> list[Entry]:
     """One CV row per family folder under runs/<manifest>/ with `num_folds` finished folds for some seed."""
-    from msa_cache.runs.cv import CVResult, cv_predictions
-
     runs_dir = Path(runs_dir)
     found = []
     for family in sorted(p for p in runs_dir.glob(f"*-cv{num_folds}-*") if p.is_dir() and p.resolve() not in skip):
         results = []
-        for seed_dir, folds, refits in finished_cv_seeds(family):
+        for seed_dir, folds, refit in finished_cv_seeds(family):
             if len(folds) != num_folds:
                 continue
             classes, preds = cv_predictions(folds)
-            r = CVResult(seed_dir, [RunResult(f, {}, True) for f in folds], classes, preds, metrics_of(preds, classes))
-            r.refit = RunResult(refits[-1], {}, True) if refits else None
-            results.append(r)
+            results.append(CVResult(seed_dir, [RunResult(f, {}, True) for f in folds], classes, preds,
+                                    metrics_of(preds, classes), None if refit is None else RunResult(refit, {}, True)))
         if results:
             found.append((family.name, results))
     short = [name.rsplit("-", 1)[0].removesuffix(f"-cv{num_folds}") for name, _ in found]

@@ -86,5 +86,10 @@ def run_dir(runs_root: str | Path, manifest_name: str, spec: RunSpec, chash: str
         return Path(runs_root) / manifest_name / f"{spec.head}{slug}-{chash}" / f"seed-{spec.seed}"
     seed_dir = Path(runs_root) / manifest_name / f"{spec.head}{slug}-cv{spec.cv_folds}-{chash}" / f"seed-{spec.seed}"
     if spec.refit is not None:
-        return seed_dir / ("refit" + "".join(f"-{k}{v}" for k, v in sorted(spec.refit.items())))
+        return seed_dir / refit_name(spec.refit)
     return seed_dir / f"fold-{spec.cv_fold}"
+
+
+def refit_name(refit: dict) -> str:
+    """Folder of a refit run inside its CV seed directory, e.g. refit-epochs7 or refit-C0.1."""
+    return "refit" + "".join(f"-{k}{v}" for k, v in sorted(refit.items()))

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from msa_cache.runs.config import RunSpec
+from msa_cache.runs.config import RunSpec, refit_name
 from msa_cache.runs.features import FeatureSet
 from msa_cache.runs.metrics import classification_metrics
 from msa_cache.runs.predictions import SplitPredictions, concat_rows, read_run_predictions
@@ -102,8 +102,9 @@ def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: Featu
     return result
 
 
-def finished_cv_seeds(family: Path) -> list[tuple[Path, list[Path], list[Path]]]:
-    """(seed dir, fold runs, refit runs) of each seed of a CV family folder whose folds all finished."""
+def finished_cv_seeds(family: Path) -> list[tuple[Path, list[Path], Path | None]]:
+    """(seed dir, fold runs, refit run or None) of each seed of a CV family folder whose folds all
+    finished; the refit is the one trained with what these folds chose."""
     out = []
     for seed_dir in sorted(p for p in family.glob("seed-*") if p.is_dir()):
         config = next((c for c in sorted(seed_dir.glob("fold-*/config.json"))), None)
@@ -112,6 +113,6 @@ def finished_cv_seeds(family: Path) -> list[tuple[Path, list[Path], list[Path]]]
         k = int(json.loads(config.read_text())["spec"].get("cv_folds", 0))
         folds = [seed_dir / f"fold-{i}" for i in range(k)]
         if k and all((f / "metrics.json").is_file() for f in folds):
-            refits = sorted(p for p in seed_dir.glob("refit*") if (p / "metrics.json").is_file())
-            out.append((seed_dir, folds, refits))
+            refit = seed_dir / refit_name(refit_choice(folds))
+            out.append((seed_dir, folds, refit if (refit / "metrics.json").is_file() else None))
     return out
