@@ -19,8 +19,10 @@ from typing import Callable
 
 import numpy as np
 
+from msa_cache.heads import get_head
+from msa_cache.manifest import read_manifest
 from msa_cache.runs.config import RunSpec, refit_name
-from msa_cache.runs.features import FeatureSet
+from msa_cache.runs.features import FeatureSet, open_features
 from msa_cache.runs.metrics import classification_metrics
 from msa_cache.runs.predictions import SplitPredictions, concat_rows, read_run_predictions
 from msa_cache.runs.trainer import RunResult, fit_run
@@ -84,6 +86,10 @@ def refit_choice(fold_runs: list[Path]) -> dict:
 def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: FeatureSet | None = None,
            refit: bool = False, log: Callable[[str], None] = print) -> CVResult:
     """Train (or read back) the K folds of `spec`'s seed, and the refit when asked."""
+    if features is None:  # open the caches once for all folds
+        features = open_features(read_manifest(spec.manifest), {k: Path(v) for k, v in spec.caches.items()},
+                                 text_pool=spec.train.text_pool,
+                                 hidden_layers=getattr(get_head(spec.head), "uses_hidden_layers", False))
     folds = []
     for fs in fold_specs(spec, num_folds):
         r = fit_run(fs, runs_root, features, log=log)
