@@ -187,10 +187,13 @@ def finished_cv_entries(runs_dir: str | Path, num_folds: int, skip: set[Path] = 
 
 
 def seed_ensembles(entries: list[Entry]) -> list[Entry]:
-    """One extra row per row with >= 2 seeds: the mean of its seeds' probabilities."""
+    """One extra row per row with >= 2 seeds: the mean of its seeds' probabilities (none where
+    every seed predicts the same probabilities, e.g. the closed-form probe: it would repeat the row)."""
     out = []
     for e in entries:
         if e.kind == "ensemble" or e.n_seeds < 2 or not e.predictions():
+            continue
+        if all(np.array_equal(p.probs, np.broadcast_to(p.probs[:1], p.probs.shape)) for p in e.predictions().values()):
             continue
         ens = {s: p.ensemble() for s, p in e.predictions().items() if s in ("dev", "test")}
         run = RunResult(e.results[0].path.parent, metrics_of(ens, e.classes), skipped=True)
@@ -388,18 +391,23 @@ def _bar_chart(entries: list[Entry], path: Path, monitor: str = "weighted-f1") -
     key = MONITOR_KEYS[monitor]
     shown = [e for e in entries if e.stat("dev", key) is not None]
     metrics = [key] + (["accuracy"] if key != "accuracy" else [])
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(shown) + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(shown) + 2))
     y = np.arange(len(shown))
+    low, high = 100.0, 0.0
     for i, m in enumerate(metrics):
         means, err = _error_bars(shown, m)
         ax.barh(y + (0.4 * i - 0.2 * (len(metrics) - 1)), means, 0.4, xerr=err, capsize=2,
                 label=m.replace("_", " "))
+        low, high = min(low, *(np.array(means) - err[0])), max(high, *(np.array(means) + err[1]))
+    # Zoom on the scores: from 0 every bar looks the same length.
+    ax.set_xlim(max(0.0, low - 3), min(100.0, high + 2))
     ax.set_yticks(y, [e.label + (" *" if e.stats.get("dev") and e.stats["dev"].tied_with_top else "")
                       for e in shown])
     ax.invert_yaxis()
     sel = _split_name(entries, "dev")
-    ax.set_xlabel(f"{sel} score (%), mean over seeds; bars: 95% bootstrap interval (* = not distinguishable from top)")
-    ax.legend(loc="lower right")
+    ax.set_xlabel(f"{sel} score (%), mean over seeds")
+    ax.set_title("error bars: 95% bootstrap interval; * = not distinguishable from the top row", fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08 - 0.3 / max(len(shown), 1)), ncol=len(metrics))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
