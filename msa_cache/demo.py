@@ -43,7 +43,7 @@ def run_demo(root: str | Path | None = None, workdir: str | Path = ".", seeds: i
     from msa_cache.demo_data import make_synthetic_dataset
     from msa_cache.extract import extract
     from msa_cache.manifest.build import build_manifest
-    from msa_cache.runs.compare import compare, leaderboard_markdown, write_leaderboard
+    from msa_cache.runs.compare import compare, leaderboard_markdown, summarise, write_leaderboard
 
     workdir = Path(workdir)
     data = find_mvsa(root)
@@ -73,7 +73,8 @@ def run_demo(root: str | Path | None = None, workdir: str | Path = ".", seeds: i
     train = TrainConfig(text_pool="mean", max_epochs=max_epochs)
     entries = compare(manifest_path, caches, heads or DEMO_HEADS, {}, list(range(seeds)), train,
                       workdir / "runs", log=log)
-    paths = write_leaderboard(entries, workdir / "runs" / name / "leaderboard")
-    log("\n" + leaderboard_markdown(entries))
+    entries = summarise(entries, train.monitor)  # + seed ensembles, intervals, paired tests
+    paths = write_leaderboard(entries, workdir / "runs" / name / "leaderboard", train.monitor)
+    log("\n" + leaderboard_markdown(entries, train.monitor))
     log("written: " + ", ".join(str(p) for p in paths))
     return entries

@@ -348,7 +348,7 @@ def leaderboard_markdown(entries: list[Entry], monitor: str = "weighted-f1") -> 
         n = next(st.n_resamples for e in entries for st in e.stats.values())
         out += (f"\nScores in %, mean ± std over seeds. 95% CI: percentile bootstrap over examples, seeds pooled "
                 f"({n} resamples, RNG seed 0). p: paired bootstrap of {mname} on the same examples; "
-                f"McNemar: exact test on accuracy. Top row: picked on {sel}; ≈: not distinguishable from it "
+                f"McNemar: exact test on accuracy (discordant rows averaged over seed pairs). Top row: picked on {sel}; ≈: not distinguishable from it "
                 f"(p ≥ 0.05). Test scores never pick anything.\n")
         if sel == "cv":
             out += "cv: out-of-fold predictions of every labeled train+dev row; test: mean of the fold models.\n"
