@@ -8,13 +8,16 @@ import click
 from msa_cache.heads import make_config
 from msa_cache.manifest import read_manifest
 from msa_cache.partition import resolve_partition
-from msa_cache.runs.compare import compare, write_leaderboard, leaderboard_markdown
-from msa_cache.runs.config import RunSpec
+from msa_cache.runs.compare import compare, leaderboard_markdown, summarise, write_leaderboard
+from msa_cache.runs.config import RunSpec, monitor_for
+from msa_cache.runs.cv import fit_cv
+from msa_cache.runs.export import export_test
+from msa_cache.runs.stats import N_RESAMPLES
 from msa_cache.runs.features import resolve_caches
 from msa_cache.runs.trainer import fit_run
 
 from msa_cache_cli.options import (
-    data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest, train_options,
+    cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest, train_options,
 )
 
 
@@ -30,10 +33,11 @@ def _caches(kwargs: dict) -> tuple[Path, dict[str, Path]]:
 @click.option("--head", required=True, type=click.Choice(head_names()), help="which head to train")
 @click.option("--seed", "seeds", type=click.IntRange(0, 2**32 - 1), multiple=True, default=(0,), show_default=True,
               help="random seed; repeat for several runs (--seed 0 --seed 1 --seed 2)")
+@cv_options
 @data_options
 @train_options
 @head_flags(multi=False)
-def fit_cmd(head, seeds, **kwargs):
+def fit_cmd(head, seeds, cv, cv_seed, refit, **kwargs):
     """Train one head on cached features (one run directory per seed).
 
     \b
@@ -45,14 +49,30 @@ def fit_cmd(head, seeds, **kwargs):
     runs_root = kwargs.pop("runs_root")
     manifest_path, caches = _caches(kwargs)
     train = pop_train_config(kwargs)
+    if refit and not cv:
+        raise click.UsageError("--refit goes with --cv K (it trains for the epoch count the folds chose)")
     for seed in seeds:
-        spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options), train, seed)
+        spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options), train, seed,
+                       cv_folds=cv, cv_seed=cv_seed)
+        if cv:
+            _echo_cv(fit_cv(spec, cv, runs_root, refit=refit, log=click.echo))
+            continue
         r = fit_run(spec, runs_root, log=click.echo)
         state = "already finished, skipped" if r.skipped else f"trained in {r.seconds:.1f}s"
         click.echo(f"{r.path}  ({state})")
         for split, m in r.metrics.items():
             click.echo(f"  {split:<5} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
                        f"weighted-F1 {m['weighted_f1']:.4f}  (n={m['n']})")
+
+
+def _echo_cv(r) -> None:
+    click.echo(f"{r.path}  ({len(r.folds)} folds)")
+    for split, m in r.metrics.items():
+        name = "out-of-fold" if split == "dev" else f"{split} (mean of the fold models)"
+        click.echo(f"  {name:<5} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+                   f"weighted-F1 {m['weighted_f1']:.4f}  (n={m['n']})")
+    if r.refit is not None:
+        click.echo(f"  refit: {r.refit.path}")
 
 
 @click.command("compare")
@@ -68,10 +88,18 @@ def fit_cmd(head, seeds, **kwargs):
               help="split the grid over N processes (default: torchrun/SLURM array variables, else 1)")
 @click.option("--shard-index", type=click.IntRange(0), default=None,
               help="this process trains grid runs k with k % N == INDEX")
+@click.option("--resamples", type=click.IntRange(100), default=N_RESAMPLES, show_default=True,
+              help="bootstrap resamples for the intervals and paired tests")
+@click.option("--no-ensembles", is_flag=True, help="leave out the seed-ensemble rows")
+@click.option("--export-test", "export_dir", default=None, type=click.Path(file_okay=False),
+              help="write each family's test predictions here in the dataset's own layout "
+                   "(CLMLF: json list of {id, emotion_label}), to score where the test labels are")
+@cv_options
 @data_options
 @train_options
 @head_flags(multi=True)
-def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, num_shards, shard_index, **kwargs):
+def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, num_shards, shard_index, resamples, no_ensembles,
+                export_dir, cv, cv_seed, refit, **kwargs):
     """Run a grid of heads x options x seeds (finished runs are skipped) and print the leaderboard.
 
     \b
@@ -92,8 +120,13 @@ def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, num_shards, shard_in
     for h in head_list:
         if h not in head_names():
             raise click.BadParameter(f"unknown head '{h}'; choose from {', '.join(head_names())}", param_hint="--heads")
+    if refit and not cv:
+        raise click.UsageError("--refit goes with --cv K (it trains for the epoch count the folds chose)")
+    if cv and partition.count > 1:
+        raise click.UsageError("--cv runs its grid in one process; leave out --num-shards/--shard-index "
+                               "(and the torchrun/SLURM array variables) for a cross-validated grid")
     entries = compare(manifest_path, caches, head_list, grid, list(range(seeds)), train, runs_root, log=click.echo,
-                      all_runs=all_runs, partition=partition)
+                      all_runs=all_runs, partition=partition, cv=cv, cv_seed=cv_seed, refit=refit)
     pending = sum(e.pending for e in entries)
     if pending:
         click.echo(f"leaderboard not written: {pending} grid run(s) of other shards are not finished; the last "
@@ -101,7 +134,14 @@ def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, num_shards, shard_in
         return
     if not entries:
         raise click.UsageError(f"no runs to list: give --heads, or --all-runs once {runs_root} has finished runs")
-    prefix = leaderboard_prefix or Path(runs_root) / read_manifest(manifest_path).name / "leaderboard"
-    paths = write_leaderboard(entries, prefix)
-    click.echo("\n" + leaderboard_markdown(entries))
+    manifest = read_manifest(manifest_path)
+    monitor = monitor_for(train, manifest)
+    entries = summarise(entries, monitor, ensembles=not no_ensembles, n_resamples=resamples)
+    name = f"leaderboard-cv{cv}" if cv else "leaderboard"
+    prefix = leaderboard_prefix or Path(runs_root) / manifest.name / name
+    paths = write_leaderboard(entries, prefix, monitor)
+    click.echo("\n" + leaderboard_markdown(entries, monitor))
     click.echo("written: " + ", ".join(str(p) for p in paths))
+    if export_dir is not None:
+        written = export_test(entries, manifest, export_dir)
+        click.echo(f"test predictions of {len(written)} families written to {export_dir}")

@@ -118,6 +118,20 @@ def data_options(fn):
     return fn
 
 
+def cv_options(fn):
+    opts = [
+        click.option("--cv", type=int, default=0, show_default=True,
+                     help="K-fold cross-validation on train+dev pooled (stratified; test untouched): K runs per "
+                          "seed, scored on their out-of-fold predictions; 0 = the manifest's own split"),
+        click.option("--cv-seed", type=int, default=0, show_default=True, help="seed of the fold assignment"),
+        click.option("--refit", is_flag=True,
+                     help="with --cv: also train on all of train+dev for the median of the folds' best epochs"),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
 def train_options(fn):
     """Trainer settings (TrainConfig)."""
     d = TrainConfig()

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from msa_cache.runs.config import TrainConfig
+from msa_cache.runs.config import TrainConfig, monitor_for
 
 DEMO_HEADS = ["uni-text", "uni-image", "probe", "late", "ae-cat", "ae-add", "ab-cat", "ab-add", "mha"]
 DEMO_ENCODERS = ["minilm", "efficientnet-lite0"]
@@ -42,8 +42,9 @@ def run_demo(root: str | Path | None = None, workdir: str | Path = ".", seeds: i
     from msa_cache.cache.reader import list_caches
     from msa_cache.demo_data import make_synthetic_dataset
     from msa_cache.extract import extract
+    from msa_cache.manifest import read_manifest
     from msa_cache.manifest.build import build_manifest
-    from msa_cache.runs.compare import compare, leaderboard_markdown, write_leaderboard
+    from msa_cache.runs.compare import compare, leaderboard_markdown, summarise, write_leaderboard
 
     workdir = Path(workdir)
     data = find_mvsa(root)
@@ -73,7 +74,9 @@ def run_demo(root: str | Path | None = None, workdir: str | Path = ".", seeds: i
     train = TrainConfig(text_pool="mean", max_epochs=max_epochs)
     entries = compare(manifest_path, caches, heads or DEMO_HEADS, {}, list(range(seeds)), train,
                       workdir / "runs", log=log)
-    paths = write_leaderboard(entries, workdir / "runs" / name / "leaderboard")
-    log("\n" + leaderboard_markdown(entries))
+    monitor = monitor_for(train, read_manifest(manifest_path))
+    entries = summarise(entries, monitor)  # + seed ensembles, intervals, paired tests
+    paths = write_leaderboard(entries, workdir / "runs" / name / "leaderboard", monitor)
+    log("\n" + leaderboard_markdown(entries, monitor))
     log("written: " + ", ".join(str(p) for p in paths))
     return entries

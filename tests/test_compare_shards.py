@@ -65,7 +65,7 @@ def test_two_processes_make_the_runs_of_one_process(world, tmp_path):
     # whichever shard finished last wrote the full leaderboard, identical to the one-process one
     board = (tmp_path / "two" / "toy" / "leaderboard.md").read_text()
     assert board == (tmp_path / "one" / "toy" / "leaderboard.md").read_text()
-    assert board.count("| 2 |") == 3
+    assert board.count("| 2 |") == 6  # 3 families of 2 seeds, each with its seed-ensemble row
 
 
 def test_a_shard_alone_trains_its_part_and_leaves_the_leaderboard(world, tmp_path):
@@ -82,5 +82,5 @@ def test_a_shard_alone_trains_its_part_and_leaves_the_leaderboard(world, tmp_pat
     r = CliRunner().invoke(cli, ["compare", "--heads", "uni-text,ae-cat", "--latent", "8", "--seeds", "2",
                                  "--max-epochs", "1", "--shard-index", "0", "--num-shards", "2", *common])
     assert r.exit_code == 0 and "another shard's, finished" in r.output, r.output
-    assert (tmp_path / "toy" / "leaderboard.md").read_text().count("| 2 |") == 2
+    assert (tmp_path / "toy" / "leaderboard.md").read_text().count("| 2 |") == 4  # 2 families + 2 seed ensembles
     assert not list((tmp_path / "toy").glob(".leaderboard.tmp-*"))

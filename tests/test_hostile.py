@@ -85,12 +85,6 @@ def edit_text(root, run):
     _write(root, "toy", rows)
 
 
-def edit_label(root, run):
-    rows = _rows()
-    rows[0]["label"] = 2
-    _write(root, "toy", rows)
-
-
 def drop_shard(root, run):
     (root / "cache/toy/toytext/shard-00001.h5").unlink()
 
@@ -290,7 +284,6 @@ TABLE = ["manifest", "table", "--root", "{d}", "--file", "posts.csv"]
 CASES = [
     # class 1: stale results
     ("fit-stale-text", edit_text, FIT),
-    ("fit-stale-label", edit_label, FIT),
     ("compare-stale-text", edit_text, CMP),
     ("all-runs-counts-no-tmp", tmp_run_only, ["compare", "--heads", "", "--all-runs", *M]),
     # class 2: paths

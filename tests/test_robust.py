@@ -54,6 +54,18 @@ def test_stale_manifest_is_refused_not_trained_on(world):
     assert not (root / "runs").exists()
 
 
+def test_relabeled_manifest_reuses_the_features_but_not_the_runs(world):
+    """Labels and splits do not change features: a cache stays usable after a label fix (its inputs'
+    fingerprint matches), while the run, whose identity hashes the whole manifest, is new."""
+    root, manifest, caches = world
+    first = fit_run(_spec(manifest, caches), root / "runs", log=lambda m: None)
+    rows = _rows()
+    rows[0]["label"] = (rows[0]["label"] + 1) % 3
+    _write(root, "toy", rows)
+    again = fit_run(_spec(manifest, caches), root / "runs", log=lambda m: None)
+    assert not again.skipped and again.path != first.path
+
+
 def test_run_identity_covers_extraction_settings(world):
     """Re-extracting a cache with another max length (or cleaning, dtype, ...) gives another run."""
     root, manifest, caches = world

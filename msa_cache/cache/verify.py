@@ -125,15 +125,20 @@ def _check_ids(ids: list[str], attrs: dict, manifest, res: VerifyResult) -> None
 def manifest_mismatch(cache_ids: list[str], attrs: dict, manifest: Manifest) -> str | None:
     """Why a cache (its ids and provenance attrs) was not made from `manifest` as it is now; None if it was.
 
-    Ids alone are not enough: a manifest with one edited text or label keeps its ids, and its
-    cache would then silently hold features of the old rows (the fingerprint covers them)."""
+    Ids alone are not enough: a manifest with one edited text keeps its ids, and its cache would
+    then silently hold features of the old rows (the fingerprint covers them). A manifest whose
+    labels or splits alone changed still fits a cache that recorded its inputs' fingerprint
+    (texts, pairs, images): the features do not depend on labels, and runs hash the full
+    manifest fingerprint into their identity anyway."""
     want = manifest.ids
     if want != cache_ids:
         row = next((i for i, (a, b) in enumerate(zip(want, cache_ids)) if a != b), min(len(want), len(cache_ids)))
         return (f"ids differ from manifest {manifest.name} at row {row} "
                 f"(manifest {want[row] if row < len(want) else '<end>'}, "
                 f"cache {cache_ids[row] if row < len(cache_ids) else '<end>'}): the cache belongs to another manifest")
-    if manifest.fingerprint() != attrs.get("manifest_fingerprint"):
+    inputs = attrs.get("inputs_fingerprint")
+    if manifest.fingerprint() != attrs.get("manifest_fingerprint") and (inputs is None
+                                                                        or inputs != manifest.inputs_fingerprint()):
         return (f"manifest {manifest.name} changed since extraction (fingerprint {manifest.fingerprint()} vs "
                 f"{attrs.get('manifest_fingerprint')})")
     return None

@@ -65,6 +65,7 @@ class CachePlan:
             "manifest_name": manifest.name,
             "manifest_path": str(manifest.path) if manifest.path else None,
             "manifest_fingerprint": manifest.fingerprint(),
+            "inputs_fingerprint": manifest.inputs_fingerprint(),  # what the features depend on (not labels)
             "manifest_rows": len(ids),
             "ids_sha256": ids_sha256(ids),
             "dtype": dtype,

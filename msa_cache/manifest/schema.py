@@ -157,11 +157,19 @@ class Manifest:
     def fingerprint(self) -> str:
         """Hash of the content that matters to caches and runs: ids, texts (and text pairs), images,
         labels (and per-modality labels), splits, classes."""
-        h = hashlib.sha256()
-        h.update(json.dumps(self.meta.classes).encode())
-        for col in ("id", "text", "image", "label", "split", "image_ok"):
+        return self._hash(("id", "text", "image", "label", "split", "image_ok"), _FINGERPRINT_IF_PRESENT,
+                          prefix=json.dumps(self.meta.classes).encode())
+
+    def inputs_fingerprint(self) -> str:
+        """Hash of what the encoders read: ids, texts (and text pairs), images and their usability.
+        Labels and splits are not in it: a cache stays valid when only they change."""
+        return self._hash(("id", "text", "image", "image_ok", "text_ok"), ("text_pair",))
+
+    def _hash(self, columns: tuple, if_present: tuple, prefix: bytes = b"") -> str:
+        h = hashlib.sha256(prefix)
+        for col in columns:
             h.update(json.dumps(self.column(col), ensure_ascii=False).encode("utf-8"))
-        for col in _FINGERPRINT_IF_PRESENT:
+        for col in if_present:
             if self.table.column(col).null_count < self.table.num_rows:
                 h.update(col.encode())
                 h.update(json.dumps(self.column(col), ensure_ascii=False).encode("utf-8"))

@@ -22,10 +22,13 @@ import numpy as np
 from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.partition import Partition
-from msa_cache.runs.config import RunSpec, TrainConfig
+from msa_cache.runs.config import RunSpec, TrainConfig, monitor_for
 from msa_cache.runs.features import open_features
+from msa_cache.runs.cv import CVResult, cv_predictions, finished_cv_seeds, fit_cv, metrics_of
 from msa_cache.runs.metrics import MONITOR_KEYS
+from msa_cache.runs.predictions import SplitPredictions, family_predictions, stack
 from msa_cache.runs.rundir import finished_seeds, is_finished, read_metrics, stale_tmp_dirs
+from msa_cache.runs.stats import N_RESAMPLES, RowStats, compare_rows
 from msa_cache.runs.trainer import RunResult, fit_run, plan_run
 
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
@@ -70,11 +73,33 @@ class Entry:
     options: dict
     results: list[RunResult] = field(default_factory=list)
     pending: int = 0  # grid runs of other shards not finished yet
+    # Seed-ensemble and cross-validation rows carry their predictions (and `results` hold
+    # metrics computed from them); plain rows read predictions.parquet of their runs.
+    preds: dict[str, SplitPredictions] | None = None
+    classes: list[str] | None = None
+    kind: str = "seeds"  # "seeds" | "ensemble" | "cv"
+    members: int | None = None  # seeds behind an ensemble row
+    refits: list[Path] = field(default_factory=list)  # CV rows: refit runs on all of train+dev
+    stats: dict[str, RowStats] = field(default_factory=dict)  # split -> interval and tests
 
     @property
     def label(self) -> str:
         opts = " ".join(f"{k}={v}" for k, v in sorted(self.options.items()))
         return f"{self.head} {opts}".strip()
+
+    @property
+    def n_seeds(self) -> int:
+        return self.members if self.members is not None else len(self.results)
+
+    def predictions(self) -> dict[str, SplitPredictions]:
+        """Per split, the row's predictions ([seeds, rows, classes]); {} where its runs have none."""
+        if self.preds is None:
+            runs = [r.path for r in self.results]
+            if not runs or not all((p / "predictions.parquet").is_file() for p in runs):
+                self.preds, self.classes = {}, None
+            else:
+                self.classes, self.preds = family_predictions(runs)
+        return self.preds
 
     def stat(self, split: str, metric: str) -> tuple[float, float] | None:
         vals = [r.metrics[split][metric] for r in self.results if split in r.metrics]
@@ -86,7 +111,8 @@ class Entry:
 def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str], grid: dict[str, list],
             seeds: list[int], train: TrainConfig, runs_root: str | Path = "runs",
             log: Callable[[str], None] = print, all_runs: bool = False,
-            partition: Partition = Partition()) -> list[Entry]:
+            partition: Partition = Partition(), cv: int = 0, cv_seed: int = 0,
+            refit: bool = False) -> list[Entry]:
     """Train the grid (finished runs are read back, not retrained) and return its entries, best first.
 
     partition: train only this shard's part of the (head, options, seed) grid (`shard_grid`);
@@ -94,7 +120,13 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
 
     all_runs: also list every other finished run family of this manifest: other options,
     other seeds' grids, and `finetune` runs, which share the run directory format.
+    cv: K > 0 cross-validates every configuration on K folds of train+dev instead (rows
+    scored on their out-of-fold predictions; see runs/cv.py); refit: also train each on
+    all of train+dev with the folds' epoch count. With all_runs, other finished CV families.
     """
+    if cv:
+        return _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log, all_runs, cv,
+                           cv_seed, refit)
     manifest = read_manifest(manifest_path)
     features = {}  # one FeatureSet per (text_pool, hidden layers) so pooled arrays load once
     entries = []
@@ -135,13 +167,118 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
         stale = [p for family in sorted((Path(runs_root) / manifest.name).glob("*/")) for p in stale_tmp_dirs(family)]
         if stale:  # not counted; the next run built in their family removes them
             log(f"ignored {len(stale)} unfinished run folder(s) of stopped processes, e.g. {stale[0]}")
-    return sort_entries(entries, train.monitor or manifest.default_monitor)
+    return sort_entries(entries, monitor_for(train, manifest))
 
 
 def _log_run(log, entry: Entry, r: RunResult, state: str) -> None:
     dev, seed = r.metrics.get("dev", {}), r.path.name.removeprefix("seed-")
     log(f"{entry.label:<28} seed {seed}: dev acc {dev.get('accuracy', float('nan')):.4f} "
         f"wF1 {dev.get('weighted_f1', float('nan')):.4f}  [{state}]  {r.path}")
+
+
+def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log, all_runs, num_folds, cv_seed,
+                refit) -> list[Entry]:
+    manifest = read_manifest(manifest_path)
+    features = {}
+    entries = []
+    t0 = time.time()
+    for head, options in expand_grid(heads, grid):
+        hidden = getattr(get_head(head), "uses_hidden_layers", False)
+        key = (train.text_pool, hidden)
+        if key not in features:
+            features[key] = open_features(manifest, caches, text_pool=train.text_pool, hidden_layers=hidden)
+        results = []
+        for seed in seeds:
+            spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options),
+                           dataclasses.replace(train), seed, cv_folds=num_folds, cv_seed=cv_seed)
+            r = fit_cv(spec, num_folds, runs_root, features[key], refit=refit, log=log)
+            oof = r.metrics.get("dev", {})
+            log(f"{Entry(head, options).label:<28} seed {seed}: out-of-fold acc {oof.get('accuracy', float('nan')):.4f} "
+                f"wF1 {oof.get('weighted_f1', float('nan')):.4f}  {r.path}")
+            results.append(r)
+        entries.append(cv_entry(head, options, results))
+    log(f"cross-validation ({num_folds} folds) done in {time.time() - t0:.1f}s")
+    if all_runs:
+        in_grid = {r.path.parent.resolve() for e in entries for r in e.results}
+        entries += finished_cv_entries(Path(runs_root) / manifest.name, num_folds, skip=in_grid)
+    return sort_entries(entries, monitor_for(train, manifest))
+
+
+def cv_entry(head: str, options: dict, results: list) -> Entry:
+    """One leaderboard row from the CVResults of a configuration's seeds: scored out of fold."""
+    splits = [s for s in ("dev", "test") if all(s in c.predictions for c in results)]
+    preds = {s: stack([c.predictions[s] for c in results], "seeds") for s in splits}
+    runs = [RunResult(c.path, c.metrics, skipped=all(f.skipped for f in c.folds)) for c in results]
+    return Entry(head, options, runs, preds=preds, classes=results[0].classes, kind="cv",
+                 refits=[c.refit.path for c in results if c.refit is not None])
+
+
+def finished_cv_entries(runs_dir: str | Path, num_folds: int, skip: set[Path] = frozenset()) -> list[Entry]:
+    """One CV row per family folder under runs/<manifest>/ with `num_folds` finished folds for some seed."""
+    runs_dir = Path(runs_dir)
+    found = []
+    for family in sorted(p for p in runs_dir.glob(f"*-cv{num_folds}-*") if p.is_dir() and p.resolve() not in skip):
+        results = []
+        for seed_dir, folds, refit in finished_cv_seeds(family):
+            if len(folds) != num_folds:
+                continue
+            classes, preds = cv_predictions(folds)
+            results.append(CVResult(seed_dir, [RunResult(f, {}, True) for f in folds], classes, preds,
+                                    metrics_of(preds, classes), None if refit is None else RunResult(refit, {}, True)))
+        if results:
+            found.append((family.name, results))
+    short = [name.rsplit("-", 1)[0].removesuffix(f"-cv{num_folds}") for name, _ in found]
+    return [cv_entry(label if short.count(label) == 1 else name, {}, results)
+            for label, (name, results) in zip(short, found)]
+
+
+def seed_ensembles(entries: list[Entry]) -> list[Entry]:
+    """One extra row per row with >= 2 seeds: the mean of its seeds' probabilities (none where
+    every seed predicts the same probabilities, e.g. the closed-form probe: it would repeat the row)."""
+    out = []
+    for e in entries:
+        if e.kind == "ensemble" or e.n_seeds < 2 or not e.predictions():
+            continue
+        if all(np.array_equal(p.probs, np.broadcast_to(p.probs[:1], p.probs.shape)) for p in e.predictions().values()):
+            continue
+        ens = {s: p.ensemble() for s, p in e.predictions().items() if s in ("dev", "test")}
+        run = RunResult(e.results[0].path.parent, metrics_of(ens, e.classes), skipped=True)
+        out.append(Entry(f"{e.label} [seed ensemble]", {}, [run], preds=ens, classes=e.classes, kind="ensemble",
+                         members=e.n_seeds, refits=e.refits))
+    return out
+
+
+def _reference(entries: list[Entry]) -> Entry | None:
+    """The row every head must beat: the plain (default-option) probe."""
+    return next((e for e in entries if e.kind != "ensemble" and e.label == "probe"), None)
+
+
+def attach_statistics(entries: list[Entry], monitor: str, n_resamples: int = N_RESAMPLES) -> None:
+    """Each row's bootstrap intervals, and paired tests against the top row (entries are sorted
+    best first by the dev / CV score) and the probe, per labeled split (rows on the same examples)."""
+    key = MONITOR_KEYS[monitor]
+    reference = _reference(entries)
+    for split in ("dev", "test"):
+        rows = [e for e in entries if split in e.predictions() and e.predictions()[split].is_labeled]
+        if not rows:
+            continue
+        first = rows[0].predictions()[split]
+        rows = [e for e in rows if np.array_equal(e.predictions()[split].ids, first.ids)]
+        names = {id(e): str(i) for i, e in enumerate(rows)}
+        stats = compare_rows(first.labels, {names[id(e)]: e.predictions()[split].preds for e in rows},
+                             first.num_classes, key, top=names.get(id(entries[0])),
+                             reference=names.get(id(reference)) if reference is not None else None,
+                             n_resamples=n_resamples)
+        for e in rows:
+            e.stats[split] = stats[names[id(e)]]
+
+
+def summarise(entries: list[Entry], monitor: str, ensembles: bool = True,
+              n_resamples: int = N_RESAMPLES) -> list[Entry]:
+    """The leaderboard's rows: `entries` plus seed ensembles, best first, with intervals and tests."""
+    rows = sort_entries(entries + (seed_ensembles(entries) if ensembles else []), monitor)
+    attach_statistics(rows, monitor, n_resamples)
+    return rows
 
 
 def sort_entries(entries: list[Entry], monitor: str) -> list[Entry]:
@@ -175,35 +312,96 @@ def _splits(entries: list[Entry]) -> list[str]:
     return [s for s in ("dev", "test") if any(e.stat(s, "accuracy") for e in entries)]
 
 
-def leaderboard_rows(entries: list[Entry]) -> list[dict]:
+def _split_name(entries: list[Entry], split: str) -> str:
+    """Column prefix: a CV leaderboard scores "dev" on the out-of-fold rows of train+dev."""
+    return "cv" if split == "dev" and any(e.kind == "cv" for e in entries) else split
+
+
+def _note(entries: list[Entry], e: Entry) -> str:
+    if e is entries[0]:
+        return f"picked ({_split_name(entries, 'dev')})"
+    dev = e.stats.get("dev")
+    return "≈ top" if dev is not None and dev.tied_with_top else ""
+
+
+def _p(value: float | None) -> str:
+    return "—" if value is None else ("<0.001" if value < 0.001 else f"{value:.3f}")
+
+
+def leaderboard_rows(entries: list[Entry], monitor: str = "weighted-f1") -> list[dict]:
+    key = MONITOR_KEYS[monitor]
     rows = []
     for e in entries:
-        row = {"model": e.label, "seeds": len(e.results)}
+        row = {"model": e.label, "seeds": e.n_seeds, "kind": e.kind}
         for split in _splits(entries):
+            name = _split_name(entries, split)
+            st = e.stats.get(split)
             for m in METRICS:
                 s = e.stat(split, m)
-                row[f"{split}_{m}_mean"] = None if s is None else round(s[0], 4)
-                row[f"{split}_{m}_std"] = None if s is None else round(s[1], 4)
+                row[f"{name}_{m}_mean"] = None if s is None else round(s[0], 4)
+                row[f"{name}_{m}_std"] = None if s is None else round(s[1], 4)
+                row[f"{name}_{m}_ci_low"] = None if st is None else round(st.interval[m][0], 4)
+                row[f"{name}_{m}_ci_high"] = None if st is None else round(st.interval[m][1], 4)
+            row[f"{name}_p_vs_top_{key}"] = None if st is None else st.p_top
+            row[f"{name}_mcnemar_vs_top"] = None if st is None else st.mcnemar_top
+            row[f"{name}_p_vs_probe_{key}"] = None if st is None else st.p_probe
+            row[f"{name}_mcnemar_vs_probe"] = None if st is None else st.mcnemar_probe
+        row["picked"] = e is entries[0]
+        row["tied_with_top"] = bool(e.stats.get("dev") and e.stats["dev"].tied_with_top)
         rows.append(row)
     return rows
 
 
-def leaderboard_markdown(entries: list[Entry]) -> str:
+def leaderboard_markdown(entries: list[Entry], monitor: str = "weighted-f1") -> str:
+    """The table, then a legend saying how intervals and p-values were computed."""
+    key = MONITOR_KEYS[monitor]
+    mname = key.replace("_", "-")
     splits = _splits(entries)
-    header = ["model", "seeds"] + [f"{s} {m.replace('_', '-')}" for s in splits for m in METRICS]
+    tested = any(e.stats for e in entries)
+    header = ["model", "seeds"]
+    for s in splits:
+        name = _split_name(entries, s)
+        header += [f"{name} {m.replace('_', '-')}" for m in METRICS]
+        if tested:
+            header.append(f"{name} {mname} 95% CI")
+        if tested and s == "dev":
+            header += [f"p vs top ({mname})", "McNemar vs top", f"p vs probe ({mname})", "McNemar vs probe"]
+    header.append("note")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in entries:
-        cells = [e.label, str(len(e.results))]
+        cells = [e.label, str(e.n_seeds)]
         for s in splits:
+            st = e.stats.get(s)
             for m in METRICS:
-                st = e.stat(s, m)
-                cells.append("-" if st is None else f"{100 * st[0]:.2f} ± {100 * st[1]:.2f}")
+                v = e.stat(s, m)
+                if v is None:
+                    cells.append("-")
+                elif e.kind == "ensemble" or len(e.results) == 1:
+                    cells.append(f"{100 * v[0]:.2f}")
+                else:
+                    cells.append(f"{100 * v[0]:.2f} ± {100 * v[1]:.2f}")
+            if tested:
+                cells.append("-" if st is None else f"{100 * st.interval[key][0]:.2f}–{100 * st.interval[key][1]:.2f}")
+            if tested and s == "dev":
+                cells += ["-"] * 4 if st is None else [_p(st.p_top), _p(st.mcnemar_top), _p(st.p_probe),
+                                                       _p(st.mcnemar_probe)]
+        cells.append(_note(entries, e))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    out = "\n".join(lines) + "\n"
+    if tested:
+        sel = _split_name(entries, "dev")
+        n = next(st.n_resamples for e in entries for st in e.stats.values())
+        out += (f"\nScores in %, mean ± std over seeds. 95% CI: percentile bootstrap over examples, seeds pooled "
+                f"({n} resamples, RNG seed 0). p: paired bootstrap of {mname} on the same examples; "
+                f"McNemar: exact test on accuracy (discordant rows averaged over seed pairs). Top row: picked on {sel}; ≈: not distinguishable from it "
+                f"(p ≥ 0.05). Test scores never pick anything.\n")
+        if sel == "cv":
+            out += "cv: out-of-fold predictions of every labeled train+dev row; test: mean of the fold models.\n"
+    return out
 
 
-def write_leaderboard(entries: list[Entry], out_prefix: str | Path) -> list[Path]:
-    """<prefix>.md, <prefix>.csv and <prefix>.png (dev weighted-F1 with std error bars)."""
+def write_leaderboard(entries: list[Entry], out_prefix: str | Path, monitor: str = "weighted-f1") -> list[Path]:
+    """<prefix>.md, <prefix>.csv and <prefix>.png (dev scores with their intervals as error bars)."""
     out_prefix = Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     final = [out_prefix.with_suffix(s) for s in (".md", ".csv", ".png")]
@@ -211,13 +409,13 @@ def write_leaderboard(entries: list[Entry], out_prefix: str | Path) -> list[Path
     tmps = [p.with_name(f".{p.stem}.tmp-{os.getpid()}{p.suffix}") for p in final]
     md, csv_path, png = tmps
     try:
-        md.write_text(leaderboard_markdown(entries))
-        rows = leaderboard_rows(entries)
+        md.write_text(leaderboard_markdown(entries, monitor))
+        rows = leaderboard_rows(entries, monitor)
         with open(csv_path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["model"])
             w.writeheader()
             w.writerows(rows)
-        _bar_chart(entries, png)
+        _bar_chart(entries, png, monitor)
         for tmp, path in zip(tmps, final):
             os.replace(tmp, path)
     finally:
@@ -226,22 +424,44 @@ def write_leaderboard(entries: list[Entry], out_prefix: str | Path) -> list[Path
     return final
 
 
-def _bar_chart(entries: list[Entry], path: Path) -> None:
+def _error_bars(entries: list[Entry], metric: str) -> tuple[list[float], np.ndarray]:
+    """Means and [2, n] error bar lengths: the bootstrap interval where known, else the seeds' std."""
+    means, err = [], []
+    for e in entries:
+        mean, std = e.stat("dev", metric)
+        st = e.stats.get("dev")
+        lo, hi = (st.interval[metric] if st is not None else (mean - std, mean + std))
+        means.append(100 * mean)
+        err.append((100 * max(mean - lo, 0.0), 100 * max(hi - mean, 0.0)))
+    return means, np.array(err).T.reshape(2, len(entries))
+
+
+def _bar_chart(entries: list[Entry], path: Path, monitor: str = "weighted-f1") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stats = [(e.label, e.stat("dev", "weighted_f1"), e.stat("dev", "accuracy")) for e in entries]
-    stats = [s for s in stats if s[1] is not None]
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(stats) + 1.5))
-    y = np.arange(len(stats))
-    ax.barh(y - 0.2, [100 * s[1][0] for s in stats], 0.4, xerr=[100 * s[1][1] for s in stats], label="weighted F1")
-    ax.barh(y + 0.2, [100 * s[2][0] for s in stats], 0.4, xerr=[100 * s[2][1] for s in stats], label="accuracy")
-    ax.set_yticks(y, [s[0] for s in stats])
+    key = MONITOR_KEYS[monitor]
+    shown = [e for e in entries if e.stat("dev", key) is not None]
+    metrics = [key] + (["accuracy"] if key != "accuracy" else [])
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(shown) + 2))
+    y = np.arange(len(shown))
+    low, high = 100.0, 0.0
+    for i, m in enumerate(metrics):
+        means, err = _error_bars(shown, m)
+        ax.barh(y + (0.4 * i - 0.2 * (len(metrics) - 1)), means, 0.4, xerr=err, capsize=2,
+                label=m.replace("_", " "))
+        low, high = min(low, *(np.array(means) - err[0])), max(high, *(np.array(means) + err[1]))
+    # Zoom on the scores: from 0 every bar looks the same length.
+    ax.set_xlim(max(0.0, low - 3), min(100.0, high + 2))
+    ax.set_yticks(y, [e.label + (" *" if e.stats.get("dev") and e.stats["dev"].tied_with_top else "")
+                      for e in shown])
     ax.invert_yaxis()
-    ax.set_xlabel("dev score (%), mean ± std over seeds")
-    ax.legend(loc="lower right")
+    sel = _split_name(entries, "dev")
+    ax.set_xlabel(f"{sel} score (%), mean over seeds")
+    ax.set_title("error bars: 95% bootstrap interval; * = not distinguishable from the top row", fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08 - 0.3 / max(len(shown), 1)), ncol=len(metrics))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

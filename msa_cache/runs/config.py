@@ -68,6 +68,12 @@ def check_train_config(tc: TrainConfig) -> None:
             bad(flag, value, f"one of {[c for c in choices if c]}")
 
 
+
+def monitor_for(train: TrainConfig, manifest) -> str:
+    """The dev metric a run selects on: the one given, else the dataset's default from its manifest."""
+    return train.monitor or manifest.default_monitor
+
+
 @dataclass
 class RunSpec:
     manifest: str
@@ -76,15 +82,25 @@ class RunSpec:
     head_options: dict[str, Any] = field(default_factory=dict)  # resolved: every Config field
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
+    # Cross-validation (see runs/folds.py): 0 folds = the manifest's own split. The fold
+    # index and the refit settings name the directory inside the family (seed-K/fold-k,
+    # seed-K/refit-...); the number of folds and their seed are part of the family's hash.
+    cv_folds: int = 0
+    cv_fold: int = 0
+    cv_seed: int = 0
+    refit: dict[str, Any] | None = None  # what the folds chose, e.g. {"epochs": 7} or {"C": 0.1}
 
     def identity(self, manifest_fingerprint: str, cache_identity: dict) -> dict:
-        return {
+        out = {
             "manifest_fingerprint": manifest_fingerprint,
             "caches": cache_identity,
             "head": self.head,
             "head_options": self.head_options,
             "train": self.train.identity(),
         }
+        if self.cv_folds:  # only then: runs made before cross-validation existed keep their hash
+            out["cv"] = {"folds": self.cv_folds, "seed": self.cv_seed}
+        return out
 
     def to_dict(self) -> dict:
         return asdict(self)  # recurses into the nested train config
@@ -92,7 +108,8 @@ class RunSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
         train = from_saved(TrainConfig, d["train"])
-        return cls(d["manifest"], d["caches"], d["head"], d.get("head_options", {}), train, d.get("seed", 0))
+        return cls(d["manifest"], d["caches"], d["head"], d.get("head_options", {}), train, d.get("seed", 0),
+                   d.get("cv_folds", 0), d.get("cv_fold", 0), d.get("cv_seed", 0), d.get("refit"))
 
 
 def config_hash(identity: dict) -> str:
@@ -100,6 +117,18 @@ def config_hash(identity: dict) -> str:
 
 
 def run_dir(runs_root: str | Path, manifest_name: str, spec: RunSpec, chash: str, changed: dict) -> Path:
-    """runs/<manifest>/<head>[-<changed options>]-<hash>/seed-<k>: readable, unique."""
+    """runs/<manifest>/<head>[-<changed options>]-<hash>/seed-<k>: readable, unique.
+
+    Cross-validation: <head>[-<options>]-cv<K>-<hash>/seed-<k>/fold-<i> and .../seed-<k>/refit-<choice>."""
     slug = "".join(f"-{k}{v}" for k, v in sorted(changed.items()))[:60].replace("/", "_").replace(" ", "")
-    return Path(runs_root) / manifest_name / f"{spec.head}{slug}-{chash}" / f"seed-{spec.seed}"
+    if not spec.cv_folds:
+        return Path(runs_root) / manifest_name / f"{spec.head}{slug}-{chash}" / f"seed-{spec.seed}"
+    seed_dir = Path(runs_root) / manifest_name / f"{spec.head}{slug}-cv{spec.cv_folds}-{chash}" / f"seed-{spec.seed}"
+    if spec.refit is not None:
+        return seed_dir / refit_name(spec.refit)
+    return seed_dir / f"fold-{spec.cv_fold}"
+
+
+def refit_name(refit: dict) -> str:
+    """Folder of a refit run inside its CV seed directory, e.g. refit-epochs7 or refit-C0.1."""
+    return "refit" + "".join(f"-{k}{v}" for k, v in sorted(refit.items()))

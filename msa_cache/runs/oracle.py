@@ -62,3 +62,48 @@ def oracle(text_run: str | Path, image_run: str | Path, multi_run: str | Path | 
             "unimodal_disagree": int((t ^ v).sum()),
         })
     return out
+
+
+def _seed_runs(path: str | Path) -> dict[str, Path]:
+    """A run directory -> {"": it}; a family folder -> {seed name: finished seed run}."""
+    path = Path(path)
+    if (path / "predictions.parquet").is_file():
+        return {"": path}
+    runs = {p.name: p for p in sorted(path.glob("seed-*")) if (p / "metrics.json").is_file()}
+    if not runs:
+        raise FileNotFoundError(f"{path}: neither a finished run nor a family folder with finished seed-*/ runs")
+    return runs
+
+
+def labeled_split(run: str | Path) -> str:
+    """"test" where the run's test rows are labeled (the paper's choice), else "dev"."""
+    t = pq.read_table(Path(run) / "predictions.parquet", columns=["split", "label"]).to_pydict()
+    test = [lab for s, lab in zip(t["split"], t["label"]) if s == "test"]
+    return "test" if test and all(lab is not None for lab in test) else "dev"
+
+
+def family_oracle(text: str | Path, image: str | Path, multi: str | Path | None = None,
+                  split: str | None = None) -> dict:
+    """`oracle` over run families: seeds matched by name (a single run directory pairs with every
+    seed), each figure the mean over the seed pairs. split None: test where labeled, else dev.
+
+    multimodal_share_of_oracle: mean multimodal accuracy / mean oracle accuracy (seed 000's
+    "about 81%")."""
+    fams = [_seed_runs(p) for p in (text, image) + ((multi,) if multi is not None else ())]
+    named = [set(f) for f in fams if "" not in f]
+    seeds = sorted(set.intersection(*named)) if named else [""]
+    if not seeds:
+        raise ValueError("the families share no seed (seed-K folders); pass matching families or single runs")
+    pick = lambda fam, s: fam[""] if "" in fam else fam[s]  # noqa: E731
+    if split is None:
+        split = labeled_split(pick(fams[0], seeds[0]))
+    per_seed = [oracle(pick(fams[0], s), pick(fams[1], s), pick(fams[2], s) if multi is not None else None, split)
+                for s in seeds]
+    out = {"split": split, "seeds": len(seeds), "rows": per_seed[0]["rows"]}
+    for key, v in per_seed[0].items():
+        if key not in out and isinstance(v, (int, float)):
+            out[key] = float(np.mean([r[key] for r in per_seed]))
+    out["oracle_accuracy_std"] = float(np.std([r["oracle_accuracy"] for r in per_seed]))
+    if multi is not None:
+        out["multimodal_share_of_oracle"] = out["multimodal_accuracy"] / out["oracle_accuracy"]
+    return out

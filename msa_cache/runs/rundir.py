@@ -113,12 +113,15 @@ def build_run_dir(out: Path, work: Callable[[Path], dict]) -> dict:
 
 
 def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict, history: list[dict],
-              config: dict, title: str) -> dict:
+              config: dict, title: str, splits: np.ndarray | None = None) -> dict:
     """A run directory's files from the selected model's probabilities for every manifest row
-    (shared by cached-feature and fine-tune runs); metrics.json is written last."""
+    (shared by cached-feature and fine-tune runs); metrics.json is written last.
+
+    splits: each row's role in this run (default: the manifest's split; a cross-validation
+    fold's held-out rows are its "dev"); metrics and the predictions' split column use it."""
     out.mkdir(parents=True, exist_ok=True)  # a long fine-tune writes only now; its folder may have been swept
     labels = manifest.labels("label")
-    splits = np.array(manifest.column("split"))
+    splits = np.array(manifest.column("split")) if splits is None else np.asarray(splits)
     classes = manifest.classes
     preds = probs.argmax(1)
     metrics = {}

@@ -29,9 +29,10 @@ from msa_cache.heads import Batch, Head, create_head, get_head
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
-from msa_cache.runs.config import RunSpec, config_hash, run_dir
+from msa_cache.runs.config import RunSpec, config_hash, monitor_for, run_dir
 from msa_cache.runs.rundir import build_run_dir, is_finished, load_weights, read_metrics, read_run, write_run
 from msa_cache.runs.features import FeatureSet, open_features
+from msa_cache.runs.folds import run_roles
 from msa_cache.runs.metrics import MONITOR_KEYS, MONITORS, classification_metrics
 
 PREDICT_BATCH = 256
@@ -68,7 +69,7 @@ def plan_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> Path
     every head option, and a monitor left unset (None) becomes the manifest's default, before the
     identity is hashed, so every caller (fit, another shard's read-back, tune) finds the same folder."""
     if spec.train.monitor is None:
-        spec.train = dataclasses.replace(spec.train, monitor=features.manifest.default_monitor)
+        spec.train = dataclasses.replace(spec.train, monitor=monitor_for(spec.train, features.manifest))
     full = dataclasses.asdict(get_head(spec.head).Config())
     full.update(spec.head_options)
     spec.head_options = full
@@ -217,9 +218,12 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
     seed_everything(spec.seed)
     device = resolve_device(tc.device)
     labels, modality_labels = _labels(manifest)
-    splits = np.array(manifest.column("split"))
-    train_idx = train_rows(manifest)
-    dev_idx = np.flatnonzero((splits == "dev") & (labels >= 0))
+    roles = run_roles(np.array(manifest.column("split")), labels, spec.cv_folds, spec.cv_fold, spec.cv_seed,
+                      refit=spec.refit is not None)
+    train_idx = np.flatnonzero((roles == "train") & (labels >= 0))
+    dev_idx = np.flatnonzero((roles == "dev") & (labels >= 0))
+    if len(train_idx) == 0:
+        raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
     classes = manifest.classes
     spec_dims = features.spec()
     head = create_head(spec.head, spec_dims, len(classes), spec.head_options).to(device)
@@ -230,13 +234,19 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
     if getattr(head, "fit_mode", None) == "closed_form":
         features.load_pooled()
         x = lambda idx: {m: features.pooled[m][idx].float().numpy() for m in head.spec}  # noqa: E731
+        if spec.refit is not None:  # refit: the C the folds chose, nothing left to pick on
+            head.grid = [_refit_value(spec, "C")]
+            dev_idx = train_idx
         info = head.fit_closed_form(x(train_idx), labels[train_idx], x(dev_idx), labels[dev_idx], monitor,
                                     class_weight=None if class_weight is None else class_weight.numpy(),
                                     seed=spec.seed)
         history.append({"epoch": 0, **{k: v for k, v in info.items()}})
         head.to(device)
     else:
-        history = _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_labels,
+        loop_spec = spec
+        if spec.refit is not None:  # no dev rows: the loop runs the folds' epoch count and keeps the last
+            loop_spec = dataclasses.replace(spec, train=dataclasses.replace(tc, max_epochs=int(_refit_value(spec, "epochs"))))
+        history = _train_loop(head, loop_spec, features, train_idx, dev_idx, labels, modality_labels,
                               class_weight, monitor, device, log, on_epoch_end)
 
     # Predict every row (unlabeled ones too) with the selected model.
@@ -254,7 +264,14 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         "device": str(device),
         "versions": library_versions(),
     }
-    return write_run(out, manifest, probs, head.state_dict(), history, config, f"{spec.head} seed {spec.seed}: dev")
+    return write_run(out, manifest, probs, head.state_dict(), history, config, f"{spec.head} seed {spec.seed}: dev",
+                     splits=roles)
+
+
+def _refit_value(spec: RunSpec, key: str):
+    if key not in spec.refit:
+        raise ValueError(f"refit of a '{spec.head}' run needs '{key}' from the folds, got {spec.refit}")
+    return spec.refit[key]
 
 
 def _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_labels, class_weight, monitor,

@@ -29,7 +29,7 @@ import numpy as np
 
 from msa_cache.heads import HEADS, get_head
 from msa_cache.manifest import read_manifest
-from msa_cache.runs.config import RunSpec, TrainConfig, config_hash
+from msa_cache.runs.config import RunSpec, TrainConfig, config_hash, monitor_for
 from msa_cache.runs.features import open_features
 from msa_cache.runs.metrics import MONITOR_KEYS
 from msa_cache.runs.trainer import RunResult, fit_run, plan_run
@@ -171,7 +171,7 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
     params = search_space(head, fixed_options(head_options, train))
     manifest = read_manifest(manifest_path)
     if train.monitor is None:  # the dataset's default, resolved as fit's plan_run does
-        train = dataclasses.replace(train, monitor=manifest.default_monitor)
+        train = dataclasses.replace(train, monitor=monitor_for(train, manifest))
     labels, splits = manifest.labels("label"), np.array(manifest.column("split"))
     if not ((splits == "dev") & (labels >= 0)).any():
         raise ValueError(f"{manifest.path}: no labeled dev rows; tune's objective is the dev score, so the "

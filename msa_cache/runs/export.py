@@ -1,0 +1,90 @@
+"""Test-split predictions of every leaderboard family, in the dataset's own layout, for
+scoring where the test labels are (the shared MVSA copy has none).
+
+One file per family: CLMLF manifests get `<family>.json`, a json list of
+{"id", "emotion_label"} with CLMLF's label ids (0 positive, 1 neutral, 2 negative);
+other manifests get the same list with {"id", "label": <class name>}. A family's
+prediction is the mean of its seeds' probabilities; a cross-validated family uses its
+refit runs where they exist, else the mean of its fold models. The folder is written
+whole or not at all.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from msa_cache.manifest import Manifest
+from msa_cache.runs.predictions import family_predictions
+
+
+def clmlf_label_ids(classes: list[str]) -> list[int]:
+    """CLMLF's emotion_label of each manifest class (the builder's class order is CLMLF's id order)."""
+    from msa_cache.manifest.builders.clmlf import CLASSES
+
+    missing = [c for c in classes if c not in CLASSES]
+    if missing:
+        raise ValueError(f"classes {missing} are not CLMLF's {list(CLASSES)}")
+    return [list(CLASSES).index(c) for c in classes]
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", label).strip("_") or "model"
+
+
+def family_test_predictions(entry) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ids, mean probabilities [N, K]) of one leaderboard row's test split, or None."""
+    if entry.refits:
+        _, preds = family_predictions(entry.refits)
+        test = preds.get("test")
+    else:
+        test = entry.predictions().get("test")
+    if test is None:
+        return None
+    return test.ids, test.probs.mean(0)
+
+
+def export_test(entries, manifest: Manifest, out_dir: str | Path) -> list[Path]:
+    """Write one file per family (seed-ensemble rows are the same families; skipped)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir}: not empty; give a new or empty folder for --export-test")
+    classes = manifest.classes
+    clmlf = manifest.meta.builder == "clmlf"
+    ids_of = clmlf_label_ids(classes) if clmlf else None
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    written, names = [], set()
+    try:
+        for e in entries:
+            if e.kind == "ensemble":
+                continue
+            got = family_test_predictions(e)
+            if got is None:
+                continue
+            ids, probs = got
+            pred = probs.argmax(1)
+            if clmlf:
+                items = [{"id": i, "emotion_label": ids_of[p]} for i, p in zip(ids.tolist(), pred.tolist())]
+            else:
+                items = [{"id": i, "label": classes[p]} for i, p in zip(ids.tolist(), pred.tolist())]
+            name = _slug(e.label)
+            while name in names:
+                name += "_"
+            names.add(name)
+            (tmp / f"{name}.json").write_text(json.dumps(items))
+            written.append(out_dir / f"{name}.json")
+        if not written:
+            raise ValueError("no family has test predictions (does the manifest have a test split?)")
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return written

@@ -1,0 +1,87 @@
+"""Finished runs' predictions (predictions.parquet) as arrays: per split, the rows' ids, labels
+and each seed's class probabilities, aligned by id so that rows of a leaderboard can be
+compared example by example. Seed ensembles and cross-validation's out-of-fold
+predictions are built from these."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+
+@dataclass
+class SplitPredictions:
+    ids: np.ndarray  # [N] str, sorted
+    labels: np.ndarray  # [N] int, -1 where unlabeled
+    probs: np.ndarray  # [S, N, K] per seed (or per member model)
+
+    @property
+    def preds(self) -> np.ndarray:  # [S, N]
+        return self.probs.argmax(-1)
+
+    @property
+    def num_classes(self) -> int:
+        return self.probs.shape[-1]
+
+    @property
+    def is_labeled(self) -> bool:
+        return len(self.labels) > 0 and bool((self.labels >= 0).all())
+
+    def subset(self, mask: np.ndarray) -> "SplitPredictions":
+        return SplitPredictions(self.ids[mask], self.labels[mask], self.probs[:, mask])
+
+    def labeled(self) -> "SplitPredictions":
+        return self.subset(self.labels >= 0)
+
+    def ensemble(self) -> "SplitPredictions":
+        """One member: the mean of the members' probabilities."""
+        return SplitPredictions(self.ids, self.labels, self.probs.mean(0, keepdims=True))
+
+
+def read_run_predictions(run: str | Path) -> tuple[list[str], dict[str, SplitPredictions]]:
+    """(class names, {split: predictions of this one run}) from RUN/predictions.parquet."""
+    path = Path(run) / "predictions.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; pass a finished run directory (runs/<manifest>/<family>/seed-K)")
+    t = pq.read_table(path)
+    classes = [c[len("prob_"):] for c in t.column_names if c.startswith("prob_")]
+    ids = np.array(t.column("id").to_pylist(), dtype=object)
+    split = np.array(t.column("split").to_pylist(), dtype=object)
+    labels = np.array([-1 if v is None else v for v in t.column("label").to_pylist()], dtype=np.int64)
+    probs = np.stack([t.column(f"prob_{c}").to_numpy() for c in classes], axis=1).astype(np.float64)
+    out = {}
+    for s in ("train", "dev", "test"):
+        m = split == s
+        if m.any():
+            order = np.argsort(ids[m])
+            out[s] = SplitPredictions(ids[m][order], labels[m][order], probs[m][order][None])
+    return classes, out
+
+
+def stack(members: list[SplitPredictions], what: str = "runs") -> SplitPredictions:
+    """Several runs' predictions of the same rows as one [S, N, K] block."""
+    first = members[0]
+    for m in members[1:]:
+        if not np.array_equal(m.ids, first.ids):
+            raise ValueError(f"the {what} predicted different rows (made on other manifests or splits)")
+    return SplitPredictions(first.ids, first.labels, np.concatenate([m.probs for m in members]))
+
+
+def concat_rows(parts: list[SplitPredictions]) -> SplitPredictions:
+    """Disjoint row sets of one model (e.g. the folds' held-out rows) as one, sorted by id."""
+    ids = np.concatenate([p.ids for p in parts])
+    if len(set(ids.tolist())) != len(ids):
+        raise ValueError("the parts share rows; out-of-fold predictions must be disjoint")
+    order = np.argsort(ids)
+    return SplitPredictions(ids[order], np.concatenate([p.labels for p in parts])[order],
+                            np.concatenate([p.probs for p in parts], axis=1)[:, order])
+
+
+def family_predictions(runs: list[Path]) -> tuple[list[str], dict[str, SplitPredictions]]:
+    """The seeds of one family, stacked per split (only splits every seed has)."""
+    read = [read_run_predictions(r) for r in runs]
+    classes = read[0][0]
+    splits = [s for s in ("train", "dev", "test") if all(s in p for _, p in read)]
+    return classes, {s: stack([p[s] for _, p in read], f"seeds of {runs[0].parent}") for s in splits}
