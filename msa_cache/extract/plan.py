@@ -62,6 +62,9 @@ class CachePlan:
             "revision": encoder.revision,
             "weights_sha256": encoder.weights_sha256,
             "preprocessing": encoder.preprocessing(),
+            # An exported fine-tuned encoder: its run id and weights hash (informational; the
+            # weights hash above already keeps other weights out of this cache).
+            "encoder_source": encoder.source or None,
             "manifest_name": manifest.name,
             "manifest_path": str(manifest.path) if manifest.path else None,
             "manifest_fingerprint": manifest.fingerprint(),
