@@ -57,10 +57,9 @@ def build_encoder(name: str, model: torch.nn.Module | None = None, tokenizer=Non
     if name in ENCODERS:
         return ENCODERS[name].build(model=model, tokenizer=tokenizer, options=options)
     from msa_cache.encoders.auto import build_auto
-
-    source = name[3:] if name.startswith("hf:") else str(Path(name).resolve())
     from msa_cache.encoders.exported import build_exported, is_exported
 
+    source = name[3:] if name.startswith("hf:") else str(Path(name).resolve())
     if not name.startswith("hf:") and is_exported(source):  # written by `msa-cache export-encoder`
         if model is not None:
             raise ValueError(f"encoder '{name}' is an exported folder; it loads its own weights (no model=)")
