@@ -67,6 +67,8 @@ def test_exported_text_encoder_extracts_the_fine_tuned_features(world, text_run,
     assert cache.attrs["weights_sha256"] == src["weights_sha256"]
     assert cache.attrs["encoder_source"]["run_id"] == src["run_id"]
     assert cache.attrs["preprocessing"]["tokenizer"] == base.preprocessing()["tokenizer"]
+    info_out = CliRunner().invoke(main, ["cache", "info", str(tmp_path / "cache/toy/path-minilm-ft")]).output
+    assert f"fine-tuned in run {src['run_id']} (uni-text, seed 0)" in info_out, info_out
     np.testing.assert_allclose(cache.read("text/mean"), _tuned_pooled(text_run, "text"), atol=2e-3, rtol=2e-3)
 
 
