@@ -52,7 +52,9 @@ def _layers(ctx, param, value: str | None) -> tuple[int, ...]:
 @click.option("--max-length", default=128, show_default=True, type=click.IntRange(2),
               help="text tokens per row (padding/truncation)")
 @click.option("--clean", default="none", show_default=True, type=click.Choice(sorted(CLEANERS)),
-              help="text cleaning applied before tokenising")
+              help="text cleaning applied before tokenising; seed000-v2: seed 000's four rules "
+                   "(lowercase, URLs -> <url>, @user -> <USER>, hashtags split); seed000-v1: its first, "
+                   "superseded version (rewrote e-mail addresses), kept to reproduce old caches")
 @click.option("--layers", callback=_layers, default=None, metavar="K,K,..",
               help="also store these hidden layers' token states, e.g. -1,-2,-3")
 @click.option("--pooled-only", is_flag=True, help="store pooled vectors only (small cache, no tokens)")

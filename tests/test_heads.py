@@ -352,3 +352,26 @@ def test_every_option_has_help():
     for name in OWN:
         for f in dataclasses.fields(HEADS[name].Config):
             assert f.metadata.get("help"), (name, f.name)
+
+
+def test_mha_grid_pos_makes_cnn_grids_ordered():
+    """Without --grid-pos a CNN grid is a bag of cells (permuting them changes nothing); with it the
+    head sees where each cell is. Only image modalities on a square grid get the embedding."""
+    spec = {"text": ModalitySpec(D_TEXT, D_TEXT, T_TEXT), "image": ModalitySpec(D_IMAGE, D_IMAGE, 9)}
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randn(2, 9, D_IMAGE, generator=g)
+    text = torch.randn(2, T_TEXT, D_TEXT, generator=g)
+    perm = torch.randperm(9, generator=g)
+
+    def logits(head, image_tokens):
+        batch = Batch({"text": ModalityInput(text.mean(1), text, torch.ones(2, T_TEXT, dtype=torch.bool)),
+                       "image": ModalityInput(image_tokens.mean(1), image_tokens, None)}, torch.tensor([0, 1]))
+        return head.eval()(batch).logits
+
+    for grid_pos, same in ((False, True), (True, False)):
+        torch.manual_seed(0)
+        head = create_head("mha", spec, C, {**SMALL["mha"], "grid_pos": grid_pos})
+        assert torch.allclose(logits(head, tokens), logits(head, tokens[:, perm]), atol=1e-5) is same
+    assert set(head.grid) == {"image"} and head.grid_rows["image"].shape == (3, 32)
+    with pytest.raises(ValueError, match="no image modality with a square token grid"):
+        create_head("mha", spec_for(("text", "image")), C, {**SMALL["mha"], "grid_pos": True})  # 6 patches

@@ -25,6 +25,7 @@ def cache_info(path: str | Path) -> list[dict]:
                 "folder": str(folder), "encoder": c.encoder, "modality": c.modality,
                 "model_id": c.attrs.get("model_id"), "revision": c.attrs.get("revision"),
                 "weights_sha256": c.attrs.get("weights_sha256"), "manifest": c.attrs.get("manifest_name"),
+                "encoder_source": c.attrs.get("encoder_source"),
                 "rows": len(c), "shards_done": len(present), "shards_total": len(c.index["shards"]),
                 "dtype": c.attrs.get("dtype"), "preprocessing": c.attrs.get("preprocessing"),
                 "fields": {f: {"shape": list(c.row_shape(f)), "dtype": c.dtype(f)} for f in c.fields()},
@@ -47,6 +48,10 @@ def format_info(infos: list[dict]) -> str:
                      f"{' @ ' + str(i['revision']) if i['revision'] else ''}, weights {i['weights_sha256']}")
         lines.append(f"  manifest {i['manifest']}: {i['rows']} rows, {state}, dtype {i['dtype']}, "
                      f"{i['bytes_per_row'] / 1024:.1f} KiB/row of data, {i['disk_bytes_per_row'] / 1024:.1f} KiB/row on disk")
+        src = i.get("encoder_source")
+        if src:
+            lines.append(f"  fine-tuned in run {src.get('run_id')} ({src.get('head')}, seed {src.get('seed')}) "
+                         f"from {src.get('base_encoder')} (weights {src.get('base_weights_sha256')})")
         pre = i["preprocessing"] or {}
         lines.append("  preprocessing " + ", ".join(f"{k}={v}" for k, v in sorted(pre.items())))
         for name, spec in i["fields"].items():

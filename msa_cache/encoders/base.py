@@ -145,6 +145,7 @@ class Encoder:
         self.name, self.model, self.model_id, self.revision = name, model.eval(), model_id, revision
         self.options, self.text, self.image = options, text, image
         self.notes = dict(notes or {})  # extra provenance, e.g. why max_length was clamped
+        self.source: dict = {}  # exported fine-tuned encoders: the run they came from (exported.py)
         self._weights_sha256: str | None = None
         self._probed: dict | None = None
         if options.layers and not self.supports_layers:
@@ -254,3 +255,6 @@ class EncoderEntry:
     offline: bool = False  # weights ship in a pip package, so it works without a hub
     help: str = ""
     extra: dict = field(default_factory=dict)
+    # Non-HF encoders: builds the architecture without pretrained weights (the registry builder then
+    # wraps it as with `model=`), so an exported fine-tuned state dict can be loaded into it.
+    blank: Callable[[], torch.nn.Module] | None = None

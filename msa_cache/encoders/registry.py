@@ -18,13 +18,16 @@ ENCODERS: dict[str, EncoderEntry] = {}
 
 
 def register_encoder(name: str, *, modality: str, default_model: str = "", offline: bool = False,
-                     help: str = "") -> Callable:
-    """Decorator for a builder `fn(model=None, tokenizer=None, options=EncoderOptions()) -> Encoder`."""
+                     help: str = "", blank: Callable[[], torch.nn.Module] | None = None) -> Callable:
+    """Decorator for a builder `fn(model=None, tokenizer=None, options=EncoderOptions()) -> Encoder`.
+
+    blank: for encoders that are not Hugging Face models, the architecture without weights
+    (what the builder accepts as `model=`), so `export-encoder` folders can be loaded."""
 
     def deco(fn: Callable[..., Encoder]) -> Callable[..., Encoder]:
         if name in ENCODERS:
             raise ValueError(f"encoder '{name}' is registered twice")
-        ENCODERS[name] = EncoderEntry(name, modality, fn, default_model, offline, help)
+        ENCODERS[name] = EncoderEntry(name, modality, fn, default_model, offline, help, blank=blank)
         return fn
 
     return deco
@@ -54,8 +57,13 @@ def build_encoder(name: str, model: torch.nn.Module | None = None, tokenizer=Non
     if name in ENCODERS:
         return ENCODERS[name].build(model=model, tokenizer=tokenizer, options=options)
     from msa_cache.encoders.auto import build_auto
+    from msa_cache.encoders.exported import build_exported, is_exported
 
     source = name[3:] if name.startswith("hf:") else str(Path(name).resolve())
+    if not name.startswith("hf:") and is_exported(source):  # written by `msa-cache export-encoder`
+        if model is not None:
+            raise ValueError(f"encoder '{name}' is an exported folder; it loads its own weights (no model=)")
+        return build_exported(name, source, options=options)
     return build_auto(name, source, model=model, tokenizer=tokenizer, options=options)
 
 

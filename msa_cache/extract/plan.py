@@ -62,6 +62,9 @@ class CachePlan:
             # Sentence + target pairs (Twitter-15/17) are recorded, so a pair cache is never read as a plain one.
             "preprocessing": {**encoder.preprocessing(),
                               **({"text_pair": True} if encoder.text is not None and manifest.has_text_pair else {})},
+            # An exported fine-tuned encoder: its run id and weights hash (informational; the
+            # weights hash above already keeps other weights out of this cache).
+            "encoder_source": encoder.source or None,
             "manifest_name": manifest.name,
             "manifest_path": str(manifest.path) if manifest.path else None,
             "manifest_fingerprint": manifest.fingerprint(),

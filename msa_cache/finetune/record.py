@@ -26,6 +26,7 @@ def encoder_record(encoder: Encoder) -> dict:
         "revision": encoder.revision, "weights_sha256": encoder.weights_sha256,
         "preprocessing": encoder.preprocessing(), "layers": list(encoder.options.layers),
         "pooled_only": encoder.options.pooled_only,
+        "encoder_source": encoder.source or None,  # an exported fine-tuned encoder: its run
     }
 
 

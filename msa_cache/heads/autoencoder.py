@@ -12,7 +12,10 @@ For modalities i = 1..N with pooled features x_i:
 
 The decoders force the fused code z to keep every modality's content rather than
 only what the labels reward, which is the regulariser the method relies on. The
-reconstruction term needs no label, so unlabeled rows (label -1) still train it.
+reconstruction term needs no label, but both trainers (`fit`, `finetune`) feed only
+labeled train rows, so it regularises on the rows the CE sees; it is not trained on
+unlabeled rows (masked_ce would let a batch hold some: the head supports it, the
+trainers do not do it).
 `lambda_i` is `lambda_rec` unless `lambda_rec_per` overrides it for modality i.
 """
 from __future__ import annotations

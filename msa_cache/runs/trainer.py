@@ -38,7 +38,7 @@ from msa_cache.runs.metrics import MONITOR_KEYS, MONITORS, classification_metric
 PREDICT_BATCH = 256
 # Cache provenance copied into a run's config.json, per modality (see msa_cache/finetune/record.py).
 ENCODER_RECORD_KEYS = ("encoder", "modality", "model_id", "revision", "weights_sha256", "preprocessing", "layers",
-                       "pooled_only", "dtype")
+                       "pooled_only", "dtype", "encoder_source")
 
 
 @dataclass
