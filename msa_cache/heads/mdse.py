@@ -233,6 +233,7 @@ def _real(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 class MDSE(Head):
     Config = MDSEConfig
     uses_tokens = True
+    revision = 1  # issue 12: the streams paired as eq. 1-3 (runs from before computed another model)
     optimizer = "adamw"
     modalities = ("text", "image")
 

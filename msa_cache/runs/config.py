@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from msa_cache.heads import HEADS
 from msa_cache.provenance import from_saved
 
 
@@ -51,6 +52,7 @@ class RunSpec:
             "head": self.head,
             "head_options": self.head_options,
             "train": self.train.identity(),
+            **head_revision(self.head),
         }
 
     def to_dict(self) -> dict:
@@ -60,6 +62,12 @@ class RunSpec:
     def from_dict(cls, d: dict) -> "RunSpec":
         train = from_saved(TrainConfig, d["train"])
         return cls(d["manifest"], d["caches"], d["head"], d.get("head_options", {}), train, d.get("seed", 0))
+
+
+def head_revision(head: str) -> dict:
+    """{"head_revision": n} for a head whose computation changed (Head.revision > 0), else {} (hashes kept)."""
+    revision = getattr(HEADS.get(head), "revision", 0)
+    return {"head_revision": revision} if revision else {}
 
 
 def config_hash(identity: dict) -> str:
