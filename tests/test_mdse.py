@@ -335,3 +335,12 @@ def test_learns_a_synthetic_problem():
     assert sum(last[-20:]) / 20 < 0.5 * first
     print(f"first loss {first:.3f}, last-20 mean {sum(last[-20:]) / 20:.3f}, test acc {acc:.3f}")
     assert acc > 0.8, acc  # chance is 1/3
+
+
+def test_runs_from_before_the_pairing_fix_are_not_reused():
+    """The pairing changed the model for the same options: MDSE's revision enters the run identity (other heads keep theirs)."""
+    from msa_cache.runs.config import RunSpec
+
+    ident = RunSpec("m.parquet", {}, "mdse").identity("fp", {})
+    assert ident["head_revision"] == get_head("mdse").revision >= 1
+    assert "head_revision" not in RunSpec("m.parquet", {}, "late").identity("fp", {})
