@@ -59,8 +59,8 @@ Architecture (B rows, P image tokens, L text tokens, w = `width`)
    (a text encoder; a ViT extracted or fine-tuned with hidden layers) the levels
    are its layers -M .. -1: layer -1 is the modality's tokens through the stack's
    input projection (so the alignment shapes what the classifier reads), each
-   deeper-but-one layer -k ("text@-k", from `extract --layers` in cache mode,
-   returned live by the encoder in fine-tune mode) through its own Linear
+   earlier layer -k, k = 2..M ("text@-k", from `extract --layers` in cache
+   mode, returned live by the encoder in fine-tune mode) through its own Linear
    projection. GAM then aligns the encoder's last-layer CLS (text: token 0 of
    the last layer; image: its pooled feature, ViT's CLS), through the same input
    projection, + CLIP where present. A CNN has no transformer layers: its
