@@ -230,7 +230,8 @@ def _explain_features(run, name, head, manifest, features, row, row_id) -> Expla
     if text_mask is None:
         text_mask = torch.ones(batch.inputs["text"].tokens.shape[:2], dtype=torch.bool)
     head.eval()
-    with torch.no_grad():
+    # logits_only: the pooling/private weights are all explain reads; INFIG's alignment losses are skipped.
+    with torch.no_grad(), head.logits_only():
         out = head(batch)
     probs = torch.softmax(out.logits.float(), dim=-1)[0].numpy()
     w_image, w_text = head_weights(name, out.aux, text_mask)

@@ -140,6 +140,19 @@ def test_weights_are_the_heads_aux_for_that_row(world, runs, head):
     assert e.image is not None and e.image.size == (16, 16) and e.image_note == ""
 
 
+def test_infig_explain_skips_the_alignment_losses(runs, monkeypatch):
+    """explain needs the pooling weights only: INFIG's GAM/HFAM (B*B*P*L cosines) are not computed."""
+    from msa_cache.heads.infig import Infig
+
+    def fail(*args, **kwargs):
+        raise AssertionError("alignment loss computed by explain")
+
+    monkeypatch.setattr(Infig, "_gam", fail)
+    monkeypatch.setattr(Infig, "_hfam", fail)
+    e = explain_row(runs["infig"], "p20")
+    assert e.image_weights.sum() + e.text_weights.sum() == pytest.approx(1.0, abs=1e-5)
+
+
 @pytest.mark.parametrize("head", ["infig", "mdse"])
 def test_png_has_the_fixed_size(runs, head):
     path = explain(runs[head], "p1")

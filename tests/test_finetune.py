@@ -1,6 +1,6 @@
 """Fine-tune mode on tiny random models: the staged schedule (frozen encoders stay bit-identical,
 unfrozen ones change), loss goes down, gradient accumulation, augmentation in train mode only,
-the run directory and CLI, and the CLIP / VisualBERT baselines."""
+the run directory and CLI, the CLIP / VisualBERT baselines, and INFIG aligning the encoders' own layers."""
 import json
 
 import numpy as np
@@ -339,3 +339,76 @@ def test_visualbert_hub_model_offline_fails_clearly(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(EncoderUnavailable, match="visualbert.*cannot load 'uclanlp/visualbert-vqa-coco-pre'"):
         visualbert_encoder("uclanlp/visualbert-vqa-coco-pre")
+
+
+INFIG_TINY = {"width": 16, "num_heads": 2, "stack_layers": 1, "fusion_layers": 1, "embed": 8, "queue_size": 64,
+              "hfam_layers": 2, "hidden": 16, "dropout": 0.0}
+
+
+def test_infig_aligns_the_encoders_own_last_layers(world, tokenizer):
+    """align="encoder" (the fine-tune default): HFAM's text levels are BERT's own layers -2 and -1, read live."""
+    _, manifest, _, _ = world
+    text = build_encoder("bert", model=tiny_bert(tokenizer), tokenizer=tokenizer, max_length=16, layers=(-2,))
+    torch.manual_seed(0)
+    model = FinetuneModel({"text": text, "image": tiny_cnn_encoder()}, "infig", 3, {**INFIG_TINY, "align": "encoder"})
+    head = model.head
+    assert "text@-2" in model.spec and head.encoder_side == {"text": True, "image": False}  # a CNN keeps the stack
+    model.set_trainable(["text"])
+    model.train()
+    batch = _batches(model, manifest, [6])[0]
+    seen = []
+    orig = head._hfam
+    head._hfam = lambda img, txt: seen.append(txt) or orig(img, txt)
+    out = model(batch)
+    hb = model.head_batch(batch)
+    assert hb.ids == [str(r) for r in batch["rows"].tolist()]  # the GAM queue's row ids
+    mask = batch["text/attention_mask"].bool()
+    states = text.model(input_ids=batch["text/input_ids"], attention_mask=batch["text/attention_mask"],
+                        output_hidden_states=True).hidden_states
+    (level_2, m2), (level_1, m1) = seen[0]
+    zero = lambda h: h.masked_fill(~mask.unsqueeze(-1), 0.0)  # noqa: E731
+    torch.testing.assert_close(level_2, head.level_proj["text@-2"](zero(states[-2])), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(level_1, head.stacks["text"].proj(zero(states[-1])), atol=1e-5, rtol=1e-4)
+    assert torch.equal(m1, mask) and torch.equal(m2, mask)
+    torch.testing.assert_close(out.aux["global_text"], head.stacks["text"].proj(states[-1][:, 0]).detach(),
+                               atol=1e-5, rtol=1e-4)  # GAM: the last layer's CLS
+    # L_f alone trains the encoder's last two layers (not only projections on top)
+    model.zero_grad(set_to_none=True)
+    out.aux["loss_hfam"].backward()
+    layers = text.model.encoder.layer
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layers[-1].parameters() if p.requires_grad)
+    assert layers[-2].attention.self.query.weight.grad.abs().sum() > 0
+
+
+def test_infig_accumulate_updates_ema_and_queue_once_per_step(world, monkeypatch, tmp_path):
+    """finetune --accumulate 3, batch 4, 24 train rows: 6 micro-batches, 2 optimizer steps per epoch."""
+    from msa_cache.heads.infig import Infig
+
+    root, manifest, bert, vit = world
+    calls = {"ema": 0, "stepped": 0}
+    ema, stepped = Infig._momentum_update, Infig.optimizer_stepped
+
+    def count_ema(self):
+        calls["ema"] += 1
+        return ema(self)
+
+    def count_stepped(self):
+        calls["stepped"] += 1
+        assert len(self._pending) == 3  # the step's three micro-batches, enqueued together
+        return stepped(self)
+
+    monkeypatch.setattr(Infig, "_momentum_update", count_ema)
+    monkeypatch.setattr(Infig, "optimizer_stepped", count_stepped)
+    spec = FinetuneSpec(str(manifest), "infig", [str(bert), str(vit)], head_options=INFIG_TINY,
+                        train=FinetuneConfig(batch_size=4, accumulate=3, max_epochs=2, head_epochs=1, max_length=16,
+                                             augment=False, patience=5))
+    result = finetune_run(spec, tmp_path, log=lambda s: None)
+    assert calls == {"ema": 4, "stepped": 4}  # 2 epochs x 2 steps, not 2 x 6 micro-batches
+    config = json.loads((result.path / "config.json").read_text())
+    assert config["spec"]["head_options"]["align"] == "encoder"  # the fine-tune default
+    assert "align" not in result.path.parent.name  # a default: not in the folder name
+    assert {r["layers"] == [-2] for r in config["encoders"].values()} == {True}  # text and ViT asked for layer -2
+    state = torch.load(result.path / "model.pt", weights_only=True)
+    assert int(state["head.queue_len"]) in (24, 48)  # every train row once per epoch (the best epoch's state)
+    model, _ = load_run(result.path)  # rebuilt with the recorded layers
+    assert set(model.head.level_proj) == {"text@-2", "image@-2"}

@@ -1,4 +1,5 @@
-"""INFIG head: GAM queue + EMA, HFAM top-j with padding, ablations, CLIP input, padding invariance, learning."""
+"""INFIG head: GAM queue + EMA (once per optimizer step, own-row keys masked), HFAM top-j with padding,
+align="stack"/"encoder" levels, ablations, CLIP input, padding invariance, learning."""
 import dataclasses
 import math
 
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from msa_cache.heads import Batch, ModalityInput, ModalitySpec, create_head
-from msa_cache.heads.infig import Infig, topj_similarity
+from msa_cache.heads.infig import Infig, row_keys, topj_similarity
 
 D_T, D_I, L, P, D_CLIP = 12, 10, 8, 4, 6
 TINY = dict(width=16, num_heads=2, stack_layers=2, fusion_layers=1, embed=8, queue_size=16, hfam_layers=2, hidden=16)
@@ -22,7 +23,7 @@ def make_spec(clip=False, frozen=()):
     return spec
 
 
-def make_batch(b=6, clip=False, seed=0, frozen=()):
+def make_batch(b=6, clip=False, seed=0, frozen=(), ids=None):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, L + 1, (b,), generator=g)
     lengths[0] = 1  # a text shorter than top_j
@@ -38,7 +39,8 @@ def make_batch(b=6, clip=False, seed=0, frozen=()):
         n = L if name.startswith("text") else P
         inputs[name] = ModalityInput(torch.randn(b, d, generator=g), torch.randn(b, n, d, generator=g),
                                      mask if name.startswith("text") else None)
-    return Batch(inputs, torch.randint(0, 3, (b,), generator=g))
+    ids = [f"s{seed}-{i}" for i in range(b)] if ids is None else ids
+    return Batch(inputs, torch.randint(0, 3, (b,), generator=g), {}, ids)
 
 
 def make_head(clip_cache=False, frozen=(), **opts):
@@ -53,6 +55,7 @@ def train_step(head, batch, opt):
     opt.zero_grad()
     total.backward()
     opt.step()
+    head.optimizer_stepped()  # what both trainers do after every optimizer step
     return out, total, terms
 
 
@@ -65,7 +68,7 @@ def test_config_fields_have_help_and_registry():
         create_head("infig", {"text": ModalitySpec(D_T, D_T, L)}, 3, TINY)
 
 
-def test_ema_and_queue_update_in_training_only():
+def test_ema_and_queue_update_once_per_optimizer_step():
     head = make_head(momentum=0.9)
     opt = torch.optim.SGD([p for p in head.parameters() if p.requires_grad], lr=0.1)
     out, _, terms = train_step(head, make_batch(b=6), opt)
@@ -75,22 +78,21 @@ def test_ema_and_queue_update_in_training_only():
     with torch.no_grad():  # make the momentum copy differ from the online one, else the EMA check is vacuous
         for p in head.gam_proj_m.parameters():
             p.add_(torch.randn_like(p))
-    online = [p.detach().clone() for p in head.gam_proj.parameters()]
     moment = [p.detach().clone() for p in head.gam_proj_m.parameters()]
     out, _, terms = train_step(head, make_batch(b=6, seed=1), opt)
     assert terms["gam"] > 0  # now the queue gives negatives
-    assert all(not torch.equal(o, p) for o, p in zip(online, head.gam_proj.parameters()))  # the optimiser moved them
-    # EMA toward the online weights as they were during the forward, by exactly (1 - m).
-    for o, m, new in zip(online, moment, head.gam_proj_m.parameters()):
-        torch.testing.assert_close(new, 0.9 * m + 0.1 * o, rtol=0, atol=1e-6)
+    # The step's keys came from the momentum copy as it was (MoCo: EMA after a step, keys at the next forward)...
+    k_i = F.normalize(torch.nn.functional.linear(out.aux["global_image"], moment[0], moment[1]), dim=-1)
+    torch.testing.assert_close(out.aux["key_image"], k_i)
+    # ...then EMA toward the online weights after the optimizer step, by exactly (1 - m).
+    for m, o, new in zip(moment, head.gam_proj.parameters(), head.gam_proj_m.parameters()):
+        torch.testing.assert_close(new, 0.9 * m + 0.1 * o.detach(), rtol=0, atol=1e-6)
     assert int(head.queue_ptr) == 12 and int(head.queue_len) == 12
-    # The new queue rows are this step's keys from the updated momentum projections, L2-normalised.
-    k_i = F.normalize(head.gam_proj_m["image"](out.aux["global_image"]), dim=-1)
-    k_t = F.normalize(head.gam_proj_m["text"](out.aux["global_text"]), dim=-1)
-    torch.testing.assert_close(head.queue_image[6:12], k_i.detach())
-    torch.testing.assert_close(head.queue_text[6:12], k_t.detach())
+    torch.testing.assert_close(head.queue_image[6:12], out.aux["key_image"])
+    torch.testing.assert_close(head.queue_text[6:12], out.aux["key_text"])
     torch.testing.assert_close(head.queue_image[:12].norm(dim=1), torch.ones(12))
     assert head.queue_image[12:].abs().sum() == 0
+    assert torch.equal(head.queue_ids[6:12], row_keys([f"s1-{i}" for i in range(6)])) and head.queue_has_id[:12].all()
 
     train_step(head, make_batch(b=6, seed=2), opt)
     assert int(head.queue_ptr) == 18 % 16 and int(head.queue_len) == 16  # wrapped around
@@ -243,6 +245,52 @@ def test_frozen_layers_join_the_hierarchy_when_m_exceeds_the_stack():
     assert make_head(stack_layers=2, hfam_layers=3).frozen_levels == []
 
 
+def test_align_encoder_aligns_the_encoders_own_layers():
+    """align="encoder": text levels = cached layers -3, -2 (own projections) and -1 (the stack's input projection);
+    a side without hidden layers (a CNN grid) keeps the stack's levels; GAM reads the encoder's last-layer CLS."""
+    frozen = (("text@-2", D_T), ("text@-3", D_T))
+    head = make_head(frozen=frozen, align="encoder", hfam_layers=3, stack_layers=2).eval()
+    assert head.encoder_side == {"text": True, "image": False}
+    assert sorted(head.level_proj) == ["text@-2", "text@-3"]
+    batch = make_batch(frozen=frozen)
+    seen = []
+    orig = head._hfam
+    head._hfam = lambda img, txt: seen.append((img, txt)) or orig(img, txt)
+    with torch.no_grad():
+        out = head(batch)
+    (img_levels, txt_levels), = seen
+    stack = head.stacks["text"]
+    mask = batch.inputs["text"].mask
+    for (got, got_mask), name in zip(txt_levels, ["text@-3", "text@-2", "text"]):
+        tokens = batch.inputs[name].tokens.masked_fill(~mask.unsqueeze(-1), 0.0)
+        proj = head.level_proj[name] if name != "text" else stack.proj
+        torch.testing.assert_close(got, proj(tokens))
+        assert torch.equal(got_mask, mask)
+    assert len(img_levels) == 3 and img_levels[0][0].shape == (6, P, 16)  # image: stack input + its 2 layers
+    with torch.no_grad():
+        t_cls = stack.proj(batch.inputs["text"].tokens[:, 0])
+    torch.testing.assert_close(out.aux["global_text"], t_cls)
+    # training reaches the per-layer projections through L_f, and the shared input projection through L_g and L_f
+    head.train()
+    head.loss(head(batch), batch)[0].backward()
+    assert head.level_proj["text@-3"].weight.grad.abs().sum() > 0 and stack.proj.weight.grad.abs().sum() > 0
+    # an image side with hidden layers (a ViT extracted with --layers) aligns its own layers too
+    vit = (("image@-2", D_I),)
+    both = make_head(frozen=frozen[:1] + vit, align="encoder", hfam_layers=2)
+    assert both.encoder_side == {"text": True, "image": True} and sorted(both.level_proj) == ["image@-2", "text@-2"]
+    out = both(make_batch(frozen=frozen[:1] + vit))
+    torch.testing.assert_close(out.aux["global_image"],
+                               both.stacks["image"].proj(make_batch(frozen=frozen[:1] + vit).inputs["image"].pooled))
+    with pytest.raises(ValueError, match="--layers -1,-2,-3"):
+        make_head(frozen=frozen[:1], align="encoder", hfam_layers=3)
+    with pytest.raises(ValueError, match="align must be"):
+        make_head(align="top")
+    # fine-tune mode asks the encoders for layers -2 .. -M
+    assert Infig.encoder_layers({"align": "encoder", "hfam_layers": 3}) == (-2, -3)
+    assert Infig.encoder_layers({"align": "stack", "hfam_layers": 3}) == ()
+    assert Infig.encoder_layers({"align": "encoder", "hfam": False}) == ()
+
+
 def synthetic(n, g):
     """Label = which of 3 prototypes is planted in one text token and one image patch (noisy, variable length)."""
     proto_t, proto_i = torch.randn(3, D_T, generator=torch.Generator().manual_seed(9)), torch.randn(
@@ -266,6 +314,70 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def test_accumulated_micro_batches_share_one_ema_and_one_enqueue():
+    """Two training forwards before one optimizer step: one EMA update (m, not m^2), both batches' keys queued then."""
+    head = make_head(momentum=0.9)
+    with torch.no_grad():
+        for p in head.gam_proj_m.parameters():
+            p.add_(torch.randn_like(p))
+    moment = [p.detach().clone() for p in head.gam_proj_m.parameters()]
+    head.train()
+    outs = []
+    for seed in (1, 2):
+        b = make_batch(b=4, seed=seed)
+        out = head(b)
+        head.loss(out, b)[0].backward()
+        outs.append(out)
+        assert int(head.queue_len) == 0  # nothing enqueued between micro-batches
+        assert all(torch.equal(m, p) for m, p in zip(moment, head.gam_proj_m.parameters()))  # nor EMA
+    torch.testing.assert_close(outs[0].aux["key_image"].norm(dim=1), torch.ones(4))
+    head.optimizer_stepped()
+    for m, o, new in zip(moment, head.gam_proj.parameters(), head.gam_proj_m.parameters()):
+        torch.testing.assert_close(new, 0.9 * m + 0.1 * o.detach(), rtol=0, atol=1e-6)
+    assert int(head.queue_len) == 8
+    torch.testing.assert_close(head.queue_text[:8], torch.cat([o.aux["key_text"] for o in outs]))
+
+
+def _gam_by_hand(head, out, ids):
+    """L_g written out per row: negatives = filled queue slots whose id is not the row's own."""
+    temp = head.gam_temp.clamp(0.001, 0.5)
+    q_i = F.normalize(head.gam_proj["image"](out.aux["global_image"]), dim=-1)
+    q_t = F.normalize(head.gam_proj["text"](out.aux["global_text"]), dim=-1)
+    keys = row_keys(ids)
+    losses = []
+    for q, k, queue in ((q_i, out.aux["key_text"], head.queue_text), (q_t, out.aux["key_image"], head.queue_image)):
+        total = 0.0
+        for r in range(q.shape[0]):
+            negs = [queue[j] for j in range(int(head.queue_len)) if int(head.queue_ids[j]) != int(keys[r])]
+            logits = torch.stack([q[r] @ k[r]] + [q[r] @ n for n in negs]) / temp
+            total = total - torch.log_softmax(logits, 0)[0]
+        losses.append(total / q.shape[0])
+    return (losses[0] + losses[1]) / 2
+
+
+def test_queue_keys_of_the_same_row_are_not_negatives():
+    head = make_head()
+    opt = torch.optim.SGD([p for p in head.parameters() if p.requires_grad], lr=0.0)
+    train_step(head, make_batch(b=6, seed=1, ids=list("abcdef")), opt)  # queue: keys of rows a..f
+    head.eval()
+    with torch.no_grad():
+        same = make_batch(b=6, seed=1, ids=list("abcdef"))  # the same rows again (next epoch)
+        out = head(same)
+        expected = _gam_by_hand(head, out, same.ids)
+        torch.testing.assert_close(out.aux["loss_gam"], expected)
+        # each row's own older key sits in the queue; unmasked it would be a (very close) "negative"
+        other = head(make_batch(b=6, seed=1, ids=list("uvwxyz")))
+    assert out.aux["loss_gam"] < other.aux["loss_gam"]
+    torch.testing.assert_close(other.aux["loss_gam"], _gam_by_hand(head, other, list("uvwxyz")))
+    # a row whose only queued keys are its own has no negatives: its term is -log 1 = 0
+    head2 = make_head()
+    train_step(head2, make_batch(b=2, seed=1, ids=["a", "a"]), opt)
+    head2.eval()
+    with torch.no_grad():
+        out = head2(make_batch(b=2, seed=1, ids=["a", "b"]))
+    assert out.aux["loss_gam"].item() == pytest.approx(_gam_by_hand(head2, out, ["a", "b"]).item(), abs=1e-6)
 
 
 def test_learns_a_small_synthetic_problem(one_thread):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from msa_cache.heads import Batch, ModalityInput, ModalitySpec, create_head, get_head
-from msa_cache.heads.mdse import macl_loss
+from msa_cache.heads.mdse import macl_loss, private_weights, shared_similarity
 
 D_T, D_I, N, M, C = 12, 10, 6, 4, 3
 SPEC = {"text": ModalitySpec(D_T, D_T, N), "image": ModalitySpec(D_I, D_I, M)}
@@ -60,6 +60,109 @@ def test_shapes_and_private_weights():
     torch.testing.assert_close(w_txt.sum(1), mask.sum(1).float() - 1)
     torch.testing.assert_close(w_img.sum(1), torch.full((4,), M - 1.0))
     assert torch.all((w_img >= 0) & (w_img <= 1))
+
+
+def _streams(h, b):
+    """Record what each co-attention layer was called with and returned."""
+    seen = {}
+    for name in ("co_image", "co_text"):
+        getattr(h, name).register_forward_hook(
+            lambda m, i, o, name=name: seen.update({name: (i[0], i[1], i[2], o)}))
+    return seen
+
+
+def test_pairing_follows_eq_1_and_3():
+    """f_v^s = CA(q=z, kv=v): a row per text token; S_image = v f_v^s^T is M x N, summed over real text tokens."""
+    h = head().eval()
+    b = make_batch()
+    seen = _streams(h, b)
+    with torch.no_grad():
+        out = h(b)
+        z = h.proj_text(b.inputs["text"].tokens)
+        v = h.proj_image(b.inputs["image"].tokens)
+    zm = b.inputs["text"].mask
+    q, kv, kv_mask, fs_v = seen["co_image"]
+    torch.testing.assert_close(q, z)  # queries: text tokens
+    torch.testing.assert_close(kv, v)  # keys/values: image tokens
+    assert kv_mask is None and fs_v.shape == (4, N, 16)
+    q, kv, kv_mask, fs_z = seen["co_text"]
+    torch.testing.assert_close(q, v)
+    torch.testing.assert_close(kv, z)
+    assert torch.equal(kv_mask, zm) and fs_z.shape == (4, M, 16)
+    # the shared feature: mean over the real rows of [f_v^s; f_z^s] (padding text-query rows excluded)
+    for i in range(4):
+        rows = torch.cat([fs_v[i][zm[i]], fs_z[i]])
+        torch.testing.assert_close(out.aux["shared"][i], rows.mean(0))
+    # the private weights, written out per row as eqs. 2-3 read
+    for i in range(4):
+        n = int(zm[i].sum())
+        S_img = v[i] @ fs_v[i][:n].T  # M x n
+        assert S_img.shape == (M, n)
+        torch.testing.assert_close(out.aux["w_image"][i], 1 - S_img.sum(1).softmax(0), rtol=1e-4, atol=1e-5)
+        S_txt = z[i][:n] @ fs_z[i].T  # n x M
+        torch.testing.assert_close(out.aux["w_text"][i][:n], 1 - S_txt.sum(1).softmax(0), rtol=1e-4, atol=1e-5)
+
+
+def test_one_text_token_gives_one_similarity_column():
+    b = make_batch()
+    z = torch.randn(4, 1, 16)
+    v = torch.randn(4, M, 16)
+    h = head().eval()
+    with torch.no_grad():
+        fs_v = h.co_image(z, v, None)
+        S = shared_similarity(v, fs_v)
+    assert fs_v.shape == (4, 1, 16) and S.shape == (4, M, 1)
+    torch.testing.assert_close(private_weights(S, None, None), 1 - S[..., 0].softmax(-1))
+    # inside the head: a batch whose texts all have one real token
+    mask = torch.zeros(4, N, dtype=torch.bool)
+    mask[:, 0] = True
+    b.inputs["text"].mask = mask
+    seen = _streams(h, b)
+    with torch.no_grad():
+        out = h(b)
+    fs_v_head = seen["co_image"][3]
+    vp = h.proj_image(b.inputs["image"].tokens)
+    S = shared_similarity(vp, fs_v_head)
+    # only column 0 (the one real text token) counts in the image-side row sums
+    torch.testing.assert_close(out.aux["w_image"], 1 - S[..., 0].softmax(-1))
+    torch.testing.assert_close(out.aux["w_text"][:, 1:], torch.zeros(4, N - 1))
+
+
+def test_private_weights_respect_both_masks():
+    g = torch.Generator().manual_seed(3)
+    S = torch.randn(2, 5, 4, generator=g)
+    x_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    s_mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    w = private_weights(S, x_mask, s_mask)
+    torch.testing.assert_close(w[0, :3], 1 - S[0, :3, :2].sum(1).softmax(0))
+    assert torch.all(w[0, 3:] == 0)
+    torch.testing.assert_close(w[1], 1 - S[1, :, 0].softmax(0))
+    S2 = S.clone()
+    S2[~s_mask[:, None, :].expand_as(S)] = 1e4  # garbage in masked-out shared columns
+    S2[0, 3:] = -1e4  # and in padded x rows
+    torch.testing.assert_close(private_weights(S2, x_mask, s_mask), w)
+
+
+def test_image_values_reach_f_v_s_only_through_cross_attention():
+    """CA(z, v, v): with the attention output zeroed, f_v^s no longer depends on the image tokens at all."""
+    h = head().eval()
+    b = make_batch()
+    b2 = make_batch()
+    b2.inputs["image"].tokens = b2.inputs["image"].tokens + 5 * torch.randn(4, M, D_I)
+    seen = _streams(h, b)
+    with torch.no_grad():
+        h(b)
+        a = seen["co_image"][3]
+        h(b2)
+        c = seen["co_image"][3]
+    assert not torch.allclose(a, c)  # the image tokens do matter, through attention...
+    h.co_image.attn.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+    with torch.no_grad():
+        h(b)
+        a = seen["co_image"][3]
+        h(b2)
+        c = seen["co_image"][3]
+    torch.testing.assert_close(a, c)  # ...and only there: no residual path from v
 
 
 @pytest.mark.parametrize("opts", [{}, {"pfl_no_ada": True}, {"ipfl": False}])
@@ -232,3 +335,12 @@ def test_learns_a_synthetic_problem():
     assert sum(last[-20:]) / 20 < 0.5 * first
     print(f"first loss {first:.3f}, last-20 mean {sum(last[-20:]) / 20:.3f}, test acc {acc:.3f}")
     assert acc > 0.8, acc  # chance is 1/3
+
+
+def test_runs_from_before_the_pairing_fix_are_not_reused():
+    """The pairing changed the model for the same options: MDSE's revision enters the run identity (other heads keep theirs)."""
+    from msa_cache.runs.config import RunSpec
+
+    ident = RunSpec("m.parquet", {}, "mdse").identity("fp", {})
+    assert ident["head_revision"] == get_head("mdse").revision >= 1
+    assert "head_revision" not in RunSpec("m.parquet", {}, "late").identity("fp", {})

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from msa_cache.provenance import from_saved
+from msa_cache.runs.config import head_revision
 from msa_cache.runs.metrics import MONITORS
 
 BASELINES = ("clip", "visualbert")
@@ -102,6 +103,7 @@ class FinetuneSpec:
             "baseline": self.baseline,
             "head_options": self.head_options,
             "train": self.train.identity(),
+            **({} if self.baseline else head_revision(self.head)),
         }
 
     def to_dict(self) -> dict:

@@ -6,6 +6,8 @@ head sees exactly the fields a cache would give it, built the same way:
     role "text"   -> modality "text":  pooled = text/<text_pool> (cls | mean), tokens, mask
     role "image"  -> modality "image": pooled = image/pooled, tokens (patches / grid)
     role "clip"   -> "clip_text", "clip_image": the projected, normalised CLIP embeddings + tokens
+    hidden layers -> "text@-2", "image@-2", ...: tokens of the encoder's layer -k (+ the text mask),
+                     when the head asks for them (`Head.encoder_layers`, INFIG's align="encoder")
 
 Image features of bad rows are zeroed, as extraction stores them. `parts()`
 names the encoder modules per modality, so `--unfreeze text,image` works the
@@ -14,6 +16,7 @@ projections) is the "head" parameter group, trained from the first epoch.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import torch
@@ -44,7 +47,12 @@ def select_fields(role: str, fields: set[str] | list[str], text_pool: str) -> di
     image = ("image/pooled", "image/tokens" if "image/tokens" in fields else None, None)
     if role == "clip":
         return {"clip_text": text("pooled"), "clip_image": image}
-    return {"text": text(text_pool)} if role == "text" else {"image": image}
+    base = text(text_pool) if role == "text" else image
+    out = {role: base}
+    for f in sorted(fields):  # hidden layers, as `runs/features.py` names them: "text/hidden/-2" -> "text@-2"
+        if f.startswith(f"{role}/hidden/"):
+            out[f"{role}@{f.rsplit('/', 1)[1]}"] = (base[0], f, base[2])
+    return out
 
 
 def modality_input(values: dict[str, torch.Tensor], names: Fields) -> ModalityInput:
@@ -203,7 +211,9 @@ class FinetuneModel(FinetuneModule):
             values = zero_bad_rows(enc._forward(role_inputs(inputs, role)), inputs["ok"])
             for m, names in self.fields[role].items():
                 modalities[m] = modality_input(values, names)
-        return Batch(modalities, inputs["labels"], inputs.get("modality_labels", {}))
+        # Manifest row indices stand in for ids: unique per row, which is what heads use ids for (INFIG's queue).
+        ids = [str(int(r)) for r in inputs["rows"]] if "rows" in inputs else []
+        return Batch(modalities, inputs["labels"], inputs.get("modality_labels", {}), ids)
 
 
 def _modality_spec(shapes: dict[str, tuple], names: Fields) -> ModalitySpec:
@@ -228,9 +238,13 @@ def open_encoders(spec: FinetuneSpec) -> dict[str, Encoder]:
     if getattr(head_cls, "fit_mode", None) == "closed_form":
         raise ValueError(f"head '{spec.head}' is fitted in closed form on frozen features; "
                          f"use `msa-cache fit --head {spec.head}`")
+    layers = head_cls.encoder_layers(spec.head_options)
     encoders: dict[str, Encoder] = {}
     for name in spec.encoders:
         enc = build_encoder(name, options=options)
+        if layers and enc.modality != "both" and enc.supports_layers:
+            # Loaded again, asking for the hidden layers the head aligns (a CNN has none and is kept as is).
+            enc = build_encoder(name, options=dataclasses.replace(options, layers=layers))
         role = ROLE_OF_MODALITY[enc.modality]
         if role in encoders:
             raise ValueError(f"--encoder {name}: a {enc.modality} encoder is already given "

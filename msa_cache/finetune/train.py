@@ -57,6 +57,12 @@ def _head_config_class(spec: FinetuneSpec) -> type:
     return HeadConfig if spec.baseline else get_head(spec.head).Config
 
 
+def _default_options(spec: FinetuneSpec) -> dict:
+    """The head's option defaults in fine-tune mode (its Config's, then its `finetune_defaults`)."""
+    defaults = dataclasses.asdict(_head_config_class(spec)())
+    return defaults if spec.baseline else {**defaults, **get_head(spec.head).finetune_defaults}
+
+
 def full_head_options(spec: FinetuneSpec) -> dict:
     """Every head option with its default filled in (so the run's identity does not depend on defaults)."""
     cls = _head_config_class(spec)
@@ -64,11 +70,11 @@ def full_head_options(spec: FinetuneSpec) -> dict:
     unknown = sorted(set(spec.head_options) - known)
     if unknown:
         raise ValueError(f"'{spec.head}' has no option(s) {unknown}; its options are {sorted(known)}")
-    return {**dataclasses.asdict(cls()), **spec.head_options}
+    return {**_default_options(spec), **spec.head_options}
 
 
 def _changed_options(spec: FinetuneSpec) -> dict:
-    defaults = dataclasses.asdict(_head_config_class(spec)())
+    defaults = _default_options(spec)
     return {k: v for k, v in spec.head_options.items() if defaults.get(k) != v}
 
 
@@ -167,6 +173,7 @@ def optimizer_step(model: FinetuneModule, optimizer, scaler) -> None:
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
+    model.head.optimizer_stepped()  # once per step, not per accumulated micro-batch (INFIG's EMA and queue)
 
 
 def train_loop(model: FinetuneModule, spec: FinetuneSpec, manifest: Manifest, train_idx: np.ndarray,

@@ -122,6 +122,11 @@ class Head(nn.Module):
     optimizer: ClassVar[str] = "adamw"
     # Modalities the head requires; None = any non-empty set.
     modalities: ClassVar[tuple[str, ...] | None] = None
+    # Bumped when a head's computation changes for the same options, so runs made before are not reused
+    # (it enters the run identity when > 0; heads at 0 keep their run hashes).
+    revision: ClassVar[int] = 0
+    # Option defaults that differ in `finetune` (encoders in the loop), e.g. INFIG aligns the encoders' layers.
+    finetune_defaults: ClassVar[dict] = {}
 
     def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg):
         super().__init__()
@@ -143,6 +148,14 @@ class Head(nn.Module):
             yield self
         finally:
             self.predicting = before
+
+    @classmethod
+    def encoder_layers(cls, options: dict) -> tuple[int, ...]:
+        """Hidden layers (e.g. (-2, -3)) the encoders must also return in fine-tune mode, as "text@-2", ..."""
+        return ()
+
+    def optimizer_stepped(self) -> None:
+        """Called by the trainers once after every optimizer step (after all accumulated micro-batches)."""
 
     def forward(self, batch: Batch) -> HeadOutput:  # pragma: no cover - abstract
         raise NotImplementedError

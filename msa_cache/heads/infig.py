@@ -16,13 +16,22 @@ Architecture (B rows, P image tokens, L text tokens, w = `width`)
        i_g = [i_cls ; i_clip],   t_g = [t_cls ; t_clip]
        q_i = norm(W_i i_g),      q_t = norm(W_t t_g)              (online, dim `embed`)
        k_i = norm(W'_i i_g),     k_t = norm(W'_t t_g)             (momentum, no grad)
-       W' <- m W' + (1 - m) W     (EMA, m = `momentum`, in training mode, before the keys)
-       L_i2t = -log exp(q_i.k_t / T) / (exp(q_i.k_t / T) + sum_{k in Q_t} exp(q_i.k / T))
+       W' <- m W' + (1 - m) W     (EMA, m = `momentum`, once per optimizer step)
+       L_i2t = -log exp(q_i.k_t / T) / (exp(q_i.k_t / T) + sum_{k in Q_t, id(k) != id(i)} exp(q_i.k / T))
        L_t2i likewise with q_t, k_i and the image queue Q_i;    L_g = (L_i2t + L_t2i) / 2
    As in MoCo the positive is the paired momentum key of the same row and the
-   negatives are the queues of the latest `queue_size` momentum keys; the
-   current batch's keys are enqueued after the loss (training mode only). Only
-   filled queue slots count, so the first step has no negatives (L_g = 0).
+   negatives are the queues of the latest `queue_size` momentum keys. The queue
+   stores each key's row id with it, and a row's own older keys are not its
+   negatives (with a queue as large as the training set every row would
+   otherwise meet its previous-epoch self as a "negative"). A batch without ids
+   masks nothing. Only filled queue slots count, so the first step has no
+   negatives (L_g = 0).
+   The EMA update and the enqueue happen in `optimizer_stepped()`, which the
+   trainers call once per optimizer step: a training forward only records its
+   keys. With gradient accumulation (`finetune --accumulate N`) the N
+   micro-batches therefore see one queue and one momentum copy, as one big batch
+   would, and the momentum stays m per step (not m^N). The order is MoCo's:
+   step, EMA, then the next forward computes its keys with the updated copy.
    T is learnable, initialised at `gam_temp` and clamped to [0.001, 0.5] (ALBEF).
    The CLIP parts come from the pooled "clip_image"/"clip_text" modalities when
    the head is built with them and `clip` is on; otherwise i_g = i_cls (the
@@ -43,8 +52,29 @@ Architecture (B rows, P image tokens, L text tokens, w = `width`)
    than learnable: GAM already learns a temperature, and a learnable one here
    could simply sharpen away a loss whose targets are all in-batch.
 
-   Levels, shallow -> deep, are the layers of the composed encoder (frozen
-   backbone, then the trainable stack):
+   Which layers are aligned is `align`:
+
+   align = "encoder" (the paper; the default of `finetune`): the encoders' own
+   last M transformer layers. For a modality whose encoder gives hidden layers
+   (a text encoder; a ViT extracted or fine-tuned with hidden layers) the levels
+   are its layers -M .. -1: layer -1 is the modality's tokens through the stack's
+   input projection (so the alignment shapes what the classifier reads), each
+   earlier layer -k, k = 2..M ("text@-k", from `extract --layers` in cache
+   mode, returned live by the encoder in fine-tune mode) through its own Linear
+   projection. GAM then aligns the encoder's last-layer CLS (text: token 0 of
+   the last layer; image: its pooled feature, ViT's CLS), through the same input
+   projection, + CLIP where present. A CNN has no transformer layers: its
+   side's levels and GAM feature stay the stack's (the trainable transformer
+   over its grid, as the paper's own image encoder puts transformer layers over
+   ResNet-50's grid). In fine-tune mode the alignment gradients reach the
+   unfrozen encoders' layers, which is what the paper trains.
+
+   align = "stack" (the default of `fit`): the layers of the composed encoder
+   (frozen backbone, then the trainable stack). It is the cache-mode default
+   because there the encoders are frozen: aligning their cached layers can only
+   move the per-layer projections (and the shared input projection), while
+   aligning the stack trains layers the classifier reads. Levels, shallow ->
+   deep:
        [cache "text@-K" ... "text@-2"],  proj(cache "text" tokens) (= frozen layer -1),  h^1 ... h^S
    and HFAM takes the last M of them. With the defaults (S = 3, M = 3) these are
    the stack's own layers, which is where the paper's alignment has its effect
@@ -66,9 +96,10 @@ Architecture (B rows, P image tokens, L text tokens, w = `width`)
        g = softmax_{real positions}(w^T f),   K~ = sum_i g_i f_i,   K = GELU(W K~ + b)
        logits = Linear(Dropout(K))           (W: width -> `hidden`)
 
-Loss: L = L_sc + lambda_g L_g + lambda_f L_f (`lambda_g` 0.3, `lambda_f` 0.2);
-L_sc is cross-entropy on labeled rows, while L_g and L_f use every row (an
-unlabeled pair is still a pair). The loss dict has "ce", "gam", "hfam".
+Loss: L = L_sc + lambda_g L_g + lambda_f L_f (`lambda_g` 0.3, `lambda_f` 0.2).
+L_g and L_f read no labels, but both trainers (`fit`, `finetune`) feed only
+labeled train rows, so all three terms are computed on labeled rows. The loss
+dict has "ce", "gam", "hfam".
 Ablations: --no-gam, --no-hfam, --no-clip remove the term and its parameters.
 
 aux: "attn_image" [B, P], "attn_text" [B, L] (the pooling weights g, split;
@@ -78,6 +109,8 @@ zero on padding), "loss_gam"/"loss_hfam" (tensors), "global_image"/
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -111,6 +144,9 @@ class InfigConfig(HeadConfig):
     gam: bool = field(default=True, metadata={"help": "global alignment module (--no-gam ablates it)"})
     hfam: bool = field(default=True, metadata={"help": "hierarchical fine-grained alignment (--no-hfam ablates it)"})
     clip: bool = field(default=True, metadata={"help": "use clip_image/clip_text pooled features in GAM when the cache has them"})
+    align: str = field(default="stack", metadata={
+        "help": "layers GAM/HFAM align: 'encoder' = the encoders' own last M layers (cache: needs extract --layers "
+                "-1,-2,..; the finetune default), 'stack' = the trainable stack over the tokens (the fit default)"})
 
 
 def topj_similarity(a: torch.Tensor, a_mask: torch.Tensor, b: torch.Tensor, b_mask: torch.Tensor, j: int) -> torch.Tensor:
@@ -146,6 +182,12 @@ def _topj_from_cos(cos: torch.Tensor, row_mask: torch.Tensor, col_mask: torch.Te
     rows = (row_mask[None, :, :] if reverse else row_mask[:, None, :]).to(per_token.dtype)  # [.., .., tokens]
     s = (per_token * rows).sum(-1) / rows.sum(-1).clamp(min=1)  # [p, q]
     return s.t() if reverse else s
+
+
+def row_keys(ids: list[str]) -> torch.Tensor:
+    """A stable int64 per row id (blake2b, not hash(): the queue is saved with the model and may outlive the process)."""
+    return torch.tensor([int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little", signed=True)
+                         for i in ids], dtype=torch.long)
 
 
 def _layer(width: int, heads: int, dropout: float) -> nn.TransformerEncoderLayer:
@@ -199,24 +241,50 @@ class Infig(Head):
     Config = InfigConfig
     uses_tokens = True
     # Frozen hidden layers stored by `extract --layers` reach the head as "text@-k"
-    # modalities; they are used when --hfam-layers reaches below the trainable stack.
+    # modalities; they are used by align="encoder", and by "stack" when --hfam-layers
+    # reaches below the trainable stack.
     uses_hidden_layers = True
     optimizer = "adamw"
     modalities = ("text", "image")
+    # In fine-tune mode the encoders are in the loop, so the paper's alignment of their own layers is the default.
+    finetune_defaults = {"align": "encoder"}
+
+    @classmethod
+    def encoder_layers(cls, options: dict) -> tuple[int, ...]:
+        """Hidden layers (beyond the last) the encoders must return in fine-tune mode: -2 .. -M for align="encoder"."""
+        known = {f.name for f in dataclasses.fields(cls.Config)}
+        cfg = cls.Config(**{k: v for k, v in options.items() if k in known})
+        if cfg.align != "encoder" or not cfg.hfam:
+            return ()
+        return tuple(range(-2, -cfg.hfam_layers - 1, -1))
 
     def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: InfigConfig):
         super().__init__(spec, num_classes, cfg)
         w = cfg.width
         if cfg.hfam and not (cfg.hfam_layers >= 1 and cfg.top_j >= 1):
             raise ValueError("hfam_layers and top_j must be >= 1")
+        if cfg.align not in ("stack", "encoder"):
+            raise ValueError(f"align must be 'stack' or 'encoder', not '{cfg.align}'")
         self.stacks = nn.ModuleDict({
             m: TokenStack(spec[m].token_dim, spec[m].num_tokens, cfg, cfg.stack_layers) for m in ("image", "text")
         })
+        if cfg.gam and not -cfg.stack_layers <= cfg.gam_layer < cfg.stack_layers:
+            raise ValueError(f"gam_layer {cfg.gam_layer} is outside a stack of {cfg.stack_layers} layers")
+
+        # align="encoder": which sides align the encoder's own layers (text always; an image encoder when it
+        # gives hidden layers, i.e. a ViT); the others (a CNN grid) align the stack over their tokens.
+        self.encoder_side = {m: cfg.align == "encoder" and (m == "text" or any(k.startswith(f"{m}@-") for k in spec))
+                             for m in ("image", "text")}
+        self.frozen_levels: list[int] = []  # align="stack": k of the "m@-k" modalities used, deepest first
+        self.level_proj = nn.ModuleDict()  # projections of cached/hidden layers -k, k >= 2
+        if cfg.hfam:
+            if cfg.align == "encoder":
+                self._build_encoder_levels(spec)
+            else:
+                self._build_stack_levels(spec)
 
         self.use_clip = cfg.gam and cfg.clip and "clip_image" in spec and "clip_text" in spec
         if cfg.gam:
-            if not -cfg.stack_layers <= cfg.gam_layer < cfg.stack_layers:
-                raise ValueError(f"gam_layer {cfg.gam_layer} is outside a stack of {cfg.stack_layers} layers")
             clip_dim = {m: spec[f"clip_{m}"].pooled_dim if self.use_clip else 0 for m in ("image", "text")}
             self.gam_proj = nn.ModuleDict({m: nn.Linear(w + clip_dim[m], cfg.embed) for m in ("image", "text")})
             self.gam_proj_m = copy.deepcopy(self.gam_proj)  # momentum copies: EMA-updated, never by gradients
@@ -225,24 +293,11 @@ class Infig(Head):
             # Queues start empty (queue_len = 0) rather than random: random negatives are trivially easy.
             self.register_buffer("queue_image", torch.zeros(cfg.queue_size, cfg.embed))
             self.register_buffer("queue_text", torch.zeros(cfg.queue_size, cfg.embed))
+            self.register_buffer("queue_ids", torch.zeros(cfg.queue_size, dtype=torch.long))  # row_keys of the keys
+            self.register_buffer("queue_has_id", torch.zeros(cfg.queue_size, dtype=torch.bool))
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
             self.register_buffer("queue_len", torch.zeros((), dtype=torch.long))
-
-        # HFAM levels from cached frozen layers are needed only when M exceeds the stack's S + 1.
-        self.frozen_levels: list[int] = []  # k of the "m@-k" modalities used, deepest first
-        self.level_proj = nn.ModuleDict()  # own projections for frozen layers of another width
-        if cfg.hfam:
-            for k in range(2, 2 + max(0, cfg.hfam_layers - cfg.stack_layers - 1)):
-                for m in ("image", "text"):
-                    name = f"{m}@-{k}"
-                    if name not in spec or spec[name].token_dim is None:
-                        raise ValueError(
-                            f"hfam_layers={cfg.hfam_layers} needs {cfg.hfam_layers - cfg.stack_layers - 1} cached frozen "
-                            f"layer(s) beyond the stack's {cfg.stack_layers} + its input, but modality '{name}' is not "
-                            f"in the cache; lower --hfam-layers or raise --stack-layers")
-                    if spec[name].token_dim != spec[m].token_dim:
-                        self.level_proj[name] = nn.Linear(spec[name].token_dim, w)
-                self.frozen_levels.append(k)
+            self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
 
         self.type_emb = nn.Parameter(torch.zeros(2, w))  # image, text
         self.fusion = nn.ModuleList([_layer(w, cfg.num_heads, cfg.dropout) for _ in range(cfg.fusion_layers)])
@@ -250,6 +305,47 @@ class Infig(Head):
         self.pool = nn.Linear(w, 1)  # attention-pooling scores w^T f_i
         self.squeeze = nn.Linear(w, cfg.hidden)  # K = GELU(W K~ + b)
         self.classifier = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, num_classes))
+
+    def _build_stack_levels(self, spec):
+        """align="stack": cached frozen levels are needed only when M exceeds the stack's S + 1."""
+        cfg, w = self.cfg, self.cfg.width
+        for k in range(2, 2 + max(0, cfg.hfam_layers - cfg.stack_layers - 1)):
+            for m in ("image", "text"):
+                name = f"{m}@-{k}"
+                if name not in spec or spec[name].token_dim is None:
+                    raise ValueError(
+                        f"hfam_layers={cfg.hfam_layers} needs {cfg.hfam_layers - cfg.stack_layers - 1} cached frozen "
+                        f"layer(s) beyond the stack's {cfg.stack_layers} + its input, but modality '{name}' is not "
+                        f"in the cache; lower --hfam-layers or raise --stack-layers")
+                if spec[name].token_dim != spec[m].token_dim:
+                    self.level_proj[name] = nn.Linear(spec[name].token_dim, w)
+            self.frozen_levels.append(k)
+
+    def _build_encoder_levels(self, spec):
+        """align="encoder": a Linear per hidden layer -2 .. -M of each encoder side; the stack for the others."""
+        cfg, w = self.cfg, self.cfg.width
+        for m in ("image", "text"):
+            if not self.encoder_side[m]:
+                if cfg.hfam_layers > cfg.stack_layers + 1:
+                    raise ValueError(f"align=encoder: the {m} encoder has no hidden layers (a CNN), so its side "
+                                     f"aligns the stack's input + {cfg.stack_layers} layers, fewer than "
+                                     f"hfam_layers={cfg.hfam_layers}; lower --hfam-layers or raise --stack-layers")
+                continue
+            for k in range(2, cfg.hfam_layers + 1):
+                name = f"{m}@-{k}"
+                if name not in spec or spec[name].token_dim is None:
+                    raise ValueError(f"align=encoder with hfam_layers={cfg.hfam_layers} needs the {m} encoder's "
+                                     f"layers -1..-{cfg.hfam_layers}, but '{name}' is missing; extract with "
+                                     f"--layers {','.join(str(-j) for j in range(1, cfg.hfam_layers + 1))}, "
+                                     "or use --align stack")
+                self.level_proj[name] = nn.Linear(spec[name].token_dim, w)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Runs saved before the queue kept row ids: their queued keys count as id-less (mask nothing).
+        if self.cfg.gam and prefix + "queue_image" in state_dict and prefix + "queue_ids" not in state_dict:
+            state_dict[prefix + "queue_ids"] = torch.zeros_like(self.queue_ids)
+            state_dict[prefix + "queue_has_id"] = torch.zeros_like(self.queue_has_id)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---- GAM ----
     @torch.no_grad()
@@ -259,57 +355,88 @@ class Infig(Head):
             pm.mul_(m).add_(p.detach(), alpha=1.0 - m)
 
     @torch.no_grad()
-    def _enqueue(self, k_image: torch.Tensor, k_text: torch.Tensor):
+    def _enqueue(self, k_image: torch.Tensor, k_text: torch.Tensor, ids: torch.Tensor | None):
         q = self.queue_image.shape[0]
-        k_image, k_text = k_image[-q:], k_text[-q:]  # a batch larger than the queue keeps its last rows
-        idx = (self.queue_ptr + torch.arange(k_image.shape[0], device=k_image.device)) % q
+        k_image, k_text = k_image[-q:], k_text[-q:]  # more rows than the queue: keep the last ones
+        n = k_image.shape[0]
+        idx = (self.queue_ptr + torch.arange(n, device=k_image.device)) % q
         self.queue_image[idx] = k_image.to(self.queue_image.dtype)
         self.queue_text[idx] = k_text.to(self.queue_text.dtype)
-        self.queue_ptr.copy_((self.queue_ptr + k_image.shape[0]) % q)
-        self.queue_len.copy_((self.queue_len + k_image.shape[0]).clamp(max=q))
+        if ids is None:
+            self.queue_has_id[idx] = False
+        else:
+            self.queue_ids[idx] = ids[-q:].to(self.queue_ids.device)
+            self.queue_has_id[idx] = True
+        self.queue_ptr.copy_((self.queue_ptr + n) % q)
+        self.queue_len.copy_((self.queue_len + n).clamp(max=q))
 
-    def _gam(self, i_g: torch.Tensor, t_g: torch.Tensor, aux: dict) -> torch.Tensor:
+    @torch.no_grad()
+    def optimizer_stepped(self):
+        """After each optimizer step: EMA of the momentum projections, then enqueue the step's keys."""
+        if not self.cfg.gam:
+            return
+        self._momentum_update()
+        if self._pending:
+            k_i, k_t, ids = zip(*self._pending)
+            ids = None if any(x is None for x in ids) else torch.cat(ids)
+            self._enqueue(torch.cat(k_i), torch.cat(k_t), ids)
+            self._pending = []
+
+    def _gam(self, i_g: torch.Tensor, t_g: torch.Tensor, ids: list[str], aux: dict) -> torch.Tensor:
         temp = self.gam_temp.clamp(0.001, 0.5)
         q_i = F.normalize(self.gam_proj["image"](i_g), dim=-1)
         q_t = F.normalize(self.gam_proj["text"](t_g), dim=-1)
         with torch.no_grad():
-            if self.training:
-                self._momentum_update()
             k_i = F.normalize(self.gam_proj_m["image"](i_g), dim=-1)
             k_t = F.normalize(self.gam_proj_m["text"](t_g), dim=-1)
-        # Clone: the queues are written in place below, and backward still needs these values.
-        filled = torch.arange(self.queue_image.shape[0], device=i_g.device) < self.queue_len
-        queue_i, queue_t = self.queue_image.clone(), self.queue_text.clone()
+        # A negative is a filled slot holding another row's key (the queue keeps the keys' row ids).
+        keys = row_keys(ids).to(i_g.device) if len(ids) == q_i.shape[0] else None
+        negative = (torch.arange(self.queue_image.shape[0], device=i_g.device) < self.queue_len).expand(q_i.shape[0], -1)
+        if keys is not None:
+            negative = negative & ~(self.queue_has_id[None, :] & (self.queue_ids[None, :] == keys[:, None]))
 
         def nce(q, k_pos, queue):
             pos = (q * k_pos).sum(-1, keepdim=True).float() / temp  # [B, 1]
             neg = (q @ queue.to(q.dtype).t()).float() / temp  # [B, Q]
             # Mask after dividing: -inf / T would give the temperature a 0 * inf = NaN gradient.
-            logits = torch.cat([pos, neg.masked_fill(~filled, float("-inf"))], dim=1)
+            logits = torch.cat([pos, neg.masked_fill(~negative, float("-inf"))], dim=1)
             return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
 
-        loss = (nce(q_i, k_t, queue_t) + nce(q_t, k_i, queue_i)) / 2
+        # The queues change only in optimizer_stepped(), after backward: no copy needed for autograd.
+        loss = (nce(q_i, k_t, self.queue_text) + nce(q_t, k_i, self.queue_image)) / 2
         if self.training:
-            self._enqueue(k_i, k_t)
+            self._pending.append((k_i, k_t, keys))
         aux.update(global_image=i_g.detach(), global_text=t_g.detach(), key_image=k_i, key_text=k_t)
         return loss
 
+    def _global(self, m: str, batch: Batch, x0: torch.Tensor, outs: list[torch.Tensor]) -> torch.Tensor:
+        """GAM's feature of side m: the encoder's last-layer CLS (align="encoder") or the stack's CLS."""
+        if not self.encoder_side[m]:
+            return outs[self.cfg.gam_layer][:, 0]
+        if m == "text":
+            return x0[:, 0]  # the cached text CLS at position 0, through the input projection
+        return self.stacks[m].proj(batch.inputs[m].pooled)  # a ViT's pooled feature is its CLS
+
     # ---- HFAM ----
+    def _hidden(self, m: str, k: int, batch: Batch, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        name = f"{m}@-{k}"
+        inp = batch.inputs.get(name)
+        if inp is None or inp.tokens is None:
+            raise ValueError(f"the head was built to align layer '{name}' but the batch lacks it")
+        lmask = inp.mask if inp.mask is not None else mask
+        tokens = inp.tokens.masked_fill(~lmask.unsqueeze(-1), 0.0)
+        proj = self.level_proj[name] if name in self.level_proj else self.stacks[m].proj
+        return proj(tokens), lmask
+
     def _levels(self, m: str, batch: Batch, x0: torch.Tensor, outs: list[torch.Tensor], mask: torch.Tensor):
         """The last M (tokens, mask) levels of modality m, shallow -> deep (stack CLS dropped)."""
-        levels = []
-        for k in reversed(self.frozen_levels):  # shallowest first
-            name = f"{m}@-{k}"
-            inp = batch.inputs.get(name)
-            if inp is None or inp.tokens is None:
-                raise ValueError(f"the head was built to align cached layer '{name}' but the batch lacks it")
-            lmask = inp.mask if inp.mask is not None else mask
-            tokens = inp.tokens.masked_fill(~lmask.unsqueeze(-1), 0.0)
-            proj = self.level_proj[name] if name in self.level_proj else self.stacks[m].proj
-            levels.append((proj(tokens), lmask))
+        M = self.cfg.hfam_layers
+        if self.encoder_side[m]:  # layers -M .. -2 of the encoder, then its last layer (the stack's input)
+            return [self._hidden(m, k, batch, mask) for k in range(M, 1, -1)] + [(x0, mask)]
+        levels = [self._hidden(m, k, batch, mask) for k in reversed(self.frozen_levels)]  # shallowest first
         levels.append((x0, mask))
         levels += [(h[:, 1:], mask) for h in outs]
-        return levels[-self.cfg.hfam_layers:]
+        return levels[-M:]
 
     def _hfam(self, image_levels, text_levels) -> torch.Tensor:
         losses = []
@@ -332,14 +459,15 @@ class Infig(Head):
         txt_x0, txt_outs = self.stacks["text"](txt_tokens, txt_mask)
 
         if cfg.gam and not self.predicting:
-            i_g, t_g = img_outs[cfg.gam_layer][:, 0], txt_outs[cfg.gam_layer][:, 0]
+            i_g = self._global("image", batch, img_x0, img_outs)
+            t_g = self._global("text", batch, txt_x0, txt_outs)
             if self.use_clip:
                 missing = [m for m in ("clip_image", "clip_text") if m not in batch.inputs]
                 if missing:
                     raise ValueError(f"the head was built with CLIP features but the batch lacks {missing}")
                 i_g = torch.cat([i_g, batch.inputs["clip_image"].pooled.to(i_g.dtype)], dim=-1)
                 t_g = torch.cat([t_g, batch.inputs["clip_text"].pooled.to(t_g.dtype)], dim=-1)
-            aux["loss_gam"] = self._gam(i_g, t_g, aux)
+            aux["loss_gam"] = self._gam(i_g, t_g, batch.ids, aux)
         if cfg.hfam and not self.predicting:
             aux["loss_hfam"] = self._hfam(self._levels("image", batch, img_x0, img_outs, img_mask),
                                           self._levels("text", batch, txt_x0, txt_outs, txt_mask))

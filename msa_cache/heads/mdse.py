@@ -10,31 +10,40 @@ v (M x d_i) are each projected by a linear layer to a common width d
 In the formulas below "mean" and "softmax" over text tokens always run over real
 (non-padding) tokens only.
 
-1. Dual cross-modal interaction: one co-attention transformer layer, a stream
-   per modality with its own weights (post-LN, as in the original transformer):
+1. Dual cross-modal interaction (eq. 1): one co-attention transformer layer, a
+   stream per modality with its own weights (post-LN, as in the original
+   transformer). As in the paper's CA(query, key, value) and the authors' code
+   (royal-dargon/MDSE, model.py, `FuseModel.forward`: `image_guide_text` is the
+   attention of text queries over image keys/values), the image-side shared
+   feature has one row per text token and the text-side one row per image token:
 
-       f_v^s = LN(h_v + FF(h_v)),  h_v = LN(v + CA(q=v, k=z, v=z))   (M rows)
-       f_z^s = LN(h_z + FF(h_z)),  h_z = LN(z + CA(q=z, k=v, v=v))   (N rows)
-       f^s   = mean over the rows of [f_v^s ; f_z^s]                 (shared feature)
+       f_v^s = LN(h_v + FF(h_v)),  h_v = LN(z + CA(q=z, k=v, v=v))   (N rows, one per text token)
+       f_z^s = LN(h_z + FF(h_z)),  h_z = LN(v + CA(q=v, k=z, v=z))   (M rows, one per image token)
+       f^s   = mean over the real rows of [f_v^s ; f_z^s]            (shared feature)
 
-   The paper writes CA(z, v, v) for the image side, but its eq. 3 needs M image
-   rows, so the queries come from v (and symmetrically from z on the text side).
+   So the image tokens' values reach f_v^s only through CA(z, v, v) (attention
+   weights and values), never through a residual. The authors' code runs one more
+   self-attention layer over the concatenated streams before that mean; we follow
+   the paper's equations and take the mean directly (one layer fewer; the ablation
+   table in the README was measured this way).
 
-2. Private feature learning (image side; the text side swaps v->z, f_v^s->f_z^s):
+2. Private feature learning (eqs. 2-3; image side, the text side swaps v<->z):
 
-       S_ij  = v_i . f^s_vj                    (M x M)
-       c_i   = sum_j S_ij  (= v_i . sum_j f^s_vj)
-       s     = softmax_i(c_i)                  (over the M image tokens)
+       S_ij  = v_i . f^s_vj                    (M x N: image token i, text token j;
+                                                the paper's printed "M x M" is a typo)
+       c_i   = sum_j S_ij                      (over real text tokens j)
+       s     = softmax_i(c_i)                  (over the real image tokens)
        v^p   = (1 - s_i) * v_i                 (per token)
        f_v^p = mean(FF(SA(v^p)))               (the "ada" filter: one self-attention
                                                 transformer layer)
        f_v   = FF([f^s, f_v^p])
 
-   s marks the tokens most aligned with the shared (cross-modal) content; 1 - s
-   keeps the rest, i.e. what is private to the modality. As in the paper there
-   is no temperature in s, so it is usually peaked on a few tokens. 1 - s is
-   returned in aux ("w_image" [B, M], "w_text" [B, N], 0 at padding) for the
-   explain picture (MDSE fig. 2).
+   Text side: S = z f_z^s^T is N x M, row sums over the real image tokens, softmax
+   over the real text tokens. s marks the tokens most aligned with what the other
+   modality attends to (the shared content); 1 - s keeps the rest, i.e. what is
+   private to the modality. As in the paper there is no temperature in s, so it is
+   usually peaked on a few tokens. 1 - s is returned in aux ("w_image" [B, M],
+   "w_text" [B, N], 0 at padding) for the explain picture (MDSE fig. 2).
 
 3. f = FF([f_v, f_z]); logits = MLP(f); L_SC = cross-entropy.
 
@@ -166,22 +175,27 @@ def fp32(t: torch.Tensor):
     return contextlib.nullcontext()
 
 
-def private_weights(x: torch.Tensor, shared_tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """1 - s, with s_i = softmax_i(sum_j x_i . f^s_j) over real tokens ([B, T], 0 at padding).
+def shared_similarity(x: torch.Tensor, shared_tokens: torch.Tensor) -> torch.Tensor:
+    """S = x f^s^T ([B, T_x, d] x [B, T_s, d] -> [B, T_x, T_s]), in fp32 (sums of d products)."""
+    with fp32(x):
+        return torch.einsum("bid,bjd->bij", x.float(), shared_tokens.float())
 
-    sum_j S_ij = x_i . (sum_j f^s_j), so the M x M matrix S is never built.
+
+def private_weights(sim: torch.Tensor, x_mask: torch.Tensor | None, shared_mask: torch.Tensor | None) -> torch.Tensor:
+    """1 - s from S [B, T_x, T_s]: s = softmax over the real x tokens of the row sums over the real shared rows.
+
+    Returns [B, T_x] in fp32, 0 at x padding.
     """
-    m = None if mask is None else mask.to(shared_tokens.dtype).unsqueeze(-1)
-    total = shared_tokens.sum(1) if m is None else (shared_tokens * m).sum(1)  # [B, d], real j only
-    with fp32(x):  # c sums M*d products: fp16 would overflow
-        c = torch.einsum("btd,bd->bt", x.float(), total.float())
-    if mask is not None:
+    if shared_mask is not None:
+        sim = sim.masked_fill(~shared_mask[:, None, :], 0.0)
+    c = sim.sum(-1)  # [B, T_x]
+    if x_mask is not None:
         # padding gets s = 0; finfo.min, not -inf, keeps an all-padding row finite.
-        c = c.masked_fill(~mask, torch.finfo(c.dtype).min)
+        c = c.masked_fill(~x_mask, torch.finfo(c.dtype).min)
     w = 1.0 - c.softmax(dim=-1)
-    if mask is not None:
-        w = w.masked_fill(~mask, 0.0)
-    return w.to(x.dtype)
+    if x_mask is not None:
+        w = w.masked_fill(~x_mask, 0.0)
+    return w
 
 
 def macl_loss(emb: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
@@ -222,6 +236,7 @@ def _real(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 class MDSE(Head):
     Config = MDSEConfig
     uses_tokens = True
+    revision = 1  # issue 12: the streams paired as eq. 1-3 (runs from before computed another model)
     optimizer = "adamw"
     modalities = ("text", "image")
 
@@ -231,8 +246,8 @@ class MDSE(Head):
         self.proj_text = nn.Linear(spec["text"].token_dim, d)
         self.proj_image = nn.Linear(spec["image"].token_dim, d)
         # 1. dual cross-modal interaction: one co-attention layer, a stream per modality.
-        self.co_image = AttentionLayer(d, h, p)  # queries from image tokens
-        self.co_text = AttentionLayer(d, h, p)  # queries from text tokens
+        self.co_image = AttentionLayer(d, h, p)  # f_v^s: text queries over image keys/values
+        self.co_text = AttentionLayer(d, h, p)  # f_z^s: image queries over text keys/values
         # 2. private feature learning; a disabled side builds no private modules at all.
         use_ada = not cfg.pfl_no_ada
         self.ada_image = AttentionLayer(d, h, p) if cfg.ipfl and use_ada else None
@@ -243,32 +258,32 @@ class MDSE(Head):
         self.fuse = fuse_mlp(2 * d, d, p)
         self.classifier = mlp_classifier(d, cfg.hidden, num_classes, p)
 
-    def _private(self, x, shared_tokens, mask, ada):
-        """(f^p, 1 - s) for one side: reweight tokens, filter (ada), masked mean."""
-        w = private_weights(x, shared_tokens, mask)
+    def _private(self, x, x_mask, shared_tokens, shared_mask, ada):
+        """(f^p, 1 - s) for one side: reweight tokens by 1 - s from S = x f^s^T, filter (ada), masked mean."""
+        w = private_weights(shared_similarity(x, shared_tokens), x_mask, shared_mask).to(x.dtype)
         xp = w.unsqueeze(-1) * x
         if ada is not None:
-            xp = ada(xp, xp, mask)
-        return masked_mean(xp, mask), w
+            xp = ada(xp, xp, x_mask)
+        return masked_mean(xp, x_mask), w
 
     def forward(self, batch: Batch) -> HeadOutput:
         ti, ii = batch.inputs["text"], batch.inputs["image"]
         z, zm = self.proj_text(ti.tokens), ti.mask  # [B, N, d], [B, N]
         v, vm = self.proj_image(ii.tokens), ii.mask  # [B, M, d], [B, M] or None
 
-        fs_v = self.co_image(v, z, zm)  # [B, M, d]
-        fs_z = self.co_text(z, v, vm)  # [B, N, d]
-        both_mask = torch.cat([_real(v, vm), _real(z, zm)], dim=1)  # padding text rows excluded
+        fs_v = self.co_image(z, v, vm)  # CA(z, v, v): [B, N, d], a row per text token
+        fs_z = self.co_text(v, z, zm)  # CA(v, z, z): [B, M, d], a row per image token
+        both_mask = torch.cat([_real(z, zm), _real(v, vm)], dim=1)  # padding text rows excluded
         f_s = masked_mean(torch.cat([fs_v, fs_z], dim=1), both_mask)  # [B, d]
 
         aux = {"shared": f_s}
         if self.cfg.ipfl:
-            fp_v, aux["w_image"] = self._private(v, fs_v, vm, self.ada_image)
+            fp_v, aux["w_image"] = self._private(v, vm, fs_v, zm, self.ada_image)  # S: M x N
             f_v = self.fuse_image(torch.cat([f_s, fp_v], dim=-1))
         else:
             f_v = self.fuse_image(f_s)
         if self.cfg.tpfl:
-            fp_z, aux["w_text"] = self._private(z, fs_z, zm, self.ada_text)
+            fp_z, aux["w_text"] = self._private(z, zm, fs_z, vm, self.ada_text)  # S: N x M
             f_z = self.fuse_text(torch.cat([f_s, fp_z], dim=-1))
         else:
             f_z = self.fuse_text(f_s)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from msa_cache.heads import HEADS
 from msa_cache.provenance import from_saved
 from msa_cache.search_space import SEARCH, Range
 
@@ -97,6 +98,7 @@ class RunSpec:
             "head": self.head,
             "head_options": self.head_options,
             "train": self.train.identity(),
+            **head_revision(self.head),
         }
         if self.cv_folds:  # only then: runs made before cross-validation existed keep their hash
             out["cv"] = {"folds": self.cv_folds, "seed": self.cv_seed}
@@ -110,6 +112,12 @@ class RunSpec:
         train = from_saved(TrainConfig, d["train"])
         return cls(d["manifest"], d["caches"], d["head"], d.get("head_options", {}), train, d.get("seed", 0),
                    d.get("cv_folds", 0), d.get("cv_fold", 0), d.get("cv_seed", 0), d.get("refit"))
+
+
+def head_revision(head: str) -> dict:
+    """{"head_revision": n} for a head whose computation changed (Head.revision > 0), else {} (hashes kept)."""
+    revision = getattr(HEADS.get(head), "revision", 0)
+    return {"head_revision": revision} if revision else {}
 
 
 def config_hash(identity: dict) -> str:

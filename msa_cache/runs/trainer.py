@@ -327,6 +327,7 @@ def train_step(head: Head, batch: Batch, optimizer: torch.optim.Optimizer, scale
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
+    head.optimizer_stepped()
     return float(loss.detach()), terms
 
 
