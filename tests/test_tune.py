@@ -241,3 +241,15 @@ def test_a_cv_trial_pruned_in_fold_0_leaves_no_run_directory(world, tmp_path):
     assert done.state.name == "PRUNED" and list(done.intermediate_values) == [1]
     assert "pruned at epoch 1: fold 0 held-out" in lines[0]
     assert not [p for p in tmp_path.rglob("*") if p.name != "toy"], list(tmp_path.rglob("*"))
+
+
+def test_cv_refit_trains_each_seeds_final_model(world, tmp_path):
+    manifest, cache_root = world
+    res = tune(manifest, _caches(cache_root), "ae-cat", 1, train=TrainConfig(max_epochs=2), runs_root=tmp_path,
+               seeds=2, sampler_seed=0, cv=3, refit=True, **QUIET)
+    assert res.fit_command.endswith("--cv 3 --refit --seed 0 --seed 1") and res.refit_command is None
+    assert [p.parent.name for p in res.refits] == ["seed-0", "seed-1"]
+    assert all((p / "metrics.json").is_file() and p.name.startswith("refit-") for p in res.refits)
+    bad = CliRunner().invoke(cli, ["tune", "--head", "ae-cat", "--trials", "1", "--refit", "--manifest", str(manifest),
+                                   "--cache-root", str(cache_root), "--runs", str(tmp_path)])
+    assert bad.exit_code != 0 and "--refit goes with --cv K" in bad.output
