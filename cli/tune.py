@@ -9,7 +9,7 @@ from msa_cache.runs.features import resolve_caches
 from msa_cache.runs.tune import fixed_options, format_space, search_space, tune
 
 from msa_cache_cli.options import (
-    data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest, train_options,
+    cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest, train_options,
 )
 
 
@@ -26,29 +26,37 @@ from msa_cache_cli.options import (
 @click.option("--sampler-seed", type=int, default=None,
               help="seed of the TPE sampler (a reproducible search in one process)")
 @click.option("--dry-run", is_flag=True, help="print the search space and exit")
+@cv_options
 @data_options
 @train_options
 @head_flags(multi=False)
-def tune_cmd(head, trials, storage, timeout, seeds, sampler_seed, dry_run, **kwargs):
+def tune_cmd(head, trials, storage, timeout, seeds, sampler_seed, dry_run, cv, cv_seed, refit, **kwargs):
     """Search a head's hyper-parameters on the dev split with Optuna (median pruning).
 
     The space is declared in the head's Config and the trainer's options; an option set
     on the command line (e.g. --latent 64, --lr 1e-3) is fixed and leaves the space.
     Every trial is a run directory (seed 0); start the same command in several processes
-    (SLURM array, torchrun) to share one study. Needs `pip install "msa-cache[tune]"`.
+    (SLURM array, torchrun) to share one study. With --cv K a trial is K fold runs of
+    train+dev pooled, scored out of fold (pruned on fold 0's per-epoch held-out score).
+    Needs `pip install "msa-cache[tune]"`.
 
     \b
     msa-cache tune --head ae-cat --trials 30 --dry-run
     msa-cache tune --head ae-cat --trials 30 --text-pool mean --seeds 3
+    msa-cache tune --head ae-cat --trials 30 --cv 5 --refit
     """
     options = pop_head_options(kwargs, multi=False)
     make_config(head, options)  # an option this head lacks fails here, before any work
     runs_root = kwargs.pop("runs_root")
     train = pop_train_config(kwargs)
+    if refit and not cv:
+        raise click.UsageError("--refit goes with --cv K (it trains for the epoch count the folds chose)")
     fixed = fixed_options(options, train)
     params = search_space(head, fixed)
     if dry_run:
-        click.echo(f"search space of {head} ({len(params)} options; trials train seed 0, dev {train.monitor}):")
+        scored = f"{cv}-fold out-of-fold" if cv else "dev"
+        monitor = train.monitor or "monitor (the dataset's default)"
+        click.echo(f"search space of {head} ({len(params)} options; trials train seed 0, {scored} {monitor}):")
         click.echo(format_space(params))
         if fixed:
             click.echo("fixed: " + ", ".join(sorted(fixed)))
@@ -57,6 +65,6 @@ def tune_cmd(head, trials, storage, timeout, seeds, sampler_seed, dry_run, **kwa
     caches = resolve_caches(read_manifest(manifest_path), kwargs.pop("cache_root"), kwargs.pop("text_cache"),
                             kwargs.pop("image_cache"), kwargs.pop("clip_cache"))
     result = tune(manifest_path, caches, head, trials, options, train, runs_root, storage=storage, timeout=timeout,
-                  seeds=seeds, sampler_seed=sampler_seed, log=click.echo)
+                  seeds=seeds, sampler_seed=sampler_seed, cv=cv, cv_seed=cv_seed, refit=refit, log=click.echo)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(result.counts.items()))
     click.echo(f"study {result.study_name}: {counts}; this process ran {result.ran} trial(s) in {result.seconds:.0f}s")

@@ -16,10 +16,10 @@ optuna = pytest.importorskip("optuna")
 
 from msa_cache.runs.config import RunSpec, TrainConfig  # noqa: E402
 from msa_cache.runs.trainer import fit_run  # noqa: E402
-from msa_cache.runs.tune import fit_command, journal_storage, search_space, tune  # noqa: E402
+from msa_cache.runs.tune import _run_trial, fit_command, journal_storage, search_space, tune  # noqa: E402
 from msa_cache.search_space import Choice, Range  # noqa: E402
 from msa_cache_cli.main import main as cli  # noqa: E402
-from pooled_world import make_world  # noqa: E402
+from pooled_world import N_DEV, N_TRAIN, make_world  # noqa: E402
 
 QUIET = dict(log=lambda m: None)
 
@@ -151,3 +151,105 @@ def test_fit_command_flags(world):
     assert "--no-macl --width 128" in cmd and "--lr 0.002" in cmd and "--text-pool mean" in cmd
     assert "--no-amp" in cmd and "--text-cache toytext" in cmd and cmd.endswith("--seed 0 --seed 1")
     assert "--device" not in cmd
+
+
+def _oof_weighted_f1(seed_dir: Path, num_folds: int) -> float:
+    """The out-of-fold weighted F1 recomputed from the fold runs' own predictions."""
+    from sklearn.metrics import f1_score
+
+    from msa_cache.runs.cv import cv_predictions
+
+    _, preds = cv_predictions([seed_dir / f"fold-{k}" for k in range(num_folds)])
+    oof = preds["dev"].labeled()
+    return float(f1_score(oof.labels, oof.preds[0], average="weighted"))
+
+
+def test_cv_trials_are_scored_out_of_fold_and_never_read_test_labels(world, tmp_path):
+    clean_manifest, clean_cache = world
+    poisoned_manifest, poisoned_cache = make_world(tmp_path / "poisoned", poison_test=True)
+    results = []
+    for manifest, cache_root, runs in ((clean_manifest, clean_cache, tmp_path / "a"),
+                                       (poisoned_manifest, poisoned_cache, tmp_path / "b")):
+        res = tune(manifest, _caches(cache_root), "ae-cat", 4, train=TrainConfig(max_epochs=3), runs_root=runs,
+                   seeds=1, sampler_seed=3, cv=3, **QUIET)
+        study = optuna.load_study(study_name=res.study_name, storage=journal_storage(res.storage))
+        results.append((res, study.trials))
+    (clean, trials), (poisoned, poisoned_trials) = results
+    assert [(t.state, t.value, t.params) for t in trials] == [(t.state, t.value, t.params) for t in poisoned_trials]
+    assert clean.study_name.startswith("ae-cat-cv3-") and clean.best_value == poisoned.best_value
+
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert complete
+    pooled = {f"p{i}" for i in range(N_TRAIN + N_DEV)}
+    for t in complete:
+        seed_dir = Path(t.user_attrs["run"])
+        assert seed_dir.name == "seed-0" and "-cv3-" in seed_dir.parent.name
+        assert t.value == pytest.approx(_oof_weighted_f1(seed_dir, 3), abs=1e-12)
+        held = [json.loads((seed_dir / f"fold-{k}" / "config.json").read_text())["spec"] for k in range(3)]
+        assert [(h["cv_folds"], h["cv_fold"], h["cv_seed"]) for h in held] == [(3, k, 0) for k in range(3)]
+        # the pruner saw fold 0's per-epoch held-out scores, epochs 1..
+        history = [json.loads(x) for x in (seed_dir / "fold-0" / "history.jsonl").read_text().splitlines()]
+        assert t.intermediate_values == {h["epoch"]: h["dev_weighted_f1"] for h in history if "epoch" in h}
+    # the out-of-fold rows are exactly the labeled train+dev rows: no test row is ever scored
+    from msa_cache.runs.cv import cv_predictions
+    _, preds = cv_predictions([clean.best_run / f"fold-{k}" for k in range(3)])
+    assert sorted(preds["dev"].ids) == sorted(pooled)
+    # the best config over --seeds is the same cross-validation (seed 0: the best trial's folds, read back)
+    assert [r.path for r in clean.seed_results] == [clean.best_run] and clean.seed_results[0].skipped
+    assert clean.seed_results[0].metrics["dev"]["weighted_f1"] == clean.best_value
+
+    # the reproduce command is `fit --cv 3`, which finds every fold finished; --refit trains the final model
+    assert " --cv 3 " in clean.fit_command and "--cv-seed" not in clean.fit_command
+    assert clean.refit_command.endswith("--cv 3 --refit --seed 0")
+    r = CliRunner().invoke(cli, shlex.split(clean.fit_command)[1:])
+    assert r.exit_code == 0 and r.output.count("skipped (finished)") == 3, r.output
+    assert str(clean.best_run) in r.output
+
+
+def test_cv_and_plain_studies_never_share_a_journal(world, tmp_path):
+    manifest, cache_root = world
+    names = {}
+    for label, kw in (("plain", {}), ("cv3", dict(cv=3)), ("cv3-seed1", dict(cv=3, cv_seed=1)),
+                      ("cv2", dict(cv=2))):
+        res = tune(manifest, _caches(cache_root), "ae-cat", 1, train=TrainConfig(max_epochs=1), runs_root=tmp_path,
+                   seeds=1, sampler_seed=0, **kw, **QUIET)
+        names[label] = (res.study_name, res.storage)
+    assert len({n for n, _ in names.values()}) == 4 and len({s for _, s in names.values()}) == 4
+    assert not names["plain"][0].startswith("ae-cat-cv") and names["cv3-seed1"][0].startswith("ae-cat-cv3-")
+    seed1 = tune(manifest, _caches(cache_root), "ae-cat", 1, train=TrainConfig(max_epochs=1), runs_root=tmp_path,
+                 seeds=1, cv=3, cv_seed=1, **QUIET)
+    assert "--cv 3 --cv-seed 1 --seed 0" in seed1.fit_command
+    with pytest.raises(ValueError, match="fewer labeled train\\+dev rows than folds"):
+        tune(manifest, _caches(cache_root), "ae-cat", 1, runs_root=tmp_path, cv=200, **QUIET)
+
+
+def test_a_cv_trial_pruned_in_fold_0_leaves_no_run_directory(world, tmp_path):
+    """The pruner stops a CV trial inside fold 0: no fold runs, no empty folders."""
+    manifest, cache_root = world
+    from msa_cache.manifest import read_manifest
+    from msa_cache.runs.features import open_features
+
+    features = open_features(read_manifest(manifest), _caches(cache_root), text_pool="cls")
+    base = RunSpec(str(manifest), {k: str(v) for k, v in _caches(cache_root).items()}, "ae-cat", {},
+                   TrainConfig(max_epochs=4, monitor="weighted-f1"), 0, cv_folds=3)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    trial = study.ask()
+    lines = []
+    _run_trial(optuna, study, trial, base, search_space("ae-cat"), features, tmp_path, "weighted_f1", 1,
+               "3-fold out-of-fold", lines.append)
+    done = study.trials[0]
+    assert done.state.name == "PRUNED" and list(done.intermediate_values) == [1]
+    assert "pruned at epoch 1: fold 0 held-out" in lines[0]
+    assert not [p for p in tmp_path.rglob("*") if p.name != "toy"], list(tmp_path.rglob("*"))
+
+
+def test_cv_refit_trains_each_seeds_final_model(world, tmp_path):
+    manifest, cache_root = world
+    res = tune(manifest, _caches(cache_root), "ae-cat", 1, train=TrainConfig(max_epochs=2), runs_root=tmp_path,
+               seeds=2, sampler_seed=0, cv=3, refit=True, **QUIET)
+    assert res.fit_command.endswith("--cv 3 --refit --seed 0 --seed 1") and res.refit_command is None
+    assert [p.parent.name for p in res.refits] == ["seed-0", "seed-1"]
+    assert all((p / "metrics.json").is_file() and p.name.startswith("refit-") for p in res.refits)
+    bad = CliRunner().invoke(cli, ["tune", "--head", "ae-cat", "--trials", "1", "--refit", "--manifest", str(manifest),
+                                   "--cache-root", str(cache_root), "--runs", str(tmp_path)])
+    assert bad.exit_code != 0 and "--refit goes with --cv K" in bad.output

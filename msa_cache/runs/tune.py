@@ -6,6 +6,13 @@ Every trial is a normal run directory (seed 0), so `compare --all-runs` lists it
 its objective is the dev monitor score (the test split is never looked at), and
 its per-epoch dev scores go to a median pruner that stops weak trials early.
 
+With cross-validation (cv_folds=K, runs/cv.py) a trial is instead the K fold runs of
+train+dev pooled (seed 0, folds cut with cv_seed), and its objective the out-of-fold
+monitor score: the number `compare --cv K` shows for that config. Pruning watches
+fold 0's per-epoch held-out score (every trial's fold 0 holds out the same rows), so a
+pruned trial stops inside fold 0 and leaves no run directory; a trial past fold 0
+runs all its folds.
+
 The study lives in an Optuna journal file, so any number of processes (SLURM array
 tasks, torchrun ranks) that run the same command share one study without a
 database server; together they run `n_trials` trials. The process that finds no
@@ -30,7 +37,9 @@ import numpy as np
 from msa_cache.heads import HEADS, get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.runs.config import RunSpec, TrainConfig, config_hash, monitor_for
+from msa_cache.runs.cv import fit_cv, fold_specs
 from msa_cache.runs.features import open_features
+from msa_cache.runs.folds import DEFAULT_CV_SEED, cv_folds, pooled_rows
 from msa_cache.runs.metrics import MONITOR_KEYS
 from msa_cache.runs.trainer import RunResult, fit_run, plan_run
 from msa_cache.search_space import Choice, Range, field_default, searched_fields
@@ -109,8 +118,9 @@ def journal_storage(path: str | Path):
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
-def fit_command(spec: RunSpec, runs_root: str | Path, seeds: list[int]) -> str:
-    """The `msa-cache fit` command line that trains `spec` (with these seeds) into `runs_root`."""
+def fit_command(spec: RunSpec, runs_root: str | Path, seeds: list[int], refit: bool = False) -> str:
+    """The `msa-cache fit` command line that trains `spec` (with these seeds) into `runs_root`;
+    with `--cv K [--cv-seed S]` where the spec cross-validates (and `--refit` if asked)."""
     args = ["msa-cache", "fit", "--head", spec.head, "--manifest", str(spec.manifest)]
     roots = {str(Path(p).parent.parent) for p in spec.caches.values()}
     if len(roots) == 1:
@@ -128,6 +138,12 @@ def fit_command(spec: RunSpec, runs_root: str | Path, seeds: list[int]) -> str:
             args.append(flag if value else "--no-" + name.replace("_", "-"))
         else:
             args += [flag, str(value)]
+    if spec.cv_folds:
+        args += ["--cv", str(spec.cv_folds)]
+        if spec.cv_seed != DEFAULT_CV_SEED:
+            args += ["--cv-seed", str(spec.cv_seed)]
+        if refit:
+            args.append("--refit")
     for s in seeds:
         args += ["--seed", str(s)]
     return " ".join(shlex.quote(a) for a in args)
@@ -145,7 +161,9 @@ class TuneResult:
     best_spec: RunSpec | None = None
     best_run: Path | None = None
     fit_command: str | None = None
-    seed_results: list[RunResult] = field(default_factory=list)
+    refit_command: str | None = None  # with cv: the command that also trains the final model on train+dev
+    seed_results: list[RunResult] = field(default_factory=list)  # with cv: one per seed, its out-of-fold metrics
+    refits: list[Path] = field(default_factory=list)  # with cv and refit: each seed's refit run
     still_running: int = 0
 
     def seed_stat(self, key: str) -> tuple[float, float] | None:
@@ -156,12 +174,15 @@ class TuneResult:
 def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials: int,
          head_options: dict | None = None, train: TrainConfig | None = None, runs_root: str | Path = "runs",
          storage: str | Path | None = None, timeout: float | None = None, seeds: int = 3,
-         sampler_seed: int | None = None, log: Callable[[str], None] = print) -> TuneResult:
+         sampler_seed: int | None = None, cv: int = 0, cv_seed: int = DEFAULT_CV_SEED, refit: bool = False,
+         log: Callable[[str], None] = print) -> TuneResult:
     """Run trials of `head` until the study holds `n_trials` (counting other processes' trials).
 
     head_options / train: fixed settings; what they set leaves the space (`fixed_options`). storage: the journal file [default:
     <runs>/<manifest>/tune-<study>.journal, the study named by everything fixed]. timeout: seconds
     after which this process starts no new trial. seeds: the best config's seeds 0..K-1.
+    cv: K > 0 scores each trial by K-fold cross-validation (folds cut with cv_seed) instead of the
+    dev split; refit: the best config's seed runs also train the refit on all of train+dev.
     """
     optuna = _optuna()
     from optuna.trial import TrialState
@@ -172,28 +193,35 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
     manifest = read_manifest(manifest_path)
     if train.monitor is None:  # the dataset's default, resolved as fit's plan_run does
         train = dataclasses.replace(train, monitor=monitor_for(train, manifest))
+    if refit and not cv:
+        raise ValueError("refit goes with cv K (it trains for the epoch count the folds chose)")
     labels, splits = manifest.labels("label"), np.array(manifest.column("split"))
-    if not ((splits == "dev") & (labels >= 0)).any():
+    if cv:  # fails here, before any trial, on too few rows per class (or K < 2)
+        cv_folds(labels[pooled_rows(splits, labels)], cv, cv_seed)
+    elif not ((splits == "dev") & (labels >= 0)).any():
         raise ValueError(f"{manifest.path}: no labeled dev rows; tune's objective is the dev score, so the "
                          f"manifest needs a labeled dev split")
     features = open_features(manifest, {k: Path(v) for k, v in caches.items()}, text_pool=train.text_pool,
                              hidden_layers=getattr(get_head(head), "uses_hidden_layers", False))
-    base = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, head_options, train, TRIAL_SEED)
+    base = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, head_options, train, TRIAL_SEED,
+                   cv_folds=cv, cv_seed=cv_seed)
     key = MONITOR_KEYS[train.monitor]
+    scored = f"{cv}-fold out-of-fold" if cv else "dev"
 
     # The study's name covers everything a trial's score depends on besides the sampled values,
-    # so a journal never mixes trials of other data, caches or fixed settings.
+    # so a journal never mixes trials of other data, caches or fixed settings (nor CV and
+    # dev-split trials: the identity holds the folds and their seed when cv is on).
     searched = {p.name for p in params}
     identity = base.identity(manifest.fingerprint(), features.cache_fingerprints())
     identity["train"] = {k: v for k, v in identity["train"].items() if k not in searched}
     identity.update(seed=TRIAL_SEED, space=[(p.name, p.scope, repr(p.space)) for p in params])
-    study_name = f"{head}-{config_hash(identity)}"
+    study_name = f"{head}{f'-cv{cv}' if cv else ''}-{config_hash(identity)}"
     storage = Path(storage) if storage else Path(runs_root) / manifest.name / f"tune-{study_name}.journal"
     sampler = optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=True)  # constant liar: parallel workers
     pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_EPOCHS + 1)
     study = optuna.create_study(study_name=study_name, storage=journal_storage(storage), direction="maximize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
-    log(f"study {study_name} in {storage}: {n_trials} trials in total, objective dev {train.monitor}")
+    log(f"study {study_name} in {storage}: {n_trials} trials in total, objective {scored} {train.monitor}")
 
     t0, ran = time.time(), 0
     while len(study.get_trials(deepcopy=False)) < n_trials:
@@ -206,7 +234,7 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
             study.tell(trial, state=TrialState.FAIL)
             break
         ran += 1
-        _run_trial(optuna, study, trial, base, params, features, runs_root, key, n_trials, log)
+        _run_trial(optuna, study, trial, base, params, features, runs_root, key, n_trials, scored, log)
 
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
@@ -225,23 +253,34 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
     best_spec.train = dataclasses.replace(train, **best.user_attrs["train"])
     result.best_value, result.best_number, result.best_spec = best.value, best.number, best_spec
     result.best_run = Path(best.user_attrs["run"])
-    result.fit_command = fit_command(best_spec, runs_root, list(range(seeds)))
-    log(f"best: trial #{best.number}, dev {train.monitor} {best.value:.4f}  {result.best_run}")
+    result.fit_command = fit_command(best_spec, runs_root, list(range(seeds)), refit=refit)
+    log(f"best: trial #{best.number}, {scored} {train.monitor} {best.value:.4f}  {result.best_run}")
     log(f"reproduce: {result.fit_command}")
+    if cv and not refit:
+        result.refit_command = fit_command(best_spec, runs_root, [0], refit=True)
+        log(f"final model on all of train+dev: {result.refit_command}")
     for seed in range(seeds):
         spec = dataclasses.replace(copy.deepcopy(best_spec), seed=seed)
-        r = fit_run(spec, runs_root, features, log=lambda m: None)
-        state = "finished before, skipped" if r.skipped else f"trained in {r.seconds:.1f}s"
-        log(f"  seed {seed}: dev {train.monitor} {r.metrics['dev'][key]:.4f}  ({state})  {r.path}")
+        t_seed = time.time()
+        if cv:
+            c = fit_cv(spec, cv, runs_root, features, refit=refit, log=lambda m: None)
+            r = RunResult(c.path, c.metrics, skipped=all(f.skipped for f in c.folds) and
+                          (c.refit is None or c.refit.skipped))
+            if c.refit is not None:
+                result.refits.append(c.refit.path)
+        else:
+            r = fit_run(spec, runs_root, features, log=lambda m: None)
+        state = "finished before, skipped" if r.skipped else f"trained in {time.time() - t_seed:.1f}s"
+        log(f"  seed {seed}: {scored} {train.monitor} {r.metrics['dev'][key]:.4f}  ({state})  {r.path}")
         result.seed_results.append(r)
     if result.seed_results:
         mean, std = result.seed_stat(key)
-        log(f"best config over {seeds} seed(s): dev {train.monitor} {mean:.4f} ± {std:.4f}")
+        log(f"best config over {seeds} seed(s): {scored} {train.monitor} {mean:.4f} ± {std:.4f}")
     return result
 
 
 def _run_trial(optuna, study, trial, base: RunSpec, params: list[SearchParam], features, runs_root, key: str,
-               n_trials: int, log) -> None:
+               n_trials: int, scored: str, log) -> None:
     from optuna.trial import TrialState
 
     values = {p.name: _suggest(trial, p) for p in params}
@@ -250,8 +289,11 @@ def _run_trial(optuna, study, trial, base: RunSpec, params: list[SearchParam], f
     spec = copy.deepcopy(base)
     spec.head_options = {**base.head_options, **head_values}
     spec.train = dataclasses.replace(base.train, **train_values)
-    path = plan_run(copy.deepcopy(spec), runs_root, features)
-    for name, value in (("head_options", head_values), ("train", train_values), ("run", str(path))):
+    # With cv the trial's run is the seed folder of its K folds; fold 0 is what the pruner watches.
+    watched = fold_specs(spec, spec.cv_folds)[0] if spec.cv_folds else spec
+    path = plan_run(copy.deepcopy(watched), runs_root, features)
+    run = path.parent if spec.cv_folds else path
+    for name, value in (("head_options", head_values), ("train", train_values), ("run", str(run))):
         trial.set_user_attr(name, value)
     shown = " ".join(f"{k}={v}" for k, v in values.items())
     prefix = f"trial #{trial.number} ({trial.number + 1}/{n_trials})"
@@ -262,14 +304,20 @@ def _run_trial(optuna, study, trial, base: RunSpec, params: list[SearchParam], f
             return
         trial.report(score, epoch)  # step = epoch (from 1), so warm-up covers epochs 1..PRUNER_WARMUP_EPOCHS
         if trial.should_prune():
-            raise optuna.TrialPruned(f"epoch {epoch}: dev {score:.4f}")
+            raise optuna.TrialPruned(f"epoch {epoch}: {'fold 0 held-out' if spec.cv_folds else 'dev'} {score:.4f}")
 
+    t0 = time.time()
     try:
-        r = fit_run(spec, runs_root, features, log=lambda m: None, on_epoch_end=report)
+        r = fit_run(watched, runs_root, features, log=lambda m: None, on_epoch_end=report)
+        if spec.cv_folds:  # fold 0 is finished now: fit_cv reads it back and trains the other folds
+            c = fit_cv(spec, spec.cv_folds, runs_root, features, log=lambda m: None)
+            r = RunResult(c.path, c.metrics, skipped=r.skipped and all(f.skipped for f in c.folds),
+                          seconds=time.time() - t0)
     except optuna.TrialPruned as e:
         study.tell(trial, state=TrialState.PRUNED)
-        with contextlib.suppress(OSError):  # the run family folder, if the pruned run left it empty
-            path.parent.rmdir()
+        for folder in (path.parent, path.parent.parent)[:2 if spec.cv_folds else 1]:
+            with contextlib.suppress(OSError):  # the run's folders, if the pruned run left them empty
+                folder.rmdir()
         log(f"{prefix}: pruned at {e}  {shown}")
         return
     except BaseException:
@@ -278,4 +326,4 @@ def _run_trial(optuna, study, trial, base: RunSpec, params: list[SearchParam], f
     value = r.metrics["dev"][key]
     study.tell(trial, value)
     state = "finished before, read back" if r.skipped else f"{r.seconds:.1f}s"
-    log(f"{prefix}: dev {value:.4f} ({state})  {shown}  {r.path}")
+    log(f"{prefix}: {scored} {value:.4f} ({state})  {shown}  {r.path}")
