@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 from msa_cache.manifest.builders.common import (
     BuilderResult, cli_options, dataset_name, find_image, fix_text, read_lenient, relative, resolve_dir,
@@ -57,6 +58,31 @@ def parse_label(value: object) -> int | None:
     return value
 
 
+def json_split_rows(path: Path, split: str, images: Path, root: Path,
+                    label_of: Callable[[dict], int | None]) -> tuple[list[dict], list[str]]:
+    """Manifest rows of one CLMLF-style split file (a json list of {id, text, <label>}), and the
+    entries skipped with the reason; `label_of` reads an entry's label (ValueError: skip it)."""
+    rows, skipped = [], []
+    for n, item in enumerate(read_split_file(path)):
+        where = f"{path.name}[{n}]"
+        if not isinstance(item, dict) or item.get("id") in (None, ""):
+            skipped.append(f"{where}: not an object with an 'id'")
+            continue
+        try:
+            label = label_of(item)
+        except ValueError as e:
+            skipped.append(f"{where}: {e}")
+            continue
+        post_id = str(item["id"]).strip()
+        text, text_ok = fix_text(item.get("text"))
+        rows.append(dict(
+            id=post_id, text=text, image=relative(find_image(images, post_id), root),
+            label=label, split=split, text_ok=text_ok,
+            problem="" if text_ok else f"text not valid utf-8/gb18030/cp1252 in {where} (bad bytes replaced)",
+        ))
+    return rows, skipped
+
+
 @cli_options(
     splits_dir="folder with train/dev/test.json (default ROOT, else ROOT/splits)",
     image_dir="image folder, relative to ROOT (default data, else images, else dataset_image)",
@@ -70,23 +96,9 @@ def build_clmlf(root: Path, *, splits_dir: str | None = None, image_dir: str | N
     for split, file_name in SPLIT_FILES.items():
         path = split_dir / file_name
         sources.append(path)
-        for n, item in enumerate(read_split_file(path)):
-            where = f"{file_name}[{n}]"
-            if not isinstance(item, dict) or item.get("id") in (None, ""):
-                skipped.append(f"{where}: not an object with an 'id'")
-                continue
-            try:
-                label = parse_label(item.get("emotion_label"))
-            except ValueError as e:
-                skipped.append(f"{where}: {e}")
-                continue
-            post_id = str(item["id"]).strip()
-            text, text_ok = fix_text(item.get("text"))
-            rows.append(dict(
-                id=post_id, text=text, image=relative(find_image(images, post_id), root),
-                label=label, split=split, text_ok=text_ok,
-                problem="" if text_ok else f"text not valid utf-8/gb18030/cp1252 in {where} (bad bytes replaced)",
-            ))
+        more, bad = json_split_rows(path, split, images, root, lambda item: parse_label(item.get("emotion_label")))
+        rows += more
+        skipped += bad
 
     return BuilderResult(
         dataset=dataset_name(root.name), classes=list(CLASSES), rows=rows, sources=sources,

@@ -22,9 +22,9 @@ import ast
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, cli_options, dataset_name, find_image, fix_text, relative, resolve_dir,
+    BuilderResult, cli_options, dataset_name, find_image, relative, resolve_dir,
 )
-from msa_cache.manifest.builders.clmlf import read_split_file
+from msa_cache.manifest.builders.clmlf import json_split_rows
 from msa_cache.manifest.schema import ManifestError
 from msa_cache.manifest.text import decode_bytes
 
@@ -100,23 +100,10 @@ def _clmlf_rows(root: Path, images: Path) -> tuple[list[dict], list[str], list[P
         if not path.is_file():
             raise ManifestError(f"{path}: not found; hfm's CLMLF layout needs {', '.join(JSON_FILES.values())}.")
         sources.append(path)
-        for n, item in enumerate(read_split_file(path)):
-            where = f"{file_name}[{n}]"
-            if not isinstance(item, dict) or item.get("id") in (None, ""):
-                skipped.append(f"{where}: not an object with an 'id'")
-                continue
-            try:
-                label = parse_label(item["label"] if "label" in item else item.get("emotion_label"))
-            except ValueError as e:
-                skipped.append(f"{where}: {e}")
-                continue
-            post_id = str(item["id"]).strip()
-            text, text_ok = fix_text(item.get("text"))
-            rows.append(dict(
-                id=post_id, text=text, image=relative(find_image(images, post_id), root),
-                label=label, split=split, text_ok=text_ok,
-                problem="" if text_ok else f"text not valid utf-8/gb18030/cp1252 in {where} (bad bytes replaced)",
-            ))
+        more, bad = json_split_rows(path, split, images, root, lambda item: parse_label(
+            item["label"] if "label" in item else item.get("emotion_label")))
+        rows += more
+        skipped += bad
     return rows, skipped, sources
 
 
