@@ -1,0 +1,72 @@
+"""The shared epoch loop (runs/training.train_epochs): early stopping, best epoch restored, hooks, no-dev runs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from msa_cache.runs.training import class_weight_for, dev_scores, train_epochs
+
+
+def _loop(scores, patience=2, hooks=None):
+    model = torch.nn.Linear(1, 1, bias=False)
+    seen = []
+
+    def train_epoch(epoch):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))  # the weight remembers which epoch it came from
+        return {"seconds": 0.0, "train_loss": 1.0 / epoch}
+
+    def evaluate():
+        if scores is None:
+            return None
+        s = scores[len(seen)]
+        seen.append(s)
+        return {"dev_accuracy": s, "dev_macro_f1": s, "dev_weighted_f1": s}
+
+    history = train_epochs(model, 10, patience, "accuracy", train_epoch, evaluate, hooks)
+    return model, history
+
+
+def test_early_stopping_restores_the_best_epoch():
+    model, history = _loop([0.5, 0.7, 0.6, 0.65, 0.9, 0.9])
+    assert [h["epoch"] for h in history[:-1]] == [1, 2, 3, 4]  # 2 epochs without a better score after epoch 2
+    assert history[-1] == {"best_epoch": 2, "best_dev_score": 0.7, "monitor": "accuracy"}
+    assert float(model.weight) == 2.0
+    assert history[0] == {"epoch": 1, "seconds": 0.0, "train_loss": 1.0, "dev_accuracy": 0.5, "dev_macro_f1": 0.5,
+                          "dev_weighted_f1": 0.5}
+
+
+def test_without_dev_rows_the_last_epoch_is_kept():
+    model, history = _loop(None)
+    assert len(history) == 11 and history[-1]["best_epoch"] == 10 and float(model.weight) == 10.0
+    assert "dev_accuracy" not in history[0]
+
+
+def test_hooks_see_every_epoch_may_add_fields_and_may_stop_the_run():
+    calls = []
+
+    def add(epoch, record):
+        record["extra"] = epoch
+
+    def watch(epoch, record):
+        calls.append((epoch, record["extra"]))
+        if epoch == 3:
+            raise RuntimeError("prune")
+
+    with pytest.raises(RuntimeError, match="prune"):
+        _loop([0.1, 0.2, 0.3, 0.4], hooks=[add, watch])
+    assert calls == [(1, 1), (2, 2), (3, 3)]
+    _, history = _loop([0.5] * 10, patience=1, hooks=add)  # one hook may be passed bare
+    assert history[0]["extra"] == 1
+
+
+def test_class_weight_and_dev_scores():
+    w = class_weight_for(np.array([0, 0, 0, 1]), 3, "balanced")
+    assert torch.allclose(w, torch.tensor([4 / 9, 4 / 3, 0.0]))
+    assert class_weight_for(np.array([0, 1]), 2, "none") is None
+    with pytest.raises(ValueError, match="class-weights"):
+        class_weight_for(np.array([0, 1]), 2, "inverse")
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    s = dev_scores(np.array([0, 1, 1]), probs, ["a", "b"])
+    assert set(s) == {"dev_accuracy", "dev_macro_f1", "dev_weighted_f1"} and s["dev_accuracy"] == pytest.approx(2 / 3)
