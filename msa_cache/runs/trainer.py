@@ -27,7 +27,7 @@ from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
 from msa_cache.runs.config import RunSpec, config_hash, monitor_for, run_dir
-from msa_cache.runs.rundir import build_run_dir, is_finished, load_weights, read_metrics, read_run, write_run
+from msa_cache.runs.rundir import build_run_dir, is_finished, load_weights, read_metrics, write_run
 from msa_cache.runs.features import FeatureSet, open_features
 from msa_cache.runs.folds import run_roles
 from msa_cache.runs.metrics import MONITORS
@@ -276,23 +276,13 @@ def train_step(head: Head, batch: Batch, optimizer: torch.optim.Optimizer, scale
     return float(loss.detach()), terms
 
 
-def load_run(path: str | Path) -> tuple[Head, dict]:
-    """Rebuild a finished run's head (eval mode, CPU) and its config.json.
-
-    The run directory is validated first (rundir.read_run), so a tampered or foreign folder is
-    refused in one line before anything is built. A fine-tune run (config "mode": "finetune")
-    gives its whole model instead (a `FinetuneModule`: encoders + head, raw inputs in), since
-    its head only fits the fine-tuned encoders."""
+def load_head(path: str | Path, config: dict) -> Head:
+    """A finished cached-feature run's head (eval mode, CPU), from its validated config.json
+    (msa_cache.load.load_run reads and validates it, and loads either mode)."""
     from msa_cache.heads.base import ModalitySpec
 
-    path = Path(path)
-    config = read_run(path)
-    if config.get("mode") == "finetune":  # encoders + head: rebuilt from the recorded encoders
-        from msa_cache.finetune.load import load_finetune_run
-
-        return load_finetune_run(path, config)
     spec = {k: ModalitySpec(**v) for k, v in config["modalities"].items()}
     s = config["spec"]
     head = create_head(s["head"], spec, len(config["classes"]), s["head_options"])
-    load_weights(path, head)
-    return head.eval(), config
+    load_weights(Path(path), head)
+    return head.eval()
