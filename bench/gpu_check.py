@@ -575,7 +575,7 @@ def predict_step(head, batch: Batch, device: torch.device) -> None:
 
 
 def closed_form(name: str) -> bool:
-    return getattr(HEADS[name], "fit_mode", None) == "closed_form"
+    return HEADS[name].fit_mode == "closed_form"
 
 
 def run_head(p: Profile, name: str, options: dict, n: int, device: torch.device, steps: int, predict_n: int):

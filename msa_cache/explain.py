@@ -214,7 +214,7 @@ def explain_row(run_dir: str | Path, row_id: str) -> Explanation:
     caches = {role: _resolve(p, run) for role, p in spec["caches"].items()}
     # The same features the run was trained on: its text pooling and, for INFIG, the cached hidden layers.
     features = open_features(manifest, caches, text_pool=spec["train"].get("text_pool", "cls"),
-                             hidden_layers=getattr(get_head(name), "uses_hidden_layers", False))
+                             hidden_layers=get_head(name).uses_hidden_layers)
     try:
         return _explain_features(run, name, head, manifest, features, row, row_id)
     finally:

@@ -55,11 +55,13 @@ class CachedRunPredictor:
         records = config.get("encoders", {})
         # One encoder per cache folder (a CLIP cache feeds clip_text and clip_image).
         self.groups: dict[str, dict] = {}
+        recorded = config.get("fields") or {}  # runs before it was recorded: the text mask by its name
         for modality, cache in config["caches"].items():
             g = self.groups.setdefault(cache["path"], {"modalities": {}})
             g["record"] = records.get(modality) or _index_attrs(run, cache["path"])
             pooled, tokens = cache["fields"]
-            mask = "text/mask" if tokens and tokens.startswith("text/") else None
+            mask = (recorded[modality]["mask"] if modality in recorded
+                    else "text/mask" if tokens and tokens.startswith("text/") else None)
             g["modalities"][modality] = (pooled, tokens if head.uses_tokens else None,
                                          mask if head.uses_tokens else None)
         self.encoders: dict[str, Encoder] = {

@@ -70,3 +70,30 @@ def test_class_weight_and_dev_scores():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     s = dev_scores(np.array([0, 1, 1]), probs, ["a", "b"])
     assert set(s) == {"dev_accuracy", "dev_macro_f1", "dev_weighted_f1"} and s["dev_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_resolved_spec_is_a_filled_copy_and_the_given_spec_stays_as_given():
+    from types import SimpleNamespace
+
+    from msa_cache.heads import get_head
+    from msa_cache.runs.config import RunSpec, TrainConfig
+
+    spec = RunSpec("m.parquet", {}, "ae-cat", {"latent": 32}, TrainConfig(), 0)
+    resolved = spec.resolved(SimpleNamespace(default_monitor="macro-f1"))
+    assert spec.head_options == {"latent": 32} and spec.train.monitor is None
+    assert resolved.train.monitor == "macro-f1"
+    assert resolved.head_options["latent"] == 32 and set(resolved.head_options) == set(
+        f for f in get_head("ae-cat").Config.__dataclass_fields__)
+    assert resolved.head_config == get_head("ae-cat").Config(latent=32)
+    given = RunSpec("m.parquet", {}, "ae-cat", {}, TrainConfig(monitor="accuracy"), 0)
+    assert given.resolved(SimpleNamespace(default_monitor="macro-f1")).train.monitor == "accuracy"
+    with pytest.raises(ValueError, match="no option"):
+        RunSpec("m.parquet", {}, "ae-cat", {"levels": 3}, TrainConfig(), 0).resolved(SimpleNamespace(default_monitor="accuracy"))
+
+
+def test_head_traits_are_class_attributes_with_defaults():
+    from msa_cache.heads import HEADS, Head
+
+    assert Head.uses_hidden_layers is False and Head.fit_mode == "gradient"
+    assert HEADS["probe"].fit_mode == "closed_form" and HEADS["infig"].uses_hidden_layers is True
+    assert all(cls.fit_mode in ("gradient", "closed_form") for cls in HEADS.values())

@@ -138,6 +138,7 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
         "manifest_fingerprint": manifest.fingerprint(),
         "text_pair": manifest.has_text_pair,  # sentence + target inputs: predict needs --text-pair then
         "modalities": {k: dataclasses.asdict(v) for k, v in model.head.spec.items()},
+        "fields": model.fields_record(),
         "classes": manifest.classes,
         "train_rows": int(len(train_idx)),
         "num_parameters": sum(p.numel() for p in model.parameters()),

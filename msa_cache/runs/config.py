@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from msa_cache.heads import HEADS
+from msa_cache.heads import HEADS, make_config
 from msa_cache.provenance import from_saved
 from msa_cache.search_space import SEARCH, Range
 
@@ -103,6 +103,17 @@ class RunSpec:
         if self.cv_folds:  # only then: runs made before cross-validation existed keep their hash
             out["cv"] = {"folds": self.cv_folds, "seed": self.cv_seed}
         return out
+
+    @property
+    def head_config(self):
+        """The head's typed Config: the options validated (unknown or out-of-range ones refused), defaults filled."""
+        return make_config(self.head, self.head_options)
+
+    def resolved(self, manifest) -> "RunSpec":
+        """A copy with every head option filled from the head's Config and a monitor left unset (None) set to
+        the manifest's default: the spec a run's identity is hashed from and its config.json records."""
+        train = self.train if self.train.monitor is not None else replace(self.train, monitor=monitor_for(self.train, manifest))
+        return replace(self, head_options=asdict(self.head_config), train=train)
 
     def to_dict(self) -> dict:
         return asdict(self)  # recurses into the nested train config

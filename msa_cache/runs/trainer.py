@@ -26,7 +26,7 @@ from msa_cache.heads import Batch, Head, create_head, get_head
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
-from msa_cache.runs.config import RunSpec, config_hash, monitor_for, run_dir
+from msa_cache.runs.config import RunSpec, config_hash, run_dir
 from msa_cache.runs.rundir import build_run_dir, is_finished, load_weights, read_metrics, write_run
 from msa_cache.runs.features import FeatureSet, open_features
 from msa_cache.runs.folds import run_roles
@@ -47,37 +47,37 @@ def _changed_options(head: str, options: dict) -> dict:
     return {k: v for k, v in options.items() if defaults.get(k) != v}
 
 
-def plan_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> Path:
-    """The run directory this spec maps to (used to skip finished runs). Fills the spec in place:
-    every head option, and a monitor left unset (None) becomes the manifest's default, before the
-    identity is hashed, so every caller (fit, another shard's read-back, tune) finds the same folder."""
-    if spec.train.monitor is None:
-        spec.train = dataclasses.replace(spec.train, monitor=monitor_for(spec.train, features.manifest))
-    full = dataclasses.asdict(get_head(spec.head).Config())
-    full.update(spec.head_options)
-    spec.head_options = full
+def resolve_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> tuple[RunSpec, Path]:
+    """The resolved spec (RunSpec.resolved: every head option, the manifest's default monitor where
+    none is set) and the run directory it maps to. The identity is hashed from the resolved spec, so
+    every caller (fit, another shard's read-back, tune) finds the same folder; `spec` is not changed."""
+    spec = spec.resolved(features.manifest)
     identity = spec.identity(features.manifest.fingerprint(), features.cache_fingerprints())
-    out = run_dir(runs_root, features.manifest.name, spec, config_hash(identity), _changed_options(spec.head, full))
+    out = run_dir(runs_root, features.manifest.name, spec, config_hash(identity),
+                  _changed_options(spec.head, spec.head_options))
     check_name(out.parent.name, "run folder name (from the head options)")
-    return out
+    return spec, out
+
+
+def plan_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> Path:
+    """The run directory this spec maps to (used to skip finished runs); see resolve_run."""
+    return resolve_run(spec, runs_root, features)[1]
 
 
 def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet | None = None,
             log: Callable[[str], None] = print,
             on_epoch_end: Callable[[int, dict], None] | None = None) -> RunResult:
     """Train `spec` unless its run directory is already finished; return its metrics.
-    A monitor left unset (None) becomes the manifest's default before the run's identity is hashed (plan_run).
+    A monitor left unset (None) becomes the manifest's default before the run's identity is hashed (resolve_run).
 
     on_epoch_end(epoch, record): called after each epoch with its history record (train loss terms,
     dev metrics); an exception it raises (e.g. a tuner's "prune") stops the run and leaves no run dir."""
     manifest = features.manifest if features is not None else read_manifest(spec.manifest)
-    spec = dataclasses.replace(spec)  # plan_run fills it in place; the caller's spec stays as given
     if features is None:
-        head_cls = get_head(spec.head)
         features = open_features(manifest, {k: Path(v) for k, v in spec.caches.items()},
                                  text_pool=spec.train.text_pool,
-                                 hidden_layers=getattr(head_cls, "uses_hidden_layers", False))
-    out = plan_run(spec, runs_root, features)
+                                 hidden_layers=get_head(spec.head).uses_hidden_layers)
+    spec, out = resolve_run(spec, runs_root, features)
     if is_finished(out):
         return RunResult(out, read_metrics(out), skipped=True)
 
@@ -184,7 +184,7 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
     monitor = MONITORS[tc.monitor]
     history: list[dict] = []
 
-    if getattr(head, "fit_mode", None) == "closed_form":
+    if head.fit_mode == "closed_form":
         features.load_pooled()
         x = lambda idx: {m: features.pooled[m][idx].float().numpy() for m in head.spec}  # noqa: E731
         if spec.refit is not None:  # refit: the C the folds chose, nothing left to pick on
@@ -212,6 +212,7 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         "encoders": {name: {k: src.cache.attrs.get(k) for k in ENCODER_RECORD_KEYS}
                      for name, src in features.sources.items()},
         "modalities": {k: dataclasses.asdict(v) for k, v in spec_dims.items()},
+        "fields": features.fields_record(),  # which cache fields each modality read; predict replays them
         "classes": classes,
         "num_parameters": sum(p.numel() for p in head.parameters()),
         "device": str(device),
