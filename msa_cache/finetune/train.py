@@ -24,7 +24,8 @@ import torch
 from msa_cache.device import resolve_device
 from msa_cache.finetune.config import FinetuneSpec, finetune_run_dir
 from msa_cache.finetune.data import PostCollator, PostDataset, batch_to, make_loader, make_text_aug
-from msa_cache.finetune.model import FinetuneModule, assemble_model, open_encoders
+from msa_cache.finetune.build import assemble_model, open_encoders
+from msa_cache.finetune.model import FinetuneModule
 from msa_cache.finetune.optim import (
     MAX_GRAD_NORM, autocast, grad_scaler, make_optimizer, resolve_precision,
 )
