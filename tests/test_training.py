@@ -97,3 +97,18 @@ def test_head_traits_are_class_attributes_with_defaults():
     assert Head.uses_hidden_layers is False and Head.fit_mode == "gradient"
     assert HEADS["probe"].fit_mode == "closed_form" and HEADS["infig"].uses_hidden_layers is True
     assert all(cls.fit_mode in ("gradient", "closed_form") for cls in HEADS.values())
+
+
+def test_trainer_flags_are_generated_from_trainconfig_fields():
+    import dataclasses
+
+    from msa_cache.runs.config import TrainConfig
+    from msa_cache_cli.fit import fit_cmd
+
+    params = {p.name: p for p in fit_cmd.params}
+    for f in dataclasses.fields(TrainConfig):
+        assert params[f.name].default == f.default, f.name
+        assert params[f.name].opts[0] == "--" + f.name.replace("_", "-")
+    assert params["batch_size"].type.min == 1 and params["patience"].type.min == 0
+    assert list(params["monitor"].type.choices) == ["accuracy", "macro-f1", "weighted-f1"]
+    assert params["lr"].type.min_open and params["oversample"].secondary_opts == ["--no-oversample"]
