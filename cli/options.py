@@ -149,17 +149,23 @@ def field_option(f: dataclasses.Field):
     elif kind is int:
         kw["type"] = click.IntRange(md.get("min"), md.get("max"))
     elif kind is float:
-        kw["type"] = click.FloatRange(md.get("min"), md.get("max"), min_open=bool(md.get("min_open")))
+        kw["type"] = click.FloatRange(md.get("min"), md.get("max"), min_open=bool(md.get("min_open")),
+                                      max_open=bool(md.get("max_open")))
     return click.option(f"--{flag}", **kw)
 
 
-def dataclass_options(cls, custom: dict | None = None):
-    """Decorator: one flag per field of `cls`, in field order; custom[name](default) builds a field's own."""
+def dataclass_options(cls, custom: dict | None = None, order: tuple[str, ...] | None = None):
+    """Decorator: one flag per field of `cls`, in field order (or `order`, which must name every field);
+    custom[name](field) builds a field's own option."""
     custom = custom or {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if order is not None and sorted(order) != sorted(fields):
+        raise RuntimeError(f"{cls.__name__}: the flag order must name each field once")
 
     def deco(fn):
-        for f in reversed(dataclasses.fields(cls)):
-            fn = (custom[f.name](f.default) if f.name in custom else field_option(f))(fn)
+        for name in reversed(order or tuple(fields)):
+            f = fields[name]
+            fn = (custom[name](f) if name in custom else field_option(f))(fn)
         return fn
 
     return deco
@@ -167,7 +173,7 @@ def dataclass_options(cls, custom: dict | None = None):
 
 def train_options(fn):
     """Trainer settings: one flag per TrainConfig field (runs/config.py holds their help and ranges)."""
-    return dataclass_options(TrainConfig, {"device": lambda default: device_option(default)})(fn)
+    return dataclass_options(TrainConfig, {"device": lambda f: device_option(f.default)})(fn)
 
 
 def _check_device(ctx, param, value: str) -> str:

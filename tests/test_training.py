@@ -112,3 +112,17 @@ def test_trainer_flags_are_generated_from_trainconfig_fields():
     assert params["batch_size"].type.min == 1 and params["patience"].type.min == 0
     assert list(params["monitor"].type.choices) == ["accuracy", "macro-f1", "weighted-f1"]
     assert params["lr"].type.min_open and params["oversample"].secondary_opts == ["--no-oversample"]
+
+
+def test_finetune_flags_are_generated_from_finetuneconfig_fields():
+    import dataclasses
+
+    from msa_cache.finetune import FinetuneConfig
+    from msa_cache_cli.finetune import finetune_cmd
+
+    params = {p.name: p for p in finetune_cmd.params}
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name != "unfreeze":  # a list field: its flag takes text,image|none (callback)
+            assert params[f.name].default == f.default, f.name
+    assert params["warmup"].type.max_open and params["unfreeze_from"].type.min == 1
+    assert list(params["clean"].type.choices) == sorted(params["clean"].type.choices)
