@@ -38,7 +38,8 @@ from msa_cache.heads import Batch, ModalityInput, create_head  # noqa: E402
 from msa_cache.manifest import read_manifest  # noqa: E402
 from msa_cache.runs.config import RunSpec, TrainConfig  # noqa: E402
 from msa_cache.runs.features import open_features  # noqa: E402
-from msa_cache.runs.trainer import _make_optimizer, fit_run, seed_everything  # noqa: E402
+from msa_cache.runs.trainer import fit_run, make_optimizer  # noqa: E402
+from msa_cache.runs.training import seed_everything  # noqa: E402
 
 CACHE = common.REPO / "cache" / "mvsa-single"
 TEXT, IMAGE = "minilm", "efficientnet-lite0"
@@ -67,7 +68,7 @@ def on_the_fly_arm(head_name: str, rows: int, encoders: dict, batch_size: int, s
     seed_everything(seed)
     head = create_head(head_name, features.spec(), len(manifest.classes))  # same dims as the cached arm's head
     spec = RunSpec(str(common.MVSA_MANIFEST), {}, head_name, {}, TrainConfig(), seed)
-    optimizer = _make_optimizer(head, spec)
+    optimizer = make_optimizer(head, spec)
     labels = torch.from_numpy(manifest.labels())
     loader = torch.utils.data.DataLoader(
         RowDataset(manifest, text_enc.text, image_enc.image), batch_size=batch_size, shuffle=True,

@@ -75,7 +75,10 @@ from msa_cache.finetune.optim import grad_scaler, make_optimizer, resolve_precis
 from msa_cache.finetune.train import backward_step, optimizer_step  # noqa: E402
 from msa_cache.heads import HEADS, Batch, ModalityInput, ModalitySpec, create_head  # noqa: E402
 from msa_cache.runs.config import RunSpec, TrainConfig  # noqa: E402
-from msa_cache.runs.trainer import PREDICT_BATCH, _autocast, _grad_scaler, _make_optimizer, train_step  # noqa: E402
+from msa_cache.runs.trainer import PREDICT_BATCH, train_step  # noqa: E402
+from msa_cache.runs.trainer import make_optimizer as make_fit_optimizer  # noqa: E402
+from msa_cache.runs.training import amp_autocast  # noqa: E402
+from msa_cache.runs.training import grad_scaler as fit_grad_scaler  # noqa: E402
 
 GIB = 2**30
 CLASSES = 3
@@ -557,9 +560,9 @@ def make_batch(p: Profile, n: int, device: torch.device, seed: int = 0) -> Batch
 
 def trainer_step_fn(head, batch: Batch, device: torch.device):
     """The trainer's fit step: its optimizer, its GradScaler, AMP on CUDA (TrainConfig's default)."""
-    optimizer = _make_optimizer(head, RunSpec("", {}, head.name, {}, TrainConfig(), 0))
+    optimizer = make_fit_optimizer(head, RunSpec("", {}, head.name, {}, TrainConfig(), 0))
     use_amp = device.type == "cuda" and TrainConfig().amp
-    scaler = _grad_scaler(use_amp)
+    scaler = fit_grad_scaler(use_amp)
     head.train()
     return lambda: train_step(head, batch, optimizer, scaler, device, use_amp)
 
@@ -567,12 +570,12 @@ def trainer_step_fn(head, batch: Batch, device: torch.device):
 def predict_step(head, batch: Batch, device: torch.device) -> None:
     """As the trainer's predict_probs does it for one batch."""
     head.eval()
-    with torch.no_grad(), _autocast(device, device.type == "cuda" and TrainConfig().amp), head.logits_only():
+    with torch.no_grad(), amp_autocast(device, device.type == "cuda" and TrainConfig().amp), head.logits_only():
         torch.softmax(head(batch).logits.float(), dim=-1).cpu()
 
 
 def closed_form(name: str) -> bool:
-    return getattr(HEADS[name], "fit_mode", None) == "closed_form"
+    return HEADS[name].fit_mode == "closed_form"
 
 
 def run_head(p: Profile, name: str, options: dict, n: int, device: torch.device, steps: int, predict_n: int):

@@ -61,14 +61,15 @@ def build(head_name: str, device):
 
 
 def fit_steps(head, batch, device, steps: int = 2) -> None:
-    """What `_train_loop` does per batch (AMP on CUDA, as TrainConfig's default amp=True)."""
+    """What `train_loop` does per batch (AMP on CUDA, as TrainConfig's default amp=True)."""
     from msa_cache.runs.config import RunSpec, TrainConfig
-    from msa_cache.runs.trainer import _grad_scaler, _make_optimizer, train_step
+    from msa_cache.runs.trainer import make_optimizer, train_step
+    from msa_cache.runs.training import grad_scaler
 
     spec = RunSpec("", {}, head.name, {}, TrainConfig(), 0)
-    optimizer = _make_optimizer(head, spec)
+    optimizer = make_optimizer(head, spec)
     use_amp = device.type == "cuda"
-    scaler = _grad_scaler(use_amp)
+    scaler = grad_scaler(use_amp)
     head.train()
     for _ in range(steps):
         train_step(head, batch, optimizer, scaler, device, use_amp)
@@ -77,10 +78,10 @@ def fit_steps(head, batch, device, steps: int = 2) -> None:
 def predict_step(head, batch, device) -> None:
     import torch
 
-    from msa_cache.runs.trainer import _autocast
+    from msa_cache.runs.training import amp_autocast
 
     head.eval()
-    with torch.no_grad(), _autocast(device, device.type == "cuda"), head.logits_only():  # as predict_probs
+    with torch.no_grad(), amp_autocast(device, device.type == "cuda"), head.logits_only():  # as predict_probs
         logits = head(batch).logits
         torch.softmax(logits.float(), dim=-1).cpu()
 

@@ -16,7 +16,7 @@ writing them (extract() skips finished shards).
 Each measurement runs in its own subprocess (peak RSS = that process's VmHWM): open
 the caches (pooled features are loaded into memory, as the trainer does), a 2-batch
 warm-up, then one timed training epoch of the head over the train rows with the
-trainer's own loop (`_train_loop`, default TrainConfig: batch 64, workers 0; no dev
+trainer's own loop (`train_loop`, default TrainConfig: batch 64, workers 0; no dev
 pass), with 1 torch thread unless --threads says otherwise. Reports seconds per row
 and peak RSS, and the ratios largest/smallest token cache (targets: peak RSS ratio
 <= 1.3, time per row flat).
@@ -98,8 +98,8 @@ def child(job: dict) -> None:
     from msa_cache.manifest import read_manifest
     from msa_cache.runs.config import RunSpec, TrainConfig
     from msa_cache.runs.features import open_features
-    from msa_cache.runs.metrics import MONITORS
-    from msa_cache.runs.trainer import _labels, _train_loop, seed_everything
+    from msa_cache.runs.trainer import train_loop
+    from msa_cache.runs.training import manifest_labels, seed_everything
 
     rss_imports = common.rss_mib()
     t0 = time.perf_counter()
@@ -110,7 +110,7 @@ def child(job: dict) -> None:
     features = open_features(manifest, caches, text_pool=tc.text_pool)
     features.load_pooled()
     seed_everything(0)
-    labels, modality_labels = _labels(manifest)
+    labels, modality_labels = manifest_labels(manifest)
     train_idx = np.flatnonzero((np.array(manifest.column("split")) == "train") & (labels >= 0))
     open_s = time.perf_counter() - t0
     rss_open = common.rss_mib()
@@ -119,9 +119,7 @@ def child(job: dict) -> None:
     def epoch(idx):
         seed_everything(0)
         head = create_head(job["head"], features.spec(), len(manifest.classes))
-        monitor = MONITORS[tc.monitor or manifest.default_monitor]
-        return _train_loop(head, spec, features, idx, no_dev, labels, modality_labels, None, monitor,
-                           torch.device("cpu"), lambda m: None)
+        return train_loop(head, spec, features, idx, no_dev, labels, modality_labels, None, torch.device("cpu"))
 
     epoch(train_idx[:2 * tc.batch_size])  # warm-up (lazy imports, first-call allocations); not timed
     history = epoch(train_idx)

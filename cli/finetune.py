@@ -7,11 +7,11 @@ import click
 from msa_cache.encoders import EncoderUnavailable
 from msa_cache.finetune import BASELINES, FinetuneConfig, FinetuneSpec, finetune_run
 from msa_cache.finetune.baselines import VISUALBERT_DEFAULT
-from msa_cache.finetune.config import TEXT_AUGS
-from msa_cache.manifest import CLEANERS
 
 from msa_cache_cli.extract import EncoderName
-from msa_cache_cli.options import device_option, head_flags, head_names, pop_head_options, resolve_manifest
+from msa_cache_cli.options import (
+    dataclass_options, device_option, head_flags, head_names, pop_head_options, resolve_manifest,
+)
 
 
 def _unfreeze(ctx, param, value: str) -> list[str]:
@@ -23,8 +23,6 @@ def _unfreeze(ctx, param, value: str) -> list[str]:
         raise click.BadParameter(f"'{value}': expected text, image, text,image or none")
     return parts
 
-
-D = FinetuneConfig()
 
 
 @click.command("finetune")
@@ -41,44 +39,10 @@ D = FinetuneConfig()
               help="manifest Parquet file [default: the only one in manifests/]")
 @click.option("--runs", "runs_root", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--seed", "seeds", type=click.IntRange(0, 2**32 - 1), multiple=True, default=(0,), show_default=True, help="repeatable")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=D.lr, show_default=True, help="head learning rate")
-@click.option("--encoder-lr", type=click.FloatRange(0, min_open=True), default=D.encoder_lr, show_default=True,
-              help="unfrozen encoders' learning rate")
-@click.option("--weight-decay", type=click.FloatRange(0), default=D.weight_decay, show_default=True, help="AdamW weight decay")
-@click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=D.warmup, show_default=True,
-              help="linear warm-up fraction of each parameter group's steps, then linear decay")
-@click.option("--batch-size", type=click.IntRange(1), default=D.batch_size, show_default=True)
-@click.option("--accumulate", type=click.IntRange(1), default=D.accumulate, show_default=True,
-              help="gradient accumulation: one optimizer step per N batches")
-@click.option("--max-epochs", type=click.IntRange(1), default=D.max_epochs, show_default=True)
-@click.option("--patience", type=click.IntRange(1), default=D.patience, show_default=True,
-              help="early stopping: epochs without a better dev score")
-@click.option("--monitor", type=click.Choice(["accuracy", "macro-f1", "weighted-f1"]), default=None,
-              help="dev metric for early stopping and model selection [default: the manifest's]")
-@click.option("--head-epochs", type=click.IntRange(0), default=D.head_epochs, show_default=True,
-              help="epochs with frozen encoders before unfreezing")
-@click.option("--unfreeze", callback=_unfreeze, default="text,image", show_default=True,
-              help="which encoders to unfreeze: text, image, text,image or none")
-@click.option("--unfreeze-from", type=click.IntRange(1), default=None,
-              help="first epoch with unfrozen encoders (overrides --head-epochs)")
-@click.option("--class-weights", type=click.Choice(["none", "balanced"]), default=D.class_weights, show_default=True)
-@click.option("--text-pool", type=click.Choice(["cls", "mean"]), default=D.text_pool, show_default=True,
-              help="text vector used as the pooled text feature")
-@click.option("--max-length", type=click.IntRange(2), default=D.max_length, show_default=True)
-@click.option("--clean", type=click.Choice(sorted(CLEANERS)), default=D.clean, show_default=True)
-@click.option("--augment/--no-augment", default=D.augment, show_default=True,
-              help="train images: flip, random crop with padding, random erasing")
-@click.option("--text-aug", type=click.Choice(TEXT_AUGS), default=D.text_aug, show_default=True,
-              help="translation: the back-translated text (translation.json) with p=0.5; synonyms: built-in table")
-@click.option("--limit-train", type=click.IntRange(1), default=None,
-              help="train on a fixed random subset of N train rows (slow machines; recorded in the run)")
-@click.option("--amp/--no-amp", default=D.amp, show_default=True,
-              help="mixed precision on CUDA (bf16 on Ampere+, else fp16 + GradScaler)")
-@click.option("--grad-checkpointing/--no-grad-checkpointing", default=D.grad_checkpointing, show_default=True,
-              help="trade compute for memory where the encoder supports it (HF models)")
-@device_option(D.device)
-@click.option("--workers", type=click.IntRange(0), default=D.workers, show_default=True,
-              help="DataLoader workers decoding images")
+@dataclass_options(FinetuneConfig, {
+    "unfreeze": lambda f: click.option("--unfreeze", callback=_unfreeze, default="text,image", show_default=True,
+                                       help="which encoders to unfreeze: text, image, text,image or none"),
+    "device": lambda f: device_option(f.default)}, order=FinetuneConfig.FLAG_ORDER)
 @head_flags(multi=False)
 def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, **kwargs):
     """Fine-tune a head with its encoders in the loop (or a baseline), staged: head first, then encoders.

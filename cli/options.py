@@ -132,36 +132,48 @@ def cv_options(fn):
     return fn
 
 
+def field_option(f: dataclasses.Field):
+    """One click option for a settings-dataclass field, from its metadata (as head flags are): `help`,
+    `choices`, `min` / `max` / `min_open` (int and float fields; `type` where the default is None);
+    a bool field becomes --x/--no-x; a non-None default is shown."""
+    md, flag = f.metadata, f.name.replace("_", "-")
+    default = f.default if f.default is not dataclasses.MISSING else None
+    kw = {"default": default, "show_default": default is not None}
+    if md.get("help"):
+        kw["help"] = md["help"]
+    if isinstance(default, bool):
+        return click.option(f"--{flag}/--no-{flag}", **kw)
+    kind = md.get("type") or type(default)
+    if "choices" in md:
+        kw["type"] = click.Choice(list(md["choices"]))
+    elif kind is int:
+        kw["type"] = click.IntRange(md.get("min"), md.get("max"))
+    elif kind is float:
+        kw["type"] = click.FloatRange(md.get("min"), md.get("max"), min_open=bool(md.get("min_open")),
+                                      max_open=bool(md.get("max_open")))
+    return click.option(f"--{flag}", **kw)
+
+
+def dataclass_options(cls, custom: dict | None = None, order: tuple[str, ...] | None = None):
+    """Decorator: one flag per field of `cls`, in field order (or `order`, which must name every field);
+    custom[name](field) builds a field's own option."""
+    custom = custom or {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if order is not None and sorted(order) != sorted(fields):
+        raise RuntimeError(f"{cls.__name__}: the flag order must name each field once")
+
+    def deco(fn):
+        for name in reversed(order or tuple(fields)):
+            f = fields[name]
+            fn = (custom[name](f) if name in custom else field_option(f))(fn)
+        return fn
+
+    return deco
+
+
 def train_options(fn):
-    """Trainer settings (TrainConfig)."""
-    d = TrainConfig()
-    opts = [
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="learning rate [default 1e-3]"),
-        click.option("--weight-decay", type=click.FloatRange(0), default=None, help="[default 0 for Adam heads, 0.01 for AdamW]"),
-        click.option("--optimizer", type=click.Choice(["adam", "adamw"]), default=None,
-                     help="[default: the head's own: adam for seed-000 heads, else adamw]"),
-        click.option("--batch-size", type=click.IntRange(1), default=d.batch_size, show_default=True),
-        click.option("--max-epochs", type=click.IntRange(1), default=d.max_epochs, show_default=True),
-        click.option("--patience", type=click.IntRange(0), default=d.patience, show_default=True,
-                     help="early stopping: epochs without a better dev score"),
-        click.option("--monitor", type=click.Choice(["accuracy", "macro-f1", "weighted-f1"]), default=None,
-                     help="dev metric for early stopping and the leaderboard order [default: the manifest's, what "
-                          "its dataset's papers report: weighted-f1 for MVSA and TumEmo, macro-f1 for "
-                          "Twitter-15/17, HFM and memes]"),
-        click.option("--class-weights", type=click.Choice(["none", "balanced"]), default=d.class_weights,
-                     show_default=True),
-        click.option("--oversample/--no-oversample", default=d.oversample, show_default=True,
-                     help="draw train rows with equal class probability"),
-        click.option("--text-pool", type=click.Choice(["cls", "mean"]), default=d.text_pool, show_default=True,
-                     help="text vector used as the pooled text feature"),
-        click.option("--amp/--no-amp", default=d.amp, show_default=True, help="mixed precision on CUDA"),
-        device_option(d.device),
-        click.option("--workers", type=click.IntRange(0), default=d.workers, show_default=True,
-                     help="DataLoader workers that prefetch token batches from HDF5"),
-    ]
-    for o in reversed(opts):
-        fn = o(fn)
-    return fn
+    """Trainer settings: one flag per TrainConfig field (runs/config.py holds their help and ranges)."""
+    return dataclass_options(TrainConfig, {"device": lambda f: device_option(f.default)})(fn)
 
 
 def _check_device(ctx, param, value: str) -> str:

@@ -195,7 +195,7 @@ def explain_row(run_dir: str | Path, row_id: str) -> Explanation:
     from msa_cache.heads import get_head
     from msa_cache.manifest import read_manifest
     from msa_cache.runs.features import open_features
-    from msa_cache.runs.trainer import load_run
+    from msa_cache.load import load_run
 
     run = Path(run_dir)
     head, config = load_run(run)
@@ -214,7 +214,7 @@ def explain_row(run_dir: str | Path, row_id: str) -> Explanation:
     caches = {role: _resolve(p, run) for role, p in spec["caches"].items()}
     # The same features the run was trained on: its text pooling and, for INFIG, the cached hidden layers.
     features = open_features(manifest, caches, text_pool=spec["train"].get("text_pool", "cls"),
-                             hidden_layers=getattr(get_head(name), "uses_hidden_layers", False))
+                             hidden_layers=get_head(name).uses_hidden_layers)
     try:
         return _explain_features(run, name, head, manifest, features, row, row_id)
     finally:

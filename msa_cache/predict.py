@@ -10,8 +10,9 @@ rebuilt from the record in config.json (or, for older runs, the cache's
 index.json), with the recorded max_length and text cleaning, verified against
 the recorded weights hash, and run through extraction's own batch runner (bad
 images -> zero features, values rounded to the cache dtype). A fine-tuned run
-rebuilds its whole model (`load_run`). Either way an encoder that cannot be
-loaded, or loads other weights, is refused with one line saying which.
+rebuilds its whole model. Both come as one predictor (`msa_cache.load.load_predictor`);
+either way an encoder that cannot be loaded, or loads other weights, is refused with
+one line saying which.
 """
 from __future__ import annotations
 
@@ -21,112 +22,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
-from msa_cache.cache.schema import read_index
-from msa_cache.device import resolve_device
-from msa_cache.encoders import Encoder
-from msa_cache.extract.dataset import RowDataset
-from msa_cache.extract.runner import BatchRunner
-from msa_cache.finetune.record import rebuild_encoder
-from msa_cache.finetune.train import predict_rows
-from msa_cache.heads.base import Batch, ModalityInput
+from msa_cache.load import load_predictor
 from msa_cache.manifest import Manifest, ManifestMeta, read_manifest, rows_to_table
 from msa_cache.manifest.images import load_rgb
-from msa_cache.runs.rundir import is_finished
-from msa_cache.runs.trainer import load_run
-
-
-class CachedRunPredictor:
-    """A cached-feature run: rebuilt encoders -> the fields the head was trained on -> the head."""
-
-    def __init__(self, run: Path, head, config: dict, device: torch.device, batch_size: int):
-        self.head, self.device, self.batch_size = head.to(device).eval(), device, batch_size
-        self.classes = list(config["classes"])
-        records = config.get("encoders", {})
-        # One encoder per cache folder (a CLIP cache feeds clip_text and clip_image).
-        self.groups: dict[str, dict] = {}
-        for modality, cache in config["caches"].items():
-            g = self.groups.setdefault(cache["path"], {"modalities": {}})
-            g["record"] = records.get(modality) or _index_attrs(run, cache["path"])
-            pooled, tokens = cache["fields"]
-            mask = "text/mask" if tokens and tokens.startswith("text/") else None
-            g["modalities"][modality] = (pooled, tokens if head.uses_tokens else None,
-                                         mask if head.uses_tokens else None)
-        self.encoders: dict[str, Encoder] = {
-            path: rebuild_encoder(g["record"], where=str(run)).to(device) for path, g in self.groups.items()}
-        self.runners = {path: BatchRunner(enc, device, "auto", self.groups[path]["record"].get("dtype") or "float16",
-                                          batch_size, log=lambda m: None)
-                        for path, enc in self.encoders.items()}
-
-    @property
-    def uses(self) -> set[str]:
-        return {m for enc in self.encoders.values() for m in ("text", "image") if getattr(enc, m) is not None}
-
-    @property
-    def text_pair(self) -> bool:
-        """Trained on sentence + target pairs (its text cache records text_pair)."""
-        return any((g["record"].get("preprocessing") or {}).get("text_pair") for g in self.groups.values())
-
-    @torch.no_grad()
-    def probs(self, manifest: Manifest, rows: np.ndarray) -> np.ndarray:
-        order = [int(r) for r in rows]
-        loaders = [torch.utils.data.DataLoader(RowDataset(manifest, enc.text, enc.image, self.text_pair),
-                                               batch_size=self.batch_size,
-                                               sampler=order, collate_fn=enc.collator())
-                   for enc in self.encoders.values()]
-        out = []
-        for parts in zip(*loaders):
-            inputs = {}
-            for (path, g), batch in zip(self.groups.items(), parts):
-                _, arrays, _, _ = self.runners[path](batch)  # exactly what extraction stores
-                for modality, (pooled, tokens, mask) in g["modalities"].items():
-                    inputs[modality] = ModalityInput(
-                        torch.from_numpy(arrays[pooled]).float(),
-                        None if tokens is None else torch.from_numpy(arrays[tokens]).float(),
-                        None if mask is None else torch.from_numpy(arrays[mask]).bool())
-            n = len(parts[0]["rows"])
-            with self.head.logits_only():
-                logits = self.head(Batch(inputs, torch.full((n,), -1, dtype=torch.long)).to(self.device)).logits
-            out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
-
-
-class FinetuneRunPredictor:
-    """A fine-tuned run: its whole model (encoders + head) on raw inputs, eval preprocessing."""
-
-    def __init__(self, model, config: dict, device: torch.device, batch_size: int):
-        self.model, self.device, self.batch_size = model.to(device).eval(), device, batch_size
-        self.classes = list(config["classes"])
-        self.text_pair = bool(config.get("text_pair"))
-
-    @property
-    def uses(self) -> set[str]:
-        specs = self.model.input_specs().values()
-        return {"text" for t, _ in specs if t is not None} | {"image" for _, i in specs if i is not None}
-
-    def probs(self, manifest: Manifest, rows: np.ndarray) -> np.ndarray:
-        return predict_rows(self.model, manifest, np.asarray(rows), self.device, "fp32", self.batch_size)
-
-
-def _index_attrs(run: Path, cache_path: str) -> dict:
-    try:
-        return read_index(Path(cache_path))["attrs"]
-    except Exception as e:
-        raise FileNotFoundError(f"{run}: its config.json records no encoders and the cache it was trained on "
-                                f"({cache_path}) cannot be read ({e}); predict needs one of them") from None
-
-
-def load_predictor(run: str | Path, device: str = "auto", batch_size: int = 32):
-    run = Path(run)
-    if not is_finished(run):
-        raise FileNotFoundError(f"{run}: not a finished run directory (no metrics.json); "
-                                "pass runs/<manifest>/<run>/seed-K")
-    model, config = load_run(run)
-    dev = resolve_device(device)
-    if config.get("mode") == "finetune":
-        return FinetuneRunPredictor(model, config, dev, batch_size)
-    return CachedRunPredictor(run, model, config, dev, batch_size)
 
 
 def posts_manifest(posts: list[dict], classes: list[str]) -> Manifest:

@@ -15,7 +15,8 @@ from msa_cache.extract import extract
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
 from msa_cache.runs.config import RunSpec, TrainConfig
 from msa_cache.runs.features import open_features
-from msa_cache.runs.trainer import fit_run, load_run
+from msa_cache.load import load_run
+from msa_cache.runs.trainer import fit_run
 from msa_cache_cli.explain import explain_cmd
 
 N, L, P, DT, DI = 96, 8, 4, 16, 12

@@ -22,7 +22,7 @@ from msa_cache.finetune.optim import grad_scaler, make_optimizer, resolve_precis
 from msa_cache.finetune.train import backward_step, optimizer_step, train_rows
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
 from msa_cache.runs.compare import finished_entries
-from msa_cache.runs.trainer import load_run
+from msa_cache.load import load_run
 from msa_cache_cli.finetune import finetune_cmd
 
 import tiny_models

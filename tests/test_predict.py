@@ -72,6 +72,18 @@ def test_cached_run_predictions_are_reproduced(world, cached_runs, head):
     assert abs(one["probs"]["positive"] - want["prob_positive"][0]) < 1e-4
 
 
+def test_the_fields_a_head_reads_are_recorded_and_replayed(cached_runs):
+    run = cached_runs["mha"]
+    config = json.loads((run / "config.json").read_text())
+    fields = config["fields"]  # cache.fields.head_fields' choice, recorded next to the identity's pair
+    assert fields["text"] == {"pooled": config["caches"]["text"]["fields"][0], "tokens": "text/tokens",
+                              "mask": "text/mask"}
+    assert fields["image"] == {"pooled": "image/pooled", "tokens": "image/tokens", "mask": None}
+    predictor = load_predictor(run)
+    read = {m: v for g in predictor.groups.values() for m, v in g["modalities"].items()}
+    assert read == {m: (f["pooled"], f["tokens"], f["mask"]) for m, f in fields.items()}
+
+
 def test_fine_tuned_run_predictions_are_reproduced(world, tmp_path):
     root, manifest, bert, vit = world
     spec = FinetuneSpec(str(manifest), "mha", [str(bert), str(vit)], None, {"width": 16, "num_heads": 2},

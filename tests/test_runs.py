@@ -18,7 +18,8 @@ from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write
 from msa_cache.runs.compare import compare, expand_grid, finished_entries, write_leaderboard
 from msa_cache.runs.config import RunSpec, TrainConfig
 from msa_cache.runs.oracle import oracle
-from msa_cache.runs.trainer import fit_run, load_run, predict_probs
+from msa_cache.load import load_run
+from msa_cache.runs.trainer import fit_run, predict_probs
 from msa_cache.runs.features import open_features
 from msa_cache_cli.main import main as cli
 

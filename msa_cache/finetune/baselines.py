@@ -137,6 +137,9 @@ class VisualBertBaseline(FinetuneModule):
     def encoders_list(self) -> list[Encoder]:
         return [self.fusion, self.image]
 
+    def head_fields(self):
+        return {"visualbert": ("fused/pooled", None, None)}  # VisualBERT's pooled output over text + patches
+
     def head_batch(self, inputs: dict) -> Batch:
         patches = zero_bad_rows(self.image._forward(role_inputs(inputs, "image")), inputs["ok"])["image/tokens"]
         text = role_inputs(inputs, "visualbert")

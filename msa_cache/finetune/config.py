@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from msa_cache.manifest import CLEANERS
 from msa_cache.provenance import from_saved
 from msa_cache.runs.config import head_revision
 from msa_cache.runs.metrics import MONITORS
@@ -21,30 +22,56 @@ MODALITIES = ("text", "image")
 
 @dataclass
 class FinetuneConfig:
-    lr: float = 1e-3  # head (and new projection layers)
-    encoder_lr: float = 2e-5  # unfrozen encoders
-    weight_decay: float = 0.01
-    batch_size: int = 16  # fits MiniLM/ViT-B fine-tuning in ~4 GB with AMP
-    accumulate: int = 1  # optimizer step every N batches (effective batch N * batch_size)
-    max_epochs: int = 10
-    patience: int = 3
-    monitor: str | None = None  # None: the manifest's default (what the dataset's papers report)
-    head_epochs: int = 1  # epochs with frozen encoders before unfreezing
-    unfreeze: list[str] = field(default_factory=lambda: list(MODALITIES))  # which encoders are unfrozen later
-    unfreeze_from: int | None = None  # first epoch with unfrozen encoders; None = head_epochs + 1
-    warmup: float = 0.1  # fraction of each param group's steps spent warming up linearly
-    class_weights: str = "none"
-    text_pool: str = "cls"
-    max_length: int = 128
-    clean: str = "none"
-    augment: bool = True  # image flip / crop with padding / random erasing on train rows
-    text_aug: str = "none"  # "none" | "translation" | "synonyms"
-    limit_train: int | None = None  # train on a fixed random subset of N train rows (slow machines)
-    amp: bool = True  # CUDA only: bf16 where the GPU has it natively, else fp16 + GradScaler
+    # The CLI flags (cli/finetune.py) are generated from these fields and their metadata (help, type,
+    # min / max / min_open / max_open, choices), as the trainer's and the heads' are.
+    lr: float = field(default=1e-3, metadata={"min": 0, "min_open": True, "help": "head learning rate"})  # + new projections
+    encoder_lr: float = field(default=2e-5, metadata={"min": 0, "min_open": True,
+                                                      "help": "unfrozen encoders' learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"min": 0, "help": "AdamW weight decay"})
+    # fits MiniLM/ViT-B fine-tuning in ~4 GB with AMP
+    batch_size: int = field(default=16, metadata={"min": 1})
+    # optimizer step every N batches (effective batch N * batch_size)
+    accumulate: int = field(default=1, metadata={"min": 1,
+                                                 "help": "gradient accumulation: one optimizer step per N batches"})
+    max_epochs: int = field(default=10, metadata={"min": 1})
+    patience: int = field(default=3, metadata={"min": 1, "help": "early stopping: epochs without a better dev score"})
+    monitor: str | None = field(default=None, metadata={  # None: the manifest's default (its papers' metric)
+        "choices": ("accuracy", "macro-f1", "weighted-f1"),
+        "help": "dev metric for early stopping and model selection [default: the manifest's]"})
+    head_epochs: int = field(default=1, metadata={"min": 0, "help": "epochs with frozen encoders before unfreezing"})
+    # which encoders are unfrozen later (its flag, --unfreeze text,image|none, is built in cli/finetune.py)
+    unfreeze: list[str] = field(default_factory=lambda: list(MODALITIES))
+    # first epoch with unfrozen encoders; None = head_epochs + 1
+    unfreeze_from: int | None = field(default=None, metadata={
+        "type": int, "min": 1, "help": "first epoch with unfrozen encoders (overrides --head-epochs)"})
+    warmup: float = field(default=0.1, metadata={  # fraction of each param group's steps spent warming up linearly
+        "min": 0, "max": 1, "max_open": True,
+        "help": "linear warm-up fraction of each parameter group's steps, then linear decay"})
+    class_weights: str = field(default="none", metadata={"choices": ("none", "balanced")})
+    text_pool: str = field(default="cls", metadata={"choices": ("cls", "mean"),
+                                                    "help": "text vector used as the pooled text feature"})
+    max_length: int = field(default=128, metadata={"min": 2})
+    clean: str = field(default="none", metadata={"choices": tuple(sorted(CLEANERS))})
+    augment: bool = field(default=True, metadata={  # on train rows
+        "help": "train images: flip, random crop with padding, random erasing"})
+    text_aug: str = field(default="none", metadata={
+        "choices": TEXT_AUGS,
+        "help": "translation: the back-translated text (translation.json) with p=0.5; synonyms: built-in table"})
+    limit_train: int | None = field(default=None, metadata={  # slow machines
+        "type": int, "min": 1,
+        "help": "train on a fixed random subset of N train rows (slow machines; recorded in the run)"})
+    # CUDA only: bf16 where the GPU has it natively, else fp16 + GradScaler
+    amp: bool = field(default=True, metadata={"help": "mixed precision on CUDA (bf16 on Ampere+, else fp16 + GradScaler)"})
     # Not part of the run's identity (memory and speed, not results):
-    grad_checkpointing: bool = False
-    device: str = "auto"
-    workers: int = 0
+    grad_checkpointing: bool = field(default=False, metadata={
+        "help": "trade compute for memory where the encoder supports it (HF models)"})
+    device: str = "auto"  # its flag is cli/options.device_option
+    workers: int = field(default=0, metadata={"min": 0, "help": "DataLoader workers decoding images"})
+
+    # The order of the flags in `finetune --help` (the fields' order is kept for saved configs).
+    FLAG_ORDER = ("lr", "encoder_lr", "weight_decay", "warmup", "batch_size", "accumulate", "max_epochs", "patience",
+                  "monitor", "head_epochs", "unfreeze", "unfreeze_from", "class_weights", "text_pool", "max_length",
+                  "clean", "augment", "text_aug", "limit_train", "amp", "grad_checkpointing", "device", "workers")
 
     IDENTITY_EXCLUDED = ("grad_checkpointing", "device", "workers")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from msa_cache.finetune.config import FinetuneSpec
-from msa_cache.finetune.model import FinetuneModule, assemble_model
+from msa_cache.finetune.build import assemble_model
+from msa_cache.finetune.model import FinetuneModule
 from msa_cache.finetune.record import rebuild_encoder
 from msa_cache.runs.rundir import load_weights
 

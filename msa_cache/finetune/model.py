@@ -16,43 +16,25 @@ projections) is the "head" parameter group, trained from the first epoch.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 import torch
 from torch import nn
 
-from msa_cache.encoders import Encoder, EncoderOptions, build_encoder
+from msa_cache.cache.fields import Fields, fields_record, head_fields
+from msa_cache.encoders import Encoder
 from msa_cache.encoders.clip import CLIPEncoder
-from msa_cache.finetune.config import FinetuneSpec
 from msa_cache.finetune.data import Specs
-from msa_cache.heads import Head, create_head, get_head
+from msa_cache.heads import Head, create_head
 from msa_cache.heads.base import Batch, HeadOutput, ModalityInput, ModalitySpec
 
 ROLE_OF_MODALITY = {"text": "text", "image": "image", "both": "clip"}
 
 
-Fields = tuple[str, str | None, str | None]  # (pooled, tokens, mask) field names of one modality
-
-
-def select_fields(role: str, fields: set[str] | list[str], text_pool: str) -> dict[str, Fields]:
-    """modality -> (pooled, tokens, mask) field names; the same choice `runs/features.py` makes on a cache."""
-    fields = set(fields)
-
-    def text(pool: str):
-        pooled = next(f for f in (f"text/{pool}", "text/pooled", "text/cls") if f in fields)
-        return (pooled, "text/tokens" if "text/tokens" in fields else None,
-                "text/mask" if "text/mask" in fields else None)
-
-    image = ("image/pooled", "image/tokens" if "image/tokens" in fields else None, None)
-    if role == "clip":
-        return {"clip_text": text("pooled"), "clip_image": image}
-    base = text(text_pool) if role == "text" else image
-    out = {role: base}
-    for f in sorted(fields):  # hidden layers, as `runs/features.py` names them: "text/hidden/-2" -> "text@-2"
-        if f.startswith(f"{role}/hidden/"):
-            out[f"{role}@{f.rsplit('/', 1)[1]}"] = (base[0], f, base[2])
-    return out
+def select_fields(role: str, fields, text_pool: str) -> dict[str, Fields]:
+    """modality -> (pooled, tokens, mask) field names of an encoder's forward: cache.fields.head_fields,
+    the same choice a cached run makes (hidden layers only exist when the head asked for them)."""
+    return head_fields(role, sorted(fields), text_pool)
 
 
 def modality_input(values: dict[str, torch.Tensor], names: Fields) -> ModalityInput:
@@ -153,6 +135,14 @@ class FinetuneModule(nn.Module):
     def encoders_list(self) -> list[Encoder]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def head_fields(self) -> dict[str, Fields]:  # pragma: no cover - abstract
+        """modality -> (pooled, tokens, mask): the encoder outputs the head reads."""
+        raise NotImplementedError
+
+    def fields_record(self) -> dict[str, dict]:
+        """config.json's "fields" (as a cached run records them)."""
+        return fields_record(self.head_fields())
+
     def enable_grad_checkpointing(self) -> list[str]:
         """HF gradient (activation) checkpointing where the encoder supports it; returns those that do not."""
         unsupported = []
@@ -205,6 +195,9 @@ class FinetuneModel(FinetuneModule):
     def encoders_list(self) -> list[Encoder]:
         return list(self.encoders.values())
 
+    def head_fields(self) -> dict[str, Fields]:
+        return {m: names for per_role in self.fields.values() for m, names in per_role.items()}
+
     def head_batch(self, inputs: dict) -> Batch:
         modalities = {}
         for role, enc in self.encoders.items():
@@ -221,42 +214,3 @@ def _modality_spec(shapes: dict[str, tuple], names: Fields) -> ModalitySpec:
     tok = shapes[tokens] if tokens else None
     return ModalitySpec(pooled_dim=int(shapes[pooled][-1]), token_dim=None if tok is None else int(tok[-1]),
                         num_tokens=None if tok is None else int(tok[0]))
-
-
-# -- building ----------------------------------------------------------------------------------
-def open_encoders(spec: FinetuneSpec) -> dict[str, Encoder]:
-    """Load the spec's encoders (pretrained weights) keyed by role."""
-    tc = spec.train
-    options = EncoderOptions(max_length=tc.max_length, clean=tc.clean)
-    if spec.baseline is not None:
-        from msa_cache.finetune.baselines import open_baseline_encoders
-
-        return open_baseline_encoders(spec, options)
-    if not spec.encoders:
-        raise ValueError("fine-tuning needs encoders: --encoder NAME (text) --encoder NAME (image)")
-    head_cls = get_head(spec.head)
-    if getattr(head_cls, "fit_mode", None) == "closed_form":
-        raise ValueError(f"head '{spec.head}' is fitted in closed form on frozen features; "
-                         f"use `msa-cache fit --head {spec.head}`")
-    layers = head_cls.encoder_layers(spec.head_options)
-    encoders: dict[str, Encoder] = {}
-    for name in spec.encoders:
-        enc = build_encoder(name, options=options)
-        if layers and enc.modality != "both" and enc.supports_layers:
-            # Loaded again, asking for the hidden layers the head aligns (a CNN has none and is kept as is).
-            enc = build_encoder(name, options=dataclasses.replace(options, layers=layers))
-        role = ROLE_OF_MODALITY[enc.modality]
-        if role in encoders:
-            raise ValueError(f"--encoder {name}: a {enc.modality} encoder is already given "
-                             f"({encoders[role].name}); pass one text and one image encoder")
-        encoders[role] = enc
-    return encoders
-
-
-def assemble_model(spec: FinetuneSpec, num_classes: int, encoders: dict[str, Encoder]) -> FinetuneModule:
-    """The model for `spec` around already-loaded encoders (fresh from the hub, or rebuilt from a run)."""
-    if spec.baseline is not None:
-        from msa_cache.finetune.baselines import assemble_baseline
-
-        return assemble_baseline(spec, num_classes, encoders)
-    return FinetuneModel(encoders, spec.head, num_classes, spec.head_options, spec.train.text_pool)

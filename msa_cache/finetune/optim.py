@@ -12,7 +12,7 @@ import contextlib
 
 import torch
 
-from msa_cache.runs.trainer import _grad_scaler
+from msa_cache.runs import training
 
 MAX_GRAD_NORM = 1.0  # the usual clip for transformer fine-tuning; keeps an early bad batch harmless
 
@@ -62,4 +62,4 @@ def autocast(device: torch.device, precision: str):
 
 
 def grad_scaler(precision: str):
-    return _grad_scaler(precision == "fp16")
+    return training.grad_scaler(precision == "fp16")

@@ -24,7 +24,8 @@ import torch
 from msa_cache.device import resolve_device
 from msa_cache.finetune.config import FinetuneSpec, finetune_run_dir
 from msa_cache.finetune.data import PostCollator, PostDataset, batch_to, make_loader, make_text_aug
-from msa_cache.finetune.model import FinetuneModule, assemble_model, open_encoders
+from msa_cache.finetune.build import assemble_model, open_encoders
+from msa_cache.finetune.model import FinetuneModule
 from msa_cache.finetune.optim import (
     MAX_GRAD_NORM, autocast, grad_scaler, make_optimizer, resolve_precision,
 )
@@ -34,10 +35,9 @@ from msa_cache.heads.base import HeadConfig
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
 from msa_cache.runs.config import config_hash
-from msa_cache.runs.metrics import MONITOR_KEYS, classification_metrics
 from msa_cache.runs.rundir import build_run_dir, is_finished, read_metrics, write_run
-from msa_cache.runs.trainer import (
-    RunResult, _class_weight, _labels, seed_everything,
+from msa_cache.runs.training import (
+    EpochHook, RunResult, add_terms, class_weight_for, dev_scores, manifest_labels, seed_everything, train_epochs,
 )
 
 LIMIT_SEED = 0  # --limit-train draws the same subset for every seed, so seeds stay comparable
@@ -79,7 +79,7 @@ def _changed_options(spec: FinetuneSpec) -> dict:
 
 
 def train_rows(manifest: Manifest, limit: int | None) -> np.ndarray:
-    labels, _ = _labels(manifest)
+    labels, _ = manifest_labels(manifest)
     rows = np.flatnonzero((np.array(manifest.column("split")) == "train") & (labels >= 0))
     if len(rows) == 0:
         raise ValueError(f"{manifest.path}: no labeled train rows to fine-tune on")
@@ -119,11 +119,11 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
     no_checkpointing = model.enable_grad_checkpointing() if tc.grad_checkpointing else []
     if no_checkpointing:
         log(f"gradient checkpointing is not supported by {', '.join(no_checkpointing)}; they run without it")
-    labels, _ = _labels(manifest)
+    labels, _ = manifest_labels(manifest)
     splits = np.array(manifest.column("split"))
     train_idx = train_rows(manifest, tc.limit_train)
     dev_idx = np.flatnonzero((splits == "dev") & (labels >= 0))
-    class_weight = _class_weight(labels[train_idx], len(manifest.classes), tc.class_weights)
+    class_weight = class_weight_for(labels[train_idx], len(manifest.classes), tc.class_weights)
     t0 = time.time()
     history = train_loop(model, spec, manifest, train_idx, dev_idx, class_weight, device, precision, log)
     seconds_train = time.time() - t0
@@ -139,6 +139,7 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
         "manifest_fingerprint": manifest.fingerprint(),
         "text_pair": manifest.has_text_pair,  # sentence + target inputs: predict needs --text-pair then
         "modalities": {k: dataclasses.asdict(v) for k, v in model.head.spec.items()},
+        "fields": model.fields_record(),
         "classes": manifest.classes,
         "train_rows": int(len(train_idx)),
         "num_parameters": sum(p.numel() for p in model.parameters()),
@@ -177,7 +178,11 @@ def optimizer_step(model: FinetuneModule, optimizer, scaler) -> None:
 
 
 def train_loop(model: FinetuneModule, spec: FinetuneSpec, manifest: Manifest, train_idx: np.ndarray,
-               dev_idx: np.ndarray, class_weight, device: torch.device, precision: str, log) -> list[dict]:
+               dev_idx: np.ndarray, class_weight, device: torch.device, precision: str, log,
+               on_epoch_end: EpochHook | None = None) -> list[dict]:
+    """finetune's epochs through the shared loop (training.train_epochs): its step is `backward_step` +
+    `optimizer_step` on raw-input batches (staged unfreezing, accumulation), its predict function
+    `predict_rows`. Returns the history."""
     tc = spec.train
     specs = model.input_specs()
     dataset = PostDataset(manifest, train_idx, specs, train=True, augment=tc.augment,
@@ -193,8 +198,8 @@ def train_loop(model: FinetuneModule, spec: FinetuneSpec, manifest: Manifest, tr
     if class_weight is not None:
         class_weight = class_weight.to(device)
     labels = manifest.labels("label")
-    best_score, best_state, best_epoch, history = -np.inf, None, 0, []
-    for epoch in range(1, tc.max_epochs + 1):
+
+    def train_epoch(epoch: int) -> dict:
         stage = tc.unfreeze if epoch >= unfreeze_epoch else []
         model.set_trainable(stage)
         model.train()
@@ -207,34 +212,26 @@ def train_loop(model: FinetuneModule, spec: FinetuneSpec, manifest: Manifest, tr
             if (i + 1) % tc.accumulate == 0 or i + 1 == n_batches:
                 optimizer_step(model, optimizer, scaler)
                 schedule.step()
-            for k, v in {"loss": loss, **terms}.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+            add_terms(sums, loss, terms)
             if (i + 1) % LOG_EVERY == 0:
                 log(f"epoch {epoch} batch {i + 1}/{n_batches}: loss {sums['loss'] / (i + 1):.4f} "
                     f"({(time.time() - t0) / (i + 1):.2f} s/batch)")
-        record = {"epoch": epoch, "stage": ("head+" + ",".join(stage)) if stage else "head",
-                  "seconds": round(time.time() - t0, 1), **{f"train_{k}": v / n_batches for k, v in sums.items()},
-                  "lr_head": lr_head, "lr_encoder": lr_encoder}
-        if len(dev_idx):
-            t_dev = time.time()
-            probs = predict_rows(model, manifest, dev_idx, device, precision, 2 * tc.batch_size, tc.workers)
-            m = classification_metrics(labels[dev_idx], probs.argmax(1), manifest.classes)
-            record.update({f"dev_{k}": m[k] for k in ("accuracy", "macro_f1", "weighted_f1")})
-            record["dev_seconds"] = round(time.time() - t_dev, 1)
-            score = record[f"dev_{MONITOR_KEYS[tc.monitor]}"]
-        else:  # no labeled dev rows: keep the last epoch
-            score = epoch
+        return {"stage": ("head+" + ",".join(stage)) if stage else "head", "seconds": round(time.time() - t0, 1),
+                **{f"train_{k}": v / n_batches for k, v in sums.items()}, "lr_head": lr_head, "lr_encoder": lr_encoder}
+
+    def evaluate() -> dict | None:
+        if not len(dev_idx):
+            return None
+        t_dev = time.time()
+        probs = predict_rows(model, manifest, dev_idx, device, precision, 2 * tc.batch_size, tc.workers)
+        return {**dev_scores(labels[dev_idx], probs, manifest.classes), "dev_seconds": round(time.time() - t_dev, 1)}
+
+    def progress(epoch: int, record: dict) -> None:
         record["peak_rss_mb"] = peak_rss_mb()
-        history.append(record)
         log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        if score > best_score:
-            best_score, best_epoch = score, epoch
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= tc.patience:
-            break
-    model.load_state_dict(best_state)
-    history.append({"best_epoch": best_epoch, "best_dev_score": best_score, "monitor": tc.monitor})
-    return history
+
+    hooks = [progress] + ([] if on_epoch_end is None else [on_epoch_end])
+    return train_epochs(model, tc.max_epochs, tc.patience, tc.monitor, train_epoch, evaluate, hooks)
 
 
 @torch.no_grad()

@@ -127,6 +127,11 @@ class Head(nn.Module):
     revision: ClassVar[int] = 0
     # Option defaults that differ in `finetune` (encoders in the loop), e.g. INFIG aligns the encoders' layers.
     finetune_defaults: ClassVar[dict] = {}
+    # Reads the caches' hidden layers too ("text@-2", ...; INFIG's align="cache"): open_features(hidden_layers=True).
+    uses_hidden_layers: ClassVar[bool] = False
+    # "gradient": the epoch loop (runs/training.py); "closed_form": fit_closed_form on pooled features (probe),
+    # which needs frozen features, so `finetune` refuses it.
+    fit_mode: ClassVar[str] = "gradient"
 
     def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg):
         super().__init__()

@@ -136,7 +136,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     others = []  # other shards' runs: looked up once this shard's own are done
     for i, (head, options) in enumerate(cells):
         entry = Entry(head, options)
-        hidden = getattr(get_head(head), "uses_hidden_layers", False)
+        hidden = get_head(head).uses_hidden_layers
         key = (train.text_pool, hidden)
         if key not in features:
             features[key] = open_features(manifest, caches, text_pool=train.text_pool, hidden_layers=hidden)
@@ -183,7 +183,7 @@ def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log
     entries = []
     t0 = time.time()
     for head, options in expand_grid(heads, grid):
-        hidden = getattr(get_head(head), "uses_hidden_layers", False)
+        hidden = get_head(head).uses_hidden_layers
         key = (train.text_pool, hidden)
         if key not in features:
             features[key] = open_features(manifest, caches, text_pool=train.text_pool, hidden_layers=hidden)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from msa_cache.heads import HEADS
+from msa_cache.heads import HEADS, make_config
 from msa_cache.provenance import from_saved
 from msa_cache.search_space import SEARCH, Range
 
@@ -18,22 +18,33 @@ from msa_cache.search_space import SEARCH, Range
 class TrainConfig:
     # SEARCH: the range `msa-cache tune` samples (msa_cache/search_space.py); a searched field
     # defaults to None, which tune reads as "not set by the user".
+    # The CLI flags (cli/options.train_options) are generated from these fields and their metadata:
+    # help, type (for a None default), min / max / min_open, choices; as head Config fields do.
     # lr None: 1e-3 (the seed-000 Adam setting; also fine for AdamW heads).
-    lr: float | None = field(default=None, metadata={SEARCH: Range(1e-4, 1e-2, log=True)})
+    lr: float | None = field(default=None, metadata={SEARCH: Range(1e-4, 1e-2, log=True), "type": float, "min": 0,
+                                                     "min_open": True, "help": "learning rate [default 1e-3]"})
     # weight_decay None: 0 for Adam heads, 0.01 for AdamW heads.
-    weight_decay: float | None = field(default=None, metadata={SEARCH: Range(1e-6, 0.1, log=True)})
-    optimizer: str | None = None  # None: the head's own choice ("adam" for seed-000 heads, else "adamw")
-    batch_size: int = 64
-    max_epochs: int = 30
-    patience: int = 5
-    monitor: str | None = None  # None: the manifest's default (what the dataset's papers report); resolved per run
-    class_weights: str = "none"  # "none" | "balanced"
-    oversample: bool = False
-    text_pool: str = "cls"  # which text vector is the pooled text feature: "cls" | "mean"
-    amp: bool = True  # mixed precision, used on CUDA only
+    weight_decay: float | None = field(default=None, metadata={SEARCH: Range(1e-6, 0.1, log=True), "type": float,
+                                                               "min": 0,
+                                                               "help": "[default 0 for Adam heads, 0.01 for AdamW]"})
+    optimizer: str | None = field(default=None, metadata={
+        "choices": ("adam", "adamw"), "help": "[default: the head's own: adam for seed-000 heads, else adamw]"})
+    batch_size: int = field(default=64, metadata={"min": 1})
+    max_epochs: int = field(default=30, metadata={"min": 1})
+    patience: int = field(default=5, metadata={"min": 0, "help": "early stopping: epochs without a better dev score"})
+    monitor: str | None = field(default=None, metadata={  # resolved per run (RunSpec.resolved)
+        "choices": ("accuracy", "macro-f1", "weighted-f1"),
+        "help": "dev metric for early stopping and the leaderboard order [default: the manifest's, what "
+                "its dataset's papers report: weighted-f1 for MVSA and TumEmo, macro-f1 for "
+                "Twitter-15/17, HFM and memes]"})
+    class_weights: str = field(default="none", metadata={"choices": ("none", "balanced")})
+    oversample: bool = field(default=False, metadata={"help": "draw train rows with equal class probability"})
+    text_pool: str = field(default="cls", metadata={"choices": ("cls", "mean"),
+                                                    "help": "text vector used as the pooled text feature"})
+    amp: bool = field(default=True, metadata={"help": "mixed precision on CUDA"})
     # Not part of the run's identity (they change speed, not results on one device):
-    device: str = "auto"
-    workers: int = 0
+    device: str = "auto"  # its flag is cli/options.device_option (checked by the device resolver)
+    workers: int = field(default=0, metadata={"min": 0, "help": "DataLoader workers that prefetch token batches from HDF5"})
 
     IDENTITY_EXCLUDED = ("device", "workers")
 
@@ -103,6 +114,17 @@ class RunSpec:
         if self.cv_folds:  # only then: runs made before cross-validation existed keep their hash
             out["cv"] = {"folds": self.cv_folds, "seed": self.cv_seed}
         return out
+
+    @property
+    def head_config(self):
+        """The head's typed Config: the options validated (unknown or out-of-range ones refused), defaults filled."""
+        return make_config(self.head, self.head_options)
+
+    def resolved(self, manifest) -> "RunSpec":
+        """A copy with every head option filled from the head's Config and a monitor left unset (None) set to
+        the manifest's default: the spec a run's identity is hashed from and its config.json records."""
+        train = self.train if self.train.monitor is not None else replace(self.train, monitor=monitor_for(self.train, manifest))
+        return replace(self, head_options=asdict(self.head_config), train=train)
 
     def to_dict(self) -> dict:
         return asdict(self)  # recurses into the nested train config

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from msa_cache.cache.fields import Fields, fields_record, head_fields
 from msa_cache.cache.reader import EncoderCache, list_caches, open_cache
 from msa_cache.cache.schema import compat_view
 from msa_cache.cache.verify import manifest_mismatch
@@ -70,6 +71,13 @@ class FeatureSet:
                    "settings": feature_settings(src.cache.attrs)}
             for name, src in self.sources.items()
         }
+
+    def fields(self) -> dict[str, Fields]:
+        """modality -> (pooled, tokens, mask): the fields the head reads (cache.fields.head_fields)."""
+        return {name: (src.pooled_field, src.token_field, src.mask_field) for name, src in self.sources.items()}
+
+    def fields_record(self) -> dict[str, dict]:
+        return fields_record(self.fields())
 
     def load_pooled(self) -> None:
         """Every row's pooled features, held in memory in the cache's storage dtype (an fp16 cache:
@@ -131,32 +139,6 @@ def trim_padding(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
     return tokens[:, :keep], mask[:, :keep]
 
 
-def _text_source(cache: EncoderCache, prefix: str, text_pool: str) -> _Source:
-    fields = set(cache.fields())
-    pooled = f"{prefix}/{text_pool}"
-    if pooled not in fields:
-        pooled = f"{prefix}/pooled" if f"{prefix}/pooled" in fields else f"{prefix}/cls"
-    tokens = f"{prefix}/tokens" if f"{prefix}/tokens" in fields else None
-    mask = f"{prefix}/mask" if f"{prefix}/mask" in fields else None
-    return _Source(cache, pooled, tokens, mask)
-
-
-def _image_source(cache: EncoderCache, prefix: str) -> _Source:
-    fields = set(cache.fields())
-    tokens = f"{prefix}/tokens" if f"{prefix}/tokens" in fields else None
-    return _Source(cache, f"{prefix}/pooled", tokens, None)
-
-
-def _hidden_sources(cache: EncoderCache, prefix: str, base: _Source) -> dict[str, _Source]:
-    """Frozen hidden layers (`extract --layers`) as extra token-only modalities."""
-    out = {}
-    for f in cache.fields():
-        if f.startswith(f"{prefix}/hidden/"):
-            layer = f.rsplit("/", 1)[1]
-            out[f"{prefix}@{layer}"] = _Source(cache, base.pooled_field, f, base.mask_field)
-    return out
-
-
 def resolve_caches(manifest: Manifest, cache_root: str | Path, text: str | None, image: str | None,
                    clip: str | None = None) -> dict[str, Path]:
     """Pick the caches to use: named ones, else the only text and only image cache present."""
@@ -197,14 +179,8 @@ def open_features(manifest: Manifest, caches: dict[str, Path], text_pool: str = 
                             f"re-extract it from this manifest (`msa-cache extract --manifest {manifest.path} "
                             "--out NEW_FOLDER`), or train with the manifest it was made from")
         rows = np.arange(len(cache.ids))
-        if role == "clip":
-            sources["clip_text"] = _text_source(cache, "text", "pooled")
-            sources["clip_image"] = _image_source(cache, "image")
-            continue
-        src = _text_source(cache, "text", text_pool) if role == "text" else _image_source(cache, "image")
-        sources[role] = src
-        if hidden_layers:
-            sources.update(_hidden_sources(cache, role, src))
+        for modality, names in head_fields(role, cache.fields(), text_pool, hidden_layers).items():
+            sources[modality] = _Source(cache, *names)
     if not sources:
         raise ValueError("no caches chosen")
     return FeatureSet(manifest, sources, rows)

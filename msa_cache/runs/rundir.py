@@ -234,6 +234,11 @@ def validate_run_config(config: dict, path: Path) -> dict:
              and all(isinstance(c, str) for c in classes), "'classes' must list 2 or more class names", path)
     spec = config.get("spec")
     _require(isinstance(spec, dict), "'spec' is missing or not an object", path)
+    fields = config.get("fields")  # absent in runs made before it was recorded
+    _require(fields is None or (isinstance(fields, dict) and all(
+        isinstance(f, dict) and isinstance(f.get("pooled"), str)
+        and all(f.get(k) is None or isinstance(f.get(k), str) for k in ("tokens", "mask")) for f in fields.values())),
+        "'fields' must map each modality to its pooled/tokens/mask field names", path)
     if config.get("mode") == "finetune":
         encoders = config.get("encoders")
         _require(isinstance(encoders, dict) and encoders and all(

@@ -13,11 +13,8 @@ run leaves no half-written directory and a finished one is skipped next time.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -29,11 +26,15 @@ from msa_cache.heads import Batch, Head, create_head, get_head
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
-from msa_cache.runs.config import RunSpec, config_hash, monitor_for, run_dir
-from msa_cache.runs.rundir import build_run_dir, is_finished, load_weights, read_metrics, read_run, write_run
+from msa_cache.runs.config import RunSpec, config_hash, run_dir
+from msa_cache.runs.rundir import build_run_dir, is_finished, load_weights, read_metrics, write_run
 from msa_cache.runs.features import FeatureSet, open_features
 from msa_cache.runs.folds import run_roles
-from msa_cache.runs.metrics import MONITOR_KEYS, MONITORS, classification_metrics
+from msa_cache.runs.metrics import MONITORS
+from msa_cache.runs.training import (
+    EpochHook, RunResult, add_terms, amp_autocast, class_weight_for, dev_scores, grad_scaler, manifest_labels,
+    seed_everything, train_epochs,
+)
 
 PREDICT_BATCH = 256
 # Cache provenance copied into a run's config.json, per modality (see msa_cache/finetune/record.py).
@@ -41,60 +42,42 @@ ENCODER_RECORD_KEYS = ("encoder", "modality", "model_id", "revision", "weights_s
                        "pooled_only", "dtype", "encoder_source")
 
 
-@dataclass
-class RunResult:
-    path: Path
-    metrics: dict
-    skipped: bool
-    seconds: float = 0.0
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-
-
 def _changed_options(head: str, options: dict) -> dict:
     defaults = dataclasses.asdict(get_head(head).Config())
     return {k: v for k, v in options.items() if defaults.get(k) != v}
 
 
-def plan_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> Path:
-    """The run directory this spec maps to (used to skip finished runs). Fills the spec in place:
-    every head option, and a monitor left unset (None) becomes the manifest's default, before the
-    identity is hashed, so every caller (fit, another shard's read-back, tune) finds the same folder."""
-    if spec.train.monitor is None:
-        spec.train = dataclasses.replace(spec.train, monitor=monitor_for(spec.train, features.manifest))
-    full = dataclasses.asdict(get_head(spec.head).Config())
-    full.update(spec.head_options)
-    spec.head_options = full
+def resolve_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> tuple[RunSpec, Path]:
+    """The resolved spec (RunSpec.resolved: every head option, the manifest's default monitor where
+    none is set) and the run directory it maps to. The identity is hashed from the resolved spec, so
+    every caller (fit, another shard's read-back, tune) finds the same folder; `spec` is not changed."""
+    spec = spec.resolved(features.manifest)
     identity = spec.identity(features.manifest.fingerprint(), features.cache_fingerprints())
-    out = run_dir(runs_root, features.manifest.name, spec, config_hash(identity), _changed_options(spec.head, full))
+    out = run_dir(runs_root, features.manifest.name, spec, config_hash(identity),
+                  _changed_options(spec.head, spec.head_options))
     check_name(out.parent.name, "run folder name (from the head options)")
-    return out
+    return spec, out
+
+
+def plan_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> Path:
+    """The run directory this spec maps to (used to skip finished runs); see resolve_run."""
+    return resolve_run(spec, runs_root, features)[1]
 
 
 def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet | None = None,
             log: Callable[[str], None] = print,
             on_epoch_end: Callable[[int, dict], None] | None = None) -> RunResult:
     """Train `spec` unless its run directory is already finished; return its metrics.
-    A monitor left unset (None) becomes the manifest's default before the run's identity is hashed (plan_run).
+    A monitor left unset (None) becomes the manifest's default before the run's identity is hashed (resolve_run).
 
     on_epoch_end(epoch, record): called after each epoch with its history record (train loss terms,
     dev metrics); an exception it raises (e.g. a tuner's "prune") stops the run and leaves no run dir."""
     manifest = features.manifest if features is not None else read_manifest(spec.manifest)
-    spec = dataclasses.replace(spec)  # plan_run fills it in place; the caller's spec stays as given
     if features is None:
-        head_cls = get_head(spec.head)
         features = open_features(manifest, {k: Path(v) for k, v in spec.caches.items()},
                                  text_pool=spec.train.text_pool,
-                                 hidden_layers=getattr(head_cls, "uses_hidden_layers", False))
-    out = plan_run(spec, runs_root, features)
+                                 hidden_layers=get_head(spec.head).uses_hidden_layers)
+    spec, out = resolve_run(spec, runs_root, features)
     if is_finished(out):
         return RunResult(out, read_metrics(out), skipped=True)
 
@@ -104,15 +87,9 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
     return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
 
 
-def _labels(manifest: Manifest) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    labels = manifest.labels("label")
-    modality = {m: manifest.labels(f"{m}_label") for m in ("text", "image")}
-    return labels, {m: v for m, v in modality.items() if (v >= 0).any()}
-
-
 def train_rows(manifest: Manifest) -> np.ndarray:
     """The labeled train rows; ValueError when there are none or they hold a single class."""
-    labels, _ = _labels(manifest)
+    labels, _ = manifest_labels(manifest)
     idx = np.flatnonzero((np.array(manifest.column("split")) == "train") & (labels >= 0))
     if len(idx) == 0:
         raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
@@ -122,17 +99,6 @@ def train_rows(manifest: Manifest) -> np.ndarray:
                          f"'{manifest.classes[int(present[0])]}'; a classifier needs at least 2 (fix the labels "
                          "or the split)")
     return idx
-
-
-def _class_weight(train_labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
-    if mode == "none":
-        return None
-    if mode != "balanced":
-        raise ValueError(f"--class-weights must be 'none' or 'balanced', not '{mode}'")
-    counts = np.bincount(train_labels, minlength=num_classes).astype(np.float64)
-    # sklearn's "balanced": n_samples / (n_classes * count); absent classes get weight 0.
-    w = np.where(counts > 0, len(train_labels) / (num_classes * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(w, dtype=torch.float32)
 
 
 def _epoch_order(train_idx: np.ndarray, labels: np.ndarray, oversample: bool, rng: np.random.Generator) -> np.ndarray:
@@ -176,22 +142,16 @@ def _loader(features, batches, labels, modality_labels, head, workers):
 def predict_probs(head: Head, features: FeatureSet, idx: np.ndarray, device: torch.device,
                   workers: int = 0, amp: bool = False) -> np.ndarray:
     head.eval()
-    labels, modality_labels = _labels(features.manifest)
+    labels, modality_labels = manifest_labels(features.manifest)
     out = []
     for batch in _loader(features, _batches(idx, PREDICT_BATCH), labels, modality_labels, head, workers):
-        with _autocast(device, amp), head.logits_only():
+        with amp_autocast(device, amp), head.logits_only():
             logits = head(batch.to(device)).logits
         out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, head.num_classes), dtype=np.float32)
 
 
-def _autocast(device: torch.device, amp: bool):
-    if device.type == "cuda" and amp:
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast("cpu", enabled=False)
-
-
-def _make_optimizer(head: Head, spec: RunSpec) -> torch.optim.Optimizer:
+def make_optimizer(head: Head, spec: RunSpec) -> torch.optim.Optimizer:
     kind = spec.train.optimizer or head.optimizer
     lr = spec.train.lr if spec.train.lr is not None else 1e-3
     params = [p for p in head.parameters() if p.requires_grad]
@@ -203,13 +163,6 @@ def _make_optimizer(head: Head, spec: RunSpec) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer '{kind}'; use adam or adamw")
 
 
-def _grad_scaler(enabled: bool):
-    # torch.amp.GradScaler is new (2.3+); older CUDA builds only have torch.cuda.amp's.
-    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
-        return torch.amp.GradScaler("cuda", enabled=enabled)
-    return torch.cuda.amp.GradScaler(enabled=enabled)
-
-
 def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, out: Path, log,
                      on_epoch_end=None) -> dict:
     tc = spec.train
@@ -217,7 +170,7 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         raise ValueError(f"--monitor must be one of {sorted(MONITORS)}")
     seed_everything(spec.seed)
     device = resolve_device(tc.device)
-    labels, modality_labels = _labels(manifest)
+    labels, modality_labels = manifest_labels(manifest)
     roles = run_roles(np.array(manifest.column("split")), labels, spec.cv_folds, spec.cv_fold, spec.cv_seed,
                       refit=spec.refit is not None)
     train_idx = np.flatnonzero((roles == "train") & (labels >= 0))
@@ -227,11 +180,11 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
     classes = manifest.classes
     spec_dims = features.spec()
     head = create_head(spec.head, spec_dims, len(classes), spec.head_options).to(device)
-    class_weight = _class_weight(labels[train_idx], len(classes), tc.class_weights)
+    class_weight = class_weight_for(labels[train_idx], len(classes), tc.class_weights)
     monitor = MONITORS[tc.monitor]
     history: list[dict] = []
 
-    if getattr(head, "fit_mode", None) == "closed_form":
+    if head.fit_mode == "closed_form":
         features.load_pooled()
         x = lambda idx: {m: features.pooled[m][idx].float().numpy() for m in head.spec}  # noqa: E731
         if spec.refit is not None:  # refit: the C the folds chose, nothing left to pick on
@@ -246,8 +199,8 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         loop_spec = spec
         if spec.refit is not None:  # no dev rows: the loop runs the folds' epoch count and keeps the last
             loop_spec = dataclasses.replace(spec, train=dataclasses.replace(tc, max_epochs=int(_refit_value(spec, "epochs"))))
-        history = _train_loop(head, loop_spec, features, train_idx, dev_idx, labels, modality_labels,
-                              class_weight, monitor, device, log, on_epoch_end)
+        history = train_loop(head, loop_spec, features, train_idx, dev_idx, labels, modality_labels,
+                             class_weight, device, on_epoch_end)
 
     # Predict every row (unlabeled ones too) with the selected model.
     probs = predict_probs(head, features, np.arange(len(manifest)), device, tc.workers, tc.amp)
@@ -259,6 +212,7 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         "encoders": {name: {k: src.cache.attrs.get(k) for k in ENCODER_RECORD_KEYS}
                      for name, src in features.sources.items()},
         "modalities": {k: dataclasses.asdict(v) for k, v in spec_dims.items()},
+        "fields": features.fields_record(),  # which cache fields each modality read; predict replays them
         "classes": classes,
         "num_parameters": sum(p.numel() for p in head.parameters()),
         "device": str(device),
@@ -274,17 +228,20 @@ def _refit_value(spec: RunSpec, key: str):
     return spec.refit[key]
 
 
-def _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_labels, class_weight, monitor,
-                device, log, on_epoch_end=None) -> list[dict]:
+def train_loop(head: Head, spec: RunSpec, features: FeatureSet, train_idx: np.ndarray, dev_idx: np.ndarray,
+               labels: np.ndarray, modality_labels: dict, class_weight: torch.Tensor | None, device: torch.device,
+               on_epoch_end: EpochHook | None = None) -> list[dict]:
+    """fit's epochs through the shared loop (training.train_epochs): its step is `train_step` on cached
+    feature batches, its predict function `predict_probs`. Returns the history."""
     tc = spec.train
-    optimizer = _make_optimizer(head, spec)
+    optimizer = make_optimizer(head, spec)
     use_amp = device.type == "cuda" and tc.amp
-    scaler = _grad_scaler(use_amp)
+    scaler = grad_scaler(use_amp)
     if class_weight is not None:
         class_weight = class_weight.to(device)
     rng = np.random.default_rng(spec.seed)
-    best_score, best_state, best_epoch, history = -np.inf, None, 0, []
-    for epoch in range(1, tc.max_epochs + 1):
+
+    def train_epoch(epoch: int) -> dict:
         head.train()
         t0 = time.time()
         sums: dict[str, float] = {}
@@ -292,35 +249,24 @@ def _train_loop(head, spec, features, train_idx, dev_idx, labels, modality_label
         order = _epoch_order(train_idx, labels, tc.oversample, rng)
         for batch in _loader(features, _batches(order, tc.batch_size), labels, modality_labels, head, tc.workers):
             loss, terms = train_step(head, batch.to(device), optimizer, scaler, device, use_amp, class_weight)
-            for k, v in {"loss": loss, **terms}.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+            add_terms(sums, loss, terms)
             n_batches += 1
-        record = {"epoch": epoch, "seconds": round(time.time() - t0, 3),
-                  **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()}}
-        if len(dev_idx):
-            probs = predict_probs(head, features, dev_idx, device, tc.workers, tc.amp)
-            m = classification_metrics(labels[dev_idx], probs.argmax(1), features.manifest.classes)
-            record.update({f"dev_{k}": m[k] for k in ("accuracy", "macro_f1", "weighted_f1")})
-            score = record[f"dev_{MONITOR_KEYS[tc.monitor]}"]
-        else:  # no labeled dev rows: no early stopping, keep the last epoch
-            score = epoch
-        history.append(record)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
-        if score > best_score:
-            best_score, best_epoch = score, epoch
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in head.state_dict().items()})
-        elif epoch - best_epoch >= tc.patience:
-            break
-    head.load_state_dict(best_state)
-    history.append({"best_epoch": best_epoch, "best_dev_score": best_score, "monitor": tc.monitor})
-    return history
+        return {"seconds": round(time.time() - t0, 3),
+                **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()}}
+
+    def evaluate() -> dict | None:
+        if not len(dev_idx):
+            return None
+        probs = predict_probs(head, features, dev_idx, device, tc.workers, tc.amp)
+        return dev_scores(labels[dev_idx], probs, features.manifest.classes)
+
+    return train_epochs(head, tc.max_epochs, tc.patience, tc.monitor, train_epoch, evaluate, on_epoch_end)
 
 
 def train_step(head: Head, batch: Batch, optimizer: torch.optim.Optimizer, scaler, device: torch.device,
                use_amp: bool, class_weight: torch.Tensor | None = None) -> tuple[float, dict]:
     """One optimizer step on one batch (autocast and loss scaling on CUDA with AMP); the loss and its terms."""
-    with _autocast(device, use_amp):
+    with amp_autocast(device, use_amp):
         out = head(batch)
         loss, terms = head.loss(out, batch, class_weight)
     optimizer.zero_grad(set_to_none=True)
@@ -331,23 +277,13 @@ def train_step(head: Head, batch: Batch, optimizer: torch.optim.Optimizer, scale
     return float(loss.detach()), terms
 
 
-def load_run(path: str | Path) -> tuple[Head, dict]:
-    """Rebuild a finished run's head (eval mode, CPU) and its config.json.
-
-    The run directory is validated first (rundir.read_run), so a tampered or foreign folder is
-    refused in one line before anything is built. A fine-tune run (config "mode": "finetune")
-    gives its whole model instead (a `FinetuneModule`: encoders + head, raw inputs in), since
-    its head only fits the fine-tuned encoders."""
+def load_head(path: str | Path, config: dict) -> Head:
+    """A finished cached-feature run's head (eval mode, CPU), from its validated config.json
+    (msa_cache.load.load_run reads and validates it, and loads either mode)."""
     from msa_cache.heads.base import ModalitySpec
 
-    path = Path(path)
-    config = read_run(path)
-    if config.get("mode") == "finetune":  # encoders + head: rebuilt from the recorded encoders
-        from msa_cache.finetune.load import load_finetune_run
-
-        return load_finetune_run(path, config)
     spec = {k: ModalitySpec(**v) for k, v in config["modalities"].items()}
     s = config["spec"]
     head = create_head(s["head"], spec, len(config["classes"]), s["head_options"])
-    load_weights(path, head)
-    return head.eval(), config
+    load_weights(Path(path), head)
+    return head.eval()
