@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from msa_cache.encoders import build_encoder  # noqa: E402
-from msa_cache.extract import extract  # noqa: E402
+from msa_cache.extract import ExtractConfig, extract  # noqa: E402
 from msa_cache.extract.dataset import RowDataset  # noqa: E402
 
 TEXT, IMAGE = "minilm", "efficientnet-lite0"
@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=512, help="first N rows of the manifest (default 512)")
     ap.add_argument("--manifest", type=Path, default=common.MVSA_MANIFEST)
     ap.add_argument("--encoders", default=f"{TEXT},{IMAGE}", help=f"comma list out of {TEXT},{IMAGE}")
-    ap.add_argument("--batch-size", type=int, default=32, help="batch of (b); extract()'s default is 32")
+    ap.add_argument("--batch-size", type=int, default=ExtractConfig.batch_size,
+                    help=f"batch of (b); extract()'s default is {ExtractConfig.batch_size}")
     ap.add_argument("--repeats", type=int, default=1, help="repeat every arm; keep the fastest")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's, one per core)")
     args = ap.parse_args(argv)

@@ -328,3 +328,31 @@ def test_offline_encoders_on_real_mvsa_rows(mvsa_root, tmp_path):
     assert tokens.shape == (3, 49, 1280) and tokens.min() >= 0 and tokens.max() <= 6.01  # ReLU6 map
     assert text.attrs["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert image.attrs["preprocessing"]["image_size"] == 224
+
+
+def test_extract_flags_are_generated_from_extractconfig_fields(tmp_path):
+    """One place for extract's defaults: the flags parse to ExtractConfig() when none is given."""
+    import dataclasses
+
+    from msa_cache.extract import ExtractConfig
+    from msa_cache_cli.extract import extract_cmd
+
+    manifest = tmp_path / "m.parquet"
+    manifest.write_bytes(b"")
+    params = {p.name: p for p in extract_cmd.params}
+    for f in dataclasses.fields(ExtractConfig):
+        assert params[f.name].opts[0] == "--" + f.name.replace("_", "-")
+    ctx = extract_cmd.make_context("extract", ["--manifest", str(manifest), "--encoder", "minilm"])
+    options = {k: v for k, v in ctx.params.items() if k not in ("manifest", "encoders", "out")}
+    assert ExtractConfig(**options) == ExtractConfig()
+    assert params["batch_size"].type.min == 1 and params["max_length"].type.min == 2
+    assert params["workers"].type.min == 0 and params["num_shards"].default is None
+    ctx = extract_cmd.make_context("extract", ["--manifest", str(manifest), "--encoder", "minilm", "--layers", "-1,-2",
+                                               "--pooled-only", "--no-progress", "--shard-size", "7"])
+    assert (ctx.params["layers"], ctx.params["pooled_only"], ctx.params["progress"], ctx.params["shard_size"]) == \
+        ((-1, -2), True, False, 7)
+
+
+def test_extract_rejects_an_unknown_option(tmp_path):
+    with pytest.raises(TypeError):
+        extract(tmp_path / "m.parquet", ["minilm"], tmp_path, batch=4)

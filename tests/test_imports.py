@@ -10,11 +10,6 @@ ROOT = Path(__file__).resolve().parents[1]
 UPPER = {"msa_cache.runs", "msa_cache.finetune", "msa_cache.load", "msa_cache.predict", "msa_cache.explain",
          "msa_cache.demo"}
 LOWER = ("msa_cache.heads", "msa_cache.cache", "msa_cache.encoders", "msa_cache.extract", "msa_cache.manifest")
-# Known circle left to fix: the encoder registry builds hf:/folder encoders (auto, exported), which register
-# through it. Listed so a new circle anywhere else fails.
-KNOWN_CYCLES = [{"msa_cache.encoders.auto", "msa_cache.encoders.clip", "msa_cache.encoders.exported",
-                 "msa_cache.encoders.hub", "msa_cache.encoders.registry", "msa_cache.encoders.text",
-                 "msa_cache.encoders.vision"}]
 
 
 def _modules() -> dict[str, Path]:
@@ -75,8 +70,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
     return out
 
 
-def test_no_import_circles_but_the_known_one():
-    assert [c for c in _cycles(_graph()) if c not in KNOWN_CYCLES] == []
+def test_no_import_circles():
+    assert _cycles(_graph()) == []
 
 
 def test_lower_layers_never_import_upper_ones():

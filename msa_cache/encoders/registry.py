@@ -1,5 +1,7 @@
 """The encoder registry: one dict, filled by `@register_encoder` in the encoder modules.
 
+This module only holds the table and the name rules, so the encoder modules can import it; building by
+name (and the hf:/folder lookup) is in build.py, which imports every encoder module to fill the table.
 The CLI's `--encoder` choices come from `ENCODERS`; besides those names it takes
 `hf:ORG/NAME` (any Hugging Face model) or a local model folder, whose modality
 is read from the model config (see auto.py).
@@ -12,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from msa_cache.encoders.base import Encoder, EncoderEntry, EncoderOptions
+from msa_cache.encoders.base import Encoder, EncoderEntry
 
 ENCODERS: dict[str, EncoderEntry] = {}
 
@@ -43,28 +45,6 @@ def check_encoder_name(name: str) -> str:
         return name
     raise ValueError(f"unknown encoder '{name}'; choose one of {', '.join(sorted(ENCODERS))}, "
                      "or hf:ORG/NAME, or a local model folder")
-
-
-def build_encoder(name: str, model: torch.nn.Module | None = None, tokenizer=None, *,
-                  options: EncoderOptions | None = None, **option_kwargs) -> Encoder:
-    """Build an encoder by registry name, `hf:ORG/NAME` or local folder.
-
-    model/tokenizer: use these instead of loading weights (tests pass tiny random models).
-    options or keyword options: max_length, clean, layers, pooled_only.
-    """
-    options = options or EncoderOptions(**option_kwargs)
-    check_encoder_name(name)
-    if name in ENCODERS:
-        return ENCODERS[name].build(model=model, tokenizer=tokenizer, options=options)
-    from msa_cache.encoders.auto import build_auto
-    from msa_cache.encoders.exported import build_exported, is_exported
-
-    source = name[3:] if name.startswith("hf:") else str(Path(name).resolve())
-    if not name.startswith("hf:") and is_exported(source):  # written by `msa-cache export-encoder`
-        if model is not None:
-            raise ValueError(f"encoder '{name}' is an exported folder; it loads its own weights (no model=)")
-        return build_exported(name, source, options=options)
-    return build_auto(name, source, model=model, tokenizer=tokenizer, options=options)
 
 
 def encoder_folder_name(name: str) -> str:

@@ -17,16 +17,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from msa_cache.cache.schema import DEFAULT_SHARD_SIZE, LOCK_SUFFIX
+from msa_cache.cache.schema import LOCK_SUFFIX
 from msa_cache.device import resolve_device
-from msa_cache.encoders import Encoder, EncoderOptions, build_encoder, check_encoder_name
+from msa_cache.encoders import Encoder, build_encoder, check_encoder_name
+from msa_cache.extract.config import ExtractConfig, default_workers
 from msa_cache.extract.dataset import RowDataset, ShardBatchSampler
 from msa_cache.extract.lock import ShardLock
 from msa_cache.extract.plan import CachePlan
@@ -42,10 +43,6 @@ MAX_LISTED = 50  # bad rows printed in a summary
 
 def _log(msg: str) -> None:
     tqdm.write(msg, file=sys.stderr)
-
-
-def default_workers() -> int:
-    return min(4, os.cpu_count() or 1)
 
 
 @dataclass
@@ -108,39 +105,40 @@ class ExtractReport:
 
 @dataclass(frozen=True)
 class ExtractSettings:
-    batch_size: int = 32
-    dtype: str = "float16"
-    shard_size: int = DEFAULT_SHARD_SIZE
-    workers: int | None = None
-    device: str = "auto"
-    autocast: str = "auto"
-    progress: bool = True
+    """The per-encoder part of ExtractConfig (same defaults)."""
+    batch_size: int = ExtractConfig.batch_size
+    dtype: str = ExtractConfig.dtype
+    shard_size: int = ExtractConfig.shard_size
+    workers: int | None = ExtractConfig.workers
+    device: str = ExtractConfig.device
+    autocast: str = ExtractConfig.autocast
+    progress: bool = ExtractConfig.progress
 
 
 def extract(manifest: str | Path | Manifest, encoders: Sequence[str | Encoder], out: str | Path = "cache", *,
-            batch_size: int = 32, max_length: int = 128, clean: str = "none", layers: Iterable[int] = (),
-            pooled_only: bool = False, dtype: str = "float16", shard_size: int = DEFAULT_SHARD_SIZE,
-            num_shards: int | None = None, shard_index: int | None = None, workers: int | None = None,
-            device: str = "auto", autocast: str = "auto", progress: bool = True,
-            log: Callable[[str], None] | None = None) -> ExtractReport:
+            log: Callable[[str], None] | None = None, **options) -> ExtractReport:
     """Extract features of every manifest row with each encoder into out/<manifest>/<encoder>/.
 
+    options: ExtractConfig's fields (batch_size, max_length, clean, layers, pooled_only, dtype, shard_size,
+    num_shards, shard_index, workers, device, autocast, progress), each defaulting as there.
     encoders: registry names, hf:ORG/NAME, local folders, or built `Encoder` objects
     (whose own options then apply instead of max_length/clean/layers/pooled_only).
     num_shards/shard_index: this process writes shards k with k % num_shards == shard_index
     (default: from torchrun or SLURM array variables, else all shards).
     """
+    config = ExtractConfig(**options)
     log = log or _log
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     for spec in encoders:  # fail on a typo before loading anything
         if not isinstance(spec, Encoder):
             check_encoder_name(spec)
-    partition = resolve_partition(num_shards, shard_index)
-    options = EncoderOptions(max_length=max_length, clean=clean, layers=tuple(layers), pooled_only=pooled_only)
-    settings = ExtractSettings(batch_size, dtype, shard_size, workers, device, autocast, progress)
+    partition = resolve_partition(config.num_shards, config.shard_index)
+    encoder_options = config.encoder_options()
+    settings = ExtractSettings(config.batch_size, config.dtype, config.shard_size, config.workers, config.device,
+                               config.autocast, config.progress)
     reports = []
     for spec in encoders:
-        encoder = spec if isinstance(spec, Encoder) else build_encoder(spec, options=options)
+        encoder = spec if isinstance(spec, Encoder) else build_encoder(spec, options=encoder_options)
         reports.append(extract_encoder(man, encoder, out, settings, partition, log))
     return ExtractReport(reports)
 
