@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from click.testing import CliRunner
 
 from msa_cache.encoders import ENCODERS, EncoderUnavailable, build_encoder
@@ -38,7 +39,7 @@ def test_cnn_small_trains_from_pixels_by_name(tmp_path, tokenizer):
                                           "--no-augment", "--hidden", "16"])
     assert r.exit_code == 0, r.output
     run = next((root / "runs" / "toy").glob("finetune-uni-image-cnn-small-*/seed-0"))
-    state = torch.load(run / "model.pt", weights_only=True)
+    state = load_file(run / "model.safetensors")
     init = build_encoder("cnn-small").model.state_dict()
     conv = next(k for k in state if k.endswith("blocks.0.weight"))
     assert not torch.equal(state[conv], init["blocks.0.weight"])  # trained, not the initialisation

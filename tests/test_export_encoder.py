@@ -116,7 +116,7 @@ def test_refusals_in_one_line(world, text_run, tmp_path):
 def test_fit_runs_cannot_be_exported(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
-    for f in ("metrics.json", "model.pt"):
+    for f in ("metrics.json", "model.safetensors"):
         (run / f).write_text("{}")
     (run / "config.json").write_text(json.dumps({"spec": {}}))
     with pytest.raises(ValueError, match="trains no encoder"):

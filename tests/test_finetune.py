@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from safetensors.torch import load_file
 from click.testing import CliRunner
 from PIL import Image
 from torch import nn
@@ -263,7 +264,7 @@ def test_cli_finetune_run_directory_staged_and_skipped(world, tmp_path):
     assert r.exit_code == 0, r.output
     run = next(tmp_path.glob("toy/finetune-ae-cat-tiny-bert+tiny-vit-latent8-*/seed-0"))
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "confusion.png", "history.jsonl", "metrics.json",
-                                                     "model.pt", "predictions.parquet"]
+                                                     "model.safetensors", "predictions.parquet"]
     config = json.loads((run / "config.json").read_text())
     assert config["mode"] == "finetune" and config["spec"]["head"] == "ae-cat"
     assert {r["encoder"] for r in config["encoders"].values()} == {str(bert), str(vit)}
@@ -331,7 +332,7 @@ def test_baselines_fine_tune_from_local_folders(world, tokenizer, tmp_path, base
     history = [json.loads(line) for line in (r.path / "history.jsonl").read_text().splitlines()]
     assert history[1]["stage"] == "head+image,text" and np.isfinite(history[1]["train_loss"])
     model, _ = load_run(r.path)
-    state = torch.load(r.path / "model.pt", weights_only=True)
+    state = load_file(r.path / "model.safetensors")
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
@@ -408,7 +409,7 @@ def test_infig_accumulate_updates_ema_and_queue_once_per_step(world, monkeypatch
     assert config["spec"]["head_options"]["align"] == "encoder"  # the fine-tune default
     assert "align" not in result.path.parent.name  # a default: not in the folder name
     assert {r["layers"] == [-2] for r in config["encoders"].values()} == {True}  # text and ViT asked for layer -2
-    state = torch.load(result.path / "model.pt", weights_only=True)
+    state = load_file(result.path / "model.safetensors")
     assert int(state["head.queue_len"]) in (24, 48)  # every train row once per epoch (the best epoch's state)
     model, _ = load_run(result.path)  # rebuilt with the recorded layers
     assert set(model.head.level_proj) == {"text@-2", "image@-2"}

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from click.testing import CliRunner
 from PIL import Image
 
@@ -229,10 +230,10 @@ def cfg_other_dim(root, run):
 
 
 def weights_wrong_shape(root, run):
-    state = torch.load(root / run / "model.pt", weights_only=True)
+    state = load_file(root / run / "model.safetensors")
     name = next(iter(state))
     state[name] = torch.zeros(3, 3, 3)
-    torch.save(state, root / run / "model.pt")
+    save_file(state, root / run / "model.safetensors")
 
 
 class Payload:
@@ -243,11 +244,12 @@ class Payload:
 
 
 def weights_pickle(root, run):
+    (root / run / "model.safetensors").unlink()  # an older run's pickle
     torch.save({"x": Payload()}, root / run / "model.pt")
 
 
 def weights_garbage(root, run):
-    (root / run / "model.pt").write_bytes(b"not a torch file")
+    (root / run / "model.safetensors").write_bytes(b"not a safetensors file")
 
 
 def metrics_gone(root, run):

@@ -2,6 +2,7 @@
 run directories hold what they promise, finished runs are skipped, unlabeled
 rows are predicted, compare/oracle/CLI work."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write
 from msa_cache.runs.compare import compare, expand_grid, finished_entries, write_leaderboard
 from msa_cache.runs.config import RunSpec, TrainConfig
 from msa_cache.runs.oracle import oracle
+from msa_cache.errors import UserError
 from msa_cache.load import load_run
 from msa_cache.runs.trainer import fit_run, predict_probs
 from msa_cache.runs.features import open_features
@@ -127,7 +129,7 @@ def test_run_directory_contents_and_skip(world, tmp_path):
     spec = _spec(world, "ae-cat", {"latent": 16})
     r = fit_run(spec, tmp_path, log=lambda m: None)
     names = sorted(p.name for p in r.path.iterdir())
-    assert names == ["config.json", "confusion.png", "history.jsonl", "metrics.json", "model.pt",
+    assert names == ["config.json", "confusion.png", "history.jsonl", "metrics.json", "model.safetensors",
                      "predictions.parquet"]
     cfg = json.loads((r.path / "config.json").read_text())
     assert cfg["spec"]["seed"] == 0 and cfg["spec"]["head_options"]["latent"] == 16
@@ -142,16 +144,31 @@ def test_run_directory_contents_and_skip(world, tmp_path):
     assert all(label is None for label, s in zip(pred["label"], pred["split"]) if s == "test")
     probs = np.stack([pred[f"prob_{c}"] for c in CLASSES], 1)
     assert np.allclose(probs.sum(1), 1, atol=1e-5) and (probs.argmax(1) == np.array(pred["pred"])).all()
-    # model.pt loads with weights_only=True and reproduces the predictions
+    # model.safetensors loads and reproduces the predictions
     head, _ = load_run(r.path)
     fs = open_features(read_manifest(world[1]), world[2])
     again = predict_probs(head, fs, np.arange(N), torch.device("cpu"))
     assert np.allclose(again, probs, atol=1e-5)
     # the same spec again: found and skipped, not retrained
-    mtime = (r.path / "model.pt").stat().st_mtime_ns
+    mtime = (r.path / "model.safetensors").stat().st_mtime_ns
     again = fit_run(_spec(world, "ae-cat", {"latent": 16}), tmp_path, log=lambda m: None)
-    assert again.skipped and again.path == r.path and (r.path / "model.pt").stat().st_mtime_ns == mtime
+    assert again.skipped and again.path == r.path and (r.path / "model.safetensors").stat().st_mtime_ns == mtime
     assert not list(r.path.parent.glob("*.tmp-*"))
+
+    # an older run's model.pt (a torch pickle of plain tensors) still loads, with the same predictions
+    from safetensors.torch import load_file
+
+    old = tmp_path / "old" / "seed-0"
+    shutil.copytree(r.path, old)
+    torch.save(load_file(old / "model.safetensors"), old / "model.pt")
+    (old / "model.safetensors").unlink()
+    head, _ = load_run(old)
+    assert np.allclose(predict_probs(head, fs, np.arange(N), torch.device("cpu")), probs, atol=1e-5)
+    # a corrupt model.safetensors: one-line UserError naming the file, nothing loaded
+    (old / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    with pytest.raises(UserError, match="model.safetensors is not a readable safetensors file") as e:
+        load_run(old)
+    assert "\n" not in str(e.value)
 
 
 def test_same_seed_same_result_other_seed_other_dir(world, tmp_path):

@@ -27,6 +27,7 @@ from msa_cache.encoders.vision import VisionEncoder
 from msa_cache.finetune.config import FinetuneSpec
 from msa_cache.finetune.load import load_finetune_run
 from msa_cache.runs.config import config_hash
+from msa_cache.runs.rundir import weights_file
 
 EXPORTABLE = ("text", "image")
 
@@ -89,8 +90,8 @@ def export_encoder(run: str | Path, out: str | Path, modality: str, log: Callabl
 
 def _finished_finetune_config(run: Path) -> dict:
     path = run / "config.json"
-    if not path.is_file() or not (run / "metrics.json").is_file() or not (run / "model.pt").is_file():
-        raise FileNotFoundError(f"{run}: not a finished run (needs config.json, metrics.json, model.pt); "
+    if not path.is_file() or not (run / "metrics.json").is_file() or weights_file(run) is None:
+        raise FileNotFoundError(f"{run}: not a finished run (needs config.json, metrics.json, model.safetensors); "
                                 "give a runs/<manifest>/<family>/seed-K folder")
     config = json.loads(path.read_text())
     if config.get("mode") != "finetune":

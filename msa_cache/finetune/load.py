@@ -1,4 +1,4 @@
-"""Reloading a finished fine-tune run: its recorded encoders (verified), the head, model.pt."""
+"""Reloading a finished fine-tune run: its recorded encoders (verified), the head, its weights."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +14,7 @@ def load_finetune_run(path: str | Path, config: dict) -> tuple[FinetuneModule, d
     """The run's model (eval mode, CPU) and its config.json; EncoderUnavailable when an encoder cannot load."""
     path = Path(path)
     spec = FinetuneSpec.from_dict(config["spec"])
-    # The pretrained encoders give the architecture, tokenizer and preprocessing; model.pt then
+    # The pretrained encoders give the architecture, tokenizer and preprocessing; the run's weights then
     # replaces every weight with the fine-tuned ones.
     encoders = {role: rebuild_encoder(record, where=str(path)) for role, record in config["encoders"].items()}
     model = assemble_model(spec, len(config["classes"]), encoders)

@@ -6,7 +6,7 @@
 Every epoch is scored on dev; early stopping and the selected epoch use dev
 only. The selected model then predicts every manifest row, and the run
 directory gets config.json ("mode": "finetune", the encoders' records),
-history.jsonl, metrics.json, predictions.parquet, confusion.png and model.pt
+history.jsonl, metrics.json, predictions.parquet, confusion.png and model.safetensors
 (the state dict of encoders + head).
 """
 from __future__ import annotations

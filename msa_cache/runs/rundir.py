@@ -3,7 +3,7 @@ seeds of a family, and read one back only after validating it (the one place tha
 
     runs/<manifest>/<family>/seed-K/          finished: renamed from its tmp folder after
         config.json history.jsonl metrics.json  metrics.json (the marker, written last)
-        predictions.parquet confusion.png model.pt
+        predictions.parquet confusion.png model.safetensors (runs made before it: model.pt)
     runs/<manifest>/<family>/seed-K.tmp-PID/  being built by process PID (or left by a killed one)
 
 `write_run` writes the files (metrics.json last), `read_run` / `load_weights` read them back.
@@ -32,7 +32,8 @@ from msa_cache.runs.metrics import classification_metrics
 
 FINISHED_MARKER = "metrics.json"
 CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.pt"
+WEIGHTS_FILE = "model.safetensors"
+LEGACY_WEIGHTS_FILE = "model.pt"  # older runs: a torch pickle, still read (weights_only)
 _SEED_DIR = re.compile(r"seed-(\d+)")
 _TMP_DIR = re.compile(r"seed-\d+\.tmp-(\d+)")
 
@@ -131,7 +132,7 @@ def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict
             metrics[split] = classification_metrics(labels[m], preds[m], classes)
 
     _write_predictions(out / "predictions.parquet", manifest, splits, labels, preds, probs, classes)
-    torch.save(state_dict, out / "model.pt")
+    _save_weights(state_dict, out / WEIGHTS_FILE)
     with open(out / "history.jsonl", "w") as f:
         for h in history:
             f.write(json.dumps(h, default=float) + "\n")
@@ -140,6 +141,22 @@ def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict
         plot_confusion(np.array(metrics["dev"]["confusion"]), classes, out / "confusion.png", title=title)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: marks the run finished
     return metrics
+
+
+def _save_weights(state_dict: dict, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    # Cloned: safetensors refuses tensors that share storage (tied weights) or are non-contiguous views.
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}, str(path),
+              metadata={"format": "pt"})
+
+
+def weights_file(run: str | Path) -> Path | None:
+    """The run's weights file: model.safetensors, else an older run's model.pt, else None."""
+    for name in (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE):
+        if (Path(run) / name).is_file():
+            return Path(run) / name
+    return None
 
 
 def _write_predictions(path, manifest, splits, labels, preds, probs, classes) -> None:
@@ -278,26 +295,41 @@ def read_run(run: str | Path) -> dict:
     return validate_run_config(config, run / CONFIG_FILE)
 
 
-def load_weights(run: str | Path, module) -> None:
-    """Load model.pt into `module`: plain tensors only (weights_only), every name and shape checked first."""
-    path = Path(run) / WEIGHTS_FILE
-    if not path.is_file():
-        raise UserError(f"{WEIGHTS_FILE} is missing", path, _RETRAIN)
+def _read_state(path: Path) -> dict:
+    name = path.name
+    if name == WEIGHTS_FILE:
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as e:
+            raise UserError(f"{name} is not a readable safetensors file ({type(e).__name__})", path, _RETRAIN) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         # Never relay torch's hint to retry with weights_only=False: that would execute the file.
-        raise UserError(f"{WEIGHTS_FILE} is not a plain tensor state dict; refused to load it (it may hold code)",
+        raise UserError(f"{name} is not a plain tensor state dict; refused to load it (it may hold code)",
                         path, _RETRAIN) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{WEIGHTS_FILE} is not a state dict of tensors", path, _RETRAIN)
+        raise UserError(f"{name} is not a state dict of tensors", path, _RETRAIN)
+    return state
+
+
+def load_weights(run: str | Path, module) -> None:
+    """Load model.safetensors (or an older run's model.pt, weights_only) into `module`, every name and
+    shape checked first."""
+    path = weights_file(run)
+    if path is None:
+        raise UserError(f"{WEIGHTS_FILE} is missing", Path(run) / WEIGHTS_FILE, _RETRAIN)
+    name = path.name
+    state = _read_state(path)
     want = module.state_dict()
     missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
     if missing or unexpected:
-        raise UserError(f"{WEIGHTS_FILE} does not match the model in config.json "
+        raise UserError(f"{name} does not match the model in config.json "
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})", path, _RETRAIN)
     for k, v in want.items():
         if tuple(state[k].shape) != tuple(v.shape):
-            raise UserError(f"{WEIGHTS_FILE}: {k} has shape {tuple(state[k].shape)}, the model in config.json "
+            raise UserError(f"{name}: {k} has shape {tuple(state[k].shape)}, the model in config.json "
                             f"needs {tuple(v.shape)}", path, _RETRAIN)
     module.load_state_dict(state)

@@ -6,7 +6,7 @@
                          per-class report, confusion matrix (written last)
     predictions.parquet  id, split, label, pred, prob_<class> for EVERY row
     confusion.png        dev confusion matrix
-    model.pt             state dict (load with torch.load(..., weights_only=True))
+    model.safetensors    state dict (safetensors.torch.load_file; runs made before it have model.pt)
 
 A run is built in `seed-K.tmp-<pid>/` and renamed when complete, so a killed
 run leaves no half-written directory and a finished one is skipped next time.
