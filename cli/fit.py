@@ -57,7 +57,7 @@ def fit_cmd(head, seeds, cv, cv_seed, refit, **kwargs):
         if cv:
             _echo_cv(fit_cv(spec, cv, runs_root, refit=refit, log=click.echo))
             continue
-        r = fit_run(spec, runs_root, log=click.echo)
+        r = fit_run(spec, runs_root, log=click.echo, progress=click.echo)
         state = "already finished, skipped" if r.skipped else f"trained in {r.seconds:.1f}s"
         click.echo(f"{r.path}  ({state})")
         for split, m in r.metrics.items():

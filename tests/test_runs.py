@@ -2,6 +2,7 @@
 run directories hold what they promise, finished runs are skipped, unlabeled
 rows are predicted, compare/oracle/CLI work."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -171,6 +172,22 @@ def test_run_directory_contents_and_skip(world, tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_history_grows_in_the_tmp_folder_per_epoch(world, tmp_path):
+    seen = []
+
+    def watch(epoch, record):  # runs before the epoch is appended: a watcher sees the epochs before it
+        tmp = next(tmp_path.glob("toy/*/seed-0.tmp-*"))
+        seen.append((tmp / "history.jsonl").read_text() if (tmp / "history.jsonl").exists() else "")
+
+    r = fit_run(_spec(world, "ae-cat", {"latent": 8}, max_epochs=3, patience=10), tmp_path, log=lambda m: None,
+                on_epoch_end=watch)
+    assert [len(s.splitlines()) for s in seen] == [0, 1, 2]
+    final = (r.path / "history.jsonl").read_text().splitlines()
+    assert len(final) == 4 and final[:2] == seen[-1].splitlines()  # 3 epochs, then the best-epoch record
+    assert [json.loads(line).get("epoch") for line in final] == [1, 2, 3, None]
+    assert json.loads(final[-1])["best_epoch"] in (1, 2, 3)
+
+
 def test_same_seed_same_result_other_seed_other_dir(world, tmp_path):
     a = fit_run(_spec(world, "mha", SMALL["mha"], max_epochs=3), tmp_path / "a", log=lambda m: None)
     b = fit_run(_spec(world, "mha", SMALL["mha"], max_epochs=3), tmp_path / "b", log=lambda m: None)
@@ -222,6 +239,11 @@ def test_cli_fit_compare_and_bad_option(world, tmp_path):
                                  "--seed", "0", "--seed", "1", *common])
     assert r.exit_code == 0, r.output
     assert r.output.count("weighted-F1") == 4  # train + dev for two seeds
+    # one progress line per epoch: train loss, dev monitor, seconds, best so far, ETA
+    lines = [line for line in r.output.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 4 and lines[0].startswith("epoch 1/2, train loss ") and lines[1].startswith("epoch 2/2")
+    assert re.fullmatch(r"epoch 2/2, train loss \d\.\d{4}, dev_weighted_f1 \d\.\d{4} \(best \d\.\d{4} @ epoch [12]\), "
+                        r"\d+\.\ds, ETA 0m00s \(0 epoch\(s\) left at most\)", lines[1]), lines[1]
     assert len(list(tmp_path.glob("toy/ae-add-latent8-*/seed-*"))) == 2
     bad = CliRunner().invoke(cli, ["fit", "--head", "uni-text", "--latent", "8", *common])
     assert bad.exit_code != 0 and "has no option(s) ['latent']" in bad.output

@@ -4,7 +4,8 @@ seeds of a family, and read one back only after validating it (the one place tha
     runs/<manifest>/<family>/seed-K/          finished: renamed from its tmp folder after
         config.json history.jsonl metrics.json  metrics.json (the marker, written last)
         predictions.parquet confusion.png model.safetensors (runs made before it: model.pt)
-    runs/<manifest>/<family>/seed-K.tmp-PID/  being built by process PID (or left by a killed one)
+    runs/<manifest>/<family>/seed-K.tmp-PID/  being built by process PID (or left by a killed one);
+        history.jsonl grows there one epoch at a time (append_history)
 
 `write_run` writes the files (metrics.json last), `read_run` / `load_weights` read them back.
 Only `seed-K` folders holding the marker count as runs: never a tmp folder, even one that got as
@@ -32,6 +33,7 @@ from msa_cache.runs.metrics import classification_metrics
 
 FINISHED_MARKER = "metrics.json"
 CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.jsonl"
 WEIGHTS_FILE = "model.safetensors"
 LEGACY_WEIGHTS_FILE = "model.pt"  # older runs: a torch pickle, still read (weights_only)
 _SEED_DIR = re.compile(r"seed-(\d+)")
@@ -133,7 +135,7 @@ def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict
 
     _write_predictions(out / "predictions.parquet", manifest, splits, labels, preds, probs, classes)
     _save_weights(state_dict, out / WEIGHTS_FILE)
-    with open(out / "history.jsonl", "w") as f:
+    with open(out / HISTORY_FILE, "w") as f:  # whole, replacing the per-epoch appends (append_history)
         for h in history:
             f.write(json.dumps(h, default=float) + "\n")
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
@@ -141,6 +143,14 @@ def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict
         plot_confusion(np.array(metrics["dev"]["confusion"]), classes, out / "confusion.png", title=title)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: marks the run finished
     return metrics
+
+
+def append_history(folder: Path, record: dict) -> None:
+    """Append one epoch record to the history.jsonl of a run being built (its tmp folder), so a watcher
+    sees training progress; write_run rewrites the file whole at the end."""
+    with open(Path(folder) / HISTORY_FILE, "a") as f:
+        f.write(json.dumps(record, default=float) + "\n")
+        f.flush()
 
 
 def _save_weights(state_dict: dict, path: Path) -> None:

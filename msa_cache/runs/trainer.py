@@ -27,12 +27,12 @@ from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
 from msa_cache.runs.config import RunSpec, config_hash, run_dir
-from msa_cache.runs.rundir import build_run_dir, is_finished, load_weights, read_metrics, write_run
+from msa_cache.runs.rundir import append_history, build_run_dir, is_finished, load_weights, read_metrics, write_run
 from msa_cache.runs.features import FeatureSet, open_features
 from msa_cache.runs.folds import run_roles
 from msa_cache.runs.metrics import MONITORS
 from msa_cache.runs.training import (
-    EpochHook, RunResult, add_terms, amp_autocast, class_weight_for, dev_scores, grad_scaler, manifest_labels,
+    EpochHook, EpochProgress, RunResult, add_terms, amp_autocast, class_weight_for, dev_scores, grad_scaler, manifest_labels,
     seed_everything, train_epochs,
 )
 
@@ -66,12 +66,15 @@ def plan_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> Path
 
 def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet | None = None,
             log: Callable[[str], None] = print,
-            on_epoch_end: Callable[[int, dict], None] | None = None) -> RunResult:
+            on_epoch_end: Callable[[int, dict], None] | None = None,
+            progress: Callable[[str], None] | None = None) -> RunResult:
     """Train `spec` unless its run directory is already finished; return its metrics.
     A monitor left unset (None) becomes the manifest's default before the run's identity is hashed (resolve_run).
 
     on_epoch_end(epoch, record): called after each epoch with its history record (train loss terms,
-    dev metrics); an exception it raises (e.g. a tuner's "prune") stops the run and leaves no run dir."""
+    dev metrics); an exception it raises (e.g. a tuner's "prune") stops the run and leaves no run dir.
+    progress: where one line per epoch goes (train loss, dev monitor, seconds, best so far, ETA); None: nowhere.
+    Either way each epoch's record is appended to history.jsonl in the run's tmp folder as it ends."""
     manifest = features.manifest if features is not None else read_manifest(spec.manifest)
     if features is None:
         features = open_features(manifest, {k: Path(v) for k, v in spec.caches.items()},
@@ -83,7 +86,11 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
 
     train_rows(manifest)  # refuse before any folder is made
     t0 = time.time()
-    metrics = build_run_dir(out, lambda tmp: _train_and_write(spec, manifest, features, tmp, log, on_epoch_end))
+    hooks = [] if on_epoch_end is None else [on_epoch_end]
+    if progress is not None:
+        hooks.append(EpochProgress(spec.train.max_epochs, spec.train.monitor, progress))
+    metrics = build_run_dir(out, lambda tmp: _train_and_write(spec, manifest, features, tmp, log,
+                                                              [*hooks, lambda _, record: append_history(tmp, record)]))
     return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
 
 
@@ -230,7 +237,7 @@ def _refit_value(spec: RunSpec, key: str):
 
 def train_loop(head: Head, spec: RunSpec, features: FeatureSet, train_idx: np.ndarray, dev_idx: np.ndarray,
                labels: np.ndarray, modality_labels: dict, class_weight: torch.Tensor | None, device: torch.device,
-               on_epoch_end: EpochHook | None = None) -> list[dict]:
+               on_epoch_end: EpochHook | list[EpochHook] | None = None) -> list[dict]:
     """fit's epochs through the shared loop (training.train_epochs): its step is `train_step` on cached
     feature batches, its predict function `predict_probs`. Returns the history."""
     tc = spec.train

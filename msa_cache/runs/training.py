@@ -9,6 +9,7 @@ checkpoint and the epoch hooks (a tuner's pruner, a progress line) live here onc
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -85,6 +86,36 @@ def dev_scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dic
     """The dev fields of an epoch record: dev_accuracy, dev_macro_f1, dev_weighted_f1."""
     m = classification_metrics(labels, probs.argmax(1), classes)
     return {f"dev_{k}": m[k] for k in DEV_METRICS}
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class EpochProgress:
+    """An epoch hook printing one line per epoch: train loss, the dev monitor, the epoch's seconds,
+    the best so far and an ETA from the mean epoch time and the epochs left (an upper bound: early
+    stopping may end the run sooner)."""
+
+    def __init__(self, max_epochs: int, monitor: str, log: Callable[[str], None], prefix: str = ""):
+        self.max_epochs, self.key, self.log, self.prefix = max_epochs, f"dev_{MONITOR_KEYS[monitor]}", log, prefix
+        self.best: tuple[float, int] | None = None
+        self.start = self.last = time.time()
+
+    def __call__(self, epoch: int, record: dict) -> None:
+        now = time.time()
+        seconds, self.last = now - self.last, now
+        parts = [f"{self.prefix}epoch {epoch}/{self.max_epochs}", f"train loss {record.get('train_loss', float('nan')):.4f}"]
+        score = record.get(self.key)
+        if score is not None:
+            if self.best is None or score > self.best[0]:
+                self.best = (score, epoch)
+            parts.append(f"{self.key} {score:.4f} (best {self.best[0]:.4f} @ epoch {self.best[1]})")
+        left = self.max_epochs - epoch
+        eta = (now - self.start) / epoch * left
+        parts += [f"{seconds:.1f}s", f"ETA {_duration(eta)} ({left} epoch(s) left at most)"]
+        self.log(", ".join(parts))
 
 
 def train_epochs(model: torch.nn.Module, max_epochs: int, patience: int, monitor: str,
