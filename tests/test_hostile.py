@@ -187,32 +187,24 @@ def cfg_no_spec(root, run):
     _config(root, run, lambda c: {k: v for k, v in c.items() if k != "spec"})
 
 
-def cfg_huge_latent(root, run):
-    def change(c):
-        c["spec"]["head_options"]["latent"] = 10 ** 12
-        return c
-    _config(root, run, change)
+def _set_in_config(name, *keys, value):
+    """A tampering named `name` (the case id): config.json with one nested key set to `value`."""
+    def tamper(root, run):
+        def change(c):
+            node = c
+            for k in keys[:-1]:
+                node = node[k]
+            node[keys[-1]] = value
+            return c
+        _config(root, run, change)
+    tamper.__name__ = name
+    return tamper
 
 
-def cfg_string_latent(root, run):
-    def change(c):
-        c["spec"]["head_options"]["latent"] = "64"
-        return c
-    _config(root, run, change)
-
-
-def cfg_huge_dim(root, run):
-    def change(c):
-        c["modalities"]["text"]["pooled_dim"] = 10 ** 12
-        return c
-    _config(root, run, change)
-
-
-def cfg_unknown_head(root, run):
-    def change(c):
-        c["spec"]["head"] = "nope"
-        return c
-    _config(root, run, change)
+cfg_huge_latent = _set_in_config("cfg_huge_latent", "spec", "head_options", "latent", value=10 ** 12)
+cfg_string_latent = _set_in_config("cfg_string_latent", "spec", "head_options", "latent", value="64")
+cfg_huge_dim = _set_in_config("cfg_huge_dim", "modalities", "text", "pooled_dim", value=10 ** 12)
+cfg_unknown_head = _set_in_config("cfg_unknown_head", "spec", "head", value="nope")
 
 
 def cfg_one_class(root, run):

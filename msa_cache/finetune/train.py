@@ -34,7 +34,7 @@ from msa_cache.heads import get_head
 from msa_cache.heads.base import HeadConfig
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
-from msa_cache.runs.config import config_hash
+from msa_cache.runs.config import config_hash, monitor_for
 from msa_cache.runs.rundir import build_run_dir, is_finished, read_metrics, write_run
 from msa_cache.runs.training import (
     EpochHook, RunResult, add_terms, class_weight_for, dev_scores, manifest_labels, seed_everything, train_epochs,
@@ -95,7 +95,7 @@ def finetune_run(spec: FinetuneSpec, runs_root: str | Path = "runs", log: Callab
     """Fine-tune `spec` unless its run directory is already finished; return its metrics."""
     manifest = read_manifest(spec.manifest)
     # The monitor is resolved before the identity is hashed: a run records (and is named by) the metric it used.
-    train = dataclasses.replace(spec.train, monitor=spec.train.monitor or manifest.default_monitor).resolved()
+    train = dataclasses.replace(spec.train, monitor=monitor_for(spec.train, manifest)).resolved()
     spec = dataclasses.replace(spec, train=train, head_options=full_head_options(spec))
     encoders = open_encoders(spec)
     records = {role: encoder_record(enc) for role, enc in encoders.items()}

@@ -136,17 +136,14 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     others = []  # other shards' runs: looked up once this shard's own are done
     for i, (head, options) in enumerate(cells):
         entry = Entry(head, options)
-        hidden = get_head(head).uses_hidden_layers
-        key = (train.text_pool, hidden)
-        if key not in features:
-            features[key] = open_features(manifest, caches, text_pool=train.text_pool, hidden_layers=hidden)
+        fs = _features_for(features, manifest, caches, train, head)
         for j, seed in enumerate(seeds):
             spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options),
                            dataclasses.replace(train), seed)
             if i * len(seeds) + j not in owned:
-                others.append((entry, spec, features[key]))
+                others.append((entry, spec, fs))
                 continue
-            r = fit_run(spec, runs_root, features[key], log=log)
+            r = fit_run(spec, runs_root, fs, log=log)
             _log_run(log, entry, r, "skipped (finished)" if r.skipped else f"{r.seconds:.1f}s")
             entry.results.append(r)
         entries.append(entry)
@@ -170,6 +167,15 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     return sort_entries(entries, monitor_for(train, manifest))
 
 
+def _features_for(opened: dict, manifest, caches, train: TrainConfig, head: str):
+    """The grid's FeatureSet for `head`: one per (text pool, hidden layers), opened once."""
+    hidden = get_head(head).uses_hidden_layers
+    key = (train.text_pool, hidden)
+    if key not in opened:
+        opened[key] = open_features(manifest, caches, text_pool=train.text_pool, hidden_layers=hidden)
+    return opened[key]
+
+
 def _log_run(log, entry: Entry, r: RunResult, state: str) -> None:
     dev, seed = r.metrics.get("dev", {}), r.path.name.removeprefix("seed-")
     log(f"{entry.label:<28} seed {seed}: dev acc {dev.get('accuracy', float('nan')):.4f} "
@@ -183,15 +189,12 @@ def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log
     entries = []
     t0 = time.time()
     for head, options in expand_grid(heads, grid):
-        hidden = get_head(head).uses_hidden_layers
-        key = (train.text_pool, hidden)
-        if key not in features:
-            features[key] = open_features(manifest, caches, text_pool=train.text_pool, hidden_layers=hidden)
+        fs = _features_for(features, manifest, caches, train, head)
         results = []
         for seed in seeds:
             spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options),
                            dataclasses.replace(train), seed, cv_folds=num_folds, cv_seed=cv_seed)
-            r = fit_cv(spec, num_folds, runs_root, features[key], refit=refit, log=log)
+            r = fit_cv(spec, num_folds, runs_root, fs, refit=refit, log=log)
             oof = r.metrics.get("dev", {})
             log(f"{Entry(head, options).label:<28} seed {seed}: out-of-fold acc {oof.get('accuracy', float('nan')):.4f} "
                 f"wF1 {oof.get('weighted_f1', float('nan')):.4f}  {r.path}")

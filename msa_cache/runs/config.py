@@ -81,8 +81,9 @@ def check_train_config(tc: TrainConfig) -> None:
 
 
 
-def monitor_for(train: TrainConfig, manifest) -> str:
-    """The dev metric a run selects on: the one given, else the dataset's default from its manifest."""
+def monitor_for(train, manifest) -> str:
+    """The dev metric a run selects on: the one given (`TrainConfig` or `FinetuneConfig`), else the
+    dataset's default from its manifest."""
     return train.monitor or manifest.default_monitor
 
 
