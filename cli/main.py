@@ -75,6 +75,7 @@ def _register() -> None:
     from msa_cache_cli.demo import demo_cmd
     from msa_cache_cli.explain import explain_cmd
     from msa_cache_cli.export import export_cmd
+    from msa_cache_cli.export_run import card_cmd, export_run_cmd
     from msa_cache_cli.extract import extract_cmd
     from msa_cache_cli.finetune import finetune_cmd
     from msa_cache_cli.fit import compare_cmd, fit_cmd
@@ -83,7 +84,7 @@ def _register() -> None:
     from msa_cache_cli.manifest import manifest as manifest_group
 
     for cmd in (manifest_group, extract_cmd, cache_group, fit_cmd, compare_cmd, tune_cmd, finetune_cmd,
-                predict_cmd, export_cmd, analyze_group, explain_cmd, demo_cmd):
+                predict_cmd, export_cmd, export_run_cmd, card_cmd, analyze_group, explain_cmd, demo_cmd):
         _check_unique_flags(cmd)
         main.add_command(cmd)
 

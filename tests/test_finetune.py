@@ -263,8 +263,8 @@ def test_cli_finetune_run_directory_staged_and_skipped(world, tmp_path):
     r = CliRunner().invoke(finetune_cmd, args)
     assert r.exit_code == 0, r.output
     run = next(tmp_path.glob("toy/finetune-ae-cat-tiny-bert+tiny-vit-latent8-*/seed-0"))
-    assert sorted(p.name for p in run.iterdir()) == ["config.json", "confusion.png", "history.jsonl", "metrics.json",
-                                                     "model.safetensors", "predictions.parquet"]
+    assert sorted(p.name for p in run.iterdir()) == ["README.md", "config.json", "confusion.png", "history.jsonl",
+                                                     "metrics.json", "model.safetensors", "predictions.parquet"]
     config = json.loads((run / "config.json").read_text())
     assert config["mode"] == "finetune" and config["spec"]["head"] == "ae-cat"
     assert {r["encoder"] for r in config["encoders"].values()} == {str(bert), str(vit)}

@@ -130,8 +130,8 @@ def test_run_directory_contents_and_skip(world, tmp_path):
     spec = _spec(world, "ae-cat", {"latent": 16})
     r = fit_run(spec, tmp_path, log=lambda m: None)
     names = sorted(p.name for p in r.path.iterdir())
-    assert names == ["config.json", "confusion.png", "history.jsonl", "metrics.json", "model.safetensors",
-                     "predictions.parquet"]
+    assert names == ["README.md", "config.json", "confusion.png", "history.jsonl", "metrics.json",
+                     "model.safetensors", "predictions.parquet"]
     cfg = json.loads((r.path / "config.json").read_text())
     assert cfg["spec"]["seed"] == 0 and cfg["spec"]["head_options"]["latent"] == 16
     assert "torch" in cfg["versions"] and cfg["manifest_fingerprint"]

@@ -62,6 +62,7 @@ def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor
 
 
 class AttentionBlockHead(Head):
+    paper = 'seed 000: attention-block fusion (docs/methods.md, "ab-cat, ab-add")'
     Config = ABConfig
     uses_tokens = True
     optimizer = "adam"

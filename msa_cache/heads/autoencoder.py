@@ -61,6 +61,7 @@ def parse_per_modality(text: str, mods: list[str], default: float, what: str = "
 
 
 class AutoencoderHead(Head):
+    paper = 'seed 000: autoencoder fusion (docs/methods.md, "ae-cat, ae-add")'
     Config = AEConfig
     optimizer = "adam"
     fusion: str = ""  # "cat" or "add", set by the registered subclasses

@@ -117,6 +117,8 @@ def mlp_classifier(in_dim: int, hidden: int, num_classes: int, dropout: float) -
 
 class Head(nn.Module):
     name: ClassVar[str] = ""
+    # Where the method comes from, one line (a run's model card cites it; docs/methods.md has the details).
+    paper: ClassVar[str] = ""
     Config: ClassVar[type] = HeadConfig
     uses_tokens: ClassVar[bool] = False
     optimizer: ClassVar[str] = "adamw"

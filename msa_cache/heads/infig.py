@@ -238,6 +238,8 @@ def _real(inp: ModalityInput) -> tuple[torch.Tensor, torch.Tensor]:
 
 @register_head("infig")
 class Infig(Head):
+    paper = ('"Integrating Hierarchical Fine-Grained and Global Information for Multimodal Sentiment Analysis '
+             'with Assistance of CLIP" (INFIG)')
     Config = InfigConfig
     uses_tokens = True
     # Frozen hidden layers stored by `extract --layers` reach the head as "text@-k"

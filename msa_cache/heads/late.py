@@ -23,6 +23,7 @@ from msa_cache.heads.registry import register_head
 
 @register_head("late")
 class LateFusionHead(Head):
+    paper = 'none: a late-fusion ensemble of per-modality classifiers (docs/methods.md)'
     Config = HeadConfig
 
     def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: HeadConfig):

@@ -235,6 +235,7 @@ def _real(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 @register_head("mdse")
 class MDSE(Head):
+    paper = 'Li et al., "Modality-Dependent Sentiments Exploring for Multi-modal Sentiment Classification", ICASSP 2024'
     Config = MDSEConfig
     uses_tokens = True
     revision = 1  # issue 12: the streams paired as eq. 1-3 (runs from before computed another model)

@@ -56,6 +56,7 @@ def grid_side(name: str, spec: ModalitySpec) -> int | None:
 
 @register_head("mha")
 class MHAHead(Head):
+    paper = 'seed 002: multi-head attention fusion over stage-1 encoder embeddings (docs/methods.md, "mha")'
     Config = MHAConfig
     uses_tokens = True
 

@@ -66,6 +66,7 @@ def _sklearn_class_weight(class_weight, num_classes: int):
 
 @register_head("probe")
 class ProbeHead(Head):
+    paper = 'none: the linear-probe reference every head must beat (docs/methods.md)'
     Config = ProbeConfig
     fit_mode = "closed_form"
 

@@ -15,6 +15,7 @@ from msa_cache.heads.registry import register_head
 
 class UniHead(Head):
     """MLP on a single modality's pooled feature; subclasses pick the modality."""
+    paper = "seed 000's Uni-Text / Uni-Image baselines (docs/methods.md)"
 
     Config = HeadConfig
     modality: str = ""

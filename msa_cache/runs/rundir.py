@@ -4,6 +4,7 @@ seeds of a family, and read one back only after validating it (the one place tha
     runs/<manifest>/<family>/seed-K/          finished: renamed from its tmp folder after
         config.json history.jsonl metrics.json  metrics.json (the marker, written last)
         predictions.parquet confusion.png model.safetensors (runs made before it: model.pt)
+        README.md (the model card, runs/card.py; runs made before it have none: `msa-cache card`)
     runs/<manifest>/<family>/seed-K.tmp-PID/  being built by process PID (or left by a killed one);
         history.jsonl grows there one epoch at a time (append_history)
 
@@ -29,11 +30,13 @@ import torch
 
 from msa_cache.errors import UserError
 from msa_cache.manifest import Manifest
+from msa_cache.runs.card import model_card
 from msa_cache.runs.metrics import classification_metrics
 
 FINISHED_MARKER = "metrics.json"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.jsonl"
+CARD_FILE = "README.md"
 WEIGHTS_FILE = "model.safetensors"
 LEGACY_WEIGHTS_FILE = "model.pt"  # older runs: a torch pickle, still read (weights_only)
 _SEED_DIR = re.compile(r"seed-(\d+)")
@@ -141,6 +144,7 @@ def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
     if "dev" in metrics:
         plot_confusion(np.array(metrics["dev"]["confusion"]), classes, out / "confusion.png", title=title)
+    (out / CARD_FILE).write_text(model_card(config, metrics), encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: marks the run finished
     return metrics
 
@@ -325,14 +329,25 @@ def _read_state(path: Path) -> dict:
     return state
 
 
-def load_weights(run: str | Path, module) -> None:
-    """Load model.safetensors (or an older run's model.pt, weights_only) into `module`, every name and
-    shape checked first."""
+def read_weights(run: str | Path) -> dict:
+    """The run's state dict of tensors: model.safetensors, else an older run's model.pt (weights_only)."""
     path = weights_file(run)
     if path is None:
         raise UserError(f"{WEIGHTS_FILE} is missing", Path(run) / WEIGHTS_FILE, _RETRAIN)
+    return _read_state(path)
+
+
+def save_weights(state_dict: dict, path: str | Path) -> None:
+    """Write a state dict as safetensors (the format of model.safetensors)."""
+    _save_weights(state_dict, Path(path))
+
+
+def load_weights(run: str | Path, module) -> None:
+    """Load model.safetensors (or an older run's model.pt, weights_only) into `module`, every name and
+    shape checked first."""
+    state = read_weights(run)
+    path = weights_file(run)
     name = path.name
-    state = _read_state(path)
     want = module.state_dict()
     missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
     if missing or unexpected:

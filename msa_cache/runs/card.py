@@ -1,0 +1,158 @@
+"""A run's model card: README.md in the Hugging Face model-card format, built from config.json and
+metrics.json alone (so it can be written for any finished run, old ones too, and for cached and
+fine-tuned runs alike).
+
+The YAML metadata comes from huggingface_hub's ModelCardData / EvalResult (library_name, tags,
+datasets, a model-index with every labeled split's accuracy, macro-F1 and weighted-F1); the body
+lists the encoders (ids and weight hashes), the head and its paper, the scores, the seed and the
+full config, and the command that reproduces the run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from msa_cache.heads import HEADS
+
+LIBRARY = "msa-cache"
+TASK_TYPE = "multimodal-sentiment-analysis"
+TASK_NAME = "Multimodal (image + text) sentiment analysis"
+# (metrics.json key, model-index metric type, its `average`, the name shown)
+SCORES = (("accuracy", "accuracy", None, "accuracy"), ("macro_f1", "f1", "macro", "macro-F1"),
+          ("weighted_f1", "f1", "weighted", "weighted-F1"))
+# The fine-tune baselines are whole models, not registry heads (msa_cache/finetune/baselines.py).
+BASELINE_PAPERS = {
+    "clip": 'Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", ICML 2021',
+    "visualbert": 'Li et al., "VisualBERT: A Simple and Performant Baseline for Vision and Language", 2019',
+}
+
+
+def _mode(config: dict) -> str:
+    return config.get("mode", "cache")
+
+
+def _dataset(config: dict) -> str:
+    return Path(str(config["spec"].get("manifest", "dataset"))).stem
+
+
+def _split_meaning(config: dict) -> dict[str, str]:
+    """What each split's scores are: dev selected the model (early stopping), so it is optimistic."""
+    spec = config["spec"]
+    if spec.get("cv_folds") and spec.get("refit") is None:
+        dev = f"held-out rows of cross-validation fold {spec.get('cv_fold')} of {spec['cv_folds']} (early stopping)"
+    else:
+        dev = "the dev split; it chose the epoch (early stopping), so its scores are optimistic"
+    return {"train": "the rows the head was trained on", "dev": dev,
+            "test": "the held-out test split, never used for training or selection"}
+
+
+def _eval_results(config: dict, metrics: dict) -> list:
+    from huggingface_hub import EvalResult
+
+    name = _dataset(config)
+    return [EvalResult(task_type=TASK_TYPE, task_name=TASK_NAME, dataset_type=name, dataset_name=name,
+                       dataset_split=split, metric_type=kind, metric_value=round(float(metrics[split][key]), 6),
+                       metric_name=f"{split} {shown}", metric_args={"average": average} if average else None)
+            for split in ("dev", "test") if split in metrics
+            for key, kind, average, shown in SCORES if metrics[split].get(key) is not None]
+
+
+def _encoder_rows(config: dict) -> list[tuple[str, str, str, str, str, str]]:
+    """(role, encoder, model id, revision, weights sha256, preprocessing) per recorded encoder: the run's
+    encoder records where it has them, else (older cached runs) its caches' provenance."""
+    rows = []
+    records = config.get("encoders") or {}
+    caches = config.get("caches") or {}
+    for role in sorted(set(records) | set(caches)):
+        rec, cache = records.get(role) or {}, caches.get(role) or {}
+        pre = rec.get("preprocessing") or (cache.get("settings") or {}).get("preprocessing") or {}
+        shown = {k: pre[k] for k in ("max_length", "clean", "text_pair", "image_size", "resize") if k in pre}
+        rows.append((role, str(rec.get("encoder") or cache.get("encoder") or "?"),
+                     str(rec.get("model_id") or cache.get("model") or ""), str(rec.get("revision") or ""),
+                     str(rec.get("weights_sha256") or cache.get("weights") or ""),
+                     ", ".join(f"{k}={v}" for k, v in shown.items())))
+    return rows
+
+
+def _head_paper(head: str, baseline: str | None) -> str:
+    if baseline:
+        return BASELINE_PAPERS.get(baseline, "")
+    cls = HEADS.get(head)
+    return getattr(cls, "paper", "") if cls is not None else ""
+
+
+def _reproduce(config: dict) -> str:
+    # The lead replaces this with the full command line (msa_cache/runs/command.py) at merge.
+    verb = "finetune" if _mode(config) == "finetune" else "fit"
+    return f"msa-cache {verb} --config config.json"
+
+
+def _table(header: tuple, rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def model_card(config: dict, metrics: dict) -> str:
+    """README.md of a run: Hugging Face model-card metadata (library, tags, datasets, model-index with the
+    dev/test scores) and a body with the encoders, the head and its paper, the scores, the seed, the full
+    config and the command that reproduces the run."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    spec = config["spec"]
+    mode, dataset = _mode(config), _dataset(config)
+    baseline = spec.get("baseline")
+    head = baseline or spec["head"]
+    title = f"{head} on {dataset} (seed {spec.get('seed', 0)})"
+    data = ModelCardData(
+        library_name=LIBRARY, datasets=[dataset], model_name=title,
+        tags=["multimodal", "sentiment-analysis", head, "fine-tuned" if mode == "finetune" else "cached-features"],
+        metrics=["accuracy", "f1"], eval_results=_eval_results(config, metrics) or None)
+
+    if mode == "finetune":
+        what = (f"The `{head}` model fine-tuned end to end with its encoders (`msa-cache finetune`): "
+                "model.safetensors holds the encoders' fine-tuned weights and the head; the weight hashes below "
+                "are those of the encoders it started from, which `predict` loads first for their architecture "
+                "and preprocessing.")
+    else:
+        what = (f"The `{head}` fusion head trained on features that frozen encoders stored once in a cache "
+                "(`msa-cache fit`): model.safetensors holds the head only; `predict` rebuilds the encoders below "
+                "(checking their weight hashes) and replays the extraction.")
+    paper = _head_paper(spec["head"], baseline)
+    options = spec.get("head_options") or {}
+    meaning = _split_meaning(config)
+    score_rows = [(split, *(f"{metrics[split][k]:.4f}" for k, *_ in SCORES), metrics[split].get("n", ""),
+                   meaning[split]) for split in ("train", "dev", "test") if split in metrics]
+    train = spec.get("train") or {}
+    body = [
+        f"# {title}", "",
+        f"Image + text sentiment classifier over {len(config.get('classes', []))} classes "
+        f"({', '.join(config.get('classes', []))}), trained with msa-cache "
+        f"on the `{dataset}` manifest (fingerprint `{config.get('manifest_fingerprint', '')}`).", "",
+        what, "",
+        "## Encoders", "",
+        _table(("role", "encoder", "model id", "revision", "weights sha256", "preprocessing"), _encoder_rows(config)),
+        "",
+        "## Head", "",
+        f"- head: `{head}`" + (" (a fine-tune baseline)" if baseline else ""),
+        f"- paper: {paper or 'not recorded'}",
+        f"- options: `{json.dumps(options, sort_keys=True)}`",
+        f"- parameters: {config.get('num_parameters', '?')}", "",
+        "## Scores", "",
+        _table(("split", "accuracy", "macro-F1", "weighted-F1", "rows", "what it is"), score_rows), "",
+        f"Monitor (early stopping and model selection): `{train.get('monitor')}`.", "",
+        "## Training", "",
+        f"- seed: {spec.get('seed', 0)}",
+        f"- device: {config.get('device', '?')}",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in sorted((config.get('versions') or {}).items()))}", "",
+        "Full config (config.json `spec`):", "",
+        "```json", json.dumps(spec, indent=2, sort_keys=True, default=str), "```", "",
+        "## Reproduce", "",
+        "```bash", _reproduce(config), "```", "",
+        "## Use", "",
+        "```bash",
+        "msa-cache predict . --text \"what a day\" --image post.jpg",
+        "msa-cache predict . --manifest manifests/new.parquet -o preds.parquet",
+        "```", "",
+    ]
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)))

@@ -1,0 +1,143 @@
+"""Sharing a finished run: its model card (write_card) and a self-contained folder for the Hugging Face
+Hub (export_run, push_folder).
+
+An exported folder is a run directory that `msa-cache predict` reads like the run itself:
+
+    model.safetensors  the weights (an older run's model.pt converted)
+    config.json        the head's config and what predict needs to rebuild the encoders: a cached run's
+                       encoder records (name, model id, weights hash, max length, cleaning; filled in from
+                       the cache for runs made before config.json held them) and the cache fields the head
+                       read; a fine-tune run's encoder records (its fine-tuned encoder weights are in
+                       model.safetensors)
+    metrics.json       scores per split (also what marks the folder as a finished run)
+    README.md          the model card (the run's own, or written now for runs made before cards)
+    history.jsonl, confusion.png, command.yaml, tensorboard/   where the run has them
+
+predictions.parquet stays behind: it holds every dataset row's id and label, which a model repo
+should not publish.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from msa_cache.errors import UserError
+from msa_cache.runs.card import model_card
+from msa_cache.runs.rundir import (
+    CARD_FILE, CONFIG_FILE, FINISHED_MARKER, WEIGHTS_FILE, read_metrics, read_run, read_weights, save_weights,
+    weights_file,
+)
+
+OPTIONAL_FILES = ("history.jsonl", "confusion.png", "command.yaml")
+OPTIONAL_DIRS = ("tensorboard",)
+
+
+def write_card(run: str | Path) -> Path:
+    """(Re)write README.md, the model card, of a finished run (e.g. one made before runs had cards)."""
+    run = Path(run)
+    config, metrics = read_run(run), read_metrics(run)
+    path = run / CARD_FILE
+    tmp = run / f".{CARD_FILE}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(model_card(config, metrics), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _with_encoder_records(run: Path, config: dict) -> dict:
+    """config.json with the encoder records predict needs; a cached run made before config.json held them
+    gets them from its caches' provenance (which the exported folder does not carry)."""
+    if config.get("mode") == "finetune" or config.get("encoders"):
+        return config
+    from msa_cache.cache.schema import read_index
+    from msa_cache.runs.trainer import ENCODER_RECORD_KEYS
+
+    records = {}
+    for modality, cache in config["caches"].items():
+        try:
+            attrs = read_index(Path(cache["path"]))["attrs"]
+        except Exception as e:
+            raise UserError(f"config.json records no encoders and the cache it was trained on ({cache['path']}) "
+                            f"cannot be read ({type(e).__name__})", run,
+                            "run export where that cache is, or retrain the run") from None
+        records[modality] = {k: attrs.get(k) for k in ENCODER_RECORD_KEYS}
+    return {**config, "encoders": records}
+
+
+def _write_export(run: Path, config: dict, metrics: dict, folder: Path) -> None:
+    source = weights_file(run)
+    if source is not None and source.name == WEIGHTS_FILE:
+        shutil.copy2(source, folder / WEIGHTS_FILE)
+    else:  # an older run's model.pt: read as plain tensors only, written as safetensors
+        save_weights(read_weights(run), folder / WEIGHTS_FILE)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str), encoding="utf-8")
+    if (run / CARD_FILE).is_file():
+        shutil.copy2(run / CARD_FILE, folder / CARD_FILE)
+    else:
+        (folder / CARD_FILE).write_text(model_card(config, metrics), encoding="utf-8")
+    for name in OPTIONAL_FILES:
+        if (run / name).is_file():
+            shutil.copy2(run / name, folder / name)
+    for name in OPTIONAL_DIRS:
+        if (run / name).is_dir():
+            shutil.copytree(run / name, folder / name)
+    shutil.copy2(run / FINISHED_MARKER, folder / FINISHED_MARKER)  # last: the folder is a finished run
+
+
+def export_run(run: str | Path, out: str | Path, log: Callable[[str], None] = print) -> Path:
+    """Write the finished run `run` to the new folder `out`, ready for huggingface_hub.upload_folder and
+    readable by `msa-cache predict` like the run itself (see the module doc). Built in a temporary sibling
+    and renamed, so `out` is either complete or absent; a non-empty `out` is refused."""
+    run, out = Path(run), Path(out)
+    config = _with_encoder_records(run, read_run(run))
+    metrics = read_metrics(run)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError("the export folder exists and is not empty", out, "give a new (or empty) folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _write_export(run, config, metrics, tmp)
+        read_run(tmp)  # the folder must read back as a run (predict's own check)
+        if out.exists():
+            out.rmdir()  # empty (checked above); rename cannot replace a folder everywhere
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"exported {run} to {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    return out
+
+
+def check_repo_id(repo_id: str) -> None:
+    """A Hub repo id (`user/name` or `name`) the Hub accepts; UserError otherwise (before any work)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise UserError(f"--push {repo_id!r} is not a valid Hub repo id ({str(e).splitlines()[0]})",
+                        hint="use USER/NAME or ORG/NAME") from None
+
+
+def push_folder(folder: str | Path, repo_id: str, private: bool = False) -> str:
+    """Create the model repo `repo_id` if needed and upload `folder` to it; the commit's URL."""
+    from huggingface_hub import HfApi
+
+    check_repo_id(repo_id)
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
+                                 commit_message=f"msa-cache export of {Path(folder).name}")
+    except Exception as e:  # network, auth, offline mode: the export itself is complete
+        raise UserError(f"pushing to the Hub failed ({type(e).__name__}: {' '.join(str(e).split())[:200]})",
+                        repo_id, f"check `hf auth login` (or HF_TOKEN) and the network; {folder} is complete, "
+                                 "push it later with huggingface_hub.upload_folder") from None
+    return str(getattr(info, "commit_url", info))
