@@ -10,7 +10,7 @@ from msa_cache.finetune.baselines import VISUALBERT_DEFAULT
 
 from msa_cache_cli.extract import EncoderName
 from msa_cache_cli.options import (
-    dataclass_options, device_option, head_flags, head_names, pop_head_options, resolve_manifest,
+    dataclass_options, device_option, head_flags, head_names, pop_head_options, resolve_manifest, tensorboard_option,
 )
 
 
@@ -39,12 +39,13 @@ def _unfreeze(ctx, param, value: str) -> list[str]:
               help="manifest Parquet file [default: the only one in manifests/]")
 @click.option("--runs", "runs_root", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--seed", "seeds", type=click.IntRange(0, 2**32 - 1), multiple=True, default=(0,), show_default=True, help="repeatable")
+@tensorboard_option
 @dataclass_options(FinetuneConfig, {
     "unfreeze": lambda f: click.option("--unfreeze", callback=_unfreeze, default="text,image", show_default=True,
                                        help="which encoders to unfreeze: text, image, text,image or none"),
     "device": lambda f: device_option(f.default)}, order=FinetuneConfig.FLAG_ORDER)
 @head_flags(multi=False)
-def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, **kwargs):
+def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, tensorboard, **kwargs):
     """Fine-tune a head with its encoders in the loop (or a baseline), staged: head first, then encoders.
 
     \b
@@ -73,7 +74,7 @@ def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, **
     for seed in seeds:
         spec = FinetuneSpec(str(manifest_path), baseline or head, names, baseline, dict(options), train, seed)
         try:
-            r = finetune_run(spec, runs_root, log=click.echo)
+            r = finetune_run(spec, runs_root, log=click.echo, tensorboard=tensorboard)
         except EncoderUnavailable as e:
             raise click.ClickException(str(e)) from None
         state = "already finished, skipped" if r.skipped else f"trained in {r.seconds:.1f}s"

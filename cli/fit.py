@@ -17,7 +17,8 @@ from msa_cache.runs.features import resolve_caches
 from msa_cache.runs.trainer import fit_run
 
 from msa_cache_cli.options import (
-    cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest, train_options,
+    cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest,
+    tensorboard_option, train_options,
 )
 
 
@@ -33,11 +34,12 @@ def _caches(kwargs: dict) -> tuple[Path, dict[str, Path]]:
 @click.option("--head", required=True, type=click.Choice(head_names()), help="which head to train")
 @click.option("--seed", "seeds", type=click.IntRange(0, 2**32 - 1), multiple=True, default=(0,), show_default=True,
               help="random seed; repeat for several runs (--seed 0 --seed 1 --seed 2)")
+@tensorboard_option
 @cv_options
 @data_options
 @train_options
 @head_flags(multi=False)
-def fit_cmd(head, seeds, cv, cv_seed, refit, **kwargs):
+def fit_cmd(head, seeds, tensorboard, cv, cv_seed, refit, **kwargs):
     """Train one head on cached features (one run directory per seed).
 
     \b
@@ -55,9 +57,9 @@ def fit_cmd(head, seeds, cv, cv_seed, refit, **kwargs):
         spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options), train, seed,
                        cv_folds=cv, cv_seed=cv_seed)
         if cv:
-            _echo_cv(fit_cv(spec, cv, runs_root, refit=refit, log=click.echo))
+            _echo_cv(fit_cv(spec, cv, runs_root, refit=refit, log=click.echo, tensorboard=tensorboard))
             continue
-        r = fit_run(spec, runs_root, log=click.echo, progress=click.echo)
+        r = fit_run(spec, runs_root, log=click.echo, progress=click.echo, tensorboard=tensorboard)
         state = "already finished, skipped" if r.skipped else f"trained in {r.seconds:.1f}s"
         click.echo(f"{r.path}  ({state})")
         for split, m in r.metrics.items():

@@ -205,3 +205,20 @@ def resolve_manifest(path: str | None) -> Path:
 
 def head_names() -> list[str]:
     return sorted(HEADS)
+
+
+def _check_tensorboard(ctx, param, value: bool) -> bool:
+    if value:
+        from msa_cache.runs.tensorboard_log import require_tensorboard
+
+        require_tensorboard()  # a missing package fails here, at option parse, before any work
+    return value
+
+
+def tensorboard_option(fn):
+    """`--tensorboard`: an output-only flag (no TrainConfig field: it changes no result, so it stays out of
+    the run identity)."""
+    return click.option("--tensorboard", is_flag=True, callback=_check_tensorboard,
+                        help="also write each epoch's loss terms and dev metrics as TensorBoard events in "
+                             "<run>/tensorboard (finished runs: from their history.jsonl); view with "
+                             "`tensorboard --logdir runs/<manifest>`. Needs pip install 'msa-cache[tb]'")(fn)

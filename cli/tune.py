@@ -9,7 +9,8 @@ from msa_cache.runs.features import resolve_caches
 from msa_cache.runs.tune import fixed_options, format_space, search_space, tune
 
 from msa_cache_cli.options import (
-    cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest, train_options,
+    cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest,
+    tensorboard_option, train_options,
 )
 
 
@@ -26,11 +27,12 @@ from msa_cache_cli.options import (
 @click.option("--sampler-seed", type=int, default=None,
               help="seed of the TPE sampler (a reproducible search in one process)")
 @click.option("--dry-run", is_flag=True, help="print the search space and exit")
+@tensorboard_option
 @cv_options
 @data_options
 @train_options
 @head_flags(multi=False)
-def tune_cmd(head, trials, storage, timeout, seeds, sampler_seed, dry_run, cv, cv_seed, refit, **kwargs):
+def tune_cmd(head, trials, storage, timeout, seeds, sampler_seed, dry_run, tensorboard, cv, cv_seed, refit, **kwargs):
     """Search a head's hyper-parameters on the dev split with Optuna (median pruning).
 
     The space is declared in the head's Config and the trainer's options; an option set
@@ -65,6 +67,7 @@ def tune_cmd(head, trials, storage, timeout, seeds, sampler_seed, dry_run, cv, c
     caches = resolve_caches(read_manifest(manifest_path), kwargs.pop("cache_root"), kwargs.pop("text_cache"),
                             kwargs.pop("image_cache"), kwargs.pop("clip_cache"))
     result = tune(manifest_path, caches, head, trials, options, train, runs_root, storage=storage, timeout=timeout,
-                  seeds=seeds, sampler_seed=sampler_seed, cv=cv, cv_seed=cv_seed, refit=refit, log=click.echo)
+                  seeds=seeds, sampler_seed=sampler_seed, cv=cv, cv_seed=cv_seed, refit=refit, log=click.echo,
+                  tensorboard=tensorboard)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(result.counts.items()))
     click.echo(f"study {result.study_name}: {counts}; this process ran {result.ran} trial(s) in {result.seconds:.0f}s")

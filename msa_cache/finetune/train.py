@@ -36,6 +36,7 @@ from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
 from msa_cache.runs.config import config_hash, monitor_for
 from msa_cache.runs.rundir import build_run_dir, is_finished, read_metrics, write_run
+from msa_cache.runs.tensorboard_log import history_events, run_events
 from msa_cache.runs.training import (
     EpochHook, RunResult, add_terms, class_weight_for, dev_scores, manifest_labels, seed_everything, train_epochs,
 )
@@ -91,8 +92,11 @@ def train_rows(manifest: Manifest, limit: int | None) -> np.ndarray:
     return rows
 
 
-def finetune_run(spec: FinetuneSpec, runs_root: str | Path = "runs", log: Callable[[str], None] = print) -> RunResult:
-    """Fine-tune `spec` unless its run directory is already finished; return its metrics."""
+def finetune_run(spec: FinetuneSpec, runs_root: str | Path = "runs", log: Callable[[str], None] = print,
+                 tensorboard: bool = False) -> RunResult:
+    """Fine-tune `spec` unless its run directory is already finished; return its metrics.
+    tensorboard: also write the epochs as TensorBoard events in <run>/tensorboard (a finished run: from its
+    history.jsonl); not part of the identity."""
     manifest = read_manifest(spec.manifest)
     # The monitor is resolved before the identity is hashed: a run records (and is named by) the metric it used.
     train = dataclasses.replace(spec.train, monitor=monitor_for(spec.train, manifest)).resolved()
@@ -102,16 +106,23 @@ def finetune_run(spec: FinetuneSpec, runs_root: str | Path = "runs", log: Callab
     identity = spec.identity(manifest.fingerprint(), records)
     out = finetune_run_dir(runs_root, manifest.name, spec, config_hash(identity), _changed_options(spec))
     if is_finished(out):
+        if tensorboard:
+            history_events(out)
         return RunResult(out, read_metrics(out), skipped=True)
     seed_everything(spec.seed)  # after loading: the head's init depends on the seed only
     model = assemble_model(spec, len(manifest.classes), encoders)
     t0 = time.time()
-    metrics = build_run_dir(out, lambda tmp: _train_and_write(spec, manifest, model, records, tmp, log))
+
+    def work(tmp: Path) -> dict:
+        with run_events(tmp, tensorboard) as events:
+            return _train_and_write(spec, manifest, model, records, tmp, log, events)
+
+    metrics = build_run_dir(out, work)
     return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
 
 
 def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModule, records: dict, out: Path,
-                     log) -> dict:
+                     log, on_epoch_end: EpochHook | None = None) -> dict:
     tc = spec.train
     device = resolve_device(tc.device)
     precision = resolve_precision(device, tc.amp)
@@ -125,7 +136,7 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
     dev_idx = np.flatnonzero((splits == "dev") & (labels >= 0))
     class_weight = class_weight_for(labels[train_idx], len(manifest.classes), tc.class_weights)
     t0 = time.time()
-    history = train_loop(model, spec, manifest, train_idx, dev_idx, class_weight, device, precision, log)
+    history = train_loop(model, spec, manifest, train_idx, dev_idx, class_weight, device, precision, log, on_epoch_end)
     seconds_train = time.time() - t0
 
     log(f"predicting all {len(manifest)} rows with the selected epoch")

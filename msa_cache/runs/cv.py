@@ -84,15 +84,16 @@ def refit_choice(fold_runs: list[Path]) -> dict:
 
 
 def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: FeatureSet | None = None,
-           refit: bool = False, log: Callable[[str], None] = print) -> CVResult:
-    """Train (or read back) the K folds of `spec`'s seed, and the refit when asked."""
+           refit: bool = False, log: Callable[[str], None] = print, tensorboard: bool = False) -> CVResult:
+    """Train (or read back) the K folds of `spec`'s seed, and the refit when asked (tensorboard: each
+    fold's and the refit's events, see fit_run)."""
     if features is None:  # open the caches once for all folds
         features = open_features(read_manifest(spec.manifest), {k: Path(v) for k, v in spec.caches.items()},
                                  text_pool=spec.train.text_pool,
                                  hidden_layers=get_head(spec.head).uses_hidden_layers)
     folds = []
     for fs in fold_specs(spec, num_folds):
-        r = fit_run(fs, runs_root, features, log=log)
+        r = fit_run(fs, runs_root, features, log=log, tensorboard=tensorboard)
         log(f"  fold {fs.cv_fold}/{num_folds} seed {spec.seed}: held-out acc {r.metrics['dev']['accuracy']:.4f} "
             f"[{'skipped (finished)' if r.skipped else f'{r.seconds:.1f}s'}]  {r.path}")
         folds.append(r)
@@ -103,7 +104,7 @@ def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: Featu
         choice = refit_choice(paths)
         rs = dataclasses.replace(spec, head_options=dict(spec.head_options), cv_folds=num_folds, cv_fold=0,
                                  refit=choice)
-        result.refit = fit_run(rs, runs_root, features, log=log)
+        result.refit = fit_run(rs, runs_root, features, log=log, tensorboard=tensorboard)
         log(f"  refit on train+dev ({choice}): {result.refit.path}")
     return result
 

@@ -31,6 +31,7 @@ from msa_cache.runs.rundir import append_history, build_run_dir, is_finished, lo
 from msa_cache.runs.features import FeatureSet, open_features
 from msa_cache.runs.folds import run_roles
 from msa_cache.runs.metrics import MONITORS
+from msa_cache.runs.tensorboard_log import history_events, run_events
 from msa_cache.runs.training import (
     EpochHook, EpochProgress, RunResult, add_terms, amp_autocast, class_weight_for, dev_scores, grad_scaler, manifest_labels,
     seed_everything, train_epochs,
@@ -67,14 +68,16 @@ def plan_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> Path
 def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet | None = None,
             log: Callable[[str], None] = print,
             on_epoch_end: Callable[[int, dict], None] | None = None,
-            progress: Callable[[str], None] | None = None) -> RunResult:
+            progress: Callable[[str], None] | None = None, tensorboard: bool = False) -> RunResult:
     """Train `spec` unless its run directory is already finished; return its metrics.
     A monitor left unset (None) becomes the manifest's default before the run's identity is hashed (resolve_run).
 
     on_epoch_end(epoch, record): called after each epoch with its history record (train loss terms,
     dev metrics); an exception it raises (e.g. a tuner's "prune") stops the run and leaves no run dir.
     progress: where one line per epoch goes (train loss, dev monitor, seconds, best so far, ETA); None: nowhere.
-    Either way each epoch's record is appended to history.jsonl in the run's tmp folder as it ends."""
+    Either way each epoch's record is appended to history.jsonl in the run's tmp folder as it ends.
+    tensorboard: also write the epochs as TensorBoard events in <run>/tensorboard (runs/tensorboard_log.py);
+    a finished run gets them from its history.jsonl. Not part of the identity: it changes no result."""
     manifest = features.manifest if features is not None else read_manifest(spec.manifest)
     if features is None:
         features = open_features(manifest, {k: Path(v) for k, v in spec.caches.items()},
@@ -82,6 +85,8 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
                                  hidden_layers=get_head(spec.head).uses_hidden_layers)
     spec, out = resolve_run(spec, runs_root, features)
     if is_finished(out):
+        if tensorboard:
+            history_events(out)
         return RunResult(out, read_metrics(out), skipped=True)
 
     train_rows(manifest)  # refuse before any folder is made
@@ -89,8 +94,14 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
     hooks = [] if on_epoch_end is None else [on_epoch_end]
     if progress is not None:
         hooks.append(EpochProgress(spec.train.max_epochs, spec.train.monitor, progress))
-    metrics = build_run_dir(out, lambda tmp: _train_and_write(spec, manifest, features, tmp, log,
-                                                              [*hooks, lambda _, record: append_history(tmp, record)]))
+
+    def work(tmp: Path) -> dict:
+        with run_events(tmp, tensorboard) as events:
+            return _train_and_write(spec, manifest, features, tmp, log,
+                                    [*hooks, lambda _, record: append_history(tmp, record),
+                                     *([events] if events else [])])
+
+    metrics = build_run_dir(out, work)
     return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
 
 

@@ -175,7 +175,7 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
          head_options: dict | None = None, train: TrainConfig | None = None, runs_root: str | Path = "runs",
          storage: str | Path | None = None, timeout: float | None = None, seeds: int = 3,
          sampler_seed: int | None = None, cv: int = 0, cv_seed: int = DEFAULT_CV_SEED, refit: bool = False,
-         log: Callable[[str], None] = print) -> TuneResult:
+         log: Callable[[str], None] = print, tensorboard: bool = False) -> TuneResult:
     """Run trials of `head` until the study holds `n_trials` (counting other processes' trials).
 
     head_options / train: fixed settings; what they set leaves the space (`fixed_options`). storage: the journal file [default:
@@ -183,6 +183,8 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
     after which this process starts no new trial. seeds: the best config's seeds 0..K-1.
     cv: K > 0 scores each trial by K-fold cross-validation (folds cut with cv_seed) instead of the
     dev split; refit: the best config's seed runs also train the refit on all of train+dev.
+    tensorboard: every trial's and seed's run writes TensorBoard events (fit_run; a pruned trial leaves
+    no run directory, so none).
     """
     optuna = _optuna()
     from optuna.trial import TrialState
@@ -234,7 +236,7 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
             study.tell(trial, state=TrialState.FAIL)
             break
         ran += 1
-        _run_trial(optuna, study, trial, base, params, features, runs_root, key, n_trials, scored, log)
+        _run_trial(optuna, study, trial, base, params, features, runs_root, key, n_trials, scored, log, tensorboard)
 
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
@@ -263,13 +265,13 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
         spec = dataclasses.replace(copy.deepcopy(best_spec), seed=seed)
         t_seed = time.time()
         if cv:
-            c = fit_cv(spec, cv, runs_root, features, refit=refit, log=lambda m: None)
+            c = fit_cv(spec, cv, runs_root, features, refit=refit, log=lambda m: None, tensorboard=tensorboard)
             r = RunResult(c.path, c.metrics, skipped=all(f.skipped for f in c.folds) and
                           (c.refit is None or c.refit.skipped))
             if c.refit is not None:
                 result.refits.append(c.refit.path)
         else:
-            r = fit_run(spec, runs_root, features, log=lambda m: None)
+            r = fit_run(spec, runs_root, features, log=lambda m: None, tensorboard=tensorboard)
         state = "finished before, skipped" if r.skipped else f"trained in {time.time() - t_seed:.1f}s"
         log(f"  seed {seed}: {scored} {train.monitor} {r.metrics['dev'][key]:.4f}  ({state})  {r.path}")
         result.seed_results.append(r)
@@ -280,7 +282,7 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
 
 
 def _run_trial(optuna, study, trial, base: RunSpec, params: list[SearchParam], features, runs_root, key: str,
-               n_trials: int, scored: str, log) -> None:
+               n_trials: int, scored: str, log, tensorboard: bool = False) -> None:
     from optuna.trial import TrialState
 
     values = {p.name: _suggest(trial, p) for p in params}
@@ -308,9 +310,9 @@ def _run_trial(optuna, study, trial, base: RunSpec, params: list[SearchParam], f
 
     t0 = time.time()
     try:
-        r = fit_run(watched, runs_root, features, log=lambda m: None, on_epoch_end=report)
+        r = fit_run(watched, runs_root, features, log=lambda m: None, on_epoch_end=report, tensorboard=tensorboard)
         if spec.cv_folds:  # fold 0 is finished now: fit_cv reads it back and trains the other folds
-            c = fit_cv(spec, spec.cv_folds, runs_root, features, log=lambda m: None)
+            c = fit_cv(spec, spec.cv_folds, runs_root, features, log=lambda m: None, tensorboard=tensorboard)
             r = RunResult(c.path, c.metrics, skipped=r.skipped and all(f.skipped for f in c.folds),
                           seconds=time.time() - t0)
     except optuna.TrialPruned as e:

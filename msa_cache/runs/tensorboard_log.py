@@ -1,0 +1,144 @@
+"""`--tensorboard`: a run's per-epoch history as TensorBoard event files in `<run>/tensorboard/`.
+
+Written by an epoch hook (torch.utils.tensorboard.SummaryWriter, step = epoch) into the run's tmp
+folder, so they move with it when the run is renamed; `tensorboard --logdir runs/<manifest>` then
+shows every run under its folder name. The tags are the same for every head and mode, so runs
+compare in one chart:
+
+    loss/train                     the mean training loss (train_loss)
+    loss_terms/<term>              the loss terms (train_ce, train_mse_text, ...)
+    dev/<metric>                   dev accuracy, macro_f1, weighted_f1 (a CV fold: its held-out rows)
+    lr/<group>, time/<what>, memory/<what>, other/<key>   whatever else the record holds
+    selected/<split>_<metric>      the selected model's scores (metrics.json), at its best epoch
+
+The flag changes no result, so it is not part of the run's identity. For a run that is already
+finished, events are written from its history.jsonl (once: a run that has a tensorboard/ folder
+keeps it), so the logdir shows it too.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+from msa_cache.errors import UserError
+from msa_cache.runs.rundir import FINISHED_MARKER, HISTORY_FILE
+
+TB_DIR = "tensorboard"
+INSTALL_HINT = "pip install 'msa-cache[tb]'"
+SCORES = ("accuracy", "macro_f1", "weighted_f1")
+
+
+def require_tensorboard() -> None:
+    """UserError naming the extra when the tensorboard package is missing (checked before any work)."""
+    try:
+        import tensorboard  # noqa: F401
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package, which is not installed",
+                        hint=INSTALL_HINT) from None
+
+
+def scalar_tags(record: dict) -> dict[str, float]:
+    """tag -> value for the numbers of one epoch record (history.jsonl)."""
+    out = {}
+    for key, value in record.items():
+        if key == "epoch" or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
+            continue
+        if key == "train_loss":
+            tag = "loss/train"
+        elif key.startswith("train_"):
+            tag = f"loss_terms/{key[len('train_'):]}"
+        elif key == "dev_seconds":
+            tag = "time/dev_seconds"
+        elif key.startswith("dev_"):
+            tag = f"dev/{key[len('dev_'):]}"
+        elif key.startswith("lr_"):
+            tag = f"lr/{key[len('lr_'):]}"
+        elif key == "seconds":
+            tag = "time/epoch_seconds"
+        elif key.startswith("peak_"):
+            tag = f"memory/{key}"
+        else:
+            tag = f"other/{key}"
+        out[tag] = float(value)
+    return out
+
+
+class TensorBoardLog:
+    """An epoch hook (training.train_epochs' on_epoch_end) writing each record's scalars at step = epoch."""
+
+    def __init__(self, logdir: str | Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(logdir))
+        self.logged: set[int] = set()
+
+    def __call__(self, epoch: int, record: dict) -> None:
+        for tag, value in scalar_tags(record).items():
+            self.writer.add_scalar(tag, value, epoch)
+        self.logged.add(int(epoch))
+        self.writer.flush()  # a watching tensorboard sees each epoch as it ends
+
+    def finish(self, run_folder: Path) -> None:
+        """After the run's files are written: the history records the hook did not see (the probe's
+        closed-form fit has no epoch loop) and the selected model's scores."""
+        best_epoch = 0
+        path = run_folder / HISTORY_FILE
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            record = json.loads(line)
+            if "epoch" in record and int(record["epoch"]) not in self.logged:
+                self(int(record["epoch"]), record)
+            best_epoch = int(record.get("best_epoch", best_epoch))
+        if (run_folder / FINISHED_MARKER).is_file():
+            metrics = json.loads((run_folder / FINISHED_MARKER).read_text())
+            for split, m in metrics.items():
+                for key in SCORES:
+                    if isinstance(m, dict) and isinstance(m.get(key), (int, float)):
+                        self.writer.add_scalar(f"selected/{split}_{key}", float(m[key]), best_epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@contextlib.contextmanager
+def run_events(folder: Path, enabled: bool):
+    """The epoch hook writing `folder`/tensorboard while a run is built in `folder` (its tmp folder);
+    None when not enabled. On success the remaining history and the selected scores are added."""
+    if not enabled:
+        yield None
+        return
+    log = TensorBoardLog(Path(folder) / TB_DIR)
+    try:
+        yield log
+        log.finish(Path(folder))
+    finally:
+        log.close()
+
+
+def history_events(run: str | Path) -> Path | None:
+    """Events for a finished run made without --tensorboard, from its history.jsonl; None when it
+    already has them. Written in a tmp folder and renamed, so tensorboard/ is complete or absent."""
+    run = Path(run)
+    target = run / TB_DIR
+    if target.exists():
+        return None
+    tmp = run / f"{TB_DIR}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        log = TensorBoardLog(tmp)
+        try:
+            log.finish(run)
+        finally:
+            log.close()
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
