@@ -384,12 +384,17 @@ CASES = [
         cfg_unknown_head, cfg_one_class, cfg_other_dim, weights_wrong_shape, weights_pickle, weights_garbage,
         metrics_gone, metrics_list)
       for cmd in (("predict", ["predict", "{run}", "--text", "hi", "--image", "{d}/img/0.png"]),
-                  ("explain", ["explain", "{run}", "--id", "p0", "-o", "{root}/out.png"]))],
+                  ("explain", ["explain", "{run}", "--id", "p0", "-o", "{root}/out.png"]),
+                  ("export", ["export", "{run}", "{root}/exported"]),
+                  ("card", ["card", "{run}"]))],
     ("oracle-tampered-config", cfg_list, ["analyze", "oracle", "--text-run", "{run}", "--image-run", "{run}"]),
     ("oracle-no-predictions", predictions_gone, ["analyze", "oracle", "--text-run", "{run}", "--image-run", "{run}"]),
     ("oracle-unfinished", metrics_gone, ["analyze", "oracle", "--text-run", "{run}", "--image-run", "{run}"]),
     ("predict-tmp-folder", tmp_run_only, ["predict", "{family}/seed-0.tmp-999999", "--text", "hi"]),
     ("predict-missing-run", None, ["predict", "{root}/runs/nope", "--text", "hi"]),
+    ("export-into-a-non-empty-folder", None, ["export", "{run}", "{d}"]),
+    ("export-bad-hub-repo", None, ["export", "{run}", "{root}/exported", "--push", "a b//c"]),
+    ("export-tmp-folder", tmp_run_only, ["export", "{family}/seed-0.tmp-999999", "{root}/exported"]),
     ("unknown-command", None, ["frobnicate"]),
 ]
 

@@ -39,6 +39,7 @@ def write_card(run: str | Path) -> Path:
     """(Re)write README.md, the model card, of a finished run (e.g. one made before runs had cards)."""
     run = Path(run)
     config, metrics = read_run(run), read_metrics(run)
+    _check_weights(run, config)  # a card only for a run that loads
     path = run / CARD_FILE
     tmp = run / f".{CARD_FILE}.tmp-{os.getpid()}"
     try:
@@ -67,6 +68,17 @@ def _with_encoder_records(run: Path, config: dict) -> dict:
                             "run export where that cache is, or retrain the run") from None
         records[modality] = {k: attrs.get(k) for k in ENCODER_RECORD_KEYS}
     return {**config, "encoders": records}
+
+
+def _check_weights(run: Path, config: dict) -> None:
+    """Refuse weights that would not load: a cached run's head is built and loaded (every name and shape
+    checked); a fine-tune run's file is parsed (its shapes need the encoders, which predict loads)."""
+    if config.get("mode") == "finetune":
+        read_weights(run)
+    else:
+        from msa_cache.runs.trainer import load_head
+
+        load_head(run, config)
 
 
 def _write_export(run: Path, config: dict, metrics: dict, folder: Path) -> None:
@@ -98,6 +110,7 @@ def export_run(run: str | Path, out: str | Path, log: Callable[[str], None] = pr
     metrics = read_metrics(run)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError("the export folder exists and is not empty", out, "give a new (or empty) folder")
+    _check_weights(run, config)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
