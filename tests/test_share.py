@@ -33,7 +33,8 @@ def cached_run(world):
     root, manifest, bert, vit = world
     extract(manifest, [str(bert), str(vit)], root / "cache", max_length=12, clean="seed000-v1", **QUIET)
     caches = {"text": str(root / "cache/toy/path-tiny-bert"), "image": str(root / "cache/toy/path-tiny-vit")}
-    spec = RunSpec(str(manifest), caches, "mha", {"width": 16, "num_heads": 2}, TrainConfig(max_epochs=3, batch_size=8), 0)
+    spec = RunSpec(str(manifest), caches, "mha", {"width": 16, "num_heads": 2},
+                   TrainConfig(max_epochs=3, batch_size=8), 0)
     return fit_run(spec, root / "runs", log=lambda m: None).path
 
 
@@ -82,7 +83,8 @@ def test_export_predicts_like_the_run(world, cached_run, tmp_path):
         ["README.md", "config.json", "confusion.png", "history.jsonl", "metrics.json", "model.safetensors"])
     assert not list(out.parent.glob("*.tmp-*"))
     assert (out / "README.md").read_text() == (cached_run / "README.md").read_text()
-    _assert_same(_predict(out, manifest, tmp_path / "a.parquet"), _predict(cached_run, manifest, tmp_path / "b.parquet"))
+    _assert_same(_predict(out, manifest, tmp_path / "a.parquet"),
+                 _predict(cached_run, manifest, tmp_path / "b.parquet"))
 
     # A non-empty folder is refused in one line, and left as it was.
     r = _cli("export", cached_run, out)
@@ -116,7 +118,8 @@ def test_export_of_an_older_run_converts_model_pt_and_writes_its_card(world, cac
     exported = json.loads((out / "config.json").read_text())
     assert exported["encoders"]["text"]["preprocessing"]["max_length"] == 12  # from the cache's provenance
     assert ModelCard.load(out / "README.md").data.library_name == "msa-cache"
-    _assert_same(_predict(out, manifest, tmp_path / "a.parquet"), _predict(cached_run, manifest, tmp_path / "b.parquet"))
+    _assert_same(_predict(out, manifest, tmp_path / "a.parquet"),
+                 _predict(cached_run, manifest, tmp_path / "b.parquet"))
 
     # `msa-cache card` (re)writes an older run's card in place.
     r = _cli("card", old)

@@ -48,7 +48,8 @@ def test_fit_writes_events_and_the_flag_is_not_in_the_identity(world, tmp_path):
     without = fit_run(_spec(world), tmp_path / "b", log=lambda m: None)
     assert with_tb.path.relative_to(tmp_path / "a") == without.path.relative_to(tmp_path / "b")
     assert not (without.path / "tensorboard").exists()
-    assert json.loads((with_tb.path / "metrics.json").read_text()) == json.loads((without.path / "metrics.json").read_text())
+    metrics = json.loads((with_tb.path / "metrics.json").read_text())
+    assert metrics == json.loads((without.path / "metrics.json").read_text())  # the flag changes no result
 
     scalars = _scalars(with_tb.path)
     epochs = _epochs(with_tb.path)
@@ -58,9 +59,10 @@ def test_fit_writes_events_and_the_flag_is_not_in_the_identity(world, tmp_path):
         assert [s for s, _ in scalars[tag]] == [1, 2, 3, 4], tag
     assert [v for _, v in scalars["dev/weighted_f1"]] == pytest.approx([h["dev_weighted_f1"] for h in epochs], abs=1e-6)
     assert [v for _, v in scalars["loss/train"]] == pytest.approx([h["train_loss"] for h in epochs], rel=1e-6)
-    metrics = json.loads((with_tb.path / "metrics.json").read_text())
     (step, value), = scalars["selected/dev_weighted_f1"]
     assert value == pytest.approx(metrics["dev"]["weighted_f1"], abs=1e-6)
+    best = json.loads((with_tb.path / "history.jsonl").read_text().splitlines()[-1])["best_epoch"]
+    assert step == best
     assert not list(with_tb.path.parent.glob("*.tmp-*"))
 
     # The finished run made without the flag: --tensorboard skips it and writes its events from history.jsonl.
