@@ -130,7 +130,7 @@ def test_run_directory_contents_and_skip(world, tmp_path):
     spec = _spec(world, "ae-cat", {"latent": 16})
     r = fit_run(spec, tmp_path, log=lambda m: None)
     names = sorted(p.name for p in r.path.iterdir())
-    assert names == ["config.json", "confusion.png", "history.jsonl", "metrics.json", "model.safetensors",
+    assert names == ["command.yaml", "config.json", "confusion.png", "history.jsonl", "metrics.json", "model.safetensors",
                      "predictions.parquet"]
     cfg = json.loads((r.path / "config.json").read_text())
     assert cfg["spec"]["seed"] == 0 and cfg["spec"]["head_options"]["latent"] == 16
@@ -186,6 +186,22 @@ def test_history_grows_in_the_tmp_folder_per_epoch(world, tmp_path):
     assert len(final) == 4 and final[:2] == seen[-1].splitlines()  # 3 epochs, then the best-epoch record
     assert [json.loads(line).get("epoch") for line in final] == [1, 2, 3, None]
     assert json.loads(final[-1])["best_epoch"] in (1, 2, 3)
+
+
+def test_a_batch_bar_on_a_terminal_only(world, tmp_path, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        fit_run(_spec(world, "uni-text", max_epochs=2, batch_size=32), tmp_path / str(shown), log=lambda m: None)
+        # 280 train rows in batches of 32: 9 per epoch, counted by the bar of each epoch
+        assert bool(re.search(r"epoch 2/2: .*\d/9 \[", stream.getvalue())) == shown, stream.getvalue()
+        assert shown or stream.getvalue() == ""  # logs and captured output stay clean
 
 
 def test_same_seed_same_result_other_seed_other_dir(world, tmp_path):
