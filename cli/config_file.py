@@ -63,8 +63,8 @@ def read_config_file(path: Path) -> dict:
         problem = " ".join(str(getattr(e, "problem", None) or e).split())
         raise ConfigFileError(f"config file is not valid YAML or JSON ({where}): {problem}") from None
     if not isinstance(data, dict):
-        got = "an empty file" if data is None else f"a {type(data).__name__}"
-        _fail(f"config file holds {got}, not a mapping", path, "write one `option: value` per line")
+        what = "config file is empty" if data is None else f"config file holds a {type(data).__name__}, not a mapping"
+        _fail(what, path, "write one `option: value` per line")
     return data
 
 

@@ -93,7 +93,7 @@ def test_bad_config_files_are_one_line_errors(world, tmp_path):
     (tmp_path / "broken.yaml").write_text("head: [ae-cat\n")
     (tmp_path / "empty.yaml").write_text("")
     for name, what in (("list.json", "holds a list, not a mapping"), ("broken.yaml", "is not valid YAML or JSON"),
-                       ("empty.yaml", "holds an empty file"), ("missing.yaml", "no such config file")):
+                       ("empty.yaml", "config file is empty"), ("missing.yaml", "no such config file")):
         r = _run(["fit", "--config", str(tmp_path / name)])
         assert r.exit_code == 2 and r.output.startswith("error: ") and what in r.output, r.output
         assert len(r.output.strip().splitlines()) == 1
