@@ -6,8 +6,9 @@
 Every epoch is scored on dev; early stopping and the selected epoch use dev
 only. The selected model then predicts every manifest row, and the run
 directory gets config.json ("mode": "finetune", the encoders' records), command.yaml (the
-`msa-cache finetune --config` options that reproduce it), history.jsonl, metrics.json, predictions.parquet, confusion.png and model.safetensors
-(the state dict of encoders + head).
+`msa-cache finetune --config` options that reproduce it), history.jsonl (appended per epoch
+while it trains), metrics.json, predictions.parquet, confusion.png and model.safetensors (the
+state dict of encoders + head).
 """
 from __future__ import annotations
 
