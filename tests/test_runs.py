@@ -224,6 +224,10 @@ def test_compare_grid_leaderboard_and_oracle(world, tmp_path):
     root, manifest, caches = world
     assert expand_grid(["uni-text", "ae-cat"], {"latent": [8, 16]}) == [
         ("uni-text", {}), ("ae-cat", {"latent": 8}), ("ae-cat", {"latent": 16})]
+    # options sorted by name, the last varying fastest (sklearn's ParameterGrid; the order itertools gave before)
+    assert expand_grid(["ae-cat"], {"latent": [8, 16], "lambda_ce": [1.0, 0.5]}) == [
+        ("ae-cat", {"lambda_ce": 1.0, "latent": 8}), ("ae-cat", {"lambda_ce": 1.0, "latent": 16}),
+        ("ae-cat", {"lambda_ce": 0.5, "latent": 8}), ("ae-cat", {"lambda_ce": 0.5, "latent": 16})]
     with pytest.raises(ValueError, match="belong to none"):
         expand_grid(["uni-text"], {"latent": [8]})
     tc = TrainConfig(max_epochs=6)
