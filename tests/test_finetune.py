@@ -2,6 +2,7 @@
 unfrozen ones change), loss goes down, gradient accumulation, augmentation in train mode only,
 the run directory and CLI, the CLIP / VisualBERT baselines, and INFIG aligning the encoders' own layers."""
 import json
+import os
 import re
 
 import numpy as np
@@ -26,6 +27,7 @@ from msa_cache.finetune.train import backward_step, optimizer_step, train_rows
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
 from msa_cache.runs.command import command_options
 from msa_cache.runs.compare import finished_entries
+from msa_cache.runs.rundir import append_history
 from msa_cache.load import load_run
 from msa_cache_cli.finetune import finetune_cmd
 
@@ -373,14 +375,27 @@ def _tiny_visualbert_folder(folder, tokenizer):
 
 
 @pytest.mark.parametrize("baseline", ["clip", "visualbert"])
-def test_baselines_fine_tune_from_local_folders(world, tokenizer, tmp_path, baseline):
+def test_baselines_fine_tune_from_local_folders(world, tokenizer, tmp_path, baseline, monkeypatch):
+    import msa_cache.finetune.train as train_module
+
     root, manifest, bert, vit = world
     folder = tmp_path / f"tiny-{baseline}"
     (_tiny_clip_folder if baseline == "clip" else _tiny_visualbert_folder)(folder, tokenizer)
     encoders = [str(folder)] if baseline == "clip" else [str(folder), str(vit)]
     spec = FinetuneSpec(str(manifest), baseline, encoders, baseline, {"hidden": 16},
                         FinetuneConfig(max_epochs=2, head_epochs=1, batch_size=8, max_length=16, encoder_lr=1e-3), 0)
+    grown = []  # history.jsonl in the tmp folder after each epoch's append
+
+    def append_and_look(folder, record):
+        append_history(folder, record)
+        grown.append((folder.name, len((folder / "history.jsonl").read_text().splitlines())))
+
+    monkeypatch.setattr(train_module, "append_history", append_and_look)
     r = finetune_run(spec, tmp_path / "runs", log=lambda m: None)
+    assert grown == [("seed-0.tmp-" + str(os.getpid()), 1), ("seed-0.tmp-" + str(os.getpid()), 2)]
+    # the baseline's model and image encoder map back to --model / --encoder: the same run, skipped
+    again = CliRunner().invoke(finetune_cmd, ["--config", str(r.path / "command.yaml")])
+    assert again.exit_code == 0 and f"{r.path}  (already finished, skipped)" in again.output, again.output
     config = json.loads((r.path / "config.json").read_text())
     assert r.path.parent.name.startswith(f"finetune-{baseline}-tiny-{baseline}")
     assert set(config["encoders"]) == ({"clip"} if baseline == "clip" else {"visualbert", "image"})
