@@ -6,7 +6,8 @@ wins. Keys are the flags without dashes, `max_epochs` or `max-epochs` (click's p
 e.g. `seeds`, works too); a repeatable flag takes a list (`seed: [0, 1, 2]`), a flag taking a
 comma-separated list takes a string or a list (`heads: [ae-cat, mha]`), a switch a boolean. Each
 value goes through the option's own type, range and check, here, so a bad one is reported with its
-key and file. An unknown key is an error, never ignored.
+key and file. An unknown key is an error, never ignored. (A switch without a --no- form, such as
+--refit, set true in the file cannot be unset on the command line: click has no flag for it.)
 
 A run directory's config.json is accepted as well: it is turned into the options that reproduce the
 run (msa_cache/runs/command.py), the same ones its command.yaml holds.
