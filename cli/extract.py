@@ -12,6 +12,7 @@ from msa_cache.extract import ExtractConfig, extract
 from msa_cache.extract.lock import LockedError
 from msa_cache.manifest import ManifestError
 
+from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import dataclass_options, device_option
 
 
@@ -43,6 +44,7 @@ def _layers(ctx, param, value: str | None) -> tuple[int, ...]:
 
 
 @click.command("extract")
+@config_option()
 @click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False), help="manifest Parquet file")
 @click.option("--encoder", "encoders", required=True, multiple=True, type=EncoderName(), help=_encoder_help())
 @click.option("--out", default="cache", show_default=True, type=click.Path(file_okay=False),
@@ -58,6 +60,7 @@ def extract_cmd(manifest, encoders, out, **options):
     \b
     msa-cache extract --manifest manifests/mvsa-single.parquet --encoder minilm --encoder efficientnet-lite0
     msa-cache extract --manifest m.parquet --encoder vit --num-shards 2 --shard-index 0   # on GPU/machine 0
+    msa-cache extract --config extract.yaml --shard-index 1   # options from a YAML file, one overridden
 
     Running the same command again resumes: finished shards are kept.
     """

@@ -8,6 +8,7 @@ from msa_cache.encoders import EncoderUnavailable
 from msa_cache.finetune import BASELINES, FinetuneConfig, FinetuneSpec, finetune_run
 from msa_cache.finetune.baselines import VISUALBERT_DEFAULT
 
+from msa_cache_cli.config_file import config_option
 from msa_cache_cli.extract import EncoderName
 from msa_cache_cli.options import (
     dataclass_options, device_option, head_flags, head_names, pop_head_options, resolve_manifest, tensorboard_option,
@@ -26,6 +27,7 @@ def _unfreeze(ctx, param, value: str) -> list[str]:
 
 
 @click.command("finetune")
+@config_option(reproduces_runs=True)
 @click.option("--head", type=click.Choice(head_names()), default=None, help="the head to train (or --baseline)")
 @click.option("--baseline", type=click.Choice(BASELINES), default=None,
               help="clip: CLIP towers + classifier; visualbert: VisualBERT over --encoder's patch features")
@@ -53,6 +55,7 @@ def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, te
     msa-cache finetune --head ae-cat --encoder minilm --encoder efficientnet-lite0 --max-epochs 3
     msa-cache finetune --baseline clip [--model openai/clip-vit-base-patch32]
     msa-cache finetune --baseline visualbert --encoder vit
+    msa-cache finetune --config runs/M/finetune-FAMILY/seed-0/command.yaml   # that run again (skipped if finished)
     """
     if (head is None) == (baseline is None):
         raise click.UsageError("give either --head HEAD (with --encoder ...) or --baseline clip|visualbert")

@@ -16,6 +16,7 @@ from msa_cache.runs.stats import N_RESAMPLES
 from msa_cache.runs.features import resolve_caches
 from msa_cache.runs.trainer import fit_run
 
+from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (
     cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest,
     tensorboard_option, train_options,
@@ -31,6 +32,7 @@ def _caches(kwargs: dict) -> tuple[Path, dict[str, Path]]:
 
 
 @click.command("fit")
+@config_option(reproduces_runs=True)
 @click.option("--head", required=True, type=click.Choice(head_names()), help="which head to train")
 @click.option("--seed", "seeds", type=click.IntRange(0, 2**32 - 1), multiple=True, default=(0,), show_default=True,
               help="random seed; repeat for several runs (--seed 0 --seed 1 --seed 2)")
@@ -45,6 +47,10 @@ def fit_cmd(head, seeds, tensorboard, cv, cv_seed, refit, **kwargs):
     \b
     msa-cache fit --head ae-cat --latent 64
     msa-cache fit --head mha --text-cache minilm --image-cache efficientnet-lite0 --seed 0 --seed 1
+    msa-cache fit --config runs/M/FAMILY/seed-0/command.yaml   # that run again (skipped when finished)
+    msa-cache fit --config runs/M/FAMILY/seed-0/config.json --seed 1   # the same config, seed 1
+
+    Prints one line per epoch; on a terminal a bar counts each epoch's batches.
     """
     options = pop_head_options(kwargs, multi=False)
     make_config(head, options)  # fails here, before any work, on an option this head lacks
@@ -78,6 +84,7 @@ def _echo_cv(r) -> None:
 
 
 @click.command("compare")
+@config_option()
 @click.option("--heads", default="uni-text,uni-image,probe,late,ae-cat,ae-add,ab-cat,ab-add,mha", show_default=True,
               help="comma-separated heads")
 @click.option("--seeds", type=click.IntRange(1), default=3, show_default=True, help="seeds 0..N-1 per configuration")
@@ -109,6 +116,9 @@ def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, num_shards, shard_in
                       --latent 32,64,128 --seeds 3
     msa-cache compare --heads '' --all-runs   # every finished run, cached and fine-tuned
     msa-cache compare --heads ae-cat,mha --seeds 3 --num-shards 4 --shard-index 0   # 1/4 of the grid
+    msa-cache compare --config grid.yaml --seeds 5   # the grid from a file (heads: [ae-cat, mha], ...)
+
+    Each run's line starts `run k/n` with an ETA from the runs trained so far.
 
     With shards, the leaderboard is written by the shard that finds every grid run
     finished, or afterwards by `compare` with the same grid or `--heads '' --all-runs`.

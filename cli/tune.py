@@ -8,6 +8,7 @@ from msa_cache.manifest import read_manifest
 from msa_cache.runs.features import resolve_caches
 from msa_cache.runs.tune import fixed_options, format_space, search_space, tune
 
+from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (
     cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest,
     tensorboard_option, train_options,
@@ -15,6 +16,7 @@ from msa_cache_cli.options import (
 
 
 @click.command("tune")
+@config_option()
 @click.option("--head", required=True, type=click.Choice(head_names()), help="which head to tune")
 @click.option("--trials", type=click.IntRange(1), required=True,
               help="trials in the study in total, over every process that shares it")
@@ -46,6 +48,7 @@ def tune_cmd(head, trials, storage, timeout, seeds, sampler_seed, dry_run, tenso
     msa-cache tune --head ae-cat --trials 30 --dry-run
     msa-cache tune --head ae-cat --trials 30 --text-pool mean --seeds 3
     msa-cache tune --head ae-cat --trials 30 --cv 5 --refit
+    msa-cache tune --config tune.yaml --trials 50   # options from a file (an option set there is fixed)
     """
     options = pop_head_options(kwargs, multi=False)
     make_config(head, options)  # an option this head lacks fails here, before any work

@@ -2,11 +2,14 @@
 unfrozen ones change), loss goes down, gradient accumulation, augmentation in train mode only,
 the run directory and CLI, the CLIP / VisualBERT baselines, and INFIG aligning the encoders' own layers."""
 import json
+import os
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from click.testing import CliRunner
 from PIL import Image
@@ -22,7 +25,9 @@ from msa_cache.finetune.model import FinetuneModel
 from msa_cache.finetune.optim import grad_scaler, make_optimizer, resolve_precision, warmup_linear
 from msa_cache.finetune.train import backward_step, optimizer_step, train_rows
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
+from msa_cache.runs.command import command_options
 from msa_cache.runs.compare import finished_entries
+from msa_cache.runs.rundir import append_history
 from msa_cache.load import load_run
 from msa_cache_cli.finetune import finetune_cmd
 
@@ -249,10 +254,50 @@ def test_text_augmentation(world, tokenizer):
 
 
 def test_warmup_then_linear_decay():
+    # transformers' get_linear_schedule_with_warmup: warm-up step/warm (0 at the first step), then decay to 0
     f = warmup_linear(total=10, warmup=0.2)
-    assert [round(9 * f(s), 3) for s in range(11)] == [4.5, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0]  # steps 0..9 all > 0
-    g = warmup_linear(total=10, warmup=0.2, start=5)  # the encoders' clock starts at unfreezing
-    assert [g(s) for s in range(6)] == [0.0] * 5 + [1.0] and g(9) == 0.2
+    assert [round(8 * f(s), 6) for s in range(11)] == [0, 4, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    g = warmup_linear(total=10, warmup=0.2, start=4)  # the encoders' clock starts at unfreezing: 6 steps, 1 warm
+    assert [round(5 * g(s), 6) for s in range(11)] == [0, 0, 0, 0, 0, 5, 4, 3, 2, 1, 0]
+    h = warmup_linear(total=4, warmup=0.0)  # no warm-up: the full lr at the first step
+    assert [h(s) for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+class _TwoGroups:
+    def __init__(self):
+        self.head, self.encoder = nn.Linear(2, 2), nn.Linear(2, 2)
+
+    def head_params(self):
+        return list(self.head.parameters())
+
+    def encoder_params(self):
+        return list(self.encoder.parameters())
+
+
+@pytest.mark.parametrize("warmup", [0.25, 0.0])
+def test_each_parameter_group_follows_its_own_schedule(warmup):
+    model = _TwoGroups()
+    optimizer, schedule = make_optimizer(model, lr=1e-3, encoder_lr=1e-4, weight_decay=0.0, total_steps=8,
+                                         warmup=warmup, encoder_start=4)
+    lrs = []
+    for _ in range(8):  # the lr each optimizer step runs at, as the train loop steps them
+        lrs.append(tuple(g["lr"] for g in optimizer.param_groups))
+        optimizer.step()
+        schedule.step()
+    head, encoder = (np.array(x) for x in zip(*lrs))
+    if warmup:  # head: 8 steps, 2 warm; encoders: 4 steps from step 4, 1 warm
+        assert np.allclose(head / 1e-3, [0, 0.5, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+        assert np.allclose(encoder / 1e-4, [0, 0, 0, 0, 0, 1, 2 / 3, 1 / 3])
+    else:
+        assert np.allclose(head / 1e-3, [1, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8])
+        assert np.allclose(encoder / 1e-4, [0, 0, 0, 0, 1, 3 / 4, 2 / 4, 1 / 4])
+
+
+def test_the_lr_schedule_is_part_of_a_fine_tune_runs_identity():
+    from msa_cache.finetune.optim import LR_SCHEDULE
+
+    identity = FinetuneSpec("m.parquet", "late", ["minilm"]).identity("fp", {})
+    assert identity["lr_schedule"] == LR_SCHEDULE == "transformers-linear-warmup"
 
 
 def test_cli_finetune_run_directory_staged_and_skipped(world, tmp_path):
@@ -263,7 +308,7 @@ def test_cli_finetune_run_directory_staged_and_skipped(world, tmp_path):
     r = CliRunner().invoke(finetune_cmd, args)
     assert r.exit_code == 0, r.output
     run = next(tmp_path.glob("toy/finetune-ae-cat-tiny-bert+tiny-vit-latent8-*/seed-0"))
-    assert sorted(p.name for p in run.iterdir()) == ["README.md", "config.json", "confusion.png", "history.jsonl",
+    assert sorted(p.name for p in run.iterdir()) == ["README.md", "command.yaml", "config.json", "confusion.png", "history.jsonl",
                                                      "metrics.json", "model.safetensors", "predictions.parquet"]
     config = json.loads((run / "config.json").read_text())
     assert config["mode"] == "finetune" and config["spec"]["head"] == "ae-cat"
@@ -271,7 +316,12 @@ def test_cli_finetune_run_directory_staged_and_skipped(world, tmp_path):
     assert config["encoders"]["text"]["preprocessing"]["max_length"] == 16
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [h["stage"] for h in history if "stage" in h][:2] == ["head", "head+image,text"]
-    assert history[0]["lr_encoder"] == 0.0 and history[1]["lr_encoder"] > 0
+    # lr at each epoch's first step: the encoders' warm-up starts at 0 when they are unfrozen (epoch 2)
+    assert history[0]["lr_encoder"] == history[1]["lr_encoder"] == 0.0 and history[2]["lr_encoder"] > 0
+    # one progress line per epoch (as fit's), with fine-tune's stage and learning rates
+    lines = re.findall(r"epoch \d/3, train loss .*", r.output)  # (transformers' loading bar may precede one)
+    assert [line.split(",")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"], r.output
+    assert "stage head+image,text, lr " in lines[1] and "ETA" in lines[1]
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == {"train", "dev", "test"} and metrics["dev"]["n"] == N_DEV
     pred = pq.read_table(run / "predictions.parquet").to_pydict()
@@ -285,6 +335,13 @@ def test_cli_finetune_run_directory_staged_and_skipped(world, tmp_path):
     assert cfg["mode"] == "finetune" and not model.training
     again = CliRunner().invoke(finetune_cmd, args)
     assert again.exit_code == 0 and "already finished, skipped" in again.output
+    # the round trip: command.yaml or config.json as --config gives the same run, skipped
+    assert yaml.safe_load((run / "command.yaml").read_text()) == command_options(config)
+    for source in ("command.yaml", "config.json"):
+        again = CliRunner().invoke(finetune_cmd, ["--config", str(run / source)])
+        assert again.exit_code == 0 and f"{run}  (already finished, skipped)" in again.output, again.output
+    other = CliRunner().invoke(finetune_cmd, ["--config", str(run / "config.json"), "--max-epochs", "1"])
+    assert other.exit_code == 0 and "trained in" in other.output and str(run) not in other.output
     bad = CliRunner().invoke(finetune_cmd, ["--encoder", str(bert), "--manifest", str(manifest)])
     assert bad.exit_code != 0 and "either --head" in bad.output
     probe = CliRunner().invoke(finetune_cmd, ["--head", "probe", "--encoder", str(bert), "--manifest", str(manifest),
@@ -318,14 +375,27 @@ def _tiny_visualbert_folder(folder, tokenizer):
 
 
 @pytest.mark.parametrize("baseline", ["clip", "visualbert"])
-def test_baselines_fine_tune_from_local_folders(world, tokenizer, tmp_path, baseline):
+def test_baselines_fine_tune_from_local_folders(world, tokenizer, tmp_path, baseline, monkeypatch):
+    import msa_cache.finetune.train as train_module
+
     root, manifest, bert, vit = world
     folder = tmp_path / f"tiny-{baseline}"
     (_tiny_clip_folder if baseline == "clip" else _tiny_visualbert_folder)(folder, tokenizer)
     encoders = [str(folder)] if baseline == "clip" else [str(folder), str(vit)]
     spec = FinetuneSpec(str(manifest), baseline, encoders, baseline, {"hidden": 16},
                         FinetuneConfig(max_epochs=2, head_epochs=1, batch_size=8, max_length=16, encoder_lr=1e-3), 0)
+    grown = []  # history.jsonl in the tmp folder after each epoch's append
+
+    def append_and_look(folder, record):
+        append_history(folder, record)
+        grown.append((folder.name, len((folder / "history.jsonl").read_text().splitlines())))
+
+    monkeypatch.setattr(train_module, "append_history", append_and_look)
     r = finetune_run(spec, tmp_path / "runs", log=lambda m: None)
+    assert grown == [("seed-0.tmp-" + str(os.getpid()), 1), ("seed-0.tmp-" + str(os.getpid()), 2)]
+    # the baseline's model and image encoder map back to --model / --encoder: the same run, skipped
+    again = CliRunner().invoke(finetune_cmd, ["--config", str(r.path / "command.yaml")])
+    assert again.exit_code == 0 and f"{r.path}  (already finished, skipped)" in again.output, again.output
     config = json.loads((r.path / "config.json").read_text())
     assert r.path.parent.name.startswith(f"finetune-{baseline}-tiny-{baseline}")
     assert set(config["encoders"]) == ({"clip"} if baseline == "clip" else {"visualbert", "image"})

@@ -207,6 +207,14 @@ cfg_huge_dim = _set_in_config("cfg_huge_dim", "modalities", "text", "pooled_dim"
 cfg_unknown_head = _set_in_config("cfg_unknown_head", "spec", "head", value="nope")
 
 
+def _config_file(name, text):
+    """A `--config` file, {root}/conf.yaml, holding `text` (the case id: name)."""
+    def setup(root, run):
+        (root / "conf.yaml").write_text(text)
+    setup.__name__ = name
+    return setup
+
+
 def cfg_one_class(root, run):
     def change(c):
         c["classes"] = ["positive"]
@@ -274,6 +282,7 @@ M = ["--manifest", "{m}", "--cache-root", "{c}", "--runs", "{r}"]
 FIT = ["fit", "--head", "ae-cat", *M, "--max-epochs", "1"]
 CMP = ["compare", "--heads", "ae-cat", *M, "--max-epochs", "1", "--seeds", "1"]
 TABLE = ["manifest", "table", "--root", "{d}", "--file", "posts.csv"]
+CONF = ["--config", "{root}/conf.yaml"]
 
 CASES = [
     # class 1: stale results
@@ -396,6 +405,25 @@ CASES = [
     ("export-bad-hub-repo", None, ["export", "{run}", "{root}/exported", "--push", "a b//c"]),
     ("export-tmp-folder", tmp_run_only, ["export", "{family}/seed-0.tmp-999999", "{root}/exported"]),
     ("unknown-command", None, ["frobnicate"]),
+    # --config files (cli/config_file.py): read and checked before any work
+    *[(f"fit-{fn.__name__}", fn, [*FIT, *CONF]) for fn in (
+        _config_file("config_unknown_key", "latnt: 8\n"),
+        _config_file("config_bad_value", "max_epochs: -1\n"),
+        _config_file("config_wrong_type", "lr: fast\n"),
+        _config_file("config_list_for_one_value", "lr: [0.1, 0.2]\n"),
+        _config_file("config_mapping_value", "latent: {a: 1}\n"),
+        _config_file("config_key_twice", "max_epochs: 1\nmax-epochs: 2\n"),
+        _config_file("config_not_mapping", "- 1\n- 2\n"),
+        _config_file("config_garbage", "head: [ae-cat\n"),
+        _config_file("config_empty", ""),
+        _config_file("config_head_unknown", "head: nope\n"))],
+    ("fit-config-missing", None, [*FIT, "--config", "{root}/nope.yaml"]),
+    ("compare-config-seeds-zero", _config_file("seeds_zero", "heads: [ae-cat]\nseeds: 0\n"), ["compare", *CONF, *M]),
+    ("extract-config-unknown-key", _config_file("encoders", "encoders_: [minilm]\n"), ["extract", *CONF]),
+    ("tune-config-trials-zero", _config_file("trials", "head: ae-cat\ntrials: 0\n"), ["tune", *CONF, "--dry-run"]),
+    ("finetune-config-of-a-fit-run", None, ["finetune", "--config", "{run}/config.json"]),
+    *[(f"fit-config-run-{fn.__name__}", fn, ["fit", "--config", "{run}/config.json"])
+      for fn in (cfg_list, cfg_garbage, cfg_no_modalities, cfg_unknown_head, cfg_huge_latent)],
 ]
 
 

@@ -130,7 +130,7 @@ def test_run_directory_contents_and_skip(world, tmp_path):
     spec = _spec(world, "ae-cat", {"latent": 16})
     r = fit_run(spec, tmp_path, log=lambda m: None)
     names = sorted(p.name for p in r.path.iterdir())
-    assert names == ["README.md", "config.json", "confusion.png", "history.jsonl", "metrics.json",
+    assert names == ["README.md", "command.yaml", "config.json", "confusion.png", "history.jsonl", "metrics.json",
                      "model.safetensors", "predictions.parquet"]
     cfg = json.loads((r.path / "config.json").read_text())
     assert cfg["spec"]["seed"] == 0 and cfg["spec"]["head_options"]["latent"] == 16
@@ -188,6 +188,22 @@ def test_history_grows_in_the_tmp_folder_per_epoch(world, tmp_path):
     assert json.loads(final[-1])["best_epoch"] in (1, 2, 3)
 
 
+def test_a_batch_bar_on_a_terminal_only(world, tmp_path, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        fit_run(_spec(world, "uni-text", max_epochs=2, batch_size=32), tmp_path / str(shown), log=lambda m: None)
+        # 280 train rows in batches of 32: 9 per epoch, counted by the bar of each epoch
+        assert bool(re.search(r"epoch 2/2: .*\d/9 \[", stream.getvalue())) == shown, stream.getvalue()
+        assert shown or stream.getvalue() == ""  # logs and captured output stay clean
+
+
 def test_same_seed_same_result_other_seed_other_dir(world, tmp_path):
     a = fit_run(_spec(world, "mha", SMALL["mha"], max_epochs=3), tmp_path / "a", log=lambda m: None)
     b = fit_run(_spec(world, "mha", SMALL["mha"], max_epochs=3), tmp_path / "b", log=lambda m: None)
@@ -208,6 +224,10 @@ def test_compare_grid_leaderboard_and_oracle(world, tmp_path):
     root, manifest, caches = world
     assert expand_grid(["uni-text", "ae-cat"], {"latent": [8, 16]}) == [
         ("uni-text", {}), ("ae-cat", {"latent": 8}), ("ae-cat", {"latent": 16})]
+    # options sorted by name, the last varying fastest (sklearn's ParameterGrid; the order itertools gave before)
+    assert expand_grid(["ae-cat"], {"latent": [8, 16], "lambda_ce": [1.0, 0.5]}) == [
+        ("ae-cat", {"lambda_ce": 1.0, "latent": 8}), ("ae-cat", {"lambda_ce": 1.0, "latent": 16}),
+        ("ae-cat", {"lambda_ce": 0.5, "latent": 8}), ("ae-cat", {"lambda_ce": 0.5, "latent": 16})]
     with pytest.raises(ValueError, match="belong to none"):
         expand_grid(["uni-text"], {"latent": [8]})
     tc = TrainConfig(max_epochs=6)

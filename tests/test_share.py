@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 from huggingface_hub import ModelCard
 
+from msa_cache.runs.command import command_line
 from msa_cache.extract import extract
 from msa_cache.finetune import FinetuneConfig, FinetuneSpec, finetune_run
 from msa_cache.runs.config import RunSpec, TrainConfig
@@ -70,7 +71,8 @@ def test_cached_run_has_a_model_card(cached_run):
         assert rec["weights_sha256"] in body and rec["model_id"] in body
     assert "max_length=12, clean=seed000-v1" in body
     assert "seed 002: multi-head attention fusion" in body  # the head's paper
-    assert "msa-cache fit --config config.json" in body and '"num_heads": 2' in body
+    assert command_line(config) in body and "msa-cache fit --config RUN/config.json" in body
+    assert '"num_heads": 2' in body
     assert f"| dev | {metrics['dev']['accuracy']:.4f} |" in body
 
 
@@ -80,7 +82,7 @@ def test_export_predicts_like_the_run(world, cached_run, tmp_path):
     r = _cli("export", cached_run, out)
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["README.md", "config.json", "confusion.png", "history.jsonl", "metrics.json", "model.safetensors"])
+        ["README.md", "command.yaml", "config.json", "confusion.png", "history.jsonl", "metrics.json", "model.safetensors"])
     assert not list(out.parent.glob("*.tmp-*"))
     assert (out / "README.md").read_text() == (cached_run / "README.md").read_text()
     _assert_same(_predict(out, manifest, tmp_path / "a.parquet"),
@@ -135,7 +137,8 @@ def test_fine_tuned_run_card_and_export(world, tmp_path):
     run = finetune_run(spec, tmp_path / "runs", log=lambda m: None).path
     body = (run / "README.md").read_text()
     config = json.loads((run / "config.json").read_text())
-    assert "msa-cache finetune --config config.json" in body and "fine-tuned" in body
+    assert command_line(config) in body and "msa-cache finetune --config RUN/config.json" in body
+    assert "fine-tuned" in body
     for rec in config["encoders"].values():
         assert rec["weights_sha256"] in body
     out = export_run(run, tmp_path / "export", log=lambda m: None)

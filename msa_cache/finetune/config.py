@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from msa_cache.manifest import CLEANERS
+from msa_cache.finetune.optim import LR_SCHEDULE
 from msa_cache.provenance import from_saved
 from msa_cache.runs.config import head_revision
 from msa_cache.runs.metrics import MONITORS
@@ -130,6 +131,7 @@ class FinetuneSpec:
             "baseline": self.baseline,
             "head_options": self.head_options,
             "train": self.train.identity(),
+            "lr_schedule": LR_SCHEDULE,
             **({} if self.baseline else head_revision(self.head)),
         }
 

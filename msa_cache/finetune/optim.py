@@ -1,35 +1,40 @@
 """Optimiser, learning-rate schedule and mixed precision for the staged fine-tune.
 
 AdamW with two parameter groups: the head (lr) and the encoders (encoder_lr).
-Each group warms up linearly over its first `warmup` fraction of steps, then
-decays linearly to 0 at the last step; the encoder group's clock starts when the
-encoders are unfrozen, so they too start gently. Frozen encoder parameters get
-no gradient, and AdamW leaves parameters without a gradient untouched.
+Each group follows transformers' `get_linear_schedule_with_warmup` over its own
+steps: linear warm-up from 0 over its first `warmup` fraction, then linear decay
+to 0 at its end. The encoder group's clock starts when the encoders are unfrozen,
+so they too start gently. Frozen encoder parameters get no gradient, and AdamW
+leaves parameters without a gradient untouched.
 """
 from __future__ import annotations
 
 import contextlib
 
 import torch
+from transformers import get_linear_schedule_with_warmup
 
 from msa_cache.runs import training
 
 MAX_GRAD_NORM = 1.0  # the usual clip for transformer fine-tuning; keeps an early bad batch harmless
+# Part of a fine-tune run's identity: runs made with another schedule (before this one: a hand-written
+# warm-up one step ahead of transformers', (s+1)/warm) are never reused as if made with this one.
+LR_SCHEDULE = "transformers-linear-warmup"
 
 
 def warmup_linear(total: int, warmup: float, start: int = 0):
-    """lr factor per optimizer step: 0 before `start`, linear up over the warm-up (the last warm-up step at
-    1), then linear down, reaching 0 just after the last step (so no step is taken at lr 0)."""
+    """lr factor per optimizer step: 0 before `start`, then transformers' linear warm-up and decay over the
+    `total - start` steps left (warm-up: round(warmup * steps), at least 1 when warmup > 0; at its first
+    step the factor is 0, as in transformers; warmup 0: the full lr at once, decaying to 0 at `total`)."""
     span = max(1, total - start)
     warm = max(1, round(warmup * span)) if warmup > 0 else 0
+    # transformers builds a LambdaLR for one optimizer; its lambda is public (lr_lambdas), so build it on a
+    # throwaway optimizer and shift it to this group's clock (one LambdaLR then holds one lambda per group).
+    dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    linear = get_linear_schedule_with_warmup(dummy, warm, span).lr_lambdas[0]
 
     def factor(step: int) -> float:
-        if step < start:
-            return 0.0
-        s = step - start
-        if s < warm:
-            return (s + 1) / warm
-        return max(0.0, (span - s) / (span - warm + 1))
+        return 0.0 if step < start else float(linear(step - start))
 
     return factor
 

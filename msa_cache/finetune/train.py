@@ -5,9 +5,10 @@
 
 Every epoch is scored on dev; early stopping and the selected epoch use dev
 only. The selected model then predicts every manifest row, and the run
-directory gets config.json ("mode": "finetune", the encoders' records),
-history.jsonl, metrics.json, predictions.parquet, confusion.png and model.safetensors
-(the state dict of encoders + head).
+directory gets config.json ("mode": "finetune", the encoders' records), command.yaml (the
+`msa-cache finetune --config` options that reproduce it), history.jsonl (appended per epoch
+while it trains), metrics.json, predictions.parquet, confusion.png and model.safetensors (the
+state dict of encoders + head).
 """
 from __future__ import annotations
 
@@ -35,14 +36,16 @@ from msa_cache.heads.base import HeadConfig
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
 from msa_cache.runs.config import config_hash, monitor_for
-from msa_cache.runs.rundir import build_run_dir, is_finished, read_metrics, write_run
+from msa_cache.runs.rundir import append_history, build_run_dir, is_finished, read_metrics, write_run
 from msa_cache.runs.tensorboard_log import history_events, run_events
 from msa_cache.runs.training import (
-    EpochHook, RunResult, add_terms, class_weight_for, dev_scores, manifest_labels, seed_everything, train_epochs,
+    EpochHook, EpochProgress, RunResult, add_terms, batch_bar, class_weight_for, dev_scores, manifest_labels,
+    seed_everything, train_epochs,
 )
 
 LIMIT_SEED = 0  # --limit-train draws the same subset for every seed, so seeds stay comparable
-LOG_EVERY = 50  # batches between progress lines (a CPU epoch takes minutes)
+# Batches between progress lines where no tqdm bar is shown (logs, pipes): a CPU epoch takes minutes.
+LOG_EVERY = 50
 
 
 def peak_rss_mb() -> float | None:
@@ -115,14 +118,14 @@ def finetune_run(spec: FinetuneSpec, runs_root: str | Path = "runs", log: Callab
 
     def work(tmp: Path) -> dict:
         with run_events(tmp, tensorboard) as events:
-            return _train_and_write(spec, manifest, model, records, tmp, log, events)
+            return _train_and_write(spec, manifest, model, records, tmp, log, events, runs_root)
 
     metrics = build_run_dir(out, work)
     return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
 
 
 def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModule, records: dict, out: Path,
-                     log, on_epoch_end: EpochHook | None = None) -> dict:
+                     log, on_epoch_end: EpochHook | None = None, runs_root: str | Path = "runs") -> dict:
     tc = spec.train
     device = resolve_device(tc.device)
     precision = resolve_precision(device, tc.amp)
@@ -136,7 +139,10 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
     dev_idx = np.flatnonzero((splits == "dev") & (labels >= 0))
     class_weight = class_weight_for(labels[train_idx], len(manifest.classes), tc.class_weights)
     t0 = time.time()
-    history = train_loop(model, spec, manifest, train_idx, dev_idx, class_weight, device, precision, log, on_epoch_end)
+    hooks = [lambda _, record: append_history(out, record)]  # `tail -f` shows it is alive
+    if on_epoch_end is not None:
+        hooks.append(on_epoch_end)
+    history = train_loop(model, spec, manifest, train_idx, dev_idx, class_weight, device, precision, log, hooks)
     seconds_train = time.time() - t0
 
     log(f"predicting all {len(manifest)} rows with the selected epoch")
@@ -164,6 +170,7 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
         "peak_rss_mb": peak_rss_mb(),
         "peak_cuda_mb": (round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None),
         "versions": library_versions(),
+        "runs": str(runs_root),  # where it was written (command.yaml's --runs)
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return write_run(out, manifest, probs, state, history, config, f"finetune {spec.head} seed {spec.seed}: dev")
@@ -190,7 +197,7 @@ def optimizer_step(model: FinetuneModule, optimizer, scaler) -> None:
 
 def train_loop(model: FinetuneModule, spec: FinetuneSpec, manifest: Manifest, train_idx: np.ndarray,
                dev_idx: np.ndarray, class_weight, device: torch.device, precision: str, log,
-               on_epoch_end: EpochHook | None = None) -> list[dict]:
+               on_epoch_end: EpochHook | list[EpochHook] | None = None) -> list[dict]:
     """finetune's epochs through the shared loop (training.train_epochs): its step is `backward_step` +
     `optimizer_step` on raw-input batches (staged unfreezing, accumulation), its predict function
     `predict_rows`. Returns the history."""
@@ -217,16 +224,18 @@ def train_loop(model: FinetuneModule, spec: FinetuneSpec, manifest: Manifest, tr
         t0 = time.time()
         lr_head, lr_encoder = (g["lr"] for g in optimizer.param_groups)  # at the epoch's first step
         sums: dict[str, float] = {}
-        for i, batch in enumerate(loader):
-            group = min(tc.accumulate, n_batches - (i // tc.accumulate) * tc.accumulate)  # the last group may be short
-            loss, terms = backward_step(model, batch, class_weight, device, precision, scaler, divide=group)
-            if (i + 1) % tc.accumulate == 0 or i + 1 == n_batches:
-                optimizer_step(model, optimizer, scaler)
-                schedule.step()
-            add_terms(sums, loss, terms)
-            if (i + 1) % LOG_EVERY == 0:
-                log(f"epoch {epoch} batch {i + 1}/{n_batches}: loss {sums['loss'] / (i + 1):.4f} "
-                    f"({(time.time() - t0) / (i + 1):.2f} s/batch)")
+        with batch_bar(loader, n_batches, epoch, tc.max_epochs) as bar:  # a terminal only; else LOG_EVERY lines
+            for i, batch in enumerate(bar):
+                group = min(tc.accumulate, n_batches - (i // tc.accumulate) * tc.accumulate)  # the last may be short
+                loss, terms = backward_step(model, batch, class_weight, device, precision, scaler, divide=group)
+                if (i + 1) % tc.accumulate == 0 or i + 1 == n_batches:
+                    optimizer_step(model, optimizer, scaler)
+                    schedule.step()
+                add_terms(sums, loss, terms)
+                bar.set_postfix_str(f"loss {sums['loss'] / (i + 1):.4f}", refresh=False)
+                if bar.disable and (i + 1) % LOG_EVERY == 0:
+                    log(f"epoch {epoch} batch {i + 1}/{n_batches}: loss {sums['loss'] / (i + 1):.4f} "
+                        f"({(time.time() - t0) / (i + 1):.2f} s/batch)")
         return {"stage": ("head+" + ",".join(stage)) if stage else "head", "seconds": round(time.time() - t0, 1),
                 **{f"train_{k}": v / n_batches for k, v in sums.items()}, "lr_head": lr_head, "lr_encoder": lr_encoder}
 
@@ -237,11 +246,17 @@ def train_loop(model: FinetuneModule, spec: FinetuneSpec, manifest: Manifest, tr
         probs = predict_rows(model, manifest, dev_idx, device, precision, 2 * tc.batch_size, tc.workers)
         return {**dev_scores(labels[dev_idx], probs, manifest.classes), "dev_seconds": round(time.time() - t_dev, 1)}
 
-    def progress(epoch: int, record: dict) -> None:
-        record["peak_rss_mb"] = peak_rss_mb()
-        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+    def measure(epoch: int, record: dict) -> None:
+        record["peak_rss_mb"] = peak_rss_mb()  # before the hooks that print and append the record
 
-    hooks = [progress] + ([] if on_epoch_end is None else [on_epoch_end])
+    def details(record: dict) -> str:
+        rss = record.get("peak_rss_mb")
+        return (f"stage {record['stage']}, lr {record['lr_head']:.2e} head / {record['lr_encoder']:.2e} encoders"
+                + (f", peak RSS {rss:.0f} MB" if rss is not None else ""))
+
+    progress = EpochProgress(tc.max_epochs, tc.monitor, log, details=details)
+    extra = [] if on_epoch_end is None else [on_epoch_end] if callable(on_epoch_end) else list(on_epoch_end)
+    hooks = [measure, progress, *extra]
     return train_epochs(model, tc.max_epochs, tc.patience, tc.monitor, train_epoch, evaluate, hooks)
 
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from msa_cache.heads import HEADS
+from msa_cache.runs.command import command_line, command_name
 
 LIBRARY = "msa-cache"
 TASK_TYPE = "multimodal-sentiment-analysis"
@@ -82,9 +83,13 @@ def _head_paper(head: str, baseline: str | None) -> str:
 
 
 def _reproduce(config: dict) -> str:
-    # The lead replaces this with the full command line (msa_cache/runs/command.py) at merge.
-    verb = "finetune" if _mode(config) == "finetune" else "fit"
-    return f"msa-cache {verb} --config config.json"
+    """The full command line, and the short form that reads the same options from the run's own files."""
+    try:
+        full = command_line(config)
+    except (KeyError, TypeError, ValueError):  # a config too old or too odd to map: the short form only
+        full = None
+    short = f"msa-cache {command_name(config)} --config RUN/config.json   # or RUN/command.yaml"
+    return short if full is None else f"{full}\n# the same options, read from this run folder's own files (paths stay relative to where the run was made):\n{short}"
 
 
 def _table(header: tuple, rows: list[tuple]) -> str:

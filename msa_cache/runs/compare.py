@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import itertools
 import json
 import os
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from sklearn.model_selection import ParameterGrid
 
 from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
@@ -30,6 +30,7 @@ from msa_cache.runs.predictions import SplitPredictions, family_predictions, sta
 from msa_cache.runs.rundir import finished_seeds, is_finished, read_metrics, stale_tmp_dirs
 from msa_cache.runs.stats import N_RESAMPLES, RowStats, compare_rows
 from msa_cache.runs.trainer import RunResult, fit_run, plan_run
+from msa_cache.runs.training import format_duration
 
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
@@ -42,9 +43,8 @@ def expand_grid(heads: list[str], grid: dict[str, list[Any]]) -> list[tuple[str,
         fields = {f.name for f in dataclasses.fields(get_head(name).Config)}
         mine = {k: v for k, v in grid.items() if k in fields}
         used |= set(mine)
-        keys = sorted(mine)
-        for values in itertools.product(*(mine[k] for k in keys)):
-            out.append((name, dict(zip(keys, values))))
+        # sklearn's ParameterGrid: the options sorted by name, the last one varying fastest; no option: one {}
+        out += [(name, dict(options)) for options in ParameterGrid(mine)]
     unused = sorted(set(grid) - used)
     if unused:
         raise ValueError(f"option(s) {unused} belong to none of the heads {heads}")
@@ -57,6 +57,26 @@ def shard_grid(items: list, num_shards: int, shard_index: int) -> list:
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise ValueError(f"shard index {shard_index} (of {num_shards} shards): use 0 <= index < shards")
     return [x for k, x in enumerate(items) if k % num_shards == shard_index]
+
+
+class GridProgress:
+    """"run k/n" and an ETA for the log line of each run this process goes through: the mean seconds of
+    the runs it trained times the runs left (finished runs it skipped count as done, not in the mean;
+    the ETA is an upper bound where later runs turn out finished too)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.trained = total, 0, []
+
+    def step(self, seconds: float | None) -> tuple[str, str]:
+        """Count one run (seconds: its training time; None: skipped): its `run k/n` (padded, so the log's
+        columns line up) and `ETA ...` ("" when nothing is left, or no run has trained yet to time)."""
+        self.done += 1
+        if seconds is not None:
+            self.trained.append(seconds)
+        width = len(f"run {self.total}/{self.total}")
+        left = self.total - self.done
+        eta = f"ETA {format_duration(float(np.mean(self.trained)) * left)}" if left and self.trained else ""
+        return f"run {self.done}/{self.total}".ljust(width), eta
 
 
 def _read_finished(spec: RunSpec, runs_root, features) -> RunResult | None:
@@ -134,6 +154,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     cells = expand_grid(heads, grid)
     owned = set(shard_grid(range(len(cells) * len(seeds)), partition.count, partition.index))
     others = []  # other shards' runs: looked up once this shard's own are done
+    progress = GridProgress(len(owned))
     for i, (head, options) in enumerate(cells):
         entry = Entry(head, options)
         fs = _features_for(features, manifest, caches, train, head)
@@ -144,7 +165,9 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
                 others.append((entry, spec, fs))
                 continue
             r = fit_run(spec, runs_root, fs, log=log)
-            _log_run(log, entry, r, "skipped (finished)" if r.skipped else f"{r.seconds:.1f}s")
+            step, eta = progress.step(None if r.skipped else r.seconds)
+            state = "skipped (finished)" if r.skipped else f"{r.seconds:.1f}s"
+            _log_run(log, entry, r, state, step, eta)
             entry.results.append(r)
         entries.append(entry)
     for entry, spec, fs in others:
@@ -176,10 +199,10 @@ def _features_for(opened: dict, manifest, caches, train: TrainConfig, head: str)
     return opened[key]
 
 
-def _log_run(log, entry: Entry, r: RunResult, state: str) -> None:
+def _log_run(log, entry: Entry, r: RunResult, state: str, step: str = "", eta: str = "") -> None:
     dev, seed = r.metrics.get("dev", {}), r.path.name.removeprefix("seed-")
-    log(f"{entry.label:<28} seed {seed}: dev acc {dev.get('accuracy', float('nan')):.4f} "
-        f"wF1 {dev.get('weighted_f1', float('nan')):.4f}  [{state}]  {r.path}")
+    log(f"{step + '  ' if step else ''}{entry.label:<28} seed {seed}: dev acc {dev.get('accuracy', float('nan')):.4f} "
+        f"wF1 {dev.get('weighted_f1', float('nan')):.4f}  [{state}]  {eta + '  ' if eta else ''}{r.path}")
 
 
 def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log, all_runs, num_folds, cv_seed,
@@ -188,16 +211,22 @@ def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log
     features = {}
     entries = []
     t0 = time.time()
-    for head, options in expand_grid(heads, grid):
+    cells = expand_grid(heads, grid)
+    progress = GridProgress(len(cells) * len(seeds))
+    for head, options in cells:
         fs = _features_for(features, manifest, caches, train, head)
         results = []
         for seed in seeds:
             spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options),
                            dataclasses.replace(train), seed, cv_folds=num_folds, cv_seed=cv_seed)
+            t_run = time.time()
             r = fit_cv(spec, num_folds, runs_root, fs, refit=refit, log=log)
+            skipped = all(f.skipped for f in r.folds) and (r.refit is None or r.refit.skipped)
+            step, eta = progress.step(None if skipped else time.time() - t_run)
             oof = r.metrics.get("dev", {})
-            log(f"{Entry(head, options).label:<28} seed {seed}: out-of-fold acc {oof.get('accuracy', float('nan')):.4f} "
-                f"wF1 {oof.get('weighted_f1', float('nan')):.4f}  {r.path}")
+            log(f"{step}  {Entry(head, options).label:<28} seed {seed}: out-of-fold acc "
+                f"{oof.get('accuracy', float('nan')):.4f} wF1 {oof.get('weighted_f1', float('nan')):.4f}  "
+                f"{eta + '  ' if eta else ''}{r.path}")
             results.append(r)
         entries.append(cv_entry(head, options, results))
     log(f"cross-validation ({num_folds} folds) done in {time.time() - t0:.1f}s")

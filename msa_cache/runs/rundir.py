@@ -2,7 +2,7 @@
 seeds of a family, and read one back only after validating it (the one place that does).
 
     runs/<manifest>/<family>/seed-K/          finished: renamed from its tmp folder after
-        config.json history.jsonl metrics.json  metrics.json (the marker, written last)
+        config.json command.yaml history.jsonl  metrics.json (the marker, written last)
         predictions.parquet confusion.png model.safetensors (runs made before it: model.pt)
         README.md (the model card, runs/card.py; runs made before it have none: `msa-cache card`)
     runs/<manifest>/<family>/seed-K.tmp-PID/  being built by process PID (or left by a killed one);
@@ -31,6 +31,7 @@ import torch
 from msa_cache.errors import UserError
 from msa_cache.manifest import Manifest
 from msa_cache.runs.card import model_card
+from msa_cache.runs.command import write_command
 from msa_cache.runs.metrics import classification_metrics
 
 FINISHED_MARKER = "metrics.json"
@@ -141,7 +142,11 @@ def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict
     with open(out / HISTORY_FILE, "w") as f:  # whole, replacing the per-epoch appends (append_history)
         for h in history:
             f.write(json.dumps(h, default=float) + "\n")
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    text = json.dumps(config, indent=2, default=str)
+    (out / "config.json").write_text(text)
+    # The options that reproduce the run (`--config command.yaml`), from config.json as it reads back, so
+    # `--config config.json` gives the very same options.
+    write_command(out, json.loads(text))
     if "dev" in metrics:
         plot_confusion(np.array(metrics["dev"]["confusion"]), classes, out / "confusion.png", title=title)
     (out / CARD_FILE).write_text(model_card(config, metrics), encoding="utf-8")
@@ -152,6 +157,7 @@ def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict
 def append_history(folder: Path, record: dict) -> None:
     """Append one epoch record to the history.jsonl of a run being built (its tmp folder), so a watcher
     sees training progress; write_run rewrites the file whole at the end."""
+    Path(folder).mkdir(parents=True, exist_ok=True)  # as write_run: a long run's folder may have been swept
     with open(Path(folder) / HISTORY_FILE, "a") as f:
         f.write(json.dumps(record, default=float) + "\n")
         f.flush()

@@ -1,6 +1,7 @@
 """Train one head on cached features and write its run directory.
 
-    config.json          resolved spec, cache fingerprints, library versions, dims
+    config.json          resolved spec, cache fingerprints, library versions, dims, runs root
+    command.yaml         the `msa-cache fit --config` options that reproduce the run (runs/command.py)
     history.jsonl        per epoch: mean loss terms on train, metrics on dev
     metrics.json         per labeled split: accuracy, macro P/R/F1, weighted F1,
                          per-class report, confusion matrix (written last)
@@ -26,6 +27,7 @@ from msa_cache.heads import Batch, Head, create_head, get_head
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
+from msa_cache.runs.command import command_options
 from msa_cache.runs.config import RunSpec, config_hash, run_dir
 from msa_cache.runs.rundir import append_history, build_run_dir, is_finished, load_weights, read_metrics, write_run
 from msa_cache.runs.features import FeatureSet, open_features
@@ -33,8 +35,8 @@ from msa_cache.runs.folds import run_roles
 from msa_cache.runs.metrics import MONITORS
 from msa_cache.runs.tensorboard_log import history_events, run_events
 from msa_cache.runs.training import (
-    EpochHook, EpochProgress, RunResult, add_terms, amp_autocast, class_weight_for, dev_scores, grad_scaler, manifest_labels,
-    seed_everything, train_epochs,
+    EpochHook, EpochProgress, RunResult, add_terms, amp_autocast, batch_bar, class_weight_for, dev_scores, grad_scaler,
+    manifest_labels, seed_everything, train_epochs,
 )
 
 PREDICT_BATCH = 256
@@ -90,6 +92,7 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
         return RunResult(out, read_metrics(out), skipped=True)
 
     train_rows(manifest)  # refuse before any folder is made
+    command_options({"spec": spec.to_dict()})  # a spec no command can say (see command.py) fails now, not after training
     t0 = time.time()
     hooks = [] if on_epoch_end is None else [on_epoch_end]
     if progress is not None:
@@ -99,7 +102,7 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
         with run_events(tmp, tensorboard) as events:
             return _train_and_write(spec, manifest, features, tmp, log,
                                     [*hooks, lambda _, record: append_history(tmp, record),
-                                     *([events] if events else [])])
+                                     *([events] if events else [])], runs_root=runs_root)
 
     metrics = build_run_dir(out, work)
     return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
@@ -182,7 +185,7 @@ def make_optimizer(head: Head, spec: RunSpec) -> torch.optim.Optimizer:
 
 
 def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, out: Path, log,
-                     on_epoch_end=None) -> dict:
+                     on_epoch_end=None, runs_root: str | Path = "runs") -> dict:
     tc = spec.train
     if tc.monitor not in MONITORS:
         raise ValueError(f"--monitor must be one of {sorted(MONITORS)}")
@@ -235,6 +238,7 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         "num_parameters": sum(p.numel() for p in head.parameters()),
         "device": str(device),
         "versions": library_versions(),
+        "runs": str(runs_root),  # where it was written (command.yaml's --runs)
     }
     return write_run(out, manifest, probs, head.state_dict(), history, config, f"{spec.head} seed {spec.seed}: dev",
                      splits=roles)
@@ -264,11 +268,14 @@ def train_loop(head: Head, spec: RunSpec, features: FeatureSet, train_idx: np.nd
         t0 = time.time()
         sums: dict[str, float] = {}
         n_batches = 0
-        order = _epoch_order(train_idx, labels, tc.oversample, rng)
-        for batch in _loader(features, _batches(order, tc.batch_size), labels, modality_labels, head, tc.workers):
-            loss, terms = train_step(head, batch.to(device), optimizer, scaler, device, use_amp, class_weight)
-            add_terms(sums, loss, terms)
-            n_batches += 1
+        batches = _batches(_epoch_order(train_idx, labels, tc.oversample, rng), tc.batch_size)
+        loader = _loader(features, batches, labels, modality_labels, head, tc.workers)
+        with batch_bar(loader, len(batches), epoch, tc.max_epochs) as bar:  # a terminal only
+            for batch in bar:
+                loss, terms = train_step(head, batch.to(device), optimizer, scaler, device, use_amp, class_weight)
+                add_terms(sums, loss, terms)
+                n_batches += 1
+                bar.set_postfix_str(f"loss {sums['loss'] / n_batches:.4f}", refresh=False)
         return {"seconds": round(time.time() - t0, 3),
                 **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()}}
 

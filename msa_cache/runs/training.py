@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from msa_cache.manifest import Manifest
 from msa_cache.runs.metrics import MONITOR_KEYS, classification_metrics
@@ -88,18 +89,29 @@ def dev_scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dic
     return {f"dev_{k}": m[k] for k in DEV_METRICS}
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """1m05s, 2h03m: the ETAs of the progress lines."""
     seconds = int(round(seconds))
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def batch_bar(batches: Iterable, total: int, epoch: int, max_epochs: int) -> tqdm:
+    """A tqdm bar over one epoch's batches, on a terminal only: disable=None turns it off where stderr
+    is not a TTY (logs, pipes, captured output stay clean). Cleared at the epoch's end (leave=False),
+    where the epoch's progress line follows. `bar.disable` tells a loop whether it is shown."""
+    return tqdm(batches, total=total, desc=f"epoch {epoch}/{max_epochs}", unit="batch", leave=False, disable=None,
+                dynamic_ncols=True)
 
 
 class EpochProgress:
     """An epoch hook printing one line per epoch: train loss, the dev monitor, the epoch's seconds,
     the best so far and an ETA from the mean epoch time and the epochs left (an upper bound: early
-    stopping may end the run sooner)."""
+    stopping may end the run sooner). details(record): a mode's own fields, appended to the line."""
 
-    def __init__(self, max_epochs: int, monitor: str, log: Callable[[str], None], prefix: str = ""):
+    def __init__(self, max_epochs: int, monitor: str, log: Callable[[str], None], prefix: str = "",
+                 details: Callable[[dict], str] | None = None):
         self.max_epochs, self.key, self.log, self.prefix = max_epochs, f"dev_{MONITOR_KEYS[monitor]}", log, prefix
+        self.details = details
         self.best: tuple[float, int] | None = None
         self.start = self.last = time.time()
 
@@ -114,7 +126,9 @@ class EpochProgress:
             parts.append(f"{self.key} {score:.4f} (best {self.best[0]:.4f} @ epoch {self.best[1]})")
         left = self.max_epochs - epoch
         eta = (now - self.start) / epoch * left
-        parts += [f"{seconds:.1f}s", f"ETA {_duration(eta)} ({left} epoch(s) left at most)"]
+        parts += [f"{seconds:.1f}s", f"ETA {format_duration(eta)} ({left} epoch(s) left at most)"]
+        if self.details is not None:
+            parts.append(self.details(record))
         self.log(", ".join(parts))
 
 
