@@ -52,7 +52,7 @@ def build_report(runs_dir: str | Path, explain: int = 0, monitor: str | None = N
     order = {id(e): i for i, e in enumerate(rows)}
     families.sort(key=lambda f: order[id(f.entry)])
 
-    body = [_header(runs_dir, families, rows, monitor),
+    body = [_header(runs_dir, families, monitor),
             page.section("leaderboard", "Leaderboard", _leaderboard(rows, monitor)),
             page.section("chart", "Bar chart", _chart(rows, monitor)),
             page.section("per-class", "Per-class F1", _per_class(families)),
@@ -68,10 +68,10 @@ def build_report(runs_dir: str | Path, explain: int = 0, monitor: str | None = N
 def write_report(runs_dir: str | Path, out: str | Path | None = None, **options) -> Path:
     """build_report written to `out` [default: runs_dir/report.html] atomically (a temporary file
     beside it, renamed when complete, so a reader never sees half a page)."""
-    html = build_report(runs_dir, **options)
     out = Path(out) if out is not None else Path(runs_dir) / REPORT_FILE
     if out.is_dir():
         raise IsADirectoryError(f"{out} is a folder; give the report file's name, e.g. {out / REPORT_FILE}")
+    html = build_report(runs_dir, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
@@ -110,7 +110,7 @@ def _splits_sentence(families: list[Family]) -> str:
     return text
 
 
-def _header(runs_dir: Path, families: list[Family], rows: list[Entry], monitor: str) -> str:
+def _header(runs_dir: Path, families: list[Family], monitor: str) -> str:
     manifests = sorted({f.configs[0]["spec"].get("manifest", "?") for f in families})
     prints = sorted({str(f.configs[0].get("manifest_fingerprint", "?")) for f in families})
     running, stale = unfinished_folders(runs_dir)
@@ -135,7 +135,7 @@ def _header(runs_dir: Path, families: list[Family], rows: list[Entry], monitor: 
     meta.append(["platform", versions.get("platform", "?")])
     nav = " ".join(f'<a href="#{a}">{page.esc(t)}</a>' for a, t in SECTIONS)
     return (f"<h1>msa-cache report: {page.esc(runs_dir.name)}</h1>\n"
-            + page.table(["", ""], meta, cls="meta").replace("<thead><tr><th></th><th></th></tr></thead>", "")
+            + page.table(None, meta, cls="meta")
             + f"\n<nav>{nav}</nav>")
 
 

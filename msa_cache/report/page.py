@@ -45,8 +45,9 @@ def download_link(data: bytes, filename: str, mime: str, text: str) -> str:
     return f'<a download="{esc(filename)}" href="{uri}">{esc(text)}</a>'
 
 
-def table(header: list[str], rows: list[list], row_classes: list[str] | None = None, cls: str = "") -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+def table(header: list[str] | None, rows: list[list], row_classes: list[str] | None = None, cls: str = "") -> str:
+    """A table of escaped cells (header None: no header row; row_classes: a CSS class per row)."""
+    head = "" if header is None else "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead>"
     body = []
     for i, row in enumerate(rows):
         rc = row_classes[i] if row_classes and row_classes[i] else ""
@@ -54,7 +55,7 @@ def table(header: list[str], rows: list[list], row_classes: list[str] | None = N
         attr = f' class="{esc(rc)}"' if rc else ""
         body.append(f"<tr{attr}>{cells}</tr>")
     attr = f' class="{esc(cls)}"' if cls else ""
-    return (f'<div class="scroll"><table{attr}><thead><tr>{head}</tr></thead>'
+    return (f'<div class="scroll"><table{attr}>{head}'
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
