@@ -187,3 +187,16 @@ def test_confusion_plot_is_sklearns_display_with_the_counts():
     buf = io.BytesIO()
     plot_confusion(cm, CLASSES, buf, title="x")  # into memory, as the report renders it
     assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_examples_are_half_right_half_wrong_and_reproducible(world):
+    from msa_cache.report.examples import pick_rows
+
+    family = next(f for f in read_families(finished_entries(world[1])) if f.head == "ab-add")
+    picked = pick_rows(family.runs[0], 4)
+    assert picked == pick_rows(family.runs[0], 4) and len({i for i, _ in picked}) == 4
+    assert sorted(ok for _, ok in picked) == [False, False, True, True]
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(family.runs[0] / "predictions.parquet").to_pandas().set_index("id")
+    assert all((t.loc[i, "label"] == t.loc[i, "pred"]) == ok and t.loc[i, "split"] == "dev" for i, ok in picked)

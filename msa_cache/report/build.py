@@ -52,6 +52,7 @@ def build_report(runs_dir: str | Path, explain: int = 0, monitor: str | None = N
     order = {id(e): i for i, e in enumerate(rows)}
     families.sort(key=lambda f: order[id(f.entry)])
 
+    command = _command(runs_dir, explain, monitor, n_resamples, ensembles)
     body = [_header(runs_dir, families, monitor),
             page.section("leaderboard", "Leaderboard", _leaderboard(rows, monitor)),
             page.section("chart", "Bar chart", _chart(rows, monitor)),
@@ -60,8 +61,8 @@ def build_report(runs_dir: str | Path, explain: int = 0, monitor: str | None = N
             page.section("curves", "Training curves", _curves(families, monitor)),
             page.section("oracle", "Oracle analysis", _oracle(oracle_analysis(families))),
             page.section("explain", "Explain examples", _examples(explain_examples(families, explain, monitor))),
-            f'<p class="note small">Written by <code>{page.esc(_command(runs_dir, explain, monitor, n_resamples, ensembles))}'
-            f"</code> (msa-cache {page.esc(__version__)}).</p>"]
+            f'<p class="note small">Written by <code>{page.esc(command)}</code> '
+            f"(msa-cache {page.esc(__version__)}).</p>"]
     return page.document(f"msa-cache report: {runs_dir.name}", "\n".join(body))
 
 
@@ -152,7 +153,7 @@ def _leaderboard(rows: list[Entry], monitor: str) -> str:
             + page.note("Rows: every finished run family of this manifest (as msa-cache compare --heads '' "
                         "--all-runs lists them), with a seed-ensemble row for each family of 2+ seeds.")
             + '<p class="small">' + page.download_link(buf.getvalue().encode(), "leaderboard.csv", "text/csv",
-                                                      "leaderboard.csv (every number, unrounded intervals)")
+                                                      "leaderboard.csv (every column, as compare writes it)")
             + "</p>")
 
 
@@ -253,5 +254,7 @@ def _examples(ex: Examples) -> str:
         out.append(page.note(f"Run {ex.run} ({ex.family}, its best seed on dev): dev examples drawn with RNG seed "
                              "0, half it gets right and half wrong; msa-cache explain draws each."))
     out += [page.note(n) for n in ex.notes]
-    out += [page.figure(png, f"explain picture of example {row_id}", f"id {row_id}") for row_id, png in ex.pictures]
+    out += [page.figure(png, f"explain picture of example {row_id}",
+                        f"dev id {row_id}: the run gets it {'right' if right else 'wrong'}")
+            for row_id, right, png in ex.pictures]
     return "\n".join(out)

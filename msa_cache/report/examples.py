@@ -22,13 +22,13 @@ EXAMPLE_SEED = 0  # which dev rows are drawn: a fixed RNG seed, so a report is r
 class Examples:
     run: Path | None = None
     family: str = ""
-    pictures: list[tuple[str, bytes]] = field(default_factory=list)  # (row id, PNG)
+    pictures: list[tuple[str, bool, bytes]] = field(default_factory=list)  # (row id, run right?, PNG)
     notes: list[str] = field(default_factory=list)
 
 
-def pick_rows(run: Path, n: int, seed: int = EXAMPLE_SEED) -> list[str]:
-    """n labeled dev ids of the run: half it gets right, half it gets wrong (where there are enough),
-    drawn with a fixed RNG seed."""
+def pick_rows(run: Path, n: int, seed: int = EXAMPLE_SEED) -> list[tuple[str, bool]]:
+    """n labeled dev ids of the run, each with whether the run gets it right: half right, half wrong
+    (where there are enough), drawn with a fixed RNG seed."""
     t = pq.read_table(run / "predictions.parquet", columns=["id", "split", "label", "pred"]).to_pydict()
     dev = [(i, lab == p) for i, s, lab, p in zip(t["id"], t["split"], t["label"], t["pred"])
            if s == "dev" and lab is not None]
@@ -38,8 +38,8 @@ def pick_rows(run: Path, n: int, seed: int = EXAMPLE_SEED) -> list[str]:
     n_wrong = min(len(wrong), n // 2)
     n_right = min(len(right), n - n_wrong)
     n_wrong = min(len(wrong), n - n_right)
-    picked = list(rng.choice(right, n_right, replace=False)) + list(rng.choice(wrong, n_wrong, replace=False))
-    return [str(i) for i in picked]
+    return ([(str(i), True) for i in rng.choice(right, n_right, replace=False)]
+            + [(str(i), False) for i in rng.choice(wrong, n_wrong, replace=False)])
 
 
 def explain_examples(families: list[Family], n: int, monitor: str) -> Examples:
@@ -58,9 +58,9 @@ def explain_examples(families: list[Family], n: int, monitor: str) -> Examples:
     try:
         rows = pick_rows(run, n)
         with tempfile.TemporaryDirectory(prefix="msa-cache-report-") as tmp:
-            for row_id in rows:
+            for row_id, right in rows:
                 path = explain(run, row_id, Path(tmp) / "example.png")
-                out.pictures.append((row_id, path.read_bytes()))
+                out.pictures.append((row_id, right, path.read_bytes()))
     except (UserError, ValueError, KeyError, OSError) as e:
         # Typically the caches or the images are not where config.json says (another machine).
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

@@ -16,6 +16,7 @@ th { background: #f6f8fa; white-space: normal; vertical-align: bottom; } td:firs
 tr.picked td { background: #e6f4ea; font-weight: 600; } tr.tied td { background: #f3f9f4; }
 tr.ensemble td:first-child { font-style: italic; }
 table.meta td, table.meta th { text-align: left; white-space: normal; }
+table.meta td:first-child { white-space: nowrap; }
 .scroll { overflow-x: auto; } .note { color: #57606a; font-size: 13px; } .small { font-size: 12px; }
 .grid { display: flex; flex-wrap: wrap; gap: 14px; } figure { margin: 0; }
 .cm img { width: 400px; }
