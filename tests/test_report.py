@@ -198,5 +198,6 @@ def test_examples_are_half_right_half_wrong_and_reproducible(world):
     assert sorted(ok for _, ok in picked) == [False, False, True, True]
     import pyarrow.parquet as pq
 
-    t = pq.read_table(family.runs[0] / "predictions.parquet").to_pandas().set_index("id")
-    assert all((t.loc[i, "label"] == t.loc[i, "pred"]) == ok and t.loc[i, "split"] == "dev" for i, ok in picked)
+    t = pq.read_table(family.runs[0] / "predictions.parquet").to_pydict()
+    rows = {i: (s, lab, p) for i, s, lab, p in zip(t["id"], t["split"], t["label"], t["pred"])}
+    assert all(rows[i][0] == "dev" and (rows[i][1] == rows[i][2]) == ok for i, ok in picked)
