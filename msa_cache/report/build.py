@@ -249,11 +249,10 @@ def _oracle(o: OracleAnalysis) -> str:
 
 
 def _examples(ex: Examples) -> str:
-    out = []
+    out = [page.note(n) for n in ex.notes]
     if ex.run is not None:
         out.append(page.note(f"Run {ex.run} ({ex.family}, its best seed on dev): dev examples drawn with RNG seed "
                              "0, half it gets right and half wrong; msa-cache explain draws each."))
-    out += [page.note(n) for n in ex.notes]
     out += [page.figure(png, f"explain picture of example {row_id}",
                         f"dev id {row_id}: the run gets it {'right' if right else 'wrong'}")
             for row_id, right, png in ex.pictures]

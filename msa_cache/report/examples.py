@@ -52,9 +52,9 @@ def explain_examples(families: list[Family], n: int, monitor: str) -> Examples:
     scores = [m.get("dev", {}).get(key, -1.0) for m in family.metrics]
     run = family.runs[int(np.argmax(scores))]
     out = Examples(run=run, family=family.label)
-    if families and families[0] is not family:
-        out.notes.append(f"the best family ({families[0].label}) has no attention weights to draw; "
-                         f"showing the best family that has: {family.label}")
+    if families[0] is not family:
+        out.notes.append(f"explain cannot draw the best family's head ({families[0].label}; it draws "
+                         f"{', '.join(EXPLAINABLE)}): showing the best family it can draw, {family.label}")
     try:
         rows = pick_rows(run, n)
         with tempfile.TemporaryDirectory(prefix="msa-cache-report-") as tmp:

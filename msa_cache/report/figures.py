@@ -54,7 +54,7 @@ def curves_png(title: str, histories: dict[str, list[dict]], monitor: str) -> by
     key = f"dev_{MONITOR_KEYS[monitor]}"
     trained = {s: h for s, h in histories.items() if _epochs(h)}
     if trained:
-        fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(8.4, 2.9))
+        fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(6.8, 2.8))  # two side by side on the page
         for i, (seed, records) in enumerate(sorted(trained.items())):
             colour = f"C{i}"
             ep = _epochs(records)
@@ -67,7 +67,7 @@ def curves_png(title: str, histories: dict[str, list[dict]], monitor: str) -> by
             if best is not None and any(e == best for e, _ in dev):
                 ax_dev.plot(best, dict(dev)[best], color=colour, marker="*", markersize=13, linestyle="none")
         ax_loss.set(xlabel="epoch", ylabel="train loss", title="train loss")
-        ax_dev.set(xlabel="epoch", ylabel=f"dev {monitor} (%)", title=f"dev {monitor} (★ = best epoch, kept)")
+        ax_dev.set(xlabel="epoch", ylabel=f"dev {monitor} (%)", title=f"dev {monitor} (★ = kept epoch)")
         ax_loss.legend(fontsize=8)
         for ax in (ax_loss, ax_dev):
             ax.grid(alpha=0.3)
