@@ -85,7 +85,7 @@ def curves_png(title: str, histories: dict[str, list[dict]], monitor: str) -> by
                         markersize=13, linestyle="none")
         ax.set_xscale("log")
         ax.set(xlabel="C (inverse regularisation)", ylabel=f"dev {monitor} (%)",
-               title=f"dev score per C (★ = chosen)")
+               title="dev score per C (★ = chosen)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
