@@ -80,11 +80,12 @@ def _register() -> None:
     from msa_cache_cli.finetune import finetune_cmd
     from msa_cache_cli.fit import compare_cmd, fit_cmd
     from msa_cache_cli.predict import predict_cmd
+    from msa_cache_cli.report import report_cmd
     from msa_cache_cli.tune import tune_cmd
     from msa_cache_cli.manifest import manifest as manifest_group
 
     for cmd in (manifest_group, extract_cmd, cache_group, fit_cmd, compare_cmd, tune_cmd, finetune_cmd,
-                predict_cmd, export_cmd, export_run_cmd, card_cmd, analyze_group, explain_cmd, demo_cmd):
+                predict_cmd, export_cmd, export_run_cmd, card_cmd, analyze_group, explain_cmd, report_cmd, demo_cmd):
         _check_unique_flags(cmd)
         main.add_command(cmd)
 

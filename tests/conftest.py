@@ -40,3 +40,11 @@ def mvsa_root() -> Path:
     if root is None:
         pytest.skip("../shared/data/mvsa-single not present")
     return root
+
+
+@pytest.fixture(scope="session")
+def report_world(tmp_path_factory):
+    """(manifest, runs/<manifest>/ with a finished grid of tiny runs, caches): see tests/report_world.py."""
+    from report_world import make_report_world
+
+    return make_report_world(tmp_path_factory.mktemp("report"))

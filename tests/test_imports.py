@@ -1,5 +1,5 @@
 """The import graph of msa_cache (function-level imports included): arrows point down the pipeline,
-cli -> load/predict/explain -> runs/finetune -> heads/cache/encoders/extract -> manifest, without circles."""
+cli -> report -> load/predict/explain -> runs/finetune -> heads/cache/encoders/extract -> manifest, without circles."""
 from __future__ import annotations
 
 import ast
@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Lower layers may not import these (a layer above them).
 UPPER = {"msa_cache.runs", "msa_cache.finetune", "msa_cache.load", "msa_cache.predict", "msa_cache.explain",
-         "msa_cache.demo"}
+         "msa_cache.demo", "msa_cache.report"}
 LOWER = ("msa_cache.heads", "msa_cache.cache", "msa_cache.encoders", "msa_cache.extract", "msa_cache.manifest")
 
 
@@ -86,3 +86,9 @@ def test_runs_does_not_reach_into_finetune():
     assert {m: sorted(d for d in deps if d.startswith("msa_cache.finetune"))
             for m, deps in graph.items() if m.startswith("msa_cache.runs") and any(
                 d.startswith("msa_cache.finetune") for d in deps)} == {}
+
+
+def test_only_the_cli_imports_the_report():
+    graph = _graph()
+    assert sorted(m for m, deps in graph.items() if not m.startswith("msa_cache.report")
+                  and any(d.startswith("msa_cache.report") for d in deps)) == []

@@ -447,7 +447,7 @@ def write_leaderboard(entries: list[Entry], out_prefix: str | Path, monitor: str
             w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["model"])
             w.writeheader()
             w.writerows(rows)
-        _bar_chart(entries, png, monitor)
+        bar_chart(entries, png, monitor)
         for tmp, path in zip(tmps, final):
             os.replace(tmp, path)
     finally:
@@ -468,7 +468,9 @@ def _error_bars(entries: list[Entry], metric: str) -> tuple[list[float], np.ndar
     return means, np.array(err).T.reshape(2, len(entries))
 
 
-def _bar_chart(entries: list[Entry], path: Path, monitor: str = "weighted-f1") -> None:
+def bar_chart(entries: list[Entry], path, monitor: str = "weighted-f1") -> None:
+    """The leaderboard's dev scores as horizontal bars with their 95% intervals as error bars, saved as
+    a PNG to `path` (a file path or a binary file object, e.g. io.BytesIO for an inlined image)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -495,5 +497,7 @@ def _bar_chart(entries: list[Entry], path: Path, monitor: str = "weighted-f1") -
     ax.set_title("error bars: 95% bootstrap interval; * = not distinguishable from the top row", fontsize=9)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08 - 0.3 / max(len(shown), 1)), ncol=len(metrics))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100, format="png")
+    finally:
+        plt.close(fig)

@@ -191,26 +191,37 @@ def _write_predictions(path, manifest, splits, labels, preds, probs, classes) ->
     pq.write_table(pa.table(cols), path)
 
 
-def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
+def confusion_figure(cm: np.ndarray, classes: list[str], title: str = "", ax=None):
+    """A confusion matrix (rows true, columns predicted) drawn by sklearn's ConfusionMatrixDisplay:
+    counts in the cells, Blues colour map. Returns the matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
 
-    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
+    cm = np.asarray(cm)
+    integral = np.issubdtype(cm.dtype, np.integer) or bool(np.all(cm == np.round(cm)))
+    disp = ConfusionMatrixDisplay(cm.astype(np.int64) if integral else cm, display_labels=classes)
+    disp.plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45, values_format="d" if integral else ".2f")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str], path, title: str = "") -> None:
+    """confusion_figure saved as a PNG to `path` (a file path or a binary file object)."""
+    import matplotlib.pyplot as plt
+
+    fig = confusion_figure(cm, classes, title)
+    try:
+        fig.savefig(path, dpi=100, format="png")
+    finally:
+        plt.close(fig)
 
 
 def _read_json_object(path: Path, what: str) -> dict:

@@ -1,0 +1,35 @@
+"""`msa-cache report RUNS_DIR`: a self-contained HTML report (thin layer over msa_cache.report)."""
+from __future__ import annotations
+
+import click
+
+from msa_cache.report import REPORT_FILE, write_report
+from msa_cache.runs.stats import N_RESAMPLES
+
+
+@click.command("report")
+@click.argument("runs_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
+              help=f"HTML file to write  [default: RUNS_DIR/{REPORT_FILE}]")
+@click.option("--explain", "explain", type=click.IntRange(0), default=0, show_default=True,
+              help="draw N dev examples of the best explainable run (needs its caches and images; "
+                   "skipped with a note in the report where they are not found)")
+@click.option("--monitor", type=click.Choice(["accuracy", "macro-f1", "weighted-f1"]), default=None,
+              help="metric the rows are ranked and tested on  [default: the one the runs selected on]")
+@click.option("--resamples", type=click.IntRange(100), default=N_RESAMPLES, show_default=True,
+              help="bootstrap resamples for the intervals and paired tests")
+@click.option("--no-ensembles", is_flag=True, help="leave out the seed-ensemble rows")
+def report_cmd(runs_dir, out, explain, monitor, resamples, no_ensembles):
+    """Write one self-contained report.html about the finished runs of one manifest
+    (runs/<manifest>/): the leaderboard with intervals and p-values, its bar chart,
+    per-class F1, confusion matrices, training curves, the oracle analysis and, with
+    --explain N, a few explain pictures. Images are inlined; no script, no external URL:
+    it can be mailed.
+
+    \b
+    msa-cache report runs/mvsa-single
+    msa-cache report runs/mvsa-single -o mvsa-report.html --explain 3
+    """
+    path = write_report(runs_dir, out, explain=explain, monitor=monitor, n_resamples=resamples,
+                        ensembles=not no_ensembles)
+    click.echo(str(path))

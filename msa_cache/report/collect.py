@@ -1,0 +1,147 @@
+"""What the report shows, read from a runs/<manifest>/ folder: the finished run families (the same
+ones `compare --heads '' --all-runs` lists), their per-class scores, confusion matrices, training
+histories, and the oracle analysis. No drawing here (figures.py) and no HTML (page.py)."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from msa_cache.errors import UserError
+from msa_cache.runs.compare import Entry, finished_entries
+from msa_cache.runs.oracle import family_oracle
+from msa_cache.runs.rundir import HISTORY_FILE, read_run, stale_tmp_dirs
+
+UNI_TEXT, UNI_IMAGE = "uni-text", "uni-image"
+
+
+@dataclass
+class Family:
+    """One run family (runs/<manifest>/<family>/) with its finished seeds."""
+
+    label: str  # as on the leaderboard
+    path: Path
+    runs: list[Path]  # finished seed-K folders
+    metrics: list[dict]  # each seed's metrics.json
+    configs: list[dict]  # each seed's validated config.json
+    entry: Entry = field(repr=False, default=None)
+
+    @property
+    def head(self) -> str | None:
+        return self.configs[0]["spec"].get("head")
+
+    @property
+    def mode(self) -> str:
+        return "finetune" if self.configs[0].get("mode") == "finetune" else "cached"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.configs[0]["classes"])
+
+    @property
+    def monitor(self) -> str | None:
+        return (self.configs[0]["spec"].get("train") or {}).get("monitor")
+
+    def splits(self) -> list[str]:
+        """Labeled splits every seed has metrics for."""
+        return [s for s in ("dev", "test") if self.metrics and all(s in m for m in self.metrics)]
+
+    def per_class_f1(self, split: str) -> dict[str, tuple[float, float, int]]:
+        """class -> (mean F1 over seeds, std, support) on `split`."""
+        out = {}
+        for c in self.classes:
+            f1 = [m[split]["per_class"][c]["f1-score"] for m in self.metrics]
+            out[c] = (float(np.mean(f1)), float(np.std(f1)), int(self.metrics[0][split]["per_class"][c]["support"]))
+        return out
+
+    def confusion(self, split: str) -> np.ndarray:
+        """The seeds' confusion matrices on `split`, summed (rows true, columns predicted)."""
+        return np.sum([np.asarray(m[split]["confusion"], dtype=np.int64) for m in self.metrics], axis=0)
+
+    def histories(self) -> tuple[dict[str, list[dict]], list[str]]:
+        """{seed name: history records} and notes for seeds whose history.jsonl cannot be read."""
+        out, notes = {}, []
+        for run in self.runs:
+            path = run / HISTORY_FILE
+            try:
+                out[run.name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            except (OSError, ValueError) as e:
+                notes.append(f"{path}: unreadable ({type(e).__name__})")
+        return out, notes
+
+
+def read_families(entries: list[Entry]) -> list[Family]:
+    """The plain (seed) rows of a leaderboard as families, in the leaderboard's order."""
+    out = []
+    for e in entries:
+        if e.kind != "seeds" or not e.results:
+            continue
+        runs = [r.path for r in e.results]
+        out.append(Family(e.label, runs[0].parent, runs, [r.metrics for r in e.results], [read_run(r) for r in runs],
+                          entry=e))
+    return out
+
+
+def finished_families(runs_dir: str | Path) -> list[Entry]:
+    """The finished run families of one manifest's runs folder (as `compare --heads '' --all-runs`);
+    a one-line UserError where there is no such folder or nothing finished in it."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise UserError("no such runs folder", runs_dir, "pass runs/<manifest>/, e.g. runs/mvsa-single")
+    entries = finished_entries(runs_dir)
+    if not entries:
+        nested = [p for p in runs_dir.iterdir() if p.is_dir() and finished_entries(p)]
+        hint = (f"pass one manifest's folder, e.g. {nested[0]}" if nested
+                else "train some first (msa-cache fit / compare), then pass runs/<manifest>/")
+        raise UserError("no finished runs", runs_dir, hint)
+    return entries
+
+
+def unfinished_folders(runs_dir: str | Path) -> tuple[int, int]:
+    """(run folders still being built by a live process, folders left by stopped ones): left out."""
+    runs_dir = Path(runs_dir)
+    all_tmp = [p for fam in runs_dir.iterdir() if fam.is_dir() for p in fam.glob("seed-*.tmp-*") if p.is_dir()]
+    stale = sum(len(stale_tmp_dirs(fam)) for fam in runs_dir.iterdir() if fam.is_dir())
+    return len(all_tmp) - stale, stale
+
+
+def report_monitor(families: list[Family]) -> str:
+    """The dev metric the runs selected on (the most common one where they differ)."""
+    recorded = Counter(f.monitor for f in families if f.monitor)
+    return recorded.most_common(1)[0][0] if recorded else "weighted-f1"
+
+
+@dataclass
+class OracleAnalysis:
+    text: Family | None
+    image: Family | None
+    rows: list[tuple[Family, dict]]  # each multimodal family with family_oracle's figures
+    base: dict | None  # the text/image figures (from the first row, or without a multimodal run)
+    notes: list[str]
+
+
+def oracle_analysis(families: list[Family]) -> OracleAnalysis:
+    """`analyze oracle` for the best text-only and image-only families against every multimodal family."""
+    best = lambda head: next((f for f in families if f.head == head and f.mode == "cached"), None)  # noqa: E731
+    text, image = best(UNI_TEXT), best(UNI_IMAGE)
+    notes = []
+    if text is None or image is None:
+        missing = " and ".join(h for h, f in ((UNI_TEXT, text), (UNI_IMAGE, image)) if f is None)
+        return OracleAnalysis(text, image, [], None, [f"no finished {missing} runs: the oracle needs both "
+                                                       f"(msa-cache compare --heads {UNI_TEXT},{UNI_IMAGE})"])
+    rows, base = [], None
+    try:
+        base = family_oracle(text.path, image.path)
+    except (ValueError, FileNotFoundError, UserError) as e:
+        return OracleAnalysis(text, image, [], None, [f"oracle not computed: {e}"])
+    for f in families:
+        if f.head in (UNI_TEXT, UNI_IMAGE):
+            continue
+        try:
+            rows.append((f, family_oracle(text.path, image.path, f.path, split=base["split"])))
+        except (ValueError, FileNotFoundError, UserError) as e:
+            notes.append(f"{f.label}: not compared ({e})")
+    return OracleAnalysis(text, image, rows, base, notes)
