@@ -42,32 +42,26 @@ def require_tensorboard() -> None:
                         hint=INSTALL_HINT) from None
 
 
+# Tags shared by every run, so `tensorboard --logdir runs/<manifest>` overlays them: record keys named
+# outright first, then by prefix (the rest of the key follows the tag's group), else other/<key>.
+_EXACT_TAGS = {"train_loss": "loss/train", "dev_seconds": "time/dev_seconds", "seconds": "time/epoch_seconds"}
+_PREFIX_TAGS = (("train_", "loss_terms/"), ("dev_", "dev/"), ("lr_", "lr/"), ("peak_", "memory/peak_"))
+
+
+def _tag(key: str) -> str:
+    if key in _EXACT_TAGS:
+        return _EXACT_TAGS[key]
+    for prefix, group in _PREFIX_TAGS:
+        if key.startswith(prefix):
+            return group + key[len(prefix):]
+    return f"other/{key}"
+
+
 def scalar_tags(record: dict) -> dict[str, float]:
     """tag -> value for the numbers of one epoch record (history.jsonl)."""
-    out = {}
-    for key, value in record.items():
-        if key == "epoch" or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if not math.isfinite(value):
-            continue
-        if key == "train_loss":
-            tag = "loss/train"
-        elif key.startswith("train_"):
-            tag = f"loss_terms/{key[len('train_'):]}"
-        elif key == "dev_seconds":
-            tag = "time/dev_seconds"
-        elif key.startswith("dev_"):
-            tag = f"dev/{key[len('dev_'):]}"
-        elif key.startswith("lr_"):
-            tag = f"lr/{key[len('lr_'):]}"
-        elif key == "seconds":
-            tag = "time/epoch_seconds"
-        elif key.startswith("peak_"):
-            tag = f"memory/{key}"
-        else:
-            tag = f"other/{key}"
-        out[tag] = float(value)
-    return out
+    return {_tag(key): float(value) for key, value in record.items()
+            if key != "epoch" and not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value)}
 
 
 class TensorBoardLog:
