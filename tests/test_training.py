@@ -32,7 +32,7 @@ def test_early_stopping_restores_the_best_epoch():
     model, history = _loop([0.5, 0.7, 0.6, 0.65, 0.9, 0.9])
     assert [h["epoch"] for h in history[:-1]] == [1, 2, 3, 4]  # 2 epochs without a better score after epoch 2
     assert history[-1] == {"best_epoch": 2, "best_dev_score": 0.7, "monitor": "accuracy"}
-    assert float(model.weight) == 2.0
+    assert float(model.weight.detach()) == 2.0
     assert history[0] == {"epoch": 1, "seconds": 0.0, "train_loss": 1.0, "dev_accuracy": 0.5, "dev_macro_f1": 0.5,
                           "dev_weighted_f1": 0.5}
 
