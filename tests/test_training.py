@@ -39,7 +39,7 @@ def test_early_stopping_restores_the_best_epoch():
 
 def test_without_dev_rows_the_last_epoch_is_kept():
     model, history = _loop(None)
-    assert len(history) == 11 and history[-1]["best_epoch"] == 10 and float(model.weight) == 10.0
+    assert len(history) == 11 and history[-1]["best_epoch"] == 10 and float(model.weight.detach()) == 10.0
     assert "dev_accuracy" not in history[0]
 
 
