@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from msa_cache import __version__
+from msa_cache.atomic import write_text_atomic
 from msa_cache.provenance import library_versions
 import msa_cache.report.figures as figures
 import msa_cache.report.page as page
@@ -74,13 +74,7 @@ def write_report(runs_dir: str | Path, out: str | Path | None = None, **options)
         raise IsADirectoryError(f"{out} is a folder; give the report file's name, e.g. {out / REPORT_FILE}")
     html = build_report(runs_dir, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return write_text_atomic(out, html)
 
 
 def _command(runs_dir: Path, explain: int, monitor: str, n_resamples: int, ensembles: bool) -> str:

@@ -3,7 +3,6 @@ ones `compare --heads '' --all-runs` lists), their per-class scores, confusion m
 histories, and the oracle analysis. No drawing here (figures.py) and no HTML (page.py)."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 from msa_cache.errors import UserError
 from msa_cache.runs.compare import Entry, finished_entries
 from msa_cache.runs.oracle import family_oracle
-from msa_cache.runs.rundir import HISTORY_FILE, read_run, stale_tmp_dirs
+from msa_cache.runs.rundir import HISTORY_FILE, read_history, read_run, stale_tmp_dirs
 
 UNI_TEXT, UNI_IMAGE = "uni-text", "uni-image"
 
@@ -65,11 +64,10 @@ class Family:
         """{seed name: history records} and notes for seeds whose history.jsonl cannot be read."""
         out, notes = {}, []
         for run in self.runs:
-            path = run / HISTORY_FILE
             try:
-                out[run.name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                out[run.name] = read_history(run)
             except (OSError, ValueError) as e:
-                notes.append(f"{path}: unreadable ({type(e).__name__})")
+                notes.append(f"{run / HISTORY_FILE}: unreadable ({type(e).__name__})")
         return out, notes
 
 

@@ -221,8 +221,7 @@ def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log
                            dataclasses.replace(train), seed, cv_folds=num_folds, cv_seed=cv_seed)
             t_run = time.time()
             r = fit_cv(spec, num_folds, runs_root, fs, refit=refit, log=log)
-            skipped = all(f.skipped for f in r.folds) and (r.refit is None or r.refit.skipped)
-            step, eta = progress.step(None if skipped else time.time() - t_run)
+            step, eta = progress.step(None if r.skipped else time.time() - t_run)
             oof = r.metrics.get("dev", {})
             log(f"{step}  {Entry(head, options).label:<28} seed {seed}: out-of-fold acc "
                 f"{oof.get('accuracy', float('nan')):.4f} wF1 {oof.get('weighted_f1', float('nan')):.4f}  "

@@ -25,6 +25,7 @@ from msa_cache.runs.config import RunSpec, refit_name
 from msa_cache.runs.features import FeatureSet, open_features
 from msa_cache.runs.metrics import classification_metrics
 from msa_cache.runs.predictions import SplitPredictions, concat_rows, read_run_predictions
+from msa_cache.runs.rundir import read_history
 from msa_cache.runs.trainer import RunResult, fit_run
 
 
@@ -36,6 +37,11 @@ class CVResult:
     predictions: dict[str, SplitPredictions]  # "dev": out-of-fold rows; "test": mean of the fold models
     metrics: dict  # per split, as in metrics.json ("dev" = out-of-fold)
     refit: RunResult | None = None
+
+    @property
+    def skipped(self) -> bool:
+        """Every fold (and the refit, if any) was finished before: nothing trained now."""
+        return all(f.skipped for f in self.folds) and (self.refit is None or self.refit.skipped)
 
 
 def fold_specs(spec: RunSpec, num_folds: int) -> list[RunSpec]:
@@ -69,8 +75,7 @@ def refit_choice(fold_runs: list[Path]) -> dict:
     """What a refit takes from the folds: {"epochs": median best epoch} or {"C": most chosen C}."""
     epochs, cs = [], []
     for run in fold_runs:
-        lines = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines() if x.strip()]
-        for h in lines:
+        for h in read_history(run):
             if "best_epoch" in h:
                 epochs.append(int(h["best_epoch"]))
             if "C" in h:

@@ -11,13 +11,12 @@ whole or not at all.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from msa_cache.atomic import building_folder
 from msa_cache.manifest import Manifest
 from msa_cache.runs.predictions import family_predictions
 
@@ -56,11 +55,8 @@ def export_test(entries, manifest: Manifest, out_dir: str | Path) -> list[Path]:
     classes = manifest.classes
     clmlf = manifest.meta.builder == "clmlf"
     ids_of = clmlf_label_ids(classes) if clmlf else None
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     written, names = [], set()
-    try:
+    with building_folder(out_dir) as tmp:
         for e in entries:
             if e.kind == "ensemble":
                 continue
@@ -81,10 +77,4 @@ def export_test(entries, manifest: Manifest, out_dir: str | Path) -> list[Path]:
             written.append(out_dir / f"{name}.json")
         if not written:
             raise ValueError("no family has test predictions (does the manifest have a test split?)")
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return written

@@ -138,7 +138,7 @@ def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict
             metrics[split] = classification_metrics(labels[m], preds[m], classes)
 
     _write_predictions(out / "predictions.parquet", manifest, splits, labels, preds, probs, classes)
-    _save_weights(state_dict, out / WEIGHTS_FILE)
+    save_weights(state_dict, out / WEIGHTS_FILE)
     with open(out / HISTORY_FILE, "w") as f:  # whole, replacing the per-epoch appends (append_history)
         for h in history:
             f.write(json.dumps(h, default=float) + "\n")
@@ -154,6 +154,12 @@ def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict
     return metrics
 
 
+def read_history(run: str | Path) -> list[dict]:
+    """The epoch records of a run's history.jsonl (its last record: best_epoch, best_dev_score, monitor)."""
+    text = (Path(run) / HISTORY_FILE).read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def append_history(folder: Path, record: dict) -> None:
     """Append one epoch record to the history.jsonl of a run being built (its tmp folder), so a watcher
     sees training progress; write_run rewrites the file whole at the end."""
@@ -163,7 +169,8 @@ def append_history(folder: Path, record: dict) -> None:
         f.flush()
 
 
-def _save_weights(state_dict: dict, path: Path) -> None:
+def save_weights(state_dict: dict, path: str | Path) -> None:
+    """Write a state dict as safetensors (the format of model.safetensors)."""
     from safetensors.torch import save_file
 
     # Cloned: safetensors refuses tensors that share storage (tied weights) or are non-contiguous views.
@@ -352,11 +359,6 @@ def read_weights(run: str | Path) -> dict:
     if path is None:
         raise UserError(f"{WEIGHTS_FILE} is missing", Path(run) / WEIGHTS_FILE, _RETRAIN)
     return _read_state(path)
-
-
-def save_weights(state_dict: dict, path: str | Path) -> None:
-    """Write a state dict as safetensors (the format of model.safetensors)."""
-    _save_weights(state_dict, Path(path))
 
 
 def load_weights(run: str | Path, module) -> None:

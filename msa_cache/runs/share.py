@@ -19,19 +19,20 @@ should not publish.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Callable
 
+from msa_cache.atomic import building_folder, write_text_atomic
 from msa_cache.errors import UserError
 from msa_cache.runs.card import model_card
+from msa_cache.runs.command import COMMAND_FILE
 from msa_cache.runs.rundir import (
-    CARD_FILE, CONFIG_FILE, FINISHED_MARKER, WEIGHTS_FILE, read_metrics, read_run, read_weights, save_weights,
+    CARD_FILE, CONFIG_FILE, FINISHED_MARKER, HISTORY_FILE, WEIGHTS_FILE, read_metrics, read_run, read_weights, save_weights,
     weights_file,
 )
 
-OPTIONAL_FILES = ("history.jsonl", "confusion.png", "command.yaml")
+OPTIONAL_FILES = (HISTORY_FILE, "confusion.png", COMMAND_FILE)
 OPTIONAL_DIRS = ("tensorboard",)
 
 
@@ -40,14 +41,7 @@ def write_card(run: str | Path) -> Path:
     run = Path(run)
     config, metrics = read_run(run), read_metrics(run)
     _check_weights(run, config)  # a card only for a run that loads
-    path = run / CARD_FILE
-    tmp = run / f".{CARD_FILE}.tmp-{os.getpid()}"
-    try:
-        tmp.write_text(model_card(config, metrics), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text_atomic(run / CARD_FILE, model_card(config, metrics))
 
 
 def _with_encoder_records(run: Path, config: dict) -> dict:
@@ -111,19 +105,9 @@ def export_run(run: str | Path, out: str | Path, log: Callable[[str], None] = pr
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError("the export folder exists and is not empty", out, "give a new (or empty) folder")
     _check_weights(run, config)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with building_folder(out) as tmp:
         _write_export(run, config, metrics, tmp)
         read_run(tmp)  # the folder must read back as a run (predict's own check)
-        if out.exists():
-            out.rmdir()  # empty (checked above); rename cannot replace a folder everywhere
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"exported {run} to {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
     return out
 

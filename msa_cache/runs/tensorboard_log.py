@@ -20,16 +20,15 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 
+from msa_cache.atomic import building_folder
 from msa_cache.errors import UserError
-from msa_cache.runs.rundir import FINISHED_MARKER, HISTORY_FILE
+from msa_cache.runs.rundir import FINISHED_MARKER, HISTORY_FILE, read_history
+from msa_cache.runs.training import DEV_METRICS
 
 TB_DIR = "tensorboard"
 INSTALL_HINT = "pip install 'msa-cache[tb]'"
-SCORES = ("accuracy", "macro_f1", "weighted_f1")
 
 
 def require_tensorboard() -> None:
@@ -83,16 +82,14 @@ class TensorBoardLog:
         """After the run's files are written: the history records the hook did not see (the probe's
         closed-form fit has no epoch loop) and the selected model's scores."""
         best_epoch = 0
-        path = run_folder / HISTORY_FILE
-        for line in path.read_text().splitlines() if path.is_file() else []:
-            record = json.loads(line)
+        for record in read_history(run_folder) if (run_folder / HISTORY_FILE).is_file() else []:
             if "epoch" in record and int(record["epoch"]) not in self.logged:
                 self(int(record["epoch"]), record)
             best_epoch = int(record.get("best_epoch", best_epoch))
         if (run_folder / FINISHED_MARKER).is_file():
             metrics = json.loads((run_folder / FINISHED_MARKER).read_text())
             for split, m in metrics.items():
-                for key in SCORES:
+                for key in DEV_METRICS:
                     if isinstance(m, dict) and isinstance(m.get(key), (int, float)):
                         self.writer.add_scalar(f"selected/{split}_{key}", float(m[key]), best_epoch)
         self.writer.flush()
@@ -123,16 +120,10 @@ def history_events(run: str | Path) -> Path | None:
     target = run / TB_DIR
     if target.exists():
         return None
-    tmp = run / f"{TB_DIR}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with building_folder(target) as tmp:
         log = TensorBoardLog(tmp)
         try:
             log.finish(run)
         finally:
             log.close()
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

@@ -266,8 +266,7 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
         t_seed = time.time()
         if cv:
             c = fit_cv(spec, cv, runs_root, features, refit=refit, log=lambda m: None, tensorboard=tensorboard)
-            r = RunResult(c.path, c.metrics, skipped=all(f.skipped for f in c.folds) and
-                          (c.refit is None or c.refit.skipped))
+            r = RunResult(c.path, c.metrics, skipped=c.skipped)
             if c.refit is not None:
                 result.refits.append(c.refit.path)
         else:
@@ -313,7 +312,7 @@ def _run_trial(optuna, study, trial, base: RunSpec, params: list[SearchParam], f
         r = fit_run(watched, runs_root, features, log=lambda m: None, on_epoch_end=report, tensorboard=tensorboard)
         if spec.cv_folds:  # fold 0 is finished now: fit_cv reads it back and trains the other folds
             c = fit_cv(spec, spec.cv_folds, runs_root, features, log=lambda m: None, tensorboard=tensorboard)
-            r = RunResult(c.path, c.metrics, skipped=r.skipped and all(f.skipped for f in c.folds),
+            r = RunResult(c.path, c.metrics, skipped=r.skipped and c.skipped,
                           seconds=time.time() - t0)
     except optuna.TrialPruned as e:
         study.tell(trial, state=TrialState.PRUNED)
