@@ -36,10 +36,10 @@ from msa_cache.extract.dataset import RowDataset  # noqa: E402
 from msa_cache.extract.pipeline import default_workers  # noqa: E402
 from msa_cache.heads import Batch, ModalityInput, create_head  # noqa: E402
 from msa_cache.manifest import read_manifest  # noqa: E402
-from msa_cache.runs.config import RunSpec, TrainConfig  # noqa: E402
-from msa_cache.runs.features import open_features  # noqa: E402
-from msa_cache.runs.trainer import fit_run, make_optimizer  # noqa: E402
-from msa_cache.runs.training import seed_everything  # noqa: E402
+from msa_cache.fit.config import RunSpec, TrainConfig  # noqa: E402
+from msa_cache.fit.features import open_features  # noqa: E402
+from msa_cache.fit.trainer import fit_run, make_optimizer  # noqa: E402
+from msa_cache.train.loop import seed_everything  # noqa: E402
 
 CACHE = common.REPO / "cache" / "mvsa-single"
 TEXT, IMAGE = "minilm", "efficientnet-lite0"

@@ -74,11 +74,11 @@ from msa_cache.finetune.data import PostCollator, PostDataset, make_loader  # no
 from msa_cache.finetune.optim import grad_scaler, make_optimizer, resolve_precision  # noqa: E402
 from msa_cache.finetune.train import backward_step, optimizer_step  # noqa: E402
 from msa_cache.heads import HEADS, Batch, ModalityInput, ModalitySpec, create_head  # noqa: E402
-from msa_cache.runs.config import RunSpec, TrainConfig  # noqa: E402
-from msa_cache.runs.trainer import PREDICT_BATCH, train_step  # noqa: E402
-from msa_cache.runs.trainer import make_optimizer as make_fit_optimizer  # noqa: E402
-from msa_cache.runs.training import amp_autocast  # noqa: E402
-from msa_cache.runs.training import grad_scaler as fit_grad_scaler  # noqa: E402
+from msa_cache.fit.config import RunSpec, TrainConfig  # noqa: E402
+from msa_cache.fit.trainer import PREDICT_BATCH, train_step  # noqa: E402
+from msa_cache.fit.trainer import make_optimizer as make_fit_optimizer  # noqa: E402
+from msa_cache.train.loop import amp_autocast  # noqa: E402
+from msa_cache.train.loop import grad_scaler as fit_grad_scaler  # noqa: E402
 
 GIB = 2**30
 CLASSES = 3

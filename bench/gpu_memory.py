@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 TEXT_L, IMAGE_P, DIM, CLASSES = 128, 197, 768, 3
-PREDICT_BATCH = 256  # msa_cache.runs.trainer.PREDICT_BATCH
+PREDICT_BATCH = 256  # msa_cache.fit.trainer.PREDICT_BATCH
 GB = 2**30
 
 
@@ -62,9 +62,9 @@ def build(head_name: str, device):
 
 def fit_steps(head, batch, device, steps: int = 2) -> None:
     """What `train_loop` does per batch (AMP on CUDA, as TrainConfig's default amp=True)."""
-    from msa_cache.runs.config import RunSpec, TrainConfig
-    from msa_cache.runs.trainer import make_optimizer, train_step
-    from msa_cache.runs.training import grad_scaler
+    from msa_cache.fit.config import RunSpec, TrainConfig
+    from msa_cache.fit.trainer import make_optimizer, train_step
+    from msa_cache.train.loop import grad_scaler
 
     spec = RunSpec("", {}, head.name, {}, TrainConfig(), 0)
     optimizer = make_optimizer(head, spec)
@@ -78,7 +78,7 @@ def fit_steps(head, batch, device, steps: int = 2) -> None:
 def predict_step(head, batch, device) -> None:
     import torch
 
-    from msa_cache.runs.training import amp_autocast
+    from msa_cache.train.loop import amp_autocast
 
     head.eval()
     with torch.no_grad(), amp_autocast(device, device.type == "cuda"), head.logits_only():  # as predict_probs
@@ -113,7 +113,7 @@ def child(job: dict) -> None:
         result.update(out)
     else:  # CPU stand-in: what the same step adds to this process's peak RSS, fp32
         from msa_cache.heads import HEADS  # noqa: F401  (imports every head module before the baseline)
-        import msa_cache.runs.trainer  # noqa: F401
+        import msa_cache.fit.trainer  # noqa: F401
 
         # Before the baseline: initialise the math libraries, autograd and the optimizers (their first use
         # imports torch._dynamo, ~100 MB of Python objects that are not the head's memory).

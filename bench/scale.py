@@ -71,7 +71,7 @@ def make_manifest(root: Path, n: int, kind: str) -> Path:
 
 def ensure_caches(root: Path, n: int, kind: str) -> tuple[Path, dict[str, Path], float]:
     """Manifest and caches of n rows (kind 'tokens' or 'pooled'); seconds spent writing (0 if reused)."""
-    from msa_cache.cache.synthetic import ArrayEncoder, random_rows
+    from msa_cache.encoders.synthetic import ArrayEncoder, random_rows
     from msa_cache.extract import extract
 
     shapes = TOKEN_SHAPES if kind == "tokens" else POOLED_SHAPES
@@ -96,10 +96,10 @@ def child(job: dict) -> None:
     common.set_threads(job.get("threads"))
     from msa_cache.heads import create_head
     from msa_cache.manifest import read_manifest
-    from msa_cache.runs.config import RunSpec, TrainConfig
-    from msa_cache.runs.features import open_features
-    from msa_cache.runs.trainer import train_loop
-    from msa_cache.runs.training import manifest_labels, seed_everything
+    from msa_cache.fit.config import RunSpec, TrainConfig
+    from msa_cache.fit.features import open_features
+    from msa_cache.fit.trainer import train_loop
+    from msa_cache.train.loop import manifest_labels, seed_everything
 
     rss_imports = common.rss_mib()
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from msa_cache.runs.oracle import family_oracle
+from msa_cache.study.oracle import family_oracle
 
 
 @click.group("analyze")

@@ -10,7 +10,7 @@ key and file. An unknown key is an error, never ignored. (A switch without a --n
 --refit, set true in the file cannot be unset on the command line: click has no flag for it.)
 
 A run directory's config.json is accepted as well: it is turned into the options that reproduce the
-run (msa_cache/runs/command.py), the same ones its command.yaml holds.
+run (msa_cache/train/command.py), the same ones its command.yaml holds.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import click
 import yaml
 
 from msa_cache.errors import UserError
-from msa_cache.runs.command import command_name, command_options, is_run_config
-from msa_cache.runs.rundir import validate_run_config
+from msa_cache.train.command import command_name, command_options, is_run_config
+from msa_cache.train.rundir import validate_run_config
 
 LIST_KEYS_SHOWN = 30  # above this, an unknown-key error points to --help instead of listing every key
 

@@ -1,10 +1,10 @@
 """`msa-cache export RUN OUT [--push REPO]` and `msa-cache card RUN...`: share a finished run as a
-Hugging Face model folder; a thin layer over msa_cache.runs.share."""
+Hugging Face model folder; a thin layer over msa_cache.study.share."""
 from __future__ import annotations
 
 import click
 
-from msa_cache.runs.share import check_repo_id, export_run, push_folder, write_card
+from msa_cache.study.share import check_repo_id, export_run, push_folder, write_card
 
 
 def _repo(ctx, param, value):

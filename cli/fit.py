@@ -1,4 +1,4 @@
-"""`msa-cache fit` and `msa-cache compare`: thin wrappers over msa_cache.runs."""
+"""`msa-cache fit` and `msa-cache compare`: thin wrappers over msa_cache.fit and msa_cache.study."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,13 +8,14 @@ import click
 from msa_cache.heads import make_config
 from msa_cache.manifest import read_manifest
 from msa_cache.partition import resolve_partition
-from msa_cache.runs.compare import compare, leaderboard_markdown, summarise, write_leaderboard
-from msa_cache.runs.config import RunSpec, monitor_for
-from msa_cache.runs.cv import fit_cv
-from msa_cache.runs.export import export_test
-from msa_cache.runs.stats import N_RESAMPLES
-from msa_cache.runs.features import resolve_caches
-from msa_cache.runs.trainer import fit_run
+from msa_cache.study.compare import compare, leaderboard_markdown, summarise, write_leaderboard
+from msa_cache.fit.config import RunSpec
+from msa_cache.train.identity import monitor_for
+from msa_cache.fit.cv import fit_cv
+from msa_cache.study.submission import export_test
+from msa_cache.study.stats import N_RESAMPLES
+from msa_cache.fit.features import resolve_caches
+from msa_cache.fit.trainer import fit_run
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (

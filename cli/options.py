@@ -14,8 +14,9 @@ import click
 
 from msa_cache.device import resolve_device
 from msa_cache.heads import HEADS
-from msa_cache.heads.registry import check_option, field_range, option_fields
-from msa_cache.runs.config import TrainConfig
+from msa_cache.heads.registry import check_option, option_fields
+from msa_cache.settings import HEAD_INT_RANGE, field_range
+from msa_cache.fit.config import TrainConfig
 
 TRAIN_FLAGS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -27,10 +28,10 @@ def _scalar_type(f: dataclasses.Field):
 
 def _click_type(f: dataclasses.Field):
     """click.IntRange / FloatRange from the field's range (heads/registry.py), else its plain type."""
-    bounds = field_range(f)
+    bounds = field_range(f, HEAD_INT_RANGE)
     if bounds is None:
         return _scalar_type(f)
-    kind, lo, hi, min_open = bounds
+    kind, lo, hi, min_open, _ = bounds
     if kind is int:
         return click.IntRange(lo, hi)
     return click.FloatRange(lo, hi, min_open=min_open)
@@ -172,7 +173,7 @@ def dataclass_options(cls, custom: dict | None = None, order: tuple[str, ...] | 
 
 
 def train_options(fn):
-    """Trainer settings: one flag per TrainConfig field (runs/config.py holds their help and ranges)."""
+    """Trainer settings: one flag per TrainConfig field (fit/config.py holds their help and ranges)."""
     return dataclass_options(TrainConfig, {"device": lambda f: device_option(f.default)})(fn)
 
 
@@ -209,7 +210,7 @@ def head_names() -> list[str]:
 
 def _check_tensorboard(ctx, param, value: bool) -> bool:
     if value:
-        from msa_cache.runs.tensorboard_log import require_tensorboard
+        from msa_cache.train.tensorboard_log import require_tensorboard
 
         require_tensorboard()  # a missing package fails here, at option parse, before any work
     return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from msa_cache.report import REPORT_FILE, write_report
-from msa_cache.runs.stats import N_RESAMPLES
+from msa_cache.study.stats import N_RESAMPLES
 
 
 @click.command("report")

@@ -1,12 +1,12 @@
-"""`msa-cache tune`: an Optuna search over one head's declared space; thin layer over msa_cache.runs.tune."""
+"""`msa-cache tune`: an Optuna search over one head's declared space; thin layer over msa_cache.study.tune."""
 from __future__ import annotations
 
 import click
 
 from msa_cache.heads import make_config
 from msa_cache.manifest import read_manifest
-from msa_cache.runs.features import resolve_caches
-from msa_cache.runs.tune import fixed_options, format_space, search_space, tune
+from msa_cache.fit.features import resolve_caches
+from msa_cache.study.tune import fixed_options, format_space, search_space, tune
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from msa_cache.runs.config import TrainConfig, monitor_for
+from msa_cache.fit.config import TrainConfig
+from msa_cache.train.identity import monitor_for
 
 DEMO_HEADS = ["uni-text", "uni-image", "probe", "late", "ae-cat", "ae-add", "ab-cat", "ab-add", "mha"]
 DEMO_ENCODERS = ["minilm", "efficientnet-lite0"]
@@ -44,7 +45,7 @@ def run_demo(root: str | Path | None = None, workdir: str | Path = ".", seeds: i
     from msa_cache.extract import extract
     from msa_cache.manifest import read_manifest
     from msa_cache.manifest.build import build_manifest
-    from msa_cache.runs.compare import compare, leaderboard_markdown, summarise, write_leaderboard
+    from msa_cache.study.compare import compare, leaderboard_markdown, summarise, write_leaderboard
 
     workdir = Path(workdir)
     data = find_mvsa(root)

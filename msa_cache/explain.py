@@ -194,7 +194,7 @@ def explain_row(run_dir: str | Path, row_id: str) -> Explanation:
     """Forward one row through a finished run's head and collect what the picture shows."""
     from msa_cache.heads import get_head
     from msa_cache.manifest import read_manifest
-    from msa_cache.runs.features import open_features
+    from msa_cache.fit.features import open_features
     from msa_cache.load import load_run
 
     run = Path(run_dir)

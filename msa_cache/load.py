@@ -28,8 +28,8 @@ from msa_cache.finetune.record import rebuild_encoder
 from msa_cache.finetune.train import predict_rows
 from msa_cache.heads.base import Batch, ModalityInput
 from msa_cache.manifest import Manifest
-from msa_cache.runs.rundir import is_finished, read_run
-from msa_cache.runs.trainer import load_head
+from msa_cache.train.rundir import is_finished, read_run
+from msa_cache.fit.trainer import load_head
 
 
 class RunPredictor(Protocol):

@@ -3,7 +3,7 @@
 A dataclass field of a head's Config (or of the trainer's TrainConfig) opts into
 `msa-cache tune` with `metadata={"search": Range(...) | Choice(...)}`; the CLI flags
 come from the same fields, so a searched option is always a flag `fit` accepts.
-No dependency on Optuna here: `msa_cache.runs.tune` turns these into suggestions.
+No dependency on Optuna here: `msa_cache.study.tune` turns these into suggestions.
 """
 from __future__ import annotations
 

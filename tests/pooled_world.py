@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from msa_cache.cache.synthetic import ArrayEncoder
+from msa_cache.encoders.synthetic import ArrayEncoder
 from msa_cache.extract import extract
 from msa_cache.manifest import ManifestMeta, rows_to_table, write_manifest
 

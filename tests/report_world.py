@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from msa_cache.cache.synthetic import ArrayEncoder
+from msa_cache.encoders.synthetic import ArrayEncoder
 from msa_cache.extract import extract
 from msa_cache.manifest import ManifestMeta, rows_to_table, write_manifest
-from msa_cache.runs.compare import compare
-from msa_cache.runs.config import TrainConfig
+from msa_cache.study.compare import compare
+from msa_cache.fit.config import TrainConfig
 
 N, N_TRAIN, N_DEV = 150, 100, 30  # the other 20 rows: a labeled test split
 L, P, DT, DI = 6, 4, 12, 10

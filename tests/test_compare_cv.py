@@ -9,15 +9,15 @@ import pytest
 from click.testing import CliRunner
 
 from msa_cache.extract import extract
-from msa_cache.cache.synthetic import ArrayEncoder
+from msa_cache.encoders.synthetic import ArrayEncoder
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
-from msa_cache.runs.compare import compare, seed_ensembles, summarise, write_leaderboard
-from msa_cache.runs.config import TrainConfig
-from msa_cache.runs.cv import refit_choice
-from msa_cache.runs.export import export_test
-from msa_cache.runs.folds import pooled_rows, run_roles
-from msa_cache.runs.oracle import family_oracle
-from msa_cache.runs.predictions import read_run_predictions
+from msa_cache.study.compare import compare, seed_ensembles, summarise, write_leaderboard
+from msa_cache.fit.config import TrainConfig
+from msa_cache.fit.cv import refit_choice
+from msa_cache.study.submission import export_test
+from msa_cache.fit.folds import pooled_rows, run_roles
+from msa_cache.study.oracle import family_oracle
+from msa_cache.train.predictions import read_run_predictions
 from msa_cache_cli.main import main as cli
 
 from test_runs import CLASSES, DI, DT, L, N, N_DEV, N_TRAIN, P, _image_rows, _labels, _text_rows, world  # noqa: F401

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from msa_cache.partition import Partition, resolve_partition
-from msa_cache.runs.compare import compare, shard_grid
-from msa_cache.runs.config import TrainConfig
+from msa_cache.study.compare import compare, shard_grid
+from msa_cache.fit.config import TrainConfig
 from msa_cache_cli.main import main as cli
 from pooled_world import make_world
 

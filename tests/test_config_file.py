@@ -8,7 +8,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from msa_cache.runs.command import command_line, command_options
+from msa_cache.train.command import command_line, command_options
 from msa_cache_cli.main import main as cli
 
 from test_runs import world  # noqa: F401  (the toy manifest + text and image caches, module-scoped)

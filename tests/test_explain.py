@@ -7,16 +7,16 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from msa_cache.cache.synthetic import ArrayEncoder
+from msa_cache.encoders.synthetic import ArrayEncoder
 from msa_cache.encoders.base import ImageSpec
 from msa_cache.explain import (DPI, FIG_SIZE, _resolve, draw_explanation, explain, explain_row, fit_image,
                                load_tokenizer)
 from msa_cache.extract import extract
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
-from msa_cache.runs.config import RunSpec, TrainConfig
-from msa_cache.runs.features import open_features
+from msa_cache.fit.config import RunSpec, TrainConfig
+from msa_cache.fit.features import open_features
 from msa_cache.load import load_run
-from msa_cache.runs.trainer import fit_run
+from msa_cache.fit.trainer import fit_run
 from msa_cache_cli.explain import explain_cmd
 
 N, L, P, DT, DI = 96, 8, 4, 16, 12

@@ -18,8 +18,8 @@ from msa_cache.finetune.data import PostCollator, PostDataset
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
 from msa_cache.manifest.build import build_manifest
 from msa_cache.predict import load_predictor, predict_manifest, predict_post
-from msa_cache.runs.config import RunSpec, TrainConfig
-from msa_cache.runs.trainer import fit_run
+from msa_cache.fit.config import RunSpec, TrainConfig
+from msa_cache.fit.trainer import fit_run
 from msa_cache_cli.predict import predict_cmd
 
 import tiny_models

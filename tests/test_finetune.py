@@ -25,9 +25,9 @@ from msa_cache.finetune.model import FinetuneModel
 from msa_cache.finetune.optim import grad_scaler, make_optimizer, resolve_precision, warmup_linear
 from msa_cache.finetune.train import backward_step, optimizer_step, train_rows
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
-from msa_cache.runs.command import command_options
-from msa_cache.runs.compare import finished_entries
-from msa_cache.runs.rundir import append_history
+from msa_cache.train.command import command_options
+from msa_cache.study.compare import finished_entries
+from msa_cache.train.rundir import append_history
 from msa_cache.load import load_run
 from msa_cache_cli.finetune import finetune_cmd
 

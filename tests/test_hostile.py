@@ -23,11 +23,11 @@ from safetensors.torch import load_file, save_file
 from click.testing import CliRunner
 from PIL import Image
 
-from msa_cache.cache.synthetic import ArrayEncoder, random_rows
+from msa_cache.encoders.synthetic import ArrayEncoder, random_rows
 from msa_cache.extract import extract
 from msa_cache.manifest import ManifestMeta, rows_to_table, write_manifest
-from msa_cache.runs.config import RunSpec, TrainConfig
-from msa_cache.runs.trainer import fit_run
+from msa_cache.fit.config import RunSpec, TrainConfig
+from msa_cache.fit.trainer import fit_run
 from msa_cache_cli.main import main as cli
 
 N = 48
@@ -387,7 +387,7 @@ CASES = [
     ("cache-verify-not-a-cache", empty_dir, ["cache", "verify", "{root}/empty"]),
     ("cache-verify-stale-manifest", edit_text, ["cache", "verify", "{c}", "--manifest", "{m}", "--quick"]),
     ("cache-verify-missing-shard", drop_shard, ["cache", "verify", "{c}"]),
-    # tampered run directories (predict / explain / analyze all validate through runs/rundir.py)
+    # tampered run directories (predict / explain / analyze all validate through train/rundir.py)
     *[(f"{cmd[0]}-{fn.__name__}", fn, cmd[1]) for fn in (
         cfg_list, cfg_garbage, cfg_no_modalities, cfg_no_spec, cfg_huge_latent, cfg_string_latent, cfg_huge_dim,
         cfg_unknown_head, cfg_one_class, cfg_other_dim, weights_wrong_shape, weights_pickle, weights_garbage,

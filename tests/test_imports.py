@@ -1,15 +1,42 @@
-"""The import graph of msa_cache (function-level imports included): arrows point down the pipeline,
-cli -> report -> load/predict/explain -> runs/finetune -> heads/cache/encoders/extract -> manifest, without circles."""
+"""The import graph of msa_cache (function-level imports included): the packages stand on floors, and
+every arrow points down to a lower floor, never up and never sideways between siblings.
+
+    demo
+    report
+    study (compare, tune, stats, oracle, submission, share) | predict | explain
+    load                         (a finished run, either mode)
+    fit | finetune               (the two training modes, siblings)
+    train                        (what both modes share)
+    heads
+    extract
+    encoders
+    cache
+    manifest
+    names, atomic, provenance, device, search_space, settings, partition, demo_data
+    errors
+"""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Lower layers may not import these (a layer above them).
-UPPER = {"msa_cache.runs", "msa_cache.finetune", "msa_cache.load", "msa_cache.predict", "msa_cache.explain",
-         "msa_cache.demo", "msa_cache.report"}
-LOWER = ("msa_cache.heads", "msa_cache.cache", "msa_cache.encoders", "msa_cache.extract", "msa_cache.manifest")
+FLOORS = [
+    {"errors"},
+    {"names", "atomic", "provenance", "device", "search_space", "settings", "partition", "demo_data"},
+    {"manifest"},
+    {"cache"},
+    {"encoders"},
+    {"extract"},
+    {"heads"},
+    {"train"},
+    {"fit", "finetune"},
+    {"load"},
+    {"study", "predict", "explain"},
+    {"report"},
+    {"demo"},
+]
+FLOOR = {pkg: i for i, floor in enumerate(FLOORS) for pkg in floor}
 
 
 def _modules() -> dict[str, Path]:
@@ -70,25 +97,29 @@ def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
     return out
 
 
+def _package(module: str) -> str:
+    return module.split(".")[1] if "." in module else module
+
+
 def test_no_import_circles():
     assert _cycles(_graph()) == []
 
 
-def test_lower_layers_never_import_upper_ones():
+def test_every_package_has_a_floor():
+    assert sorted({_package(m) for m in _graph() if m != "msa_cache"} - set(FLOOR)) == []
+
+
+def test_arrows_point_down_the_floors():
+    """A package imports its own modules and lower floors only: no upward arrow, no sideways one
+    (fit and finetune never import each other)."""
+    bad = sorted(f"{m} -> {d}" for m, deps in _graph().items() if m != "msa_cache" for d in deps
+                 if _package(d) != _package(m) and FLOOR[_package(d)] >= FLOOR[_package(m)])
+    assert bad == []
+
+
+def test_train_is_imported_by_both_modes_and_imports_neither():
     graph = _graph()
-    up = {m: sorted(d for d in deps if any(d == u or d.startswith(u + ".") for u in UPPER))
-          for m, deps in graph.items() if m.startswith(LOWER)}
-    assert {m: d for m, d in up.items() if d} == {}
-
-
-def test_runs_does_not_reach_into_finetune():
-    graph = _graph()
-    assert {m: sorted(d for d in deps if d.startswith("msa_cache.finetune"))
-            for m, deps in graph.items() if m.startswith("msa_cache.runs") and any(
-                d.startswith("msa_cache.finetune") for d in deps)} == {}
-
-
-def test_only_the_cli_imports_the_report():
-    graph = _graph()
-    assert sorted(m for m, deps in graph.items() if not m.startswith("msa_cache.report")
-                  and any(d.startswith("msa_cache.report") for d in deps)) == []
+    users = {_package(m) for m, deps in graph.items() if any(_package(d) == "train" for d in deps)}
+    assert {"fit", "finetune"} <= users
+    assert [m for m, deps in graph.items() if _package(m) == "train"
+            and any(_package(d) in ("fit", "finetune", "study") for d in deps)] == []

@@ -339,7 +339,7 @@ def test_learns_a_synthetic_problem():
 
 def test_runs_from_before_the_pairing_fix_are_not_reused():
     """The pairing changed the model for the same options: MDSE's revision enters the run identity (other heads keep theirs)."""
-    from msa_cache.runs.config import RunSpec
+    from msa_cache.fit.config import RunSpec
 
     ident = RunSpec("m.parquet", {}, "mdse").identity("fp", {})
     assert ident["head_revision"] == get_head("mdse").revision >= 1

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from msa_cache.cache.synthetic import ArrayEncoder, random_rows
+from msa_cache.encoders.synthetic import ArrayEncoder, random_rows
 from msa_cache.extract import extract
 from msa_cache.heads.mdse import MDSE
 from msa_cache.manifest import read_manifest
 from msa_cache.manifest.build import build_manifest
-from msa_cache.runs.config import RunSpec, TrainConfig
-from msa_cache.runs.trainer import fit_run
+from msa_cache.fit.config import RunSpec, TrainConfig
+from msa_cache.fit.trainer import fit_run
 
 N_POSTS = 48
 # (text votes, image votes) of three annotators -> per-modality majority, then the merge rule:
@@ -126,7 +126,7 @@ def test_default_monitor_comes_from_the_manifest_and_is_part_of_the_identity(mvs
     (same directory, so runs made before the default moved to the manifest are still found)."""
     import json
 
-    from msa_cache.runs.compare import compare
+    from msa_cache.study.compare import compare
 
     base, manifest, caches = mvsa_world
     assert read_manifest(manifest).default_monitor == "weighted-f1"

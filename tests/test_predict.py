@@ -16,8 +16,8 @@ from msa_cache.finetune import FinetuneConfig, FinetuneSpec, finetune_run
 from msa_cache.finetune.record import EncoderMismatch
 from msa_cache.manifest import read_manifest
 from msa_cache.predict import load_predictor, predict_manifest, predict_post
-from msa_cache.runs.config import RunSpec, TrainConfig
-from msa_cache.runs.trainer import fit_run
+from msa_cache.fit.config import RunSpec, TrainConfig
+from msa_cache.fit.trainer import fit_run
 from msa_cache_cli.predict import predict_cmd
 
 from test_finetune import make_world, tiny_bert  # the same tiny world as the fine-tune tests

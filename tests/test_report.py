@@ -16,8 +16,8 @@ from PIL import Image
 
 from msa_cache.report import build_report, write_report
 from msa_cache.report.collect import read_families
-from msa_cache.runs.compare import finished_entries, leaderboard_markdown, summarise
-from msa_cache.runs.rundir import confusion_figure, plot_confusion
+from msa_cache.study.compare import finished_entries, leaderboard_markdown, summarise
+from msa_cache.train.rundir import confusion_figure, plot_confusion
 from msa_cache_cli.main import main as cli
 from report_world import CLASSES, HEADS, N_DEV, SEEDS
 

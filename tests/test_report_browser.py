@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from msa_cache.report import build_report
-from msa_cache.runs.compare import finished_entries, summarise
+from msa_cache.study.compare import finished_entries, summarise
 from report_world import HEADS
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -18,10 +18,10 @@ from msa_cache.manifest import read_manifest
 from msa_cache.manifest.build import build_manifest
 from msa_cache.manifest.images import DRAFT_SIDE, check_image, load_rgb
 from msa_cache.names import check_name
-from msa_cache.runs.config import RunSpec, TrainConfig
-from msa_cache.runs.features import open_features
-from msa_cache.runs.rundir import finished_seeds, stale_tmp_dirs, sweep_stale_tmp
-from msa_cache.runs.trainer import fit_run, plan_run
+from msa_cache.fit.config import RunSpec, TrainConfig
+from msa_cache.fit.features import open_features
+from msa_cache.train.rundir import finished_seeds, stale_tmp_dirs, sweep_stale_tmp
+from msa_cache.fit.trainer import fit_run, plan_run
 from msa_cache_cli.main import main as cli
 
 from test_hostile import _extract, _rows, _write

@@ -13,17 +13,17 @@ import torch
 from click.testing import CliRunner
 
 from msa_cache.cache.reader import open_cache
-from msa_cache.cache.synthetic import ArrayEncoder
+from msa_cache.encoders.synthetic import ArrayEncoder
 from msa_cache.extract import extract
 from msa_cache.heads import HEADS
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
-from msa_cache.runs.compare import compare, expand_grid, finished_entries, write_leaderboard
-from msa_cache.runs.config import RunSpec, TrainConfig
-from msa_cache.runs.oracle import oracle
+from msa_cache.study.compare import compare, expand_grid, finished_entries, write_leaderboard
+from msa_cache.fit.config import RunSpec, TrainConfig
+from msa_cache.study.oracle import oracle
 from msa_cache.errors import UserError
 from msa_cache.load import load_run
-from msa_cache.runs.trainer import fit_run, predict_probs
-from msa_cache.runs.features import open_features
+from msa_cache.fit.trainer import fit_run, predict_probs
+from msa_cache.fit.features import open_features
 from msa_cache_cli.main import main as cli
 
 N, L, P, DT, DI = 400, 8, 4, 16, 12

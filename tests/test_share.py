@@ -11,12 +11,12 @@ import torch
 from click.testing import CliRunner
 from huggingface_hub import ModelCard
 
-from msa_cache.runs.command import command_line
+from msa_cache.train.command import command_line
 from msa_cache.extract import extract
 from msa_cache.finetune import FinetuneConfig, FinetuneSpec, finetune_run
-from msa_cache.runs.config import RunSpec, TrainConfig
-from msa_cache.runs.share import export_run
-from msa_cache.runs.trainer import fit_run
+from msa_cache.fit.config import RunSpec, TrainConfig
+from msa_cache.study.share import export_run
+from msa_cache.fit.trainer import fit_run
 from msa_cache_cli.main import main
 
 from test_finetune import make_world

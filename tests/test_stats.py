@@ -1,10 +1,10 @@
-"""Bootstrap intervals and paired tests (msa_cache.runs.stats)."""
+"""Bootstrap intervals and paired tests (msa_cache.study.stats)."""
 import numpy as np
 import pytest
 from scipy.stats import norm
 from sklearn.metrics import accuracy_score, f1_score
 
-from msa_cache.runs import stats
+from msa_cache.study import stats
 
 
 def test_metrics_from_confusion_match_sklearn_with_bootstrap_weights():

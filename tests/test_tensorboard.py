@@ -13,8 +13,8 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from msa_cache.finetune import FinetuneConfig, FinetuneSpec, finetune_run  # noqa: E402
-from msa_cache.runs.config import RunSpec, TrainConfig  # noqa: E402
-from msa_cache.runs.trainer import fit_run  # noqa: E402
+from msa_cache.fit.config import RunSpec, TrainConfig  # noqa: E402
+from msa_cache.fit.trainer import fit_run  # noqa: E402
 from msa_cache_cli.main import main as cli  # noqa: E402
 from pooled_world import make_world  # noqa: E402
 
@@ -104,7 +104,7 @@ def test_missing_tensorboard_is_one_line_before_any_work(world, tmp_path, monkey
 
 def test_tune_trials_write_events(world, tmp_path):
     pytest.importorskip("optuna")
-    from msa_cache.runs.tune import tune
+    from msa_cache.study.tune import tune
 
     manifest, cache_root = world
     caches = {"text": cache_root / "toy/toytext", "image": cache_root / "toy/toyimage"}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from msa_cache.runs.training import class_weight_for, dev_scores, train_epochs
+from msa_cache.train.loop import class_weight_for, dev_scores, train_epochs
 
 
 def _loop(scores, patience=2, hooks=None):
@@ -76,7 +76,7 @@ def test_resolved_spec_is_a_filled_copy_and_the_given_spec_stays_as_given():
     from types import SimpleNamespace
 
     from msa_cache.heads import get_head
-    from msa_cache.runs.config import RunSpec, TrainConfig
+    from msa_cache.fit.config import RunSpec, TrainConfig
 
     spec = RunSpec("m.parquet", {}, "ae-cat", {"latent": 32}, TrainConfig(), 0)
     resolved = spec.resolved(SimpleNamespace(default_monitor="macro-f1"))
@@ -102,7 +102,7 @@ def test_head_traits_are_class_attributes_with_defaults():
 def test_trainer_flags_are_generated_from_trainconfig_fields():
     import dataclasses
 
-    from msa_cache.runs.config import TrainConfig
+    from msa_cache.fit.config import TrainConfig
     from msa_cache_cli.fit import fit_cmd
 
     params = {p.name: p for p in fit_cmd.params}

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 optuna = pytest.importorskip("optuna")
 
-from msa_cache.runs.config import RunSpec, TrainConfig  # noqa: E402
-from msa_cache.runs.trainer import fit_run  # noqa: E402
-from msa_cache.runs.tune import _run_trial, fit_command, journal_storage, search_space, tune  # noqa: E402
+from msa_cache.fit.config import RunSpec, TrainConfig  # noqa: E402
+from msa_cache.fit.trainer import fit_run  # noqa: E402
+from msa_cache.study.tune import _run_trial, fit_command, journal_storage, search_space, tune  # noqa: E402
 from msa_cache.search_space import Choice, Range  # noqa: E402
 from msa_cache_cli.main import main as cli  # noqa: E402
 from pooled_world import N_DEV, N_TRAIN, make_world  # noqa: E402
@@ -157,7 +157,7 @@ def _oof_weighted_f1(seed_dir: Path, num_folds: int) -> float:
     """The out-of-fold weighted F1 recomputed from the fold runs' own predictions."""
     from sklearn.metrics import f1_score
 
-    from msa_cache.runs.cv import cv_predictions
+    from msa_cache.fit.cv import cv_predictions
 
     _, preds = cv_predictions([seed_dir / f"fold-{k}" for k in range(num_folds)])
     oof = preds["dev"].labeled()
@@ -191,7 +191,7 @@ def test_cv_trials_are_scored_out_of_fold_and_never_read_test_labels(world, tmp_
         history = [json.loads(x) for x in (seed_dir / "fold-0" / "history.jsonl").read_text().splitlines()]
         assert t.intermediate_values == {h["epoch"]: h["dev_weighted_f1"] for h in history if "epoch" in h}
     # the out-of-fold rows are exactly the labeled train+dev rows: no test row is ever scored
-    from msa_cache.runs.cv import cv_predictions
+    from msa_cache.fit.cv import cv_predictions
     _, preds = cv_predictions([clean.best_run / f"fold-{k}" for k in range(3)])
     assert sorted(preds["dev"].ids) == sorted(pooled)
     # the best config over --seeds is the same cross-validation (seed 0: the best trial's folds, read back)
@@ -227,7 +227,7 @@ def test_a_cv_trial_pruned_in_fold_0_leaves_no_run_directory(world, tmp_path):
     """The pruner stops a CV trial inside fold 0: no fold runs, no empty folders."""
     manifest, cache_root = world
     from msa_cache.manifest import read_manifest
-    from msa_cache.runs.features import open_features
+    from msa_cache.fit.features import open_features
 
     features = open_features(read_manifest(manifest), _caches(cache_root), text_pool="cls")
     base = RunSpec(str(manifest), {k: str(v) for k, v in _caches(cache_root).items()}, "ae-cat", {},

@@ -10,7 +10,7 @@ A cache (or an encoder's forward in fine-tune mode) holds fields such as
     hidden layers -> "text@-2", "image@-3", ...: the base modality's pooled and mask, tokens of layer -k
                      (only with hidden_layers=True; never for CLIP)
 
-Used by runs/features.py (cached runs), finetune/model.py (fine-tune runs); the choice is
+Used by fit/features.py (cached runs), finetune/model.py (fine-tune runs); the choice is
 recorded in a run's config.json ("fields"), which is what `predict` replays.
 """
 from __future__ import annotations

@@ -13,8 +13,8 @@ from typing import Any
 from msa_cache.manifest import CLEANERS
 from msa_cache.finetune.optim import LR_SCHEDULE
 from msa_cache.provenance import from_saved
-from msa_cache.runs.config import head_revision
-from msa_cache.runs.metrics import MONITORS
+from msa_cache.train.identity import head_revision
+from msa_cache.train.metrics import MONITORS
 
 BASELINES = ("clip", "visualbert")
 TEXT_AUGS = ("none", "translation", "synonyms")

@@ -26,8 +26,8 @@ from msa_cache.encoders.text import TextEncoder
 from msa_cache.encoders.vision import VisionEncoder
 from msa_cache.finetune.config import FinetuneSpec
 from msa_cache.finetune.load import load_finetune_run
-from msa_cache.runs.config import config_hash
-from msa_cache.runs.rundir import weights_file
+from msa_cache.train.identity import config_hash
+from msa_cache.train.rundir import weights_file
 
 EXPORTABLE = ("text", "image")
 

@@ -7,7 +7,7 @@ from msa_cache.finetune.config import FinetuneSpec
 from msa_cache.finetune.build import assemble_model
 from msa_cache.finetune.model import FinetuneModule
 from msa_cache.finetune.record import rebuild_encoder
-from msa_cache.runs.rundir import load_weights
+from msa_cache.train.rundir import load_weights
 
 
 def load_finetune_run(path: str | Path, config: dict) -> tuple[FinetuneModule, dict]:

@@ -14,7 +14,7 @@ import contextlib
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from msa_cache.runs import training
+from msa_cache.train import loop as training
 
 MAX_GRAD_NORM = 1.0  # the usual clip for transformer fine-tuning; keeps an early bad batch harmless
 # Part of a fine-tune run's identity: runs made with another schedule (before this one: a hand-written

@@ -35,10 +35,10 @@ from msa_cache.heads import get_head
 from msa_cache.heads.base import HeadConfig
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
-from msa_cache.runs.config import config_hash, monitor_for
-from msa_cache.runs.rundir import append_history, build_run_dir, is_finished, read_metrics, write_run
-from msa_cache.runs.tensorboard_log import history_events, run_events
-from msa_cache.runs.training import (
+from msa_cache.train.identity import config_hash, monitor_for
+from msa_cache.train.rundir import append_history, build_run_dir, is_finished, read_metrics, write_run
+from msa_cache.train.tensorboard_log import history_events, run_events
+from msa_cache.train.loop import (
     EpochHook, EpochProgress, RunResult, add_terms, batch_bar, class_weight_for, dev_scores, manifest_labels,
     seed_everything, train_epochs,
 )

@@ -131,7 +131,7 @@ class Head(nn.Module):
     finetune_defaults: ClassVar[dict] = {}
     # Reads the caches' hidden layers too ("text@-2", ...; INFIG's align="cache"): open_features(hidden_layers=True).
     uses_hidden_layers: ClassVar[bool] = False
-    # "gradient": the epoch loop (runs/training.py); "closed_form": fit_closed_form on pooled features (probe),
+    # "gradient": the epoch loop (train/loop.py); "closed_form": fit_closed_form on pooled features (probe),
     # which needs frozen features, so `finetune` refuses it.
     fit_mode: ClassVar[str] = "gradient"
 

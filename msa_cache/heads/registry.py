@@ -1,21 +1,16 @@
 """The one registry of heads. A new head is one module with `@register_head` plus
 one import line in `msa_cache/heads/__init__.py`; the CLI and `compare` read
-their choices and flags from here, so nothing drifts.
+their choices and flags from here.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 from msa_cache.heads.base import Head, ModalitySpec
+from msa_cache.settings import HEAD_INT_RANGE, check_value
 
 HEADS: dict[str, type[Head]] = {}
-
-# Default ranges of numeric Config fields; a field narrows or widens them with metadata
-# {"min": .., "max": .., "min_open": True}. Sizes are bounded so that a typo (or a tampered
-# config.json) is refused instead of allocating terabytes.
-INT_MAX = 1 << 14
 
 
 def register_head(name: str):
@@ -36,38 +31,9 @@ def get_head(name: str) -> type[Head]:
         raise ValueError(f"unknown head '{name}'; choose one of: {', '.join(sorted(HEADS))}") from None
 
 
-def field_range(f: dataclasses.Field) -> tuple[type, float | None, float | None, bool] | None:
-    """(type, min, max, min_open) of a numeric Config field; None for other fields."""
-    kind = type(f.default) if f.default is not dataclasses.MISSING else None
-    md = f.metadata
-    if kind is int:
-        return int, md.get("min", 1), md.get("max", INT_MAX), False
-    if kind is float:
-        return float, md.get("min", 0.0), md.get("max"), bool(md.get("min_open", False))
-    return None
-
-
-def describe_range(lo, hi, min_open: bool) -> str:
-    left = f"> {lo}" if min_open else f">= {lo}"
-    return left if hi is None else f"{left} and <= {hi}"
-
-
 def check_option(head: str, f: dataclasses.Field, value: Any) -> None:
-    """ValueError when `value` has the wrong type or lies outside the field's range."""
-    flag = "--" + f.name.replace("_", "-")
-    bounds = field_range(f)
-    if bounds is None:
-        want = type(f.default) if f.default is not dataclasses.MISSING else None
-        if want in (bool, str) and not isinstance(value, want):
-            raise ValueError(f"head '{head}': {flag} must be a {want.__name__}, not {value!r}")
-        return
-    kind, lo, hi, min_open = bounds
-    ok_type = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
-    if not ok_type or (kind is float and not math.isfinite(value)):
-        raise ValueError(f"head '{head}': {flag} must be {'an integer' if kind is int else 'a finite number'}, "
-                         f"not {value!r}")
-    if (lo is not None and (value <= lo if min_open else value < lo)) or (hi is not None and value > hi):
-        raise ValueError(f"head '{head}': {flag} {value} is out of range; it must be {describe_range(lo, hi, min_open)}")
+    """ValueError when `value` has the wrong type or lies outside the field's range (msa_cache/settings.py)."""
+    check_value(f, value, f"head '{head}'", HEAD_INT_RANGE)
 
 
 def make_config(name: str, options: dict[str, Any] | None = None):

@@ -46,7 +46,7 @@ from msa_cache.provenance import from_saved
 SCHEMA_VERSION = 1
 META_KEY = b"msa_cache"
 SPLITS = ("train", "dev", "test")
-# The dev metrics a manifest may name as its default monitor (msa_cache.runs.metrics.MONITORS' keys;
+# The dev metrics a manifest may name as its default monitor (msa_cache.train.metrics.MONITORS' keys;
 # spelled out here because manifest/ sits below runs/).
 MONITOR_NAMES = ("accuracy", "macro-f1", "weighted-f1")
 FALLBACK_MONITOR = "weighted-f1"  # for manifests that name none (older files, `table` without --monitor)

@@ -26,9 +26,9 @@ from msa_cache.report.collect import (
     Family, OracleAnalysis, finished_families, oracle_analysis, read_families, report_monitor, unfinished_folders,
 )
 from msa_cache.report.examples import Examples, explain_examples
-from msa_cache.runs.compare import Entry, leaderboard_markdown, leaderboard_rows, summarise
-from msa_cache.runs.metrics import MONITOR_KEYS
-from msa_cache.runs.stats import N_RESAMPLES
+from msa_cache.study.compare import Entry, leaderboard_markdown, leaderboard_rows, summarise
+from msa_cache.train.metrics import MONITOR_KEYS
+from msa_cache.study.stats import N_RESAMPLES
 
 REPORT_FILE = "report.html"
 SECTIONS = [("leaderboard", "Leaderboard"), ("chart", "Bar chart"), ("per-class", "Per-class F1"),

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from msa_cache.errors import UserError
-from msa_cache.runs.compare import Entry, finished_entries
-from msa_cache.runs.oracle import family_oracle
-from msa_cache.runs.rundir import HISTORY_FILE, read_history, read_run, stale_tmp_dirs
+from msa_cache.study.compare import Entry, finished_entries
+from msa_cache.study.oracle import family_oracle
+from msa_cache.train.rundir import HISTORY_FILE, read_history, read_run, stale_tmp_dirs
 
 UNI_TEXT, UNI_IMAGE = "uni-text", "uni-image"
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from msa_cache.errors import UserError
 from msa_cache.explain import EXPLAINABLE, explain
 from msa_cache.report.collect import Family
-from msa_cache.runs.metrics import MONITOR_KEYS
+from msa_cache.train.metrics import MONITOR_KEYS
 
 EXAMPLE_SEED = 0  # which dev rows are drawn: a fixed RNG seed, so a report is reproducible
 

@@ -8,9 +8,9 @@ import math
 
 import numpy as np
 
-from msa_cache.runs.compare import Entry, bar_chart
-from msa_cache.runs.metrics import MONITOR_KEYS
-from msa_cache.runs.rundir import plot_confusion
+from msa_cache.study.compare import Entry, bar_chart
+from msa_cache.train.metrics import MONITOR_KEYS
+from msa_cache.train.rundir import plot_confusion
 
 
 def _pyplot():

@@ -6,7 +6,7 @@ Every trial is a normal run directory (seed 0), so `compare --all-runs` lists it
 its objective is the dev monitor score (the test split is never looked at), and
 its per-epoch dev scores go to a median pruner that stops weak trials early.
 
-With cross-validation (cv_folds=K, runs/cv.py) a trial is instead the K fold runs of
+With cross-validation (cv_folds=K, fit/cv.py) a trial is instead the K fold runs of
 train+dev pooled (seed 0, folds cut with cv_seed), and its objective the out-of-fold
 monitor score: the number `compare --cv K` shows for that config. Pruning watches
 fold 0's per-epoch held-out score (every trial's fold 0 holds out the same rows), so a
@@ -36,12 +36,13 @@ import numpy as np
 
 from msa_cache.heads import HEADS, get_head
 from msa_cache.manifest import read_manifest
-from msa_cache.runs.config import RunSpec, TrainConfig, config_hash, monitor_for
-from msa_cache.runs.cv import fit_cv, fold_specs
-from msa_cache.runs.features import open_features
-from msa_cache.runs.folds import DEFAULT_CV_SEED, cv_folds, pooled_rows
-from msa_cache.runs.metrics import MONITOR_KEYS
-from msa_cache.runs.trainer import RunResult, fit_run, plan_run
+from msa_cache.fit.config import RunSpec, TrainConfig
+from msa_cache.train.identity import config_hash, monitor_for
+from msa_cache.fit.cv import fit_cv, fold_specs
+from msa_cache.fit.features import open_features
+from msa_cache.fit.folds import DEFAULT_CV_SEED, cv_folds, pooled_rows
+from msa_cache.train.metrics import MONITOR_KEYS
+from msa_cache.fit.trainer import RunResult, fit_run, plan_run
 from msa_cache.search_space import Choice, Range, field_default, searched_fields
 
 TRIAL_SEED = 0  # every trial trains seed 0; the best config is then run over --seeds

@@ -25,9 +25,9 @@ from typing import Callable
 
 from msa_cache.atomic import building_folder, write_text_atomic
 from msa_cache.errors import UserError
-from msa_cache.runs.card import model_card
-from msa_cache.runs.command import COMMAND_FILE
-from msa_cache.runs.rundir import (
+from msa_cache.train.card import model_card
+from msa_cache.train.command import COMMAND_FILE
+from msa_cache.train.rundir import (
     CARD_FILE, CONFIG_FILE, FINISHED_MARKER, HISTORY_FILE, WEIGHTS_FILE, read_metrics, read_run, read_weights, save_weights,
     weights_file,
 )
@@ -50,7 +50,7 @@ def _with_encoder_records(run: Path, config: dict) -> dict:
     if config.get("mode") == "finetune" or config.get("encoders"):
         return config
     from msa_cache.cache.schema import read_index
-    from msa_cache.runs.trainer import ENCODER_RECORD_KEYS
+    from msa_cache.fit.trainer import ENCODER_RECORD_KEYS
 
     records = {}
     for modality, cache in config["caches"].items():
@@ -70,7 +70,7 @@ def _check_weights(run: Path, config: dict) -> None:
     if config.get("mode") == "finetune":
         read_weights(run)
     else:
-        from msa_cache.runs.trainer import load_head
+        from msa_cache.fit.trainer import load_head
 
         load_head(run, config)
 

@@ -4,7 +4,7 @@ seeds of a family, and read one back only after validating it (the one place tha
     runs/<manifest>/<family>/seed-K/          finished: renamed from its tmp folder after
         config.json command.yaml history.jsonl  metrics.json (the marker, written last)
         predictions.parquet confusion.png model.safetensors (runs made before it: model.pt)
-        README.md (the model card, runs/card.py; runs made before it have none: `msa-cache card`)
+        README.md (the model card, train/card.py; runs made before it have none: `msa-cache card`)
     runs/<manifest>/<family>/seed-K.tmp-PID/  being built by process PID (or left by a killed one);
         history.jsonl grows there one epoch at a time (append_history)
 
@@ -30,9 +30,9 @@ import torch
 
 from msa_cache.errors import UserError
 from msa_cache.manifest import Manifest
-from msa_cache.runs.card import model_card
-from msa_cache.runs.command import write_command
-from msa_cache.runs.metrics import classification_metrics
+from msa_cache.train.card import model_card
+from msa_cache.train.command import write_command
+from msa_cache.train.metrics import classification_metrics
 
 FINISHED_MARKER = "metrics.json"
 CONFIG_FILE = "config.json"

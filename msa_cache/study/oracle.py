@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from msa_cache.errors import UserError
-from msa_cache.runs.rundir import read_run
+from msa_cache.train.rundir import read_run
 
 
 def _correct(run: str | Path, split: str) -> dict[str, bool]:

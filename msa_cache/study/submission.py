@@ -18,7 +18,7 @@ import numpy as np
 
 from msa_cache.atomic import building_folder
 from msa_cache.manifest import Manifest
-from msa_cache.runs.predictions import family_predictions
+from msa_cache.train.predictions import family_predictions
 
 
 def clmlf_label_ids(classes: list[str]) -> list[int]:

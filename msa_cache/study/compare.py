@@ -22,15 +22,16 @@ from sklearn.model_selection import ParameterGrid
 from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.partition import Partition
-from msa_cache.runs.config import RunSpec, TrainConfig, monitor_for
-from msa_cache.runs.features import open_features
-from msa_cache.runs.cv import CVResult, cv_predictions, finished_cv_seeds, fit_cv, metrics_of
-from msa_cache.runs.metrics import MONITOR_KEYS
-from msa_cache.runs.predictions import SplitPredictions, family_predictions, stack
-from msa_cache.runs.rundir import finished_seeds, is_finished, read_metrics, stale_tmp_dirs
-from msa_cache.runs.stats import N_RESAMPLES, RowStats, compare_rows
-from msa_cache.runs.trainer import RunResult, fit_run, plan_run
-from msa_cache.runs.training import format_duration
+from msa_cache.fit.config import RunSpec, TrainConfig
+from msa_cache.train.identity import monitor_for
+from msa_cache.fit.features import open_features
+from msa_cache.fit.cv import CVResult, cv_predictions, finished_cv_seeds, fit_cv, metrics_of
+from msa_cache.train.metrics import MONITOR_KEYS
+from msa_cache.train.predictions import SplitPredictions, family_predictions, stack
+from msa_cache.train.rundir import finished_seeds, is_finished, read_metrics, stale_tmp_dirs
+from msa_cache.study.stats import N_RESAMPLES, RowStats, compare_rows
+from msa_cache.fit.trainer import RunResult, fit_run, plan_run
+from msa_cache.train.loop import format_duration
 
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
@@ -141,7 +142,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     all_runs: also list every other finished run family of this manifest: other options,
     other seeds' grids, and `finetune` runs, which share the run directory format.
     cv: K > 0 cross-validates every configuration on K folds of train+dev instead (rows
-    scored on their out-of-fold predictions; see runs/cv.py); refit: also train each on
+    scored on their out-of-fold predictions; see fit/cv.py); refit: also train each on
     all of train+dev with the folds' epoch count. With all_runs, other finished CV families.
     """
     if cv:

@@ -1,7 +1,7 @@
 """Train one head on cached features and write its run directory.
 
     config.json          resolved spec, cache fingerprints, library versions, dims, runs root
-    command.yaml         the `msa-cache fit --config` options that reproduce the run (runs/command.py)
+    command.yaml         the `msa-cache fit --config` options that reproduce the run (train/command.py)
     history.jsonl        per epoch: mean loss terms on train, metrics on dev
     metrics.json         per labeled split: accuracy, macro P/R/F1, weighted F1,
                          per-class report, confusion matrix (written last)
@@ -27,14 +27,15 @@ from msa_cache.heads import Batch, Head, create_head, get_head
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
-from msa_cache.runs.command import command_options
-from msa_cache.runs.config import RunSpec, config_hash, run_dir
-from msa_cache.runs.rundir import append_history, build_run_dir, is_finished, load_weights, read_metrics, write_run
-from msa_cache.runs.features import FeatureSet, open_features
-from msa_cache.runs.folds import run_roles
-from msa_cache.runs.metrics import MONITORS
-from msa_cache.runs.tensorboard_log import history_events, run_events
-from msa_cache.runs.training import (
+from msa_cache.train.command import command_options
+from msa_cache.fit.config import RunSpec, run_dir
+from msa_cache.train.identity import config_hash
+from msa_cache.train.rundir import append_history, build_run_dir, is_finished, load_weights, read_metrics, write_run
+from msa_cache.fit.features import FeatureSet, open_features
+from msa_cache.fit.folds import run_roles
+from msa_cache.train.metrics import MONITORS
+from msa_cache.train.tensorboard_log import history_events, run_events
+from msa_cache.train.loop import (
     EpochHook, EpochProgress, RunResult, add_terms, amp_autocast, batch_bar, class_weight_for, dev_scores, grad_scaler,
     manifest_labels, seed_everything, train_epochs,
 )
@@ -78,7 +79,7 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
     dev metrics); an exception it raises (e.g. a tuner's "prune") stops the run and leaves no run dir.
     progress: where one line per epoch goes (train loss, dev monitor, seconds, best so far, ETA); None: nowhere.
     Either way each epoch's record is appended to history.jsonl in the run's tmp folder as it ends.
-    tensorboard: also write the epochs as TensorBoard events in <run>/tensorboard (runs/tensorboard_log.py);
+    tensorboard: also write the epochs as TensorBoard events in <run>/tensorboard (train/tensorboard_log.py);
     a finished run gets them from its history.jsonl. Not part of the identity: it changes no result."""
     manifest = features.manifest if features is not None else read_manifest(spec.manifest)
     if features is None:

@@ -1,6 +1,6 @@
 """What every training mode shares: the epoch loop, seeding, labels, class weights, mixed precision.
 
-fit (runs/trainer.py), finetune (finetune/train.py), tune and the benches all train
+fit (fit/trainer.py), finetune (finetune/train.py), tune and the benches all train
 through `train_epochs`; a mode passes only its own `train_epoch` (one pass over the
 train rows: its step function, batching, staging) and `evaluate` (its predict
 function, scored on dev). Early stopping, the per-epoch history, the best-epoch
@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from msa_cache.manifest import Manifest
-from msa_cache.runs.metrics import MONITOR_KEYS, classification_metrics
+from msa_cache.train.metrics import MONITOR_KEYS, classification_metrics
 
 DEV_METRICS = ("accuracy", "macro_f1", "weighted_f1")
 

@@ -3,13 +3,12 @@ trainer settings and the seed. Its hash names the run directory, so a finished
 run is found and skipped instead of recomputed."""
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from msa_cache.heads import HEADS, make_config
+from msa_cache.heads import make_config
+from msa_cache.train.identity import head_revision, monitor_for
 from msa_cache.provenance import from_saved
 from msa_cache.search_space import SEARCH, Range
 
@@ -81,10 +80,6 @@ def check_train_config(tc: TrainConfig) -> None:
 
 
 
-def monitor_for(train, manifest) -> str:
-    """The dev metric a run selects on: the one given (`TrainConfig` or `FinetuneConfig`), else the
-    dataset's default from its manifest."""
-    return train.monitor or manifest.default_monitor
 
 
 @dataclass
@@ -95,7 +90,7 @@ class RunSpec:
     head_options: dict[str, Any] = field(default_factory=dict)  # resolved: every Config field
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
-    # Cross-validation (see runs/folds.py): 0 folds = the manifest's own split. The fold
+    # Cross-validation (see fit/folds.py): 0 folds = the manifest's own split. The fold
     # index and the refit settings name the directory inside the family (seed-K/fold-k,
     # seed-K/refit-...); the number of folds and their seed are part of the family's hash.
     cv_folds: int = 0
@@ -137,14 +132,8 @@ class RunSpec:
                    d.get("cv_folds", 0), d.get("cv_fold", 0), d.get("cv_seed", 0), d.get("refit"))
 
 
-def head_revision(head: str) -> dict:
-    """{"head_revision": n} for a head whose computation changed (Head.revision > 0), else {} (hashes kept)."""
-    revision = getattr(HEADS.get(head), "revision", 0)
-    return {"head_revision": revision} if revision else {}
 
 
-def config_hash(identity: dict) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def run_dir(runs_root: str | Path, manifest_name: str, spec: RunSpec, chash: str, changed: dict) -> Path:

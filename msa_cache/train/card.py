@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from msa_cache.heads import HEADS
-from msa_cache.runs.command import command_line, command_name
+from msa_cache.train.command import command_line, command_name
 
 LIBRARY = "msa-cache"
 TASK_TYPE = "multimodal-sentiment-analysis"

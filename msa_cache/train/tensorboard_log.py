@@ -24,8 +24,8 @@ from pathlib import Path
 
 from msa_cache.atomic import building_folder
 from msa_cache.errors import UserError
-from msa_cache.runs.rundir import FINISHED_MARKER, HISTORY_FILE, read_history
-from msa_cache.runs.training import DEV_METRICS
+from msa_cache.train.rundir import FINISHED_MARKER, HISTORY_FILE, read_history
+from msa_cache.train.loop import DEV_METRICS
 
 TB_DIR = "tensorboard"
 INSTALL_HINT = "pip install 'msa-cache[tb]'"

@@ -1,0 +1,24 @@
+"""A run's identity, shared by both training modes: the hash that names its folder, the head's
+revision that enters it, and the dev metric a run selects on."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from msa_cache.heads import HEADS
+
+
+def monitor_for(train, manifest) -> str:
+    """The dev metric a run selects on: the one given (`TrainConfig` or `FinetuneConfig`), else the
+    dataset's default from its manifest."""
+    return train.monitor or manifest.default_monitor
+
+
+def head_revision(head: str) -> dict:
+    """{"head_revision": n} for a head whose computation changed (Head.revision > 0), else {} (hashes kept)."""
+    revision = getattr(HEADS.get(head), "revision", 0)
+    return {"head_revision": revision} if revision else {}
+
+
+def config_hash(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
