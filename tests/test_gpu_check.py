@@ -103,14 +103,14 @@ def test_dry_run_finetune_and_oom_rows(dry_run):
 
 
 def test_time_guard_skips_and_still_writes(tmp_path):
-    import gpu_check
+    import gpu_check_core as core
 
-    rep = gpu_check.Report(tmp_path, gpu_check.DRY, gpu_check.Budget(0.0))
+    rep = core.Report(tmp_path, core.DRY, core.Budget(0.0))
     sec = rep.section("heads", "2. heads", [])
     calls = []
     row = rep.item(sec, "x", lambda: calls.append(1) or {}, head="late", config="default")
     assert not calls and row["status"].startswith("skipped: time budget")
-    failed = gpu_check.Report(tmp_path, gpu_check.DRY, gpu_check.Budget(100.0))
+    failed = core.Report(tmp_path, core.DRY, core.Budget(100.0))
     sec = failed.section("heads", "2. heads", [])
     row = failed.item(sec, "y", lambda: 1 / 0, head="late", config="default")
     assert row["status"].startswith("error: ZeroDivisionError")
@@ -132,9 +132,9 @@ def test_cuda_cap_and_peak_arithmetic(monkeypatch):
     is what is reserved now plus the card's budget, and it is lifted again whatever happens inside."""
     from types import SimpleNamespace
 
-    import gpu_check
+    import gpu_check_core as core
 
-    gib = gpu_check.GIB
+    gib = core.GIB
     mem = {"allocated": 1 * gib, "reserved": 2 * gib, "max_allocated": 3.5 * gib, "max_reserved": 6 * gib}
     fractions, resets = [], []
     fake = {"is_available": lambda: True, "synchronize": lambda *a: None, "empty_cache": lambda: None,
@@ -148,10 +148,10 @@ def test_cuda_cap_and_peak_arithmetic(monkeypatch):
         monkeypatch.setattr(torch.cuda, name, fn)
     cuda = torch.device("cuda")
     with pytest.raises(RuntimeError, match="out of memory"):
-        with gpu_check.memory_cap(cuda, gpu_check.cap_bytes(gpu_check.GPU)):
+        with core.memory_cap(cuda, core.cap_bytes(core.GPU)):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert fractions == [pytest.approx((2 + 3.5) / 100), 1.0]
-    with gpu_check.Peak(cuda) as peak:
+    with core.Peak(cuda) as peak:
         pass
     assert resets and peak.allocated == pytest.approx(2.5) and peak.reserved == pytest.approx(4.0)
-    assert gpu_check.Peak(torch.device("cpu")).__enter__().allocated is None
+    assert core.Peak(torch.device("cpu")).__enter__().allocated is None
