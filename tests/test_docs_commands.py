@@ -11,7 +11,9 @@ Rules:
 - paths need not exist (they are the reader's files): `click.Path(exists=True)` is relaxed;
 - a ```yaml block whose first line is `# NAME.yaml ...` is written to NAME.yaml in the folder the
   lines are parsed in, so `--config NAME.yaml` examples are checked with the docs' own file;
-- `--tensorboard` is parsed without checking that the optional package is installed.
+- `--tensorboard` is parsed without checking that the optional package is installed;
+- the model folder a documented `export-encoder RUN OUT` writes is made (empty) after that line, so a
+  later `extract --encoder OUT` line finds it, as it would after running the commands in order.
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ def config_files(text: str) -> dict[str, str]:
     return out
 
 
-def parse(args: list[str]) -> None:
+def parse(args: list[str]) -> click.Context:
     """Parse args through the group down to the leaf command, as `msa-cache ARGS` would, without running it."""
     command, name, parent = cli, "msa-cache", None
     while isinstance(command, click.Group):
@@ -84,7 +86,7 @@ def parse(args: list[str]) -> None:
             raise click.UsageError(f"'{name}' needs a subcommand")
         parent = command.make_context(name, args[:i + 1], parent=parent, resilient_parsing=False)
         name, command, args = command.resolve_command(parent, args[i:])
-    command.make_context(name, args, parent=parent, resilient_parsing=False)
+    return command.make_context(name, args, parent=parent, resilient_parsing=False)
 
 
 def _commands(group: click.Group):
@@ -121,9 +123,12 @@ def test_every_documented_command_parses(doc, docs_cwd):
             continue
         args = shlex.split(line, comments=True)[1:]
         try:
-            parse(args)
+            ctx = parse(args)
         except click.ClickException as e:
             failed.append(f"{doc}:{no}: {line}\n    -> {e.format_message()}")
+        else:
+            if ctx.command.name == "export-encoder":
+                Path(ctx.params["out"]).mkdir(parents=True, exist_ok=True)
         checked.append(no)
     assert not failed, "documented commands the CLI rejects:\n" + "\n".join(failed)
     assert len(checked) >= 5 and len(checked) > len(skipped), (
