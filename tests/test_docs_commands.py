@@ -14,6 +14,7 @@ Rules:
 - `--tensorboard` is parsed without checking that the optional package is installed;
 - the model folder a documented `export-encoder RUN OUT` writes is made (empty) after that line, so a
   later `extract --encoder OUT` line finds it, as it would after running the commands in order.
+The cheap lines also run for real: `manifest info` on the manifest the demo writes.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from msa_cache_cli.main import main as cli
 
@@ -134,6 +136,27 @@ def test_every_documented_command_parses(doc, docs_cwd):
     assert len(checked) >= 5 and len(checked) > len(skipped), (
         f"{doc}: only {len(checked)} command lines checked, {len(skipped)} skipped as placeholders "
         f"(lines {skipped}): write most examples as runnable commands")
+
+
+def test_documented_manifest_info_runs_on_the_demo_manifest(tmp_path, monkeypatch):
+    """The cheap lines run for real: `manifest info` on the manifest the demo writes (built here from a
+    small synthetic set, no extraction), as the README's quickstart runs it after `make demo`."""
+    from msa_cache.demo_data import make_synthetic_dataset
+    from msa_cache.manifest.build import build_manifest
+
+    data = make_synthetic_dataset(tmp_path / "demo-data" / "synthetic-demo", n=40)
+    build_manifest("clmlf", root=data, output=tmp_path / "manifests" / "synthetic-demo.parquet")
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    for doc in DOCS:
+        for no, line in command_lines((ROOT / doc).read_text(encoding="utf-8")):
+            args = shlex.split(line, comments=True)[1:]
+            if args[:2] == ["manifest", "info"] and Path(args[2]).is_file():
+                r = CliRunner().invoke(cli, args)
+                assert r.exit_code == 0, f"{doc}:{no}: {line}\n{r.output}"
+                assert "synthetic-demo" in r.output and "train" in r.output
+                ran.append(f"{doc}:{no}")
+    assert ran, "no documented `manifest info` line reads the demo's manifest"
 
 
 def test_a_misspelled_flag_fails(docs_cwd):
