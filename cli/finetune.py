@@ -7,6 +7,7 @@ import click
 from msa_cache.encoders import EncoderUnavailable
 from msa_cache.finetune import BASELINES, FinetuneConfig, FinetuneSpec, finetune_run
 from msa_cache.finetune.baselines import VISUALBERT_DEFAULT
+from msa_cache.finetune.config import parse_unfreeze
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.extract import EncoderName
@@ -16,14 +17,10 @@ from msa_cache_cli.options import (
 
 
 def _unfreeze(ctx, param, value: str) -> list[str]:
-    parts = [p.strip() for p in value.split(",") if p.strip()]
-    if parts == ["none"]:
-        return []
-    bad = [p for p in parts if p not in ("text", "image")]
-    if bad:
-        raise click.BadParameter(f"'{value}': expected text, image, text,image or none")
-    return parts
-
+    try:
+        return parse_unfreeze(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @click.command("finetune")

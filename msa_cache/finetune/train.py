@@ -35,7 +35,7 @@ from msa_cache.heads import get_head
 from msa_cache.heads.base import HeadConfig
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
-from msa_cache.train.identity import config_hash, monitor_for
+from msa_cache.train.identity import FINETUNE, config_hash, monitor_for
 from msa_cache.train.rundir import append_history, build_run_dir, is_finished, read_metrics, write_run
 from msa_cache.train.tensorboard_log import history_events, run_events
 from msa_cache.train.loop import (
@@ -150,7 +150,7 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
     probs = predict_rows(model, manifest, np.arange(len(manifest)), device, precision, 2 * tc.batch_size, tc.workers)
     epochs = [h["seconds"] for h in history if "seconds" in h]
     config = {
-        "mode": "finetune",
+        "mode": FINETUNE,
         "spec": spec.to_dict(),
         "encoders": records,
         "manifest_fingerprint": manifest.fingerprint(),

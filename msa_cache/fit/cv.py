@@ -23,7 +23,7 @@ from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.fit.config import RunSpec, refit_name
 from msa_cache.fit.features import FeatureSet, open_features
-from msa_cache.train.metrics import classification_metrics
+from msa_cache.metrics import classification_metrics
 from msa_cache.train.predictions import SplitPredictions, concat_rows, read_run_predictions
 from msa_cache.train.rundir import read_history
 from msa_cache.fit.trainer import RunResult, fit_run

@@ -33,7 +33,7 @@ from msa_cache.train.identity import config_hash
 from msa_cache.train.rundir import append_history, build_run_dir, is_finished, load_weights, read_metrics, write_run
 from msa_cache.fit.features import FeatureSet, open_features
 from msa_cache.fit.folds import run_roles
-from msa_cache.train.metrics import MONITORS
+from msa_cache.metrics import monitor_metric
 from msa_cache.train.tensorboard_log import history_events, run_events
 from msa_cache.train.loop import (
     EpochHook, EpochProgress, RunResult, add_terms, amp_autocast, batch_bar, class_weight_for, dev_scores, grad_scaler,
@@ -188,8 +188,6 @@ def make_optimizer(head: Head, spec: RunSpec) -> torch.optim.Optimizer:
 def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, out: Path, log,
                      on_epoch_end=None, runs_root: str | Path = "runs") -> dict:
     tc = spec.train
-    if tc.monitor not in MONITORS:
-        raise ValueError(f"--monitor must be one of {sorted(MONITORS)}")
     seed_everything(spec.seed)
     device = resolve_device(tc.device)
     labels, modality_labels = manifest_labels(manifest)
@@ -203,7 +201,7 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
     spec_dims = features.spec()
     head = create_head(spec.head, spec_dims, len(classes), spec.head_options).to(device)
     class_weight = class_weight_for(labels[train_idx], len(classes), tc.class_weights)
-    monitor = MONITORS[tc.monitor]
+    monitor = monitor_metric(tc.monitor).score
     history: list[dict] = []
 
     if head.fit_mode == "closed_form":

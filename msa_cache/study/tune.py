@@ -41,14 +41,13 @@ from msa_cache.train.identity import config_hash, monitor_for
 from msa_cache.fit.cv import fit_cv, fold_specs
 from msa_cache.fit.features import open_features
 from msa_cache.fit.folds import DEFAULT_CV_SEED, cv_folds, pooled_rows
-from msa_cache.train.metrics import MONITOR_KEYS
+from msa_cache.metrics import monitor_key
 from msa_cache.fit.trainer import RunResult, fit_run, plan_run
 from msa_cache.search_space import Choice, Range, field_default, searched_fields
 
 TRIAL_SEED = 0  # every trial trains seed 0; the best config is then run over --seeds
 PRUNER_STARTUP_TRIALS = 5  # trials that always run to the end before the median means anything
 PRUNER_WARMUP_EPOCHS = 2  # epochs a trial always gets (early dev scores are noisy)
-IDENTITY_EXCLUDED = set(TrainConfig.IDENTITY_EXCLUDED)
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,7 @@ def fit_command(spec: RunSpec, runs_root: str | Path, seeds: list[int], refit: b
         args += [f"--{role}-cache", Path(path).name]
     args += ["--runs", str(runs_root)]
     defaults = dataclasses.asdict(TrainConfig())
-    train = {k: v for k, v in dataclasses.asdict(spec.train).items() if k not in IDENTITY_EXCLUDED}
+    train = spec.train.identity()
     head_defaults = dataclasses.asdict(get_head(spec.head).Config())
     head = {k: v for k, v in spec.head_options.items() if head_defaults.get(k) != v}
     for name, value in [*((k, v) for k, v in train.items() if defaults[k] != v), *sorted(head.items())]:
@@ -208,7 +207,7 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
                              hidden_layers=get_head(head).uses_hidden_layers)
     base = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, head_options, train, TRIAL_SEED,
                    cv_folds=cv, cv_seed=cv_seed)
-    key = MONITOR_KEYS[train.monitor]
+    key = monitor_key(train.monitor)
     scored = f"{cv}-fold out-of-fold" if cv else "dev"
 
     # The study's name covers everything a trial's score depends on besides the sampled values,

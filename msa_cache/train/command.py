@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from msa_cache.train.identity import FINETUNE, run_mode
+
 COMMAND_FILE = "command.yaml"
 CACHE_ROLES = ("text", "image", "clip")  # fit's --text-cache / --image-cache / --clip-cache
 
@@ -28,7 +30,7 @@ def is_run_config(data) -> bool:
 
 def command_name(config: dict) -> str:
     """The msa-cache command that made the run: "finetune" or "fit"."""
-    return "finetune" if config.get("mode") == "finetune" else "fit"
+    return "finetune" if run_mode(config) == FINETUNE else "fit"
 
 
 def command_options(config: dict) -> dict:

@@ -19,9 +19,7 @@ import torch
 from tqdm import tqdm
 
 from msa_cache.manifest import Manifest
-from msa_cache.train.metrics import MONITOR_KEYS, classification_metrics
-
-DEV_METRICS = ("accuracy", "macro_f1", "weighted_f1")
+from msa_cache.metrics import METRIC_KEYS, classification_metrics, monitor_metric
 
 EpochHook = Callable[[int, dict], None]
 
@@ -86,7 +84,7 @@ def add_terms(sums: dict[str, float], loss: float, terms: dict) -> None:
 def dev_scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     """The dev fields of an epoch record: dev_accuracy, dev_macro_f1, dev_weighted_f1."""
     m = classification_metrics(labels, probs.argmax(1), classes)
-    return {f"dev_{k}": m[k] for k in DEV_METRICS}
+    return {f"dev_{k}": m[k] for k in METRIC_KEYS}
 
 
 def format_duration(seconds: float) -> str:
@@ -110,7 +108,7 @@ class EpochProgress:
 
     def __init__(self, max_epochs: int, monitor: str, log: Callable[[str], None], prefix: str = "",
                  details: Callable[[dict], str] | None = None):
-        self.max_epochs, self.key, self.log, self.prefix = max_epochs, f"dev_{MONITOR_KEYS[monitor]}", log, prefix
+        self.max_epochs, self.key, self.log, self.prefix = max_epochs, monitor_metric(monitor).dev_key, log, prefix
         self.details = details
         self.best: tuple[float, int] | None = None
         self.start = self.last = time.time()
@@ -155,7 +153,7 @@ def train_epochs(model: torch.nn.Module, max_epochs: int, patience: int, monitor
             score = epoch
         else:
             record.update(dev)
-            score = record[f"dev_{MONITOR_KEYS[monitor]}"]
+            score = record[monitor_metric(monitor).dev_key]
         history.append(record)
         for hook in hooks:
             hook(epoch, record)

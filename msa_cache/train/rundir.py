@@ -32,7 +32,8 @@ from msa_cache.errors import UserError
 from msa_cache.manifest import Manifest
 from msa_cache.train.card import model_card
 from msa_cache.train.command import write_command
-from msa_cache.train.metrics import classification_metrics
+from msa_cache.train.identity import FINETUNE, run_mode
+from msa_cache.metrics import METRIC_KEYS, classification_metrics
 
 FINISHED_MARKER = "metrics.json"
 CONFIG_FILE = "config.json"
@@ -250,7 +251,7 @@ def read_metrics(run: str | Path) -> dict:
     for split, m in metrics.items():
         if not isinstance(m, dict):
             raise UserError(f"{FINISHED_MARKER}: '{split}' is not an object", run / FINISHED_MARKER, _RETRAIN)
-        for key in ("accuracy", "macro_f1", "weighted_f1"):
+        for key in METRIC_KEYS:
             v = m.get(key)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise UserError(f"{FINISHED_MARKER}: {split} {key} is not a number", run / FINISHED_MARKER, _RETRAIN)
@@ -294,7 +295,7 @@ def validate_run_config(config: dict, path: Path) -> dict:
         isinstance(f, dict) and isinstance(f.get("pooled"), str)
         and all(f.get(k) is None or isinstance(f.get(k), str) for k in ("tokens", "mask")) for f in fields.values())),
         "'fields' must map each modality to its pooled/tokens/mask field names", path)
-    if config.get("mode") == "finetune":
+    if run_mode(config) == FINETUNE:
         encoders = config.get("encoders")
         _require(isinstance(encoders, dict) and encoders and all(
             isinstance(r, dict) and isinstance(r.get("encoder"), str) for r in encoders.values()),

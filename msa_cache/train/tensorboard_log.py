@@ -25,7 +25,7 @@ from pathlib import Path
 from msa_cache.atomic import building_folder
 from msa_cache.errors import UserError
 from msa_cache.train.rundir import FINISHED_MARKER, HISTORY_FILE, read_history
-from msa_cache.train.loop import DEV_METRICS
+from msa_cache.metrics import METRIC_KEYS
 
 TB_DIR = "tensorboard"
 INSTALL_HINT = "pip install 'msa-cache[tb]'"
@@ -89,7 +89,7 @@ class TensorBoardLog:
         if (run_folder / FINISHED_MARKER).is_file():
             metrics = json.loads((run_folder / FINISHED_MARKER).read_text())
             for split, m in metrics.items():
-                for key in DEV_METRICS:
+                for key in METRIC_KEYS:
                     if isinstance(m, dict) and isinstance(m.get(key), (int, float)):
                         self.writer.add_scalar(f"selected/{split}_{key}", float(m[key]), best_epoch)
         self.writer.flush()
