@@ -11,11 +11,10 @@ from msa_cache.partition import resolve_partition
 from msa_cache.study.compare import compare, leaderboard_markdown, summarise, write_leaderboard
 from msa_cache.fit.config import RunSpec
 from msa_cache.train.identity import monitor_for
-from msa_cache.fit.cv import fit_cv
+from msa_cache.fit.cv import CVResult, fit_family
 from msa_cache.study.submission import export_test
 from msa_cache.study.stats import N_RESAMPLES
 from msa_cache.fit.features import resolve_caches
-from msa_cache.fit.trainer import fit_run
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (
@@ -63,10 +62,10 @@ def fit_cmd(head, seeds, tensorboard, cv, cv_seed, refit, **kwargs):
     for seed in seeds:
         spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options), train, seed,
                        cv_folds=cv, cv_seed=cv_seed)
-        if cv:
-            _echo_cv(fit_cv(spec, cv, runs_root, refit=refit, log=click.echo, tensorboard=tensorboard))
+        r = fit_family(spec, cv, refit, runs_root, log=click.echo, progress=click.echo, tensorboard=tensorboard)
+        if isinstance(r, CVResult):
+            _echo_cv(r)
             continue
-        r = fit_run(spec, runs_root, log=click.echo, progress=click.echo, tensorboard=tensorboard)
         state = "already finished, skipped" if r.skipped else f"trained in {r.seconds:.1f}s"
         click.echo(f"{r.path}  ({state})")
         for split, m in r.metrics.items():

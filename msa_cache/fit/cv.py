@@ -43,6 +43,11 @@ class CVResult:
         """Every fold (and the refit, if any) was finished before: nothing trained now."""
         return all(f.skipped for f in self.folds) and (self.refit is None or self.refit.skipped)
 
+    @property
+    def seconds(self) -> float:
+        """Training time of the folds (and the refit) trained now."""
+        return sum(r.seconds for r in self.folds + ([self.refit] if self.refit is not None else []))
+
 
 def fold_specs(spec: RunSpec, num_folds: int) -> list[RunSpec]:
     return [dataclasses.replace(spec, head_options=dict(spec.head_options), cv_folds=num_folds, cv_fold=k,
@@ -112,6 +117,21 @@ def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: Featu
         result.refit = fit_run(rs, runs_root, features, log=log, tensorboard=tensorboard)
         log(f"  refit on train+dev ({choice}): {result.refit.path}")
     return result
+
+
+def fit_family(spec: RunSpec, cv: int, refit: bool, runs_root: str | Path, features: FeatureSet | None = None,
+               log: Callable[[str], None] = print, progress: Callable[[str], None] | None = None,
+               tensorboard: bool = False) -> RunResult | CVResult:
+    """One seed of a configuration, either way it is scored: its run on the manifest's split (cv 0;
+    progress: its per-epoch lines, see fit_run), or its `cv` fold runs and, with `refit`, the refit on
+    all of train+dev (fit_cv). Both results have path, metrics ("dev" = out-of-fold with cv), skipped
+    and seconds."""
+    if cv:
+        spec = dataclasses.replace(spec, head_options=dict(spec.head_options), cv_folds=cv)
+        return fit_cv(spec, cv, runs_root, features, refit=refit, log=log, tensorboard=tensorboard)
+    if refit:
+        raise ValueError("refit goes with cross-validation (--cv K): it trains for the epoch count the folds chose")
+    return fit_run(spec, runs_root, features, log=log, progress=progress, tensorboard=tensorboard)
 
 
 def finished_cv_seeds(family: Path) -> list[tuple[Path, list[Path], Path | None]]:

@@ -25,12 +25,12 @@ from msa_cache.partition import Partition
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.train.identity import monitor_for
 from msa_cache.fit.features import open_features
-from msa_cache.fit.cv import CVResult, cv_predictions, finished_cv_seeds, fit_cv, metrics_of
+from msa_cache.fit.cv import CVResult, cv_predictions, finished_cv_seeds, fit_family, metrics_of
 from msa_cache.metrics import DEFAULT_MONITOR, METRIC_KEYS, METRICS, monitor_key, monitor_metric
 from msa_cache.train.predictions import SplitPredictions, family_predictions, stack
 from msa_cache.train.rundir import finished_seeds, is_finished, read_metrics, stale_tmp_dirs
 from msa_cache.study.stats import N_RESAMPLES, RowStats, compare_rows
-from msa_cache.fit.trainer import RunResult, fit_run, plan_run
+from msa_cache.fit.trainer import RunResult, plan_run
 from msa_cache.train.loop import format_duration
 
 
@@ -164,7 +164,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
             if i * len(seeds) + j not in owned:
                 others.append((entry, spec, fs))
                 continue
-            r = fit_run(spec, runs_root, fs, log=log)
+            r = fit_family(spec, 0, False, runs_root, fs, log=log)
             step, eta = progress.step(None if r.skipped else r.seconds)
             state = "skipped (finished)" if r.skipped else f"{r.seconds:.1f}s"
             _log_run(log, entry, r, monitor, state, step, eta)
@@ -228,7 +228,7 @@ def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log
             spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options),
                            dataclasses.replace(train), seed, cv_folds=num_folds, cv_seed=cv_seed)
             t_run = time.time()
-            r = fit_cv(spec, num_folds, runs_root, fs, refit=refit, log=log)
+            r = fit_family(spec, num_folds, refit, runs_root, fs, log=log)
             step, eta = progress.step(None if r.skipped else time.time() - t_run)
             oof = r.metrics.get("dev", {})
             log(f"{step}  {Entry(head, options).label:<28} seed {seed}: out-of-fold {_scores(oof, monitor)}  "

@@ -38,7 +38,7 @@ from msa_cache.heads import HEADS, get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.train.identity import config_hash, monitor_for
-from msa_cache.fit.cv import fit_cv, fold_specs
+from msa_cache.fit.cv import fit_cv, fit_family, fold_specs
 from msa_cache.fit.features import open_features
 from msa_cache.fit.folds import DEFAULT_CV_SEED, cv_folds, pooled_rows
 from msa_cache.metrics import monitor_key
@@ -264,13 +264,10 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
     for seed in range(seeds):
         spec = dataclasses.replace(copy.deepcopy(best_spec), seed=seed)
         t_seed = time.time()
-        if cv:
-            c = fit_cv(spec, cv, runs_root, features, refit=refit, log=lambda m: None, tensorboard=tensorboard)
-            r = RunResult(c.path, c.metrics, skipped=c.skipped)
-            if c.refit is not None:
-                result.refits.append(c.refit.path)
-        else:
-            r = fit_run(spec, runs_root, features, log=lambda m: None, tensorboard=tensorboard)
+        r = fit_family(spec, cv, refit, runs_root, features, log=lambda m: None, tensorboard=tensorboard)
+        if getattr(r, "refit", None) is not None:
+            result.refits.append(r.refit.path)
+        r = RunResult(r.path, r.metrics, skipped=r.skipped, seconds=r.seconds)  # with cv: its out-of-fold metrics
         state = "finished before, skipped" if r.skipped else f"trained in {time.time() - t_seed:.1f}s"
         log(f"  seed {seed}: {scored} {train.monitor} {r.metrics['dev'][key]:.4f}  ({state})  {r.path}")
         result.seed_results.append(r)
