@@ -23,7 +23,8 @@ from msa_cache.finetune.baselines import visualbert_encoder
 from msa_cache.finetune.data import PostCollator, PostDataset, SynonymAug, make_text_aug
 from msa_cache.finetune.model import FinetuneModel
 from msa_cache.finetune.optim import grad_scaler, make_optimizer, resolve_precision, warmup_linear
-from msa_cache.finetune.train import backward_step, optimizer_step, train_rows
+from msa_cache.finetune.train import backward_step, optimizer_step
+from msa_cache.train.loop import train_rows
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
 from msa_cache.train.command import command_options
 from msa_cache.study.compare import finished_entries
@@ -376,7 +377,7 @@ def _tiny_visualbert_folder(folder, tokenizer):
 
 @pytest.mark.parametrize("baseline", ["clip", "visualbert"])
 def test_baselines_fine_tune_from_local_folders(world, tokenizer, tmp_path, baseline, monkeypatch):
-    import msa_cache.finetune.train as train_module
+    import msa_cache.train.driver as driver_module  # the one run driver appends each epoch's record
 
     root, manifest, bert, vit = world
     folder = tmp_path / f"tiny-{baseline}"
@@ -390,7 +391,7 @@ def test_baselines_fine_tune_from_local_folders(world, tokenizer, tmp_path, base
         append_history(folder, record)
         grown.append((folder.name, len((folder / "history.jsonl").read_text().splitlines())))
 
-    monkeypatch.setattr(train_module, "append_history", append_and_look)
+    monkeypatch.setattr(driver_module, "append_history", append_and_look)
     r = finetune_run(spec, tmp_path / "runs", log=lambda m: None)
     assert grown == [("seed-0.tmp-" + str(os.getpid()), 1), ("seed-0.tmp-" + str(os.getpid()), 2)]
     # the baseline's model and image encoder map back to --model / --encoder: the same run, skipped

@@ -35,15 +35,14 @@ from msa_cache.heads import get_head
 from msa_cache.heads.base import HeadConfig
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
-from msa_cache.train.identity import FINETUNE, config_hash, monitor_for
-from msa_cache.train.rundir import append_history, build_run_dir, is_finished, read_metrics, write_run
-from msa_cache.train.tensorboard_log import history_events, run_events
+from msa_cache.train.driver import drive_run
+from msa_cache.train.identity import FINETUNE, changed_options, config_hash, monitor_for
+from msa_cache.train.rundir import write_run
 from msa_cache.train.loop import (
-    EpochHook, EpochProgress, RunResult, add_terms, batch_bar, class_weight_for, dev_scores, manifest_labels,
-    seed_everything, train_epochs,
+    EpochHook, EpochProgress, RunResult, add_terms, batch_bar, class_probs, class_weight_for, dev_scores,
+    manifest_labels, seed_everything, train_epochs, train_rows,
 )
 
-LIMIT_SEED = 0  # --limit-train draws the same subset for every seed, so seeds stay comparable
 # Batches between progress lines where no tqdm bar is shown (logs, pipes): a CPU epoch takes minutes.
 LOG_EVERY = 50
 
@@ -77,55 +76,44 @@ def full_head_options(spec: FinetuneSpec) -> dict:
     return {**_default_options(spec), **spec.head_options}
 
 
-def _changed_options(spec: FinetuneSpec) -> dict:
-    defaults = _default_options(spec)
-    return {k: v for k, v in spec.head_options.items() if defaults.get(k) != v}
-
-
-def train_rows(manifest: Manifest, limit: int | None) -> np.ndarray:
-    labels, _ = manifest_labels(manifest)
-    rows = np.flatnonzero((np.array(manifest.column("split")) == "train") & (labels >= 0))
-    if len(rows) == 0:
-        raise ValueError(f"{manifest.path}: no labeled train rows to fine-tune on")
-    if limit is not None and limit < len(rows):
-        rows = np.sort(np.random.default_rng(LIMIT_SEED).choice(rows, size=limit, replace=False))
-    if len(np.unique(labels[rows])) < 2:
-        raise ValueError(f"{manifest.path}: the labeled train rows hold a single class; a classifier needs at "
-                         "least 2 (fix the labels or the split, or raise --limit-train)")
-    return rows
-
-
 def finetune_run(spec: FinetuneSpec, runs_root: str | Path = "runs", log: Callable[[str], None] = print,
                  tensorboard: bool = False) -> RunResult:
     """Fine-tune `spec` unless its run directory is already finished; return its metrics.
     tensorboard: also write the epochs as TensorBoard events in <run>/tensorboard (a finished run: from its
     history.jsonl); not part of the identity."""
-    manifest = read_manifest(spec.manifest)
-    # The monitor is resolved before the identity is hashed: a run records (and is named by) the metric it used.
-    train = dataclasses.replace(spec.train, monitor=monitor_for(spec.train, manifest)).resolved()
-    spec = dataclasses.replace(spec, train=train, head_options=full_head_options(spec))
-    encoders = open_encoders(spec)
-    records = {role: encoder_record(enc) for role, enc in encoders.items()}
-    identity = spec.identity(manifest.fingerprint(), records)
-    out = finetune_run_dir(runs_root, manifest.name, spec, config_hash(identity), _changed_options(spec))
-    if is_finished(out):
-        if tensorboard:
-            history_events(out)
-        return RunResult(out, read_metrics(out), skipped=True)
-    seed_everything(spec.seed)  # after loading: the head's init depends on the seed only
-    model = assemble_model(spec, len(manifest.classes), encoders)
-    t0 = time.time()
+    return drive_run(FinetuneMode(spec, log), runs_root, tensorboard)
 
-    def work(tmp: Path) -> dict:
-        with run_events(tmp, tensorboard) as events:
-            return _train_and_write(spec, manifest, model, records, tmp, log, events, runs_root)
 
-    metrics = build_run_dir(out, work)
-    return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
+class FinetuneMode:
+    """finetune's part of a run (train/driver.py): encoders and head in the loop."""
+
+    def __init__(self, spec: FinetuneSpec, log: Callable[[str], None]):
+        self.spec, self.log = spec, log
+
+    def resolve(self, runs_root: str | Path) -> Path:
+        spec, manifest = self.spec, read_manifest(self.spec.manifest)
+        # The monitor is resolved before the identity is hashed: a run records (and is named by) the metric it used.
+        train = dataclasses.replace(spec.train, monitor=monitor_for(spec.train, manifest)).resolved()
+        spec = dataclasses.replace(spec, train=train, head_options=full_head_options(spec))
+        # The pretrained weights are part of the identity, so the encoders load before the folder is known.
+        self.encoders = open_encoders(spec)
+        self.records = {role: encoder_record(enc) for role, enc in self.encoders.items()}
+        identity = spec.identity(manifest.fingerprint(), self.records)
+        self.spec, self.manifest, self.runs_root = spec, manifest, runs_root
+        return finetune_run_dir(runs_root, manifest.name, spec, config_hash(identity),
+                                changed_options(spec.head_options, _default_options(spec)))
+
+    def prepare(self) -> None:
+        seed_everything(self.spec.seed)  # after loading: the head's init depends on the seed only
+        self.model = assemble_model(self.spec, len(self.manifest.classes), self.encoders)
+
+    def train(self, tmp: Path, record_hooks: list[EpochHook]) -> dict:
+        return _train_and_write(self.spec, self.manifest, self.model, self.records, tmp, self.log, record_hooks,
+                                self.runs_root)
 
 
 def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModule, records: dict, out: Path,
-                     log, on_epoch_end: EpochHook | None = None, runs_root: str | Path = "runs") -> dict:
+                     log, record_hooks: list[EpochHook], runs_root: str | Path = "runs") -> dict:
     tc = spec.train
     device = resolve_device(tc.device)
     precision = resolve_precision(device, tc.amp)
@@ -139,10 +127,7 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
     dev_idx = np.flatnonzero((splits == "dev") & (labels >= 0))
     class_weight = class_weight_for(labels[train_idx], len(manifest.classes), tc.class_weights)
     t0 = time.time()
-    hooks = [lambda _, record: append_history(out, record)]  # `tail -f` shows it is alive
-    if on_epoch_end is not None:
-        hooks.append(on_epoch_end)
-    history = train_loop(model, spec, manifest, train_idx, dev_idx, class_weight, device, precision, log, hooks)
+    history = train_loop(model, spec, manifest, train_idx, dev_idx, class_weight, device, precision, log, record_hooks)
     seconds_train = time.time() - t0
 
     log(f"predicting all {len(manifest)} rows with the selected epoch")
@@ -260,7 +245,6 @@ def train_loop(model: FinetuneModule, spec: FinetuneSpec, manifest: Manifest, tr
     return train_epochs(model, tc.max_epochs, tc.patience, tc.monitor, train_epoch, evaluate, hooks)
 
 
-@torch.no_grad()
 def predict_rows(model: FinetuneModule, manifest: Manifest, rows: np.ndarray, device: torch.device,
                  precision: str = "fp32", batch_size: int = 32, workers: int = 0) -> np.ndarray:
     """Class probabilities [len(rows), C] with the eval preprocessing (no augmentation)."""
@@ -268,9 +252,9 @@ def predict_rows(model: FinetuneModule, manifest: Manifest, rows: np.ndarray, de
     specs = model.input_specs()
     loader = make_loader(PostDataset(manifest, rows, specs), PostCollator(specs, model.pad_to_max), batch_size,
                          shuffle=False, workers=workers)
-    out = []
-    for batch in loader:
+
+    def logits(batch: dict) -> torch.Tensor:
         with autocast(device, precision), model.head.logits_only():
-            logits = model(batch_to(batch, device)).logits
-        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.head.num_classes), dtype=np.float32)
+            return model(batch_to(batch, device)).logits
+
+    return class_probs(loader, logits, model.head.num_classes)

@@ -31,3 +31,8 @@ def head_revision(head: str) -> dict:
 
 def config_hash(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def changed_options(options: dict, defaults: dict) -> dict:
+    """The head options that differ from the mode's defaults: they name the run folder (rundir slugs)."""
+    return {k: v for k, v in options.items() if defaults.get(k) != v}

@@ -22,6 +22,7 @@ from msa_cache.manifest import Manifest
 from msa_cache.metrics import METRIC_KEYS, classification_metrics, monitor_metric
 
 EpochHook = Callable[[int, dict], None]
+LIMIT_SEED = 0  # a train-row limit draws the same subset for every seed, so seeds stay comparable
 
 
 @dataclass
@@ -47,6 +48,32 @@ def manifest_labels(manifest: Manifest) -> tuple[np.ndarray, dict[str, np.ndarra
     labels = manifest.labels("label")
     modality = {m: manifest.labels(f"{m}_label") for m in ("text", "image")}
     return labels, {m: v for m, v in modality.items() if (v >= 0).any()}
+
+
+def train_rows(manifest: Manifest, limit: int | None = None) -> np.ndarray:
+    """The labeled train rows (a fixed random subset of `limit` of them, finetune's --limit-train);
+    ValueError when there are none or they hold a single class."""
+    labels, _ = manifest_labels(manifest)
+    rows = np.flatnonzero((np.array(manifest.column("split")) == "train") & (labels >= 0))
+    if len(rows) == 0:
+        raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
+    limited = limit is not None and limit < len(rows)
+    if limited:
+        rows = np.sort(np.random.default_rng(LIMIT_SEED).choice(rows, size=limit, replace=False))
+    present = np.unique(labels[rows])
+    if len(present) < 2:
+        raise ValueError(f"{manifest.path}: every labeled train row{' drawn' if limited else ''} has the class "
+                         f"'{manifest.classes[int(present[0])]}'; a classifier needs at least 2 (fix the labels "
+                         f"or the split{', or raise --limit-train' if limited else ''})")
+    return rows
+
+
+@torch.no_grad()
+def class_probs(batches: Iterable, logits: Callable[[object], torch.Tensor], num_classes: int) -> np.ndarray:
+    """Softmax probabilities [rows, C] of a model over its eval batches, in order; `logits(batch)` runs the
+    model (under the mode's autocast). The one predict loop of both modes and of `predict`."""
+    out = [torch.softmax(logits(batch).float(), dim=-1).cpu().numpy() for batch in batches]
+    return np.concatenate(out) if out else np.zeros((0, num_classes), dtype=np.float32)
 
 
 def class_weight_for(train_labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
