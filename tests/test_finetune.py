@@ -22,9 +22,9 @@ from msa_cache.finetune import FinetuneConfig, FinetuneSpec, finetune_run
 from msa_cache.finetune.baselines import visualbert_encoder
 from msa_cache.finetune.data import PostCollator, PostDataset, SynonymAug, make_text_aug
 from msa_cache.finetune.model import FinetuneModel
-from msa_cache.finetune.optim import grad_scaler, make_optimizer, resolve_precision, warmup_linear
+from msa_cache.finetune.optim import make_optimizer, warmup_linear
 from msa_cache.finetune.train import backward_step, optimizer_step
-from msa_cache.train.loop import train_rows
+from msa_cache.train.loop import grad_scaler, resolve_precision, train_rows
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
 from msa_cache.train.command import command_options
 from msa_cache.study.compare import finished_entries

@@ -27,9 +27,7 @@ from msa_cache.finetune.config import FinetuneSpec, finetune_run_dir
 from msa_cache.finetune.data import PostCollator, PostDataset, batch_to, make_loader, make_text_aug
 from msa_cache.finetune.build import assemble_model, open_encoders
 from msa_cache.finetune.model import FinetuneModule
-from msa_cache.finetune.optim import (
-    MAX_GRAD_NORM, autocast, grad_scaler, make_optimizer, resolve_precision,
-)
+from msa_cache.finetune.optim import MAX_GRAD_NORM, make_optimizer
 from msa_cache.finetune.record import encoder_record
 from msa_cache.heads import get_head
 from msa_cache.heads.base import HeadConfig
@@ -39,8 +37,8 @@ from msa_cache.train.driver import drive_run
 from msa_cache.train.identity import FINETUNE, changed_options, config_hash, monitor_for
 from msa_cache.train.rundir import write_run
 from msa_cache.train.loop import (
-    EpochHook, EpochProgress, RunResult, add_terms, batch_bar, class_probs, class_weight_for, dev_scores,
-    manifest_labels, seed_everything, train_epochs, train_rows,
+    EpochHook, EpochProgress, RunResult, add_terms, autocast, batch_bar, class_probs, class_weight_for, dev_scores,
+    grad_scaler, manifest_labels, resolve_precision, seed_everything, train_epochs, train_rows,
 )
 
 # Batches between progress lines where no tqdm bar is shown (logs, pipes): a CPU epoch takes minutes.

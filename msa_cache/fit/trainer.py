@@ -37,7 +37,7 @@ from msa_cache.fit.folds import run_roles
 from msa_cache.metrics import monitor_metric
 from msa_cache.train.loop import (
     EpochHook, EpochProgress, RunResult, add_terms, amp_autocast, batch_bar, class_probs, class_weight_for, dev_scores,
-    grad_scaler, manifest_labels, seed_everything, train_epochs, train_rows,
+    grad_scaler, manifest_labels, resolve_precision, seed_everything, train_epochs, train_rows,
 )
 
 PREDICT_BATCH = 256
@@ -242,7 +242,7 @@ def train_loop(head: Head, spec: RunSpec, features: FeatureSet, train_idx: np.nd
     feature batches, its predict function `predict_probs`. Returns the history."""
     tc = spec.train
     optimizer = make_optimizer(head, spec)
-    use_amp = device.type == "cuda" and tc.amp
+    use_amp = resolve_precision(device, tc.amp, bf16=False) == "fp16"
     scaler = grad_scaler(use_amp)
     if class_weight is not None:
         class_weight = class_weight.to(device)

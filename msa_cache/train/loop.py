@@ -8,6 +8,7 @@ checkpoint and the epoch hooks (a tuner's pruner, a progress line) live here onc
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -88,7 +89,32 @@ def class_weight_for(train_labels: np.ndarray, num_classes: int, mode: str) -> t
     return torch.tensor(w, dtype=torch.float32)
 
 
-def grad_scaler(enabled: bool):
+def resolve_precision(device: torch.device, amp: bool, bf16: bool = True) -> str:
+    """The precision a run trains and predicts in: fp32 on CPU or without --amp; on CUDA bf16 where the
+    GPU has it natively (Ampere+) and the mode takes it (`bf16`: finetune does, fit keeps fp16), else
+    fp16 with a GradScaler.
+
+    Capability, not `torch.cuda.is_bf16_supported()`: newer torch reports emulated bf16 on
+    old GPUs (a GTX 980), which is far slower than fp16 there.
+    """
+    if not amp or device.type != "cuda":
+        return "fp32"
+    if not bf16:
+        return "fp16"
+    major, _ = torch.cuda.get_device_capability(device)
+    return "bf16" if major >= 8 else "fp16"
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast to `precision` ("fp16", "bf16"); a no-op for "fp32"."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def grad_scaler(precision: str | bool):
+    """A GradScaler, enabled for fp16 (`precision` "fp16", or True where a caller says whether fp16 is on)."""
+    enabled = precision == "fp16" if isinstance(precision, str) else bool(precision)
     # torch.amp.GradScaler is new (2.3+); older CUDA builds only have torch.cuda.amp's.
     if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
         return torch.amp.GradScaler("cuda", enabled=enabled)
@@ -96,10 +122,8 @@ def grad_scaler(enabled: bool):
 
 
 def amp_autocast(device: torch.device, amp: bool):
-    """fp16 autocast on CUDA with AMP on; a no-op otherwise."""
-    if device.type == "cuda" and amp:
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast("cpu", enabled=False)
+    """fit's autocast: fp16 on CUDA with AMP on; a no-op otherwise."""
+    return autocast(device, resolve_precision(device, amp, bf16=False))
 
 
 def add_terms(sums: dict[str, float], loss: float, terms: dict) -> None:
