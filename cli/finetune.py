@@ -6,7 +6,6 @@ import click
 
 from msa_cache.encoders import EncoderUnavailable
 from msa_cache.finetune import BASELINES, FinetuneConfig, FinetuneSpec, finetune_run
-from msa_cache.finetune.baselines import VISUALBERT_DEFAULT
 from msa_cache.finetune.config import parse_unfreeze
 
 from msa_cache_cli.config_file import config_option
@@ -26,14 +25,14 @@ def _unfreeze(ctx, param, value: str) -> list[str]:
 @click.command("finetune")
 @config_option(reproduces_runs=True)
 @click.option("--head", type=click.Choice(head_names()), default=None, help="the head to train (or --baseline)")
-@click.option("--baseline", type=click.Choice(BASELINES), default=None,
-              help="clip: CLIP towers + classifier; visualbert: VisualBERT over --encoder's patch features")
+@click.option("--baseline", type=click.Choice(list(BASELINES)), default=None,
+              help="; ".join(f"{b.name}: {b.summary}" for b in BASELINES.values()))
 @click.option("--encoder", "encoders", multiple=True, type=EncoderName(),
               help="repeatable: one text and one image encoder (registry name, hf:ORG/NAME or a model folder); "
                    "--baseline visualbert: its image encoder")
 @click.option("--model", default=None,
-              help="baseline weights, hub id or folder [clip: openai/clip-vit-base-patch32; "
-                   "visualbert: uclanlp/visualbert-vqa-coco-pre]")
+              help="baseline weights, hub id or folder ["
+                   + "; ".join(f"{b.name}: {b.default_model}" for b in BASELINES.values()) + "]")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None,
               help="manifest Parquet file [default: the only one in manifests/]")
 @click.option("--runs", "runs_root", default="runs", show_default=True, type=click.Path(file_okay=False))
@@ -55,19 +54,16 @@ def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, te
     msa-cache finetune --config runs/M/finetune-FAMILY/seed-0/command.yaml   # that run again (skipped if finished)
     """
     if (head is None) == (baseline is None):
-        raise click.UsageError("give either --head HEAD (with --encoder ...) or --baseline clip|visualbert")
+        raise click.UsageError(f"give either --head HEAD (with --encoder ...) or --baseline {'|'.join(BASELINES)}")
     options = pop_head_options(kwargs, multi=False)
-    if baseline == "clip":
-        if encoders:
-            raise click.UsageError("--baseline clip takes its weights from --model, not --encoder")
-        names = [model] if model else []
-    elif baseline == "visualbert":
-        if len(encoders) != 1:
-            raise click.UsageError("--baseline visualbert needs exactly one image encoder: --encoder vit")
-        names = [model or VISUALBERT_DEFAULT, encoders[0]]
+    if baseline is not None:
+        try:
+            names = BASELINES[baseline].spec_encoders(model, list(encoders))
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
     else:
         if model:
-            raise click.UsageError("--model is for --baseline clip|visualbert; heads take --encoder")
+            raise click.UsageError(f"--model is for --baseline {'|'.join(BASELINES)}; heads take --encoder")
         names = list(encoders)
     train = FinetuneConfig(**kwargs)
     manifest_path = resolve_manifest(manifest)

@@ -19,7 +19,7 @@ from msa_cache.encoders import EncoderUnavailable, build_encoder
 from msa_cache.encoders.base import ImageSpec
 from msa_cache.encoders.cnn import CNNEncoder
 from msa_cache.finetune import FinetuneConfig, FinetuneSpec, finetune_run
-from msa_cache.finetune.baselines import visualbert_encoder
+from msa_cache.finetune.visualbert import visualbert_encoder
 from msa_cache.finetune.data import PostCollator, PostDataset, SynonymAug, make_text_aug
 from msa_cache.finetune.model import FinetuneModel
 from msa_cache.finetune.optim import make_optimizer, warmup_linear

@@ -17,7 +17,6 @@ from msa_cache.train.identity import FINETUNE, head_revision
 from msa_cache.metrics import MONITOR_NAMES
 from msa_cache.settings import check_settings, identity_fields
 
-BASELINES = ("clip", "visualbert")
 TEXT_AUGS = ("none", "translation", "synonyms")
 MODALITIES = ("text", "image")
 
@@ -114,7 +113,7 @@ class FinetuneSpec:
     manifest: str
     head: str  # a registered head, or the baseline's name
     encoders: list[str]  # as given: registry names, hf:ORG/NAME or folders; baselines: their model first
-    baseline: str | None = None  # "clip" | "visualbert"
+    baseline: str | None = None  # a registered baseline (finetune/baselines.py)
     head_options: dict[str, Any] = field(default_factory=dict)
     train: FinetuneConfig = field(default_factory=FinetuneConfig)
     seed: int = 0

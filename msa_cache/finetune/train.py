@@ -25,6 +25,7 @@ import torch
 from msa_cache.device import resolve_device
 from msa_cache.finetune.config import FinetuneSpec, finetune_run_dir
 from msa_cache.finetune.data import PostCollator, PostDataset, batch_to, make_loader, make_text_aug
+from msa_cache.finetune.baselines import get_baseline
 from msa_cache.finetune.build import assemble_model, open_encoders
 from msa_cache.finetune.model import FinetuneModule
 from msa_cache.finetune.optim import MAX_GRAD_NORM, make_optimizer
@@ -156,7 +157,9 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
         "runs": str(runs_root),  # where it was written (command.yaml's --runs)
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return write_run(out, manifest, probs, state, history, config, f"finetune {spec.head} seed {spec.seed}: dev")
+    paper = get_baseline(spec.baseline).paper if spec.baseline else ""
+    return write_run(out, manifest, probs, state, history, config, f"finetune {spec.head} seed {spec.seed}: dev",
+                     baseline_paper=paper)
 
 
 def backward_step(model: FinetuneModule, batch: dict, class_weight, device, precision: str, scaler,

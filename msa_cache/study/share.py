@@ -42,7 +42,15 @@ def write_card(run: str | Path) -> Path:
     run = Path(run)
     config, metrics = read_run(run), read_metrics(run)
     _check_weights(run, config)  # a card only for a run that loads
-    return write_text_atomic(run / CARD_FILE, model_card(config, metrics))
+    return write_text_atomic(run / CARD_FILE, model_card(config, metrics, _baseline_paper(config)))
+
+
+def _baseline_paper(config: dict) -> str:
+    """A fine-tune baseline run's paper for its card (a registry head's the card finds itself)."""
+    from msa_cache.finetune.baselines import BASELINES
+
+    baseline = BASELINES.get(config["spec"].get("baseline") or "")
+    return baseline.paper if baseline is not None else ""
 
 
 def _with_encoder_records(run: Path, config: dict) -> dict:
@@ -86,7 +94,7 @@ def _write_export(run: Path, config: dict, metrics: dict, folder: Path) -> None:
     if (run / CARD_FILE).is_file():
         shutil.copy2(run / CARD_FILE, folder / CARD_FILE)
     else:
-        (folder / CARD_FILE).write_text(model_card(config, metrics), encoding="utf-8")
+        (folder / CARD_FILE).write_text(model_card(config, metrics, _baseline_paper(config)), encoding="utf-8")
     for name in OPTIONAL_FILES:
         if (run / name).is_file():
             shutil.copy2(run / name, folder / name)

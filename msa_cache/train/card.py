@@ -20,11 +20,6 @@ from msa_cache.train.command import command_line, command_name
 LIBRARY = "msa-cache"
 TASK_TYPE = "multimodal-sentiment-analysis"
 TASK_NAME = "Multimodal (image + text) sentiment analysis"
-# The fine-tune baselines are whole models, not registry heads (msa_cache/finetune/baselines.py).
-BASELINE_PAPERS = {
-    "clip": 'Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", ICML 2021',
-    "visualbert": 'Li et al., "VisualBERT: A Simple and Performant Baseline for Vision and Language", 2019',
-}
 
 
 def _dataset(config: dict) -> str:
@@ -71,9 +66,7 @@ def _encoder_rows(config: dict) -> list[tuple[str, str, str, str, str, str]]:
     return rows
 
 
-def _head_paper(head: str, baseline: str | None) -> str:
-    if baseline:
-        return BASELINE_PAPERS.get(baseline, "")
+def _head_paper(head: str) -> str:
     cls = HEADS.get(head)
     return getattr(cls, "paper", "") if cls is not None else ""
 
@@ -94,10 +87,11 @@ def _table(header: tuple, rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
-def model_card(config: dict, metrics: dict) -> str:
+def model_card(config: dict, metrics: dict, baseline_paper: str = "") -> str:
     """README.md of a run: Hugging Face model-card metadata (library, tags, datasets, model-index with the
     dev/test scores) and a body with the encoders, the head and its paper, the scores, the seed, the full
-    config and the command that reproduces the run."""
+    config and the command that reproduces the run. A fine-tune baseline is a whole model, not a registry
+    head: its caller gives its paper (finetune/baseline.py, Baseline.paper)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     spec = config["spec"]
@@ -119,7 +113,7 @@ def model_card(config: dict, metrics: dict) -> str:
         what = (f"The `{head}` fusion head trained on features that frozen encoders stored once in a cache "
                 "(`msa-cache fit`): model.safetensors holds the head only; `predict` rebuilds the encoders below "
                 "(checking their weight hashes) and replays the extraction.")
-    paper = _head_paper(spec["head"], baseline)
+    paper = baseline_paper if baseline else _head_paper(spec["head"])
     options = spec.get("head_options") or {}
     meaning = _split_meaning(config)
     score_rows = [(split, *(f"{metrics[split][m.key]:.4f}" for m in METRICS), metrics[split].get("n", ""),

@@ -77,11 +77,9 @@ def _finetune_model(spec: dict) -> dict:
     encoders, baseline = list(spec["encoders"]), spec.get("baseline")
     if baseline is None:
         return {"head": spec["head"], "encoder": encoders, "manifest": spec["manifest"]}
-    opts = {"baseline": baseline}
-    if baseline == "clip":
-        opts.update({"model": encoders[0]} if encoders else {})
-    else:  # visualbert: its model, then the image encoder
-        opts.update(model=encoders[0], encoder=encoders[1:])
+    # A baseline records its --model first (where it has one), then its --encoder's (Baseline.spec_encoders).
+    opts = {"baseline": baseline, **({"model": encoders[0]} if encoders else {}),
+            **({"encoder": encoders[1:]} if encoders[1:] else {})}
     return {**opts, "manifest": spec["manifest"]}
 
 

@@ -121,12 +121,13 @@ def build_run_dir(out: Path, work: Callable[[Path], dict]) -> dict:
 
 
 def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict, history: list[dict],
-              config: dict, title: str, splits: np.ndarray | None = None) -> dict:
+              config: dict, title: str, splits: np.ndarray | None = None, baseline_paper: str = "") -> dict:
     """A run directory's files from the selected model's probabilities for every manifest row
     (shared by cached-feature and fine-tune runs); metrics.json is written last.
 
     splits: each row's role in this run (default: the manifest's split; a cross-validation
-    fold's held-out rows are its "dev"); metrics and the predictions' split column use it."""
+    fold's held-out rows are its "dev"); metrics and the predictions' split column use it.
+    baseline_paper: a fine-tune baseline's paper, for its model card."""
     out.mkdir(parents=True, exist_ok=True)  # a long fine-tune writes only now; its folder may have been swept
     labels = manifest.labels("label")
     splits = np.array(manifest.column("split")) if splits is None else np.asarray(splits)
@@ -150,7 +151,7 @@ def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict
     write_command(out, json.loads(text))
     if "dev" in metrics:
         plot_confusion(np.array(metrics["dev"]["confusion"]), classes, out / "confusion.png", title=title)
-    (out / CARD_FILE).write_text(model_card(config, metrics), encoding="utf-8")
+    (out / CARD_FILE).write_text(model_card(config, metrics, baseline_paper), encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: marks the run finished
     return metrics
 
