@@ -122,8 +122,8 @@ def test_png_has_the_fixed_size(runs, head):
 
 def test_tokens_decoded_with_the_caches_tokenizer_else_shown_as_ids(world, runs, monkeypatch):
     root, manifest, caches = world
-    ids = _text_rows([2])["text/input_ids"][0]
-    mask = _text_rows([2])["text/mask"][0].astype(bool)
+    ids = WORLD.text_rows([2])["text/input_ids"][0]
+    mask = WORLD.text_rows([2])["text/mask"][0].astype(bool)
     e = explain_row(runs["mdse"], "p2")  # the toy cache's tokenizer does not exist anywhere
     assert e.tokens == [f"#{i}" for i in ids[mask]] and "tokenizer" in e.text_note
 
