@@ -202,6 +202,38 @@ def test_compare_grid_leaderboard_and_oracle(world, tmp_path):
     assert o["both_right"] + o["only_text_right"] + o["only_image_right"] + o["neither_right"] == N_DEV
 
 
+@pytest.mark.parametrize("monitor,scores", [("macro-f1", r"acc \d\.\d{4} mF1 \d\.\d{4}  "),
+                                             ("accuracy", r"acc \d\.\d{4}  ")])
+def test_compare_logs_the_monitors_score(world, tmp_path, monitor, scores):
+    """Each run's line shows accuracy and the score the grid is ranked on (not always weighted-F1), the
+    same for a run trained now and one read back; with cv, its out-of-fold scores."""
+    root, manifest, caches = world
+    lines = []
+    tc = TrainConfig(max_epochs=1, monitor=monitor)
+    for _ in range(2):
+        compare(manifest, caches, ["uni-text"], {}, [0], tc, tmp_path, log=lines.append)
+    compare(manifest, caches, ["uni-text"], {}, [0], tc, tmp_path, log=lines.append, cv=2)
+    runs = [line for line in lines if re.search(r"uni-text +seed 0: (dev|out-of-fold) ", line)]
+    assert len(runs) == 3 and "wF1" not in "".join(runs)
+    assert all(re.search(f"seed 0: dev {scores}\\[", line) for line in runs[:2])
+    assert re.search(f"seed 0: out-of-fold {scores}", runs[2])
+
+
+def test_fit_family_is_a_run_or_its_folds(world, tmp_path):
+    from msa_cache.fit.cv import CVResult, fit_family
+
+    root, manifest, caches = world
+    spec = RunSpec(str(manifest), {k: str(v) for k, v in caches.items()}, "uni-text", {}, TrainConfig(max_epochs=1), 0)
+    run = fit_family(spec, 0, False, tmp_path, log=lambda m: None)
+    assert run.path.name == "seed-0" and not run.skipped and run.metrics["dev"]["n"] == N_DEV
+    folds = fit_family(spec, 2, True, tmp_path, log=lambda m: None)
+    assert isinstance(folds, CVResult) and [f.path.name for f in folds.folds] == ["fold-0", "fold-1"]
+    assert folds.refit is not None and folds.seconds >= folds.folds[0].seconds
+    assert folds.metrics["dev"]["n"] == N_TRAIN + N_DEV  # every pooled row scored out of fold
+    with pytest.raises(ValueError, match="--cv K"):
+        fit_family(spec, 0, True, tmp_path, log=lambda m: None)
+
+
 def test_cli_fit_compare_and_bad_option(world, tmp_path):
     root, manifest, caches = world
     common = ["--manifest", str(manifest), "--cache-root", str(root / "cache"), "--runs", str(tmp_path)]

@@ -184,7 +184,7 @@ def optimizer_step(model: FinetuneModule, optimizer, scaler) -> None:
 def train_loop(model: FinetuneModule, spec: FinetuneSpec, manifest: Manifest, train_idx: np.ndarray,
                dev_idx: np.ndarray, class_weight, device: torch.device, precision: str, log,
                on_epoch_end: EpochHook | list[EpochHook] | None = None) -> list[dict]:
-    """finetune's epochs through the shared loop (training.train_epochs): its step is `backward_step` +
+    """finetune's epochs through the shared loop (train/loop.train_epochs): its step is `backward_step` +
     `optimizer_step` on raw-input batches (staged unfreezing, accumulation), its predict function
     `predict_rows`. Returns the history."""
     tc = spec.train

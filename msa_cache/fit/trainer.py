@@ -238,7 +238,7 @@ def _refit_value(spec: RunSpec, key: str):
 def train_loop(head: Head, spec: RunSpec, features: FeatureSet, train_idx: np.ndarray, dev_idx: np.ndarray,
                labels: np.ndarray, modality_labels: dict, class_weight: torch.Tensor | None, device: torch.device,
                on_epoch_end: EpochHook | list[EpochHook] | None = None) -> list[dict]:
-    """fit's epochs through the shared loop (training.train_epochs): its step is `train_step` on cached
+    """fit's epochs through the shared loop (train/loop.train_epochs): its step is `train_step` on cached
     feature batches, its predict function `predict_probs`. Returns the history."""
     tc = spec.train
     optimizer = make_optimizer(head, spec)

@@ -64,7 +64,7 @@ def scalar_tags(record: dict) -> dict[str, float]:
 
 
 class TensorBoardLog:
-    """An epoch hook (training.train_epochs' on_epoch_end) writing each record's scalars at step = epoch."""
+    """An epoch hook (train/loop.train_epochs' on_epoch_end) writing each record's scalars at step = epoch."""
 
     def __init__(self, logdir: str | Path):
         from torch.utils.tensorboard import SummaryWriter
