@@ -7,6 +7,7 @@ import click
 from msa_cache.encoders import EncoderUnavailable
 from msa_cache.finetune import BASELINES, FinetuneConfig, FinetuneSpec, finetune_run
 from msa_cache.finetune.config import parse_unfreeze
+from msa_cache.metrics import scores_line
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.extract import EncoderName
@@ -76,5 +77,4 @@ def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, te
         state = "already finished, skipped" if r.skipped else f"trained in {r.seconds:.1f}s"
         click.echo(f"{r.path}  ({state})")
         for split, m in r.metrics.items():
-            click.echo(f"  {split:<5} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
-                       f"weighted-F1 {m['weighted_f1']:.4f}  (n={m['n']})")
+            click.echo(f"  {split:<5} {scores_line(m)}  (n={m['n']})")

@@ -12,6 +12,7 @@ from msa_cache.study.compare import compare, leaderboard_markdown, summarise, wr
 from msa_cache.fit.config import RunSpec
 from msa_cache.train.identity import monitor_for
 from msa_cache.fit.cv import CVResult, fit_family
+from msa_cache.metrics import scores_line
 from msa_cache.study.submission import export_test
 from msa_cache.study.stats import N_RESAMPLES
 from msa_cache.fit.features import resolve_caches
@@ -69,16 +70,14 @@ def fit_cmd(head, seeds, tensorboard, cv, cv_seed, refit, **kwargs):
         state = "already finished, skipped" if r.skipped else f"trained in {r.seconds:.1f}s"
         click.echo(f"{r.path}  ({state})")
         for split, m in r.metrics.items():
-            click.echo(f"  {split:<5} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
-                       f"weighted-F1 {m['weighted_f1']:.4f}  (n={m['n']})")
+            click.echo(f"  {split:<5} {scores_line(m)}  (n={m['n']})")
 
 
 def _echo_cv(r) -> None:
     click.echo(f"{r.path}  ({len(r.folds)} folds)")
     for split, m in r.metrics.items():
         name = "out-of-fold" if split == "dev" else f"{split} (mean of the fold models)"
-        click.echo(f"  {name:<5} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
-                   f"weighted-F1 {m['weighted_f1']:.4f}  (n={m['n']})")
+        click.echo(f"  {name:<5} {scores_line(m)}  (n={m['n']})")
     if r.refit is not None:
         click.echo(f"  refit: {r.refit.path}")
 

@@ -58,6 +58,11 @@ def monitor_key(name: str) -> str:
     return monitor_metric(name).key
 
 
+def scores_line(scores: dict) -> str:
+    """"accuracy 0.6100  macro-F1 0.5800  weighted-F1 0.6012": a split's metrics.json scores on one line."""
+    return "  ".join(f"{m.title} {scores[m.key]:.4f}" for m in METRICS)
+
+
 def classification_metrics(y_true, y_pred, classes: list[str]) -> dict:
     """What metrics.json holds per labeled split: n, every METRICS key, macro precision and recall,
     the per-class report and the confusion matrix."""

@@ -41,7 +41,7 @@ from msa_cache.train.identity import config_hash, monitor_for
 from msa_cache.fit.cv import fit_cv, fit_family, fold_specs
 from msa_cache.fit.features import open_features
 from msa_cache.fit.folds import DEFAULT_CV_SEED, cv_folds, pooled_rows
-from msa_cache.metrics import monitor_key
+from msa_cache.metrics import monitor_key, monitor_metric
 from msa_cache.fit.trainer import RunResult, fit_run, plan_run
 from msa_cache.search_space import Choice, Range, field_default, searched_fields
 
@@ -297,7 +297,7 @@ def _run_trial(optuna, study, trial, base: RunSpec, params: list[SearchParam], f
     prefix = f"trial #{trial.number} ({trial.number + 1}/{n_trials})"
 
     def report(epoch: int, record: dict) -> None:
-        score = record.get(f"dev_{key}")
+        score = record.get(monitor_metric(spec.train.monitor).dev_key)
         if score is None:
             return
         trial.report(score, epoch)  # step = epoch (from 1), so warm-up covers epochs 1..PRUNER_WARMUP_EPOCHS
