@@ -35,6 +35,17 @@ class Metric:
             return float(accuracy_score(y_true, y_pred))
         return float(f1_score(y_true, y_pred, average=self.hf_average, zero_division=0))
 
+    def from_confusion(self, total, tp, support, f1):
+        """The same score from confusion-matrix parts ([..., K] arrays, any leading batch shape; see
+        metrics_from_confusion): vectorised over bootstrap resamples."""
+        import numpy as np
+
+        if self.hf_average is None:
+            return np.where(total > 0, tp.sum(-1) / total, 0.0)
+        if self.hf_average == "macro":
+            return f1.mean(-1)
+        return np.where(total > 0, (f1 * support).sum(-1) / total, 0.0)
+
 
 METRICS: tuple[Metric, ...] = (
     Metric("accuracy", "accuracy", "acc", "accuracy", "accuracy", None),
@@ -61,6 +72,21 @@ def monitor_key(name: str) -> str:
 def scores_line(scores: dict) -> str:
     """"accuracy 0.6100  macro-F1 0.5800  weighted-F1 0.6012": a split's metrics.json scores on one line."""
     return "  ".join(f"{m.title} {scores[m.key]:.4f}" for m in METRICS)
+
+
+def metrics_from_confusion(cm) -> dict:
+    """Every METRICS key -> its score from confusion matrices [..., K(true), K(pred)] (sklearn's
+    definitions, zero_division=0)."""
+    import numpy as np
+
+    cm = cm.astype(np.float64)
+    total = cm.sum(axis=(-2, -1))
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    support = cm.sum(axis=-1)  # true counts per class
+    denom = support + cm.sum(axis=-2)  # 2TP + FP + FN
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {m.key: m.from_confusion(total, tp, support, f1) for m in METRICS}
 
 
 def classification_metrics(y_true, y_pred, classes: list[str]) -> dict:

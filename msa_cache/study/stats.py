@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binomtest
 
-from msa_cache.metrics import METRIC_KEYS
+from msa_cache.metrics import METRIC_KEYS, metrics_from_confusion
 
 N_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
@@ -34,22 +34,6 @@ CONFIDENCE = 0.95
 ALPHA = 0.05
 _BLOCK = 500  # resamples per bincount: bounds memory at ~_BLOCK * N indices
 
-
-
-def metrics_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """accuracy, macro-F1 and weighted-F1 from confusion matrices [..., K(true), K(pred)]."""
-    cm = cm.astype(np.float64)
-    total = cm.sum(axis=(-2, -1))
-    tp = np.diagonal(cm, axis1=-2, axis2=-1)
-    support = cm.sum(axis=-1)  # true counts per class
-    denom = support + cm.sum(axis=-2)  # 2TP + FP + FN
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {
-            "accuracy": np.where(total > 0, tp.sum(-1) / total, 0.0),
-            "macro_f1": f1.mean(-1),
-            "weighted_f1": np.where(total > 0, (f1 * support).sum(-1) / total, 0.0),
-        }
 
 
 def resample_indices(n: int, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED):
