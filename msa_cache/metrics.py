@@ -52,6 +52,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("macro-f1", "macro_f1", "mF1", "macro-F1", "f1", "macro"),
     Metric("weighted-f1", "weighted_f1", "wF1", "weighted-F1", "f1", "weighted"),
 )
+ACCURACY = METRICS[0]  # shown beside the monitor in one-line logs and charts
 MONITOR_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)  # the choices of every --monitor
 METRIC_KEYS: tuple[str, ...] = tuple(m.key for m in METRICS)  # the scores metrics.json holds per split
 _BY_NAME = {m.name: m for m in METRICS}

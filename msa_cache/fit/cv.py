@@ -23,7 +23,7 @@ from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.fit.config import RunSpec, refit_name
 from msa_cache.fit.features import FeatureSet, open_features
-from msa_cache.metrics import classification_metrics
+from msa_cache.metrics import ACCURACY, classification_metrics
 from msa_cache.train.predictions import SplitPredictions, concat_rows, read_run_predictions
 from msa_cache.train.rundir import read_history
 from msa_cache.fit.trainer import RunResult, fit_run
@@ -104,7 +104,7 @@ def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: Featu
     folds = []
     for fs in fold_specs(spec, num_folds):
         r = fit_run(fs, runs_root, features, log=log, tensorboard=tensorboard)
-        log(f"  fold {fs.cv_fold}/{num_folds} seed {spec.seed}: held-out acc {r.metrics['dev']['accuracy']:.4f} "
+        log(f"  fold {fs.cv_fold}/{num_folds} seed {spec.seed}: held-out acc {r.metrics['dev'][ACCURACY.key]:.4f} "
             f"[{'skipped (finished)' if r.skipped else f'{r.seconds:.1f}s'}]  {r.path}")
         folds.append(r)
     paths = [r.path for r in folds]

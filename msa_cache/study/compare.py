@@ -26,7 +26,7 @@ from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.train.identity import monitor_for
 from msa_cache.fit.features import open_features
 from msa_cache.fit.cv import CVResult, cv_predictions, finished_cv_seeds, fit_family, metrics_of
-from msa_cache.metrics import DEFAULT_MONITOR, METRIC_KEYS, METRICS, monitor_key, monitor_metric
+from msa_cache.metrics import ACCURACY, DEFAULT_MONITOR, METRIC_KEYS, METRICS, monitor_key, monitor_metric
 from msa_cache.train.predictions import SplitPredictions, family_predictions, stack
 from msa_cache.train.rundir import finished_seeds, is_finished, read_metrics, stale_tmp_dirs
 from msa_cache.study.stats import N_RESAMPLES, RowStats, compare_rows
@@ -202,7 +202,7 @@ def _features_for(opened: dict, manifest, caches, train: TrainConfig, head: str)
 def _scores(scores: dict, monitor: str) -> str:
     """"acc 0.6100 wF1 0.6012": accuracy and the monitor's score (accuracy once where it is the monitor)."""
     metric = monitor_metric(monitor)
-    shown = [m for m in METRICS if m.key in ("accuracy", metric.key)]
+    shown = [m for m in METRICS if m in (ACCURACY, metric)]
     return " ".join(f"{m.abbrev} {scores.get(m.key, float('nan')):.4f}" for m in shown)
 
 
@@ -347,7 +347,7 @@ def finished_entries(runs_dir: str | Path, skip: set[Path] = frozenset()) -> lis
 
 
 def _splits(entries: list[Entry]) -> list[str]:
-    return [s for s in ("dev", "test") if any(e.stat(s, "accuracy") for e in entries)]
+    return [s for s in ("dev", "test") if any(e.stat(s, ACCURACY.key) for e in entries)]
 
 
 def _split_name(entries: list[Entry], split: str) -> str:
@@ -484,7 +484,7 @@ def bar_chart(entries: list[Entry], path, monitor: str = DEFAULT_MONITOR) -> Non
 
     key = monitor_key(monitor)
     shown = [e for e in entries if e.stat("dev", key) is not None]
-    metrics = [key] + (["accuracy"] if key != "accuracy" else [])
+    metrics = [key] + ([ACCURACY.key] if key != ACCURACY.key else [])
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(shown) + 2))
     y = np.arange(len(shown))
     low, high = 100.0, 0.0
