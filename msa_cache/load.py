@@ -29,6 +29,7 @@ from msa_cache.finetune.train import predict_rows
 from msa_cache.heads.base import Batch, ModalityInput
 from msa_cache.manifest import Manifest
 from msa_cache.train.identity import CACHED, FINETUNE, run_mode
+from msa_cache.train.loop import class_probs
 from msa_cache.train.rundir import is_finished, read_run
 from msa_cache.fit.trainer import load_head
 
@@ -80,15 +81,14 @@ class CachedRunPredictor:
         """Trained on sentence + target pairs (its text cache records text_pair)."""
         return any((g["record"].get("preprocessing") or {}).get("text_pair") for g in self.groups.values())
 
-    @torch.no_grad()
     def probs(self, manifest: Manifest, rows: np.ndarray) -> np.ndarray:
         order = [int(r) for r in rows]
         loaders = [torch.utils.data.DataLoader(RowDataset(manifest, enc.text, enc.image, self.text_pair),
                                                batch_size=self.batch_size,
                                                sampler=order, collate_fn=enc.collator())
                    for enc in self.encoders.values()]
-        out = []
-        for parts in zip(*loaders):
+
+        def logits(parts) -> torch.Tensor:
             inputs = {}
             for (path, g), batch in zip(self.groups.items(), parts):
                 _, arrays, _, _ = self.runners[path](batch)  # exactly what extraction stores
@@ -99,9 +99,9 @@ class CachedRunPredictor:
                         None if mask is None else torch.from_numpy(arrays[mask]).bool())
             n = len(parts[0]["rows"])
             with self.head.logits_only():
-                logits = self.head(Batch(inputs, torch.full((n,), -1, dtype=torch.long)).to(self.device)).logits
-            out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+                return self.head(Batch(inputs, torch.full((n,), -1, dtype=torch.long)).to(self.device)).logits
+
+        return class_probs(zip(*loaders), logits, len(self.classes))
 
 
 class FinetuneRunPredictor:
