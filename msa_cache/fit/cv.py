@@ -94,16 +94,19 @@ def refit_choice(fold_runs: list[Path]) -> dict:
 
 
 def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: FeatureSet | None = None,
-           refit: bool = False, log: Callable[[str], None] = print, tensorboard: bool = False) -> CVResult:
+           refit: bool = False, log: Callable[[str], None] = print, tensorboard: bool = False,
+           on_epoch_end: Callable[[int, dict], None] | None = None) -> CVResult:
     """Train (or read back) the K folds of `spec`'s seed, and the refit when asked (tensorboard: each
-    fold's and the refit's events, see fit_run)."""
+    fold's and the refit's events, see fit_run). on_epoch_end: fold 0's epoch hook (a tuner's pruner
+    watches fold 0; an exception it raises stops before the other folds)."""
     if features is None:  # open the caches once for all folds
         features = open_features(read_manifest(spec.manifest), {k: Path(v) for k, v in spec.caches.items()},
                                  text_pool=spec.train.text_pool,
                                  hidden_layers=get_head(spec.head).uses_hidden_layers)
     folds = []
     for fs in fold_specs(spec, num_folds):
-        r = fit_run(fs, runs_root, features, log=log, tensorboard=tensorboard)
+        r = fit_run(fs, runs_root, features, log=log, tensorboard=tensorboard,
+                    on_epoch_end=on_epoch_end if fs.cv_fold == 0 else None)
         log(f"  fold {fs.cv_fold}/{num_folds} seed {spec.seed}: held-out acc {r.metrics['dev'][ACCURACY.key]:.4f} "
             f"[{'skipped (finished)' if r.skipped else f'{r.seconds:.1f}s'}]  {r.path}")
         folds.append(r)
@@ -121,17 +124,20 @@ def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: Featu
 
 def fit_family(spec: RunSpec, cv: int, refit: bool, runs_root: str | Path, features: FeatureSet | None = None,
                log: Callable[[str], None] = print, progress: Callable[[str], None] | None = None,
-               tensorboard: bool = False) -> RunResult | CVResult:
+               tensorboard: bool = False, on_epoch_end: Callable[[int, dict], None] | None = None
+               ) -> RunResult | CVResult:
     """One seed of a configuration, either way it is scored: its run on the manifest's split (cv 0;
     progress: its per-epoch lines, see fit_run), or its `cv` fold runs and, with `refit`, the refit on
     all of train+dev (fit_cv). Both results have path, metrics ("dev" = out-of-fold with cv), skipped
-    and seconds."""
+    and seconds. on_epoch_end: the run's epoch hook (with cv: fold 0's)."""
     if cv:
         spec = dataclasses.replace(spec, head_options=dict(spec.head_options), cv_folds=cv)
-        return fit_cv(spec, cv, runs_root, features, refit=refit, log=log, tensorboard=tensorboard)
+        return fit_cv(spec, cv, runs_root, features, refit=refit, log=log, tensorboard=tensorboard,
+                      on_epoch_end=on_epoch_end)
     if refit:
         raise ValueError("refit goes with cross-validation (--cv K): it trains for the epoch count the folds chose")
-    return fit_run(spec, runs_root, features, log=log, progress=progress, tensorboard=tensorboard)
+    return fit_run(spec, runs_root, features, log=log, progress=progress, tensorboard=tensorboard,
+                   on_epoch_end=on_epoch_end)
 
 
 def finished_cv_seeds(family: Path) -> list[tuple[Path, list[Path], Path | None]]:

@@ -38,11 +38,11 @@ from msa_cache.heads import HEADS, get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.train.identity import config_hash, monitor_for
-from msa_cache.fit.cv import fit_cv, fit_family, fold_specs
+from msa_cache.fit.cv import fit_family, fold_specs
 from msa_cache.fit.features import open_features
 from msa_cache.fit.folds import DEFAULT_CV_SEED, cv_folds, pooled_rows
 from msa_cache.metrics import monitor_key, monitor_metric
-from msa_cache.fit.trainer import RunResult, fit_run, plan_run
+from msa_cache.fit.trainer import RunResult, plan_run
 from msa_cache.search_space import Choice, Range, field_default, searched_fields
 
 TRIAL_SEED = 0  # every trial trains seed 0; the best config is then run over --seeds
@@ -183,7 +183,7 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
     after which this process starts no new trial. seeds: the best config's seeds 0..K-1.
     cv: K > 0 scores each trial by K-fold cross-validation (folds cut with cv_seed) instead of the
     dev split; refit: the best config's seed runs also train the refit on all of train+dev.
-    tensorboard: every trial's and seed's run writes TensorBoard events (fit_run; a pruned trial leaves
+    tensorboard: every trial's and seed's run writes TensorBoard events (fit_family; a pruned trial leaves
     no run directory, so none).
     """
     optuna = _optuna()
@@ -304,13 +304,9 @@ def _run_trial(optuna, study, trial, base: RunSpec, params: list[SearchParam], f
         if trial.should_prune():
             raise optuna.TrialPruned(f"epoch {epoch}: {'fold 0 held-out' if spec.cv_folds else 'dev'} {score:.4f}")
 
-    t0 = time.time()
     try:
-        r = fit_run(watched, runs_root, features, log=lambda m: None, on_epoch_end=report, tensorboard=tensorboard)
-        if spec.cv_folds:  # fold 0 is finished now: fit_cv reads it back and trains the other folds
-            c = fit_cv(spec, spec.cv_folds, runs_root, features, log=lambda m: None, tensorboard=tensorboard)
-            r = RunResult(c.path, c.metrics, skipped=r.skipped and c.skipped,
-                          seconds=time.time() - t0)
+        r = fit_family(spec, spec.cv_folds, False, runs_root, features, log=lambda m: None,
+                       tensorboard=tensorboard, on_epoch_end=report)  # with cv: the pruner watches fold 0
     except optuna.TrialPruned as e:
         study.tell(trial, state=TrialState.PRUNED)
         for folder in (path.parent, path.parent.parent)[:2 if spec.cv_folds else 1]:
