@@ -20,7 +20,7 @@ def _unfreeze(ctx, param, value: str) -> list[str]:
     try:
         return parse_unfreeze(value)
     except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+        raise click.BadParameter(str(e).removeprefix("--unfreeze ")) from None  # click names the flag
 
 
 @click.command("finetune")
