@@ -6,7 +6,8 @@ import click
 
 from msa_cache.encoders import EncoderUnavailable
 from msa_cache.finetune import BASELINES, FinetuneConfig, FinetuneSpec, finetune_run
-from msa_cache.finetune.baselines import VISUALBERT_DEFAULT
+from msa_cache.finetune.config import parse_unfreeze
+from msa_cache.metrics import scores_line
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.extract import EncoderName
@@ -16,27 +17,23 @@ from msa_cache_cli.options import (
 
 
 def _unfreeze(ctx, param, value: str) -> list[str]:
-    parts = [p.strip() for p in value.split(",") if p.strip()]
-    if parts == ["none"]:
-        return []
-    bad = [p for p in parts if p not in ("text", "image")]
-    if bad:
-        raise click.BadParameter(f"'{value}': expected text, image, text,image or none")
-    return parts
-
+    try:
+        return parse_unfreeze(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e).removeprefix("--unfreeze ")) from None  # click names the flag
 
 
 @click.command("finetune")
 @config_option(reproduces_runs=True)
 @click.option("--head", type=click.Choice(head_names()), default=None, help="the head to train (or --baseline)")
-@click.option("--baseline", type=click.Choice(BASELINES), default=None,
-              help="clip: CLIP towers + classifier; visualbert: VisualBERT over --encoder's patch features")
+@click.option("--baseline", type=click.Choice(list(BASELINES)), default=None,
+              help="; ".join(f"{b.name}: {b.summary}" for b in BASELINES.values()))
 @click.option("--encoder", "encoders", multiple=True, type=EncoderName(),
               help="repeatable: one text and one image encoder (registry name, hf:ORG/NAME or a model folder); "
                    "--baseline visualbert: its image encoder")
 @click.option("--model", default=None,
-              help="baseline weights, hub id or folder [clip: openai/clip-vit-base-patch32; "
-                   "visualbert: uclanlp/visualbert-vqa-coco-pre]")
+              help="baseline weights, hub id or folder ["
+                   + "; ".join(f"{b.name}: {b.default_model}" for b in BASELINES.values()) + "]")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None,
               help="manifest Parquet file [default: the only one in manifests/]")
 @click.option("--runs", "runs_root", default="runs", show_default=True, type=click.Path(file_okay=False))
@@ -58,19 +55,16 @@ def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, te
     msa-cache finetune --config runs/M/finetune-FAMILY/seed-0/command.yaml   # that run again (skipped if finished)
     """
     if (head is None) == (baseline is None):
-        raise click.UsageError("give either --head HEAD (with --encoder ...) or --baseline clip|visualbert")
+        raise click.UsageError(f"give either --head HEAD (with --encoder ...) or --baseline {'|'.join(BASELINES)}")
     options = pop_head_options(kwargs, multi=False)
-    if baseline == "clip":
-        if encoders:
-            raise click.UsageError("--baseline clip takes its weights from --model, not --encoder")
-        names = [model] if model else []
-    elif baseline == "visualbert":
-        if len(encoders) != 1:
-            raise click.UsageError("--baseline visualbert needs exactly one image encoder: --encoder vit")
-        names = [model or VISUALBERT_DEFAULT, encoders[0]]
+    if baseline is not None:
+        try:
+            names = BASELINES[baseline].spec_encoders(model, list(encoders))
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
     else:
         if model:
-            raise click.UsageError("--model is for --baseline clip|visualbert; heads take --encoder")
+            raise click.UsageError(f"--model is for --baseline {'|'.join(BASELINES)}; heads take --encoder")
         names = list(encoders)
     train = FinetuneConfig(**kwargs)
     manifest_path = resolve_manifest(manifest)
@@ -83,5 +77,4 @@ def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, te
         state = "already finished, skipped" if r.skipped else f"trained in {r.seconds:.1f}s"
         click.echo(f"{r.path}  ({state})")
         for split, m in r.metrics.items():
-            click.echo(f"  {split:<5} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
-                       f"weighted-F1 {m['weighted_f1']:.4f}  (n={m['n']})")
+            click.echo(f"  {split:<5} {scores_line(m)}  (n={m['n']})")

@@ -11,11 +11,11 @@ from msa_cache.partition import resolve_partition
 from msa_cache.study.compare import compare, leaderboard_markdown, summarise, write_leaderboard
 from msa_cache.fit.config import RunSpec
 from msa_cache.train.identity import monitor_for
-from msa_cache.fit.cv import fit_cv
+from msa_cache.fit.cv import CVResult, fit_family
+from msa_cache.metrics import scores_line
 from msa_cache.study.submission import export_test
 from msa_cache.study.stats import N_RESAMPLES
 from msa_cache.fit.features import resolve_caches
-from msa_cache.fit.trainer import fit_run
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (
@@ -63,23 +63,21 @@ def fit_cmd(head, seeds, tensorboard, cv, cv_seed, refit, **kwargs):
     for seed in seeds:
         spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options), train, seed,
                        cv_folds=cv, cv_seed=cv_seed)
-        if cv:
-            _echo_cv(fit_cv(spec, cv, runs_root, refit=refit, log=click.echo, tensorboard=tensorboard))
+        r = fit_family(spec, cv, refit, runs_root, log=click.echo, progress=click.echo, tensorboard=tensorboard)
+        if isinstance(r, CVResult):
+            _echo_cv(r)
             continue
-        r = fit_run(spec, runs_root, log=click.echo, progress=click.echo, tensorboard=tensorboard)
         state = "already finished, skipped" if r.skipped else f"trained in {r.seconds:.1f}s"
         click.echo(f"{r.path}  ({state})")
         for split, m in r.metrics.items():
-            click.echo(f"  {split:<5} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
-                       f"weighted-F1 {m['weighted_f1']:.4f}  (n={m['n']})")
+            click.echo(f"  {split:<5} {scores_line(m)}  (n={m['n']})")
 
 
 def _echo_cv(r) -> None:
     click.echo(f"{r.path}  ({len(r.folds)} folds)")
     for split, m in r.metrics.items():
         name = "out-of-fold" if split == "dev" else f"{split} (mean of the fold models)"
-        click.echo(f"  {name:<5} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
-                   f"weighted-F1 {m['weighted_f1']:.4f}  (n={m['n']})")
+        click.echo(f"  {name:<5} {scores_line(m)}  (n={m['n']})")
     if r.refit is not None:
         click.echo(f"  refit: {r.refit.path}")
 

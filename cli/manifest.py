@@ -13,7 +13,8 @@ import click
 from msa_cache.manifest.build import build_manifest
 from msa_cache.manifest.builders import BUILDERS
 from msa_cache.manifest.info import summarize
-from msa_cache.manifest.schema import MONITOR_NAMES, ManifestError
+from msa_cache.manifest.schema import ManifestError
+from msa_cache.metrics import DEFAULT_MONITOR, MONITOR_NAMES
 
 
 @click.group("manifest")
@@ -34,7 +35,7 @@ def _common_options() -> list[click.Option]:
         click.Option(["--drop-bad"], is_flag=True, help="leave out rows whose image or text is unusable"),
         click.Option(["--monitor"], type=click.Choice(MONITOR_NAMES), default=None,
                      help="dev metric recorded as the dataset's default for fit/compare "
-                          "[default: what the format's papers report; table: weighted-f1]"),
+                          f"[default: what the format's papers report; table: {DEFAULT_MONITOR}]"),
     ]
 
 

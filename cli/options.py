@@ -1,4 +1,5 @@
-"""Options shared by `fit`, `compare` (and later `finetune`).
+"""Options shared by the commands: head and trainer flags (fit, compare, tune, finetune), the data
+and cross-validation flags, --device and --tensorboard.
 
 Head flags are generated from the head registry's Config dataclasses, so the
 CLI can never drift from the heads: a field `latent` becomes `--latent`, a bool

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from msa_cache.metrics import MONITOR_NAMES
 from msa_cache.report import REPORT_FILE, write_report
 from msa_cache.study.stats import N_RESAMPLES
 
@@ -14,7 +15,7 @@ from msa_cache.study.stats import N_RESAMPLES
 @click.option("--explain", "explain", type=click.IntRange(0), default=0, show_default=True,
               help="draw N dev examples of the best explainable run (needs its caches and images; "
                    "skipped with a note in the report where they are not found)")
-@click.option("--monitor", type=click.Choice(["accuracy", "macro-f1", "weighted-f1"]), default=None,
+@click.option("--monitor", type=click.Choice(MONITOR_NAMES), default=None,
               help="metric the rows are ranked and tested on  [default: the one the runs selected on]")
 @click.option("--resamples", type=click.IntRange(100), default=N_RESAMPLES, show_default=True,
               help="bootstrap resamples for the intervals and paired tests")

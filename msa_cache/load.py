@@ -1,9 +1,9 @@
 """A finished run, whichever mode trained it: `load_run` (its model and config.json) and
 `load_predictor` (one predict interface: classes, text_pair, uses, probs(manifest, rows)).
 
-This module sits above both training modes (runs/ for cached features, finetune/ for
-encoders in the loop) so neither reaches into the other; the mode a run's config.json
-records ("mode": "finetune", else a cached run) is read here and nowhere else.
+This module sits above both training modes (fit/ for cached features, finetune/ for
+encoders in the loop) so neither reaches into the other; it picks each mode's loader and
+predictor by the run's mode (train.identity.run_mode, the one reader of config.json's "mode").
 
     cached run     the head (load_head) + its encoders rebuilt from the recorded provenance,
                    replayed as extraction made the features (CachedRunPredictor)
@@ -28,6 +28,8 @@ from msa_cache.finetune.record import rebuild_encoder
 from msa_cache.finetune.train import predict_rows
 from msa_cache.heads.base import Batch, ModalityInput
 from msa_cache.manifest import Manifest
+from msa_cache.train.identity import CACHED, FINETUNE, run_mode
+from msa_cache.train.loop import class_probs
 from msa_cache.train.rundir import is_finished, read_run
 from msa_cache.fit.trainer import load_head
 
@@ -79,15 +81,14 @@ class CachedRunPredictor:
         """Trained on sentence + target pairs (its text cache records text_pair)."""
         return any((g["record"].get("preprocessing") or {}).get("text_pair") for g in self.groups.values())
 
-    @torch.no_grad()
     def probs(self, manifest: Manifest, rows: np.ndarray) -> np.ndarray:
         order = [int(r) for r in rows]
         loaders = [torch.utils.data.DataLoader(RowDataset(manifest, enc.text, enc.image, self.text_pair),
                                                batch_size=self.batch_size,
                                                sampler=order, collate_fn=enc.collator())
                    for enc in self.encoders.values()]
-        out = []
-        for parts in zip(*loaders):
+
+        def logits(parts) -> torch.Tensor:
             inputs = {}
             for (path, g), batch in zip(self.groups.items(), parts):
                 _, arrays, _, _ = self.runners[path](batch)  # exactly what extraction stores
@@ -98,9 +99,9 @@ class CachedRunPredictor:
                         None if mask is None else torch.from_numpy(arrays[mask]).bool())
             n = len(parts[0]["rows"])
             with self.head.logits_only():
-                logits = self.head(Batch(inputs, torch.full((n,), -1, dtype=torch.long)).to(self.device)).logits
-            out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+                return self.head(Batch(inputs, torch.full((n,), -1, dtype=torch.long)).to(self.device)).logits
+
+        return class_probs(zip(*loaders), logits, len(self.classes))
 
 
 class FinetuneRunPredictor:
@@ -139,11 +140,11 @@ def _load_finetune_model(path: Path, config: dict) -> torch.nn.Module:
     return model
 
 
-MODES = {"cache": RunMode(load_head, CachedRunPredictor), "finetune": RunMode(_load_finetune_model, FinetuneRunPredictor)}
+MODES = {CACHED: RunMode(load_head, CachedRunPredictor), FINETUNE: RunMode(_load_finetune_model, FinetuneRunPredictor)}
 
 
-def run_mode(config: dict) -> RunMode:
-    return MODES[config.get("mode", "cache")]
+def _mode_of(config: dict) -> RunMode:
+    return MODES[run_mode(config)]
 
 
 def load_run(path: str | Path) -> tuple[torch.nn.Module, dict]:
@@ -155,7 +156,7 @@ def load_run(path: str | Path) -> tuple[torch.nn.Module, dict]:
     one line before anything is built."""
     path = Path(path)
     config = read_run(path)
-    return run_mode(config).load(path, config).eval(), config
+    return _mode_of(config).load(path, config).eval(), config
 
 
 def load_predictor(run: str | Path, device: str = "auto", batch_size: int = 32) -> RunPredictor:
@@ -165,6 +166,6 @@ def load_predictor(run: str | Path, device: str = "auto", batch_size: int = 32) 
         raise FileNotFoundError(f"{run}: not a finished run directory (no metrics.json); "
                                 "pass runs/<manifest>/<run>/seed-K")
     model, config = load_run(run)
-    return run_mode(config).predictor(run, model, config, resolve_device(device), batch_size)
+    return _mode_of(config).predictor(run, model, config, resolve_device(device), batch_size)
 
 

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from msa_cache.load import load_predictor
 from msa_cache.manifest import Manifest, ManifestMeta, read_manifest, rows_to_table
 from msa_cache.manifest.images import load_rgb
+from msa_cache.train.identity import run_mode
 
 
 def posts_manifest(posts: list[dict], classes: list[str]) -> Manifest:
@@ -117,6 +118,6 @@ def predict_manifest(run, manifest: str | Path, out: str | Path | None = None, s
 def run_summary(run: str | Path) -> str:
     config = json.loads((Path(run) / "config.json").read_text())
     spec = config.get("spec", {})
-    mode = config.get("mode", "cache")
+    mode = run_mode(config)
     encoders = ", ".join(sorted({r.get("encoder", "?") for r in (config.get("encoders") or {}).values()}))
     return f"{spec.get('head')} ({mode}{'; ' + encoders if encoders else ''})"

@@ -8,6 +8,8 @@ Metadata keys a field may carry:
     type                    int / float / str where the default is None
     min, max, min_open, max_open   numeric bounds (ints of head Configs default to 1 .. INT_MAX)
     choices                 the allowed strings
+    identity                False: left out of the run's identity (speed or memory, not results;
+                            see `identity`)
 """
 from __future__ import annotations
 
@@ -97,3 +99,10 @@ def check_settings(obj, owner: str = "", int_range: tuple = (None, None)):
     for f in dataclasses.fields(obj):
         check_value(f, getattr(obj, f.name), owner, int_range)
     return obj
+
+
+def identity_fields(obj) -> dict:
+    """The fields of a settings dataclass instance that name a run (hashed into its folder name): all but
+    those whose metadata says "identity": False, in field order."""
+    values = dataclasses.asdict(obj)
+    return {f.name: values[f.name] for f in dataclasses.fields(obj) if f.metadata.get("identity", True)}

@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from msa_cache.extract import extract
-from msa_cache.encoders.synthetic import ArrayEncoder
-from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
+from msa_cache.manifest import read_manifest
 from msa_cache.study.compare import compare, seed_ensembles, summarise, write_leaderboard
 from msa_cache.fit.config import TrainConfig
 from msa_cache.fit.cv import refit_choice
@@ -20,33 +18,25 @@ from msa_cache.study.oracle import family_oracle
 from msa_cache.train.predictions import read_run_predictions
 from msa_cache_cli.main import main as cli
 
-from test_runs import CLASSES, DI, DT, L, N, N_DEV, N_TRAIN, P, _image_rows, _labels, _text_rows, world  # noqa: F401
+from test_runs import N, N_DEV, N_TRAIN, WORLD, world  # noqa: F401  (the toy world of test_runs, module-scoped)
+from worlds import extract_toy, split_column, write_toy_manifest
 
 FAST = TrainConfig(max_epochs=4, patience=2)
 
 
 def _make_world(root, y_test, builder="clmlf"):
-    y, _ = _labels()
-    split = np.where(np.arange(N) < N_TRAIN, "train", np.where(np.arange(N) < N_TRAIN + N_DEV, "dev", "test"))
-    rows = [{"id": f"p{i}", "text": f"post {i}", "image": f"img/{i}.jpg",
-             "label": int(y_test[i - N_TRAIN - N_DEV]) if split[i] == "test" else int(y[i]), "split": split[i]}
-            for i in range(N)]
-    meta = ManifestMeta(dataset="toy", classes=CLASSES, root=str(root), builder=builder)
-    return write_manifest(rows_to_table(rows), meta, root / "manifests" / "toy.parquet")
+    label = WORLD.labels().copy()
+    label[N_TRAIN + N_DEV:] = y_test
+    return write_toy_manifest(root, label, split_column(N, N_TRAIN, N_DEV), builder=builder)
 
 
 @pytest.fixture(scope="module")
 def labeled(tmp_path_factory):
     """The toy world of test_runs with a labeled test split, in CLMLF's class order."""
     root = tmp_path_factory.mktemp("labeled")
-    y, _ = _labels()
+    y = WORLD.labels()
     manifest = _make_world(root, y[N_TRAIN + N_DEV:])
-    text = ArrayEncoder("toytext", "text", {"text/cls": (DT,), "text/mean": (DT,), "text/tokens": (L, DT),
-                                            "text/mask": (L,)}, _text_rows)
-    image = ArrayEncoder("toyimage", "image", {"image/pooled": (DI,), "image/tokens": (P, DI)}, _image_rows)
-    extract(manifest, [text, image], out=root / "cache", shard_size=64, batch_size=32, workers=0, progress=False,
-            log=lambda m: None)
-    return root, manifest, {"text": root / "cache/toy/toytext", "image": root / "cache/toy/toyimage"}
+    return root, manifest, extract_toy(manifest, root, WORLD.encoders())
 
 
 def test_cv_folds_are_disjoint_stratified_and_cover_train_dev_once():
@@ -191,7 +181,7 @@ def test_test_labels_never_pick(labeled, tmp_path):
     # the same world with its test labels poisoned (all flipped): new runs, same dev scores, same pick
     root, manifest, caches = labeled
     poisoned_root = tmp_path / "poisoned"
-    y, _ = _labels()
+    y = WORLD.labels()
     poisoned = _make_world(poisoned_root, (y[N_TRAIN + N_DEV:] + 1) % 3)
     rows2, dev2 = _pick_and_dev((poisoned_root, poisoned, caches), tmp_path / "b")
     assert dev2 == dev and rows2[0].label == rows[0].label

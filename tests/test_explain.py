@@ -7,20 +7,18 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from msa_cache.encoders.synthetic import ArrayEncoder
 from msa_cache.encoders.base import ImageSpec
 from msa_cache.explain import (DPI, FIG_SIZE, _resolve, draw_explanation, explain, explain_row, fit_image,
                                load_tokenizer)
-from msa_cache.extract import extract
-from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
+from msa_cache.manifest import read_manifest
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.fit.features import open_features
 from msa_cache.load import load_run
 from msa_cache.fit.trainer import fit_run
 from msa_cache_cli.explain import explain_cmd
+from worlds import CLASSES, TokenWorld, extract_toy, split_column, write_toy_manifest
 
 N, L, P, DT, DI = 96, 8, 4, 16, 12
-CLASSES = ["positive", "neutral", "negative"]
 PIXELS = (int(FIG_SIZE[0] * DPI), int(FIG_SIZE[1] * DPI))  # 1200 x 700
 MISSING = "p5"  # the row whose JPEG is never written
 SMALL = {
@@ -32,60 +30,20 @@ SMALL = {
 }
 
 
-def _y():
-    return np.random.default_rng(0).integers(0, 3, N)
-
-
-def _text_rows(rows):
-    y = _y()
-    out = {"text/mean": [], "text/tokens": [], "text/mask": [], "text/input_ids": []}
-    for r in rows:
-        rng = np.random.default_rng([1, int(r)])
-        n = rng.integers(3, L + 1)
-        tok = rng.standard_normal((L, DT)).astype(np.float32)
-        tok[n:] = 0
-        tok[0, y[r]] += 3.0
-        out["text/tokens"].append(tok)
-        out["text/mask"].append((np.arange(L) < n).astype(np.uint8))
-        out["text/mean"].append(tok[:n].mean(0))
-        out["text/input_ids"].append(np.where(np.arange(L) < n, rng.integers(1000, 2000, L), 0).astype(np.int32))
-    return {k: np.stack(v) for k, v in out.items()}
-
-
-def _image_rows(rows):
-    y = _y()
-    out = {"image/pooled": [], "image/tokens": []}
-    for r in rows:
-        tok = np.random.default_rng([2, int(r)]).standard_normal((P, DI)).astype(np.float32)
-        tok[int(r) % P, 3 + y[r]] += 3.0
-        out["image/tokens"].append(tok)
-        out["image/pooled"].append(tok.mean(0))
-    return {k: np.stack(v) for k, v in out.items()}
+# Both modalities carry every row's class: at token 0 and at patch row % P.
+WORLD = TokenWorld(N, L, P, DT, DI, strength=3.0,
+                   text_fields=("text/mean", "text/tokens", "text/mask", "text/input_ids"))
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
-    (root / "img").mkdir()
-    y = _y()
-    split = np.where(np.arange(N) < 64, "train", np.where(np.arange(N) < 80, "dev", "test"))
-    rows = []
-    for i in range(N):
-        if f"p{i}" != MISSING:
-            colour = tuple(int(c) for c in np.random.default_rng(i).integers(0, 256, 3))
-            Image.new("RGB", (40, 30), colour).save(root / "img" / f"{i}.jpg")
-        rows.append({"id": f"p{i}", "text": f"post {i}", "image": f"img/{i}.jpg",
-                     "label": None if split[i] == "test" else int(y[i]), "split": split[i]})
-    meta = ManifestMeta(dataset="toy", classes=CLASSES, root=str(root), builder="test")
-    manifest = write_manifest(rows_to_table(rows), meta, root / "manifests" / "toy.parquet")
-    text = ArrayEncoder("toytext", "text", {"text/mean": (DT,), "text/tokens": (L, DT), "text/mask": (L,),
-                                            "text/input_ids": (L,)}, _text_rows)
-    image = ArrayEncoder("toyimage", "image", {"image/pooled": (DI,), "image/tokens": (P, DI)}, _image_rows)
+    manifest = write_toy_manifest(root, WORLD.labels(), split_column(N, 64, 16), labeled_test=False, jpegs=True,
+                                  missing=(MISSING,))
+    text, image = WORLD.encoders()
     # With an ImageSpec the real pipeline decodes the JPEGs and records the resize/crop geometry.
     image.image = ImageSpec(size=16, resize=20)
-    extract(manifest, [text, image], out=root / "cache", shard_size=64, batch_size=32, workers=0, progress=False,
-            log=lambda m: None)
-    return root, manifest, {"text": root / "cache/toy/toytext", "image": root / "cache/toy/toyimage"}
+    return root, manifest, extract_toy(manifest, root, [text, image])
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +76,7 @@ def test_weights_are_the_heads_aux_for_that_row(world, runs, head):
     row = 20
     e = explain_row(runs[head], f"p{row}")
     probs, aux, mask = _direct_forward(runs[head], manifest, caches, row)
-    assert e.row == row and e.label == _y()[row]
+    assert e.row == row and e.label == WORLD.labels()[row]
     np.testing.assert_allclose(e.probs, probs, atol=1e-5)
     saved = pq.read_table(runs[head] / "predictions.parquet").to_pydict()  # what the run itself predicted
     assert saved["id"][row] == f"p{row}"
@@ -164,8 +122,8 @@ def test_png_has_the_fixed_size(runs, head):
 
 def test_tokens_decoded_with_the_caches_tokenizer_else_shown_as_ids(world, runs, monkeypatch):
     root, manifest, caches = world
-    ids = _text_rows([2])["text/input_ids"][0]
-    mask = _text_rows([2])["text/mask"][0].astype(bool)
+    ids = WORLD.text_rows([2])["text/input_ids"][0]
+    mask = WORLD.text_rows([2])["text/mask"][0].astype(bool)
     e = explain_row(runs["mdse"], "p2")  # the toy cache's tokenizer does not exist anywhere
     assert e.tokens == [f"#{i}" for i in ids[mask]] and "tokenizer" in e.text_note
 

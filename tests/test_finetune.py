@@ -19,11 +19,12 @@ from msa_cache.encoders import EncoderUnavailable, build_encoder
 from msa_cache.encoders.base import ImageSpec
 from msa_cache.encoders.cnn import CNNEncoder
 from msa_cache.finetune import FinetuneConfig, FinetuneSpec, finetune_run
-from msa_cache.finetune.baselines import visualbert_encoder
+from msa_cache.finetune.visualbert import visualbert_encoder
 from msa_cache.finetune.data import PostCollator, PostDataset, SynonymAug, make_text_aug
 from msa_cache.finetune.model import FinetuneModel
-from msa_cache.finetune.optim import grad_scaler, make_optimizer, resolve_precision, warmup_linear
-from msa_cache.finetune.train import backward_step, optimizer_step, train_rows
+from msa_cache.finetune.optim import make_optimizer, warmup_linear
+from msa_cache.finetune.train import backward_step, optimizer_step
+from msa_cache.train.loop import grad_scaler, resolve_precision, train_rows
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
 from msa_cache.train.command import command_options
 from msa_cache.study.compare import finished_entries
@@ -376,7 +377,7 @@ def _tiny_visualbert_folder(folder, tokenizer):
 
 @pytest.mark.parametrize("baseline", ["clip", "visualbert"])
 def test_baselines_fine_tune_from_local_folders(world, tokenizer, tmp_path, baseline, monkeypatch):
-    import msa_cache.finetune.train as train_module
+    import msa_cache.train.driver as driver_module  # the one run driver appends each epoch's record
 
     root, manifest, bert, vit = world
     folder = tmp_path / f"tiny-{baseline}"
@@ -390,7 +391,7 @@ def test_baselines_fine_tune_from_local_folders(world, tokenizer, tmp_path, base
         append_history(folder, record)
         grown.append((folder.name, len((folder / "history.jsonl").read_text().splitlines())))
 
-    monkeypatch.setattr(train_module, "append_history", append_and_look)
+    monkeypatch.setattr(driver_module, "append_history", append_and_look)
     r = finetune_run(spec, tmp_path / "runs", log=lambda m: None)
     assert grown == [("seed-0.tmp-" + str(os.getpid()), 1), ("seed-0.tmp-" + str(os.getpid()), 2)]
     # the baseline's model and image encoder map back to --model / --encoder: the same run, skipped
@@ -483,3 +484,22 @@ def test_infig_accumulate_updates_ema_and_queue_once_per_step(world, monkeypatch
     assert int(state["head.queue_len"]) in (24, 48)  # every train row once per epoch (the best epoch's state)
     model, _ = load_run(result.path)  # rebuilt with the recorded layers
     assert set(model.head.level_proj) == {"text@-2", "image@-2"}
+
+
+def test_baselines_are_registered_with_their_traits_and_map_back_to_their_flags():
+    """Each registered baseline: a paper, a --help line, and --model / --encoder that command.yaml says back."""
+    from msa_cache.finetune.baselines import BASELINES
+
+    assert sorted(BASELINES) == ["clip", "visualbert"]
+    given = {"clip": ("org/clip-x", []), "visualbert": ("org/vb", ["vit"])}
+    for name, baseline in BASELINES.items():
+        assert baseline.name == name and baseline.paper and baseline.summary and baseline.default_model
+        model, encoders = given[name]
+        spec = {"manifest": "m.parquet", "head": name, "baseline": name, "head_options": {}, "seed": 0,
+                "encoders": baseline.spec_encoders(model, encoders), "train": {}}
+        opts = command_options({"mode": "finetune", "spec": spec})
+        assert opts["baseline"] == name and opts["model"] == model and opts.get("encoder", []) == encoders
+    assert BASELINES["visualbert"].spec_encoders(None, ["vit"])[0] == BASELINES["visualbert"].default_model
+    assert BASELINES["clip"].spec_encoders(None, []) == []  # the registered clip encoder, nothing recorded
+    with pytest.raises(ValueError, match="--baseline clip takes its weights from --model"):
+        BASELINES["clip"].spec_encoders(None, ["vit"])

@@ -23,39 +23,12 @@ from safetensors.torch import load_file, save_file
 from click.testing import CliRunner
 from PIL import Image
 
-from msa_cache.encoders.synthetic import ArrayEncoder, random_rows
-from msa_cache.extract import extract
-from msa_cache.manifest import ManifestMeta, rows_to_table, write_manifest
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.fit.trainer import fit_run
 from msa_cache_cli.main import main as cli
+from worlds import CLASSES, SMALL_N, extract_small, small_rows, write_small_manifest
 
-N = 48
-CLASSES = ["positive", "neutral", "negative"]
-TEXT_SHAPES = {"text/cls": (8,), "text/mean": (8,), "text/tokens": (5, 8), "text/mask": (5,)}
-IMAGE_SHAPES = {"image/pooled": (6,), "image/tokens": (4, 6)}
-
-
-def _rows(labels=None):
-    split = ["train"] * 32 + ["dev"] * 8 + ["test"] * 8
-    labels = labels if labels is not None else [i % 3 for i in range(N)]
-    return [{"id": f"p{i}", "text": f"post {i}", "image": f"img/{i}.png",
-             "label": None if split[i] == "test" else labels[i], "split": split[i]} for i in range(N)]
-
-
-def _encoders():
-    return [ArrayEncoder("toytext", "text", TEXT_SHAPES, random_rows(TEXT_SHAPES, 1, real_tokens=(2, 5))),
-            ArrayEncoder("toyimage", "image", IMAGE_SHAPES, random_rows(IMAGE_SHAPES, 2))]
-
-
-def _write(root: Path, name: str, rows) -> Path:
-    meta = ManifestMeta(dataset="toy", classes=CLASSES, root=str(root / "data"), builder="test")
-    return write_manifest(rows_to_table(rows), meta, root / "manifests" / f"{name}.parquet")
-
-
-def _extract(root: Path, manifest: Path) -> None:
-    extract(manifest, _encoders(), out=root / "cache", shard_size=16, batch_size=16, workers=0, progress=False,
-            log=lambda m: None)
+N = SMALL_N
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +41,8 @@ def template(tmp_path_factory):
         Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(data / "img" / f"{i}.png")
     (data / "posts.csv").write_text("id,text,image,label,split\n" + "".join(
         f"q{i},text {i},img/{i}.png,{CLASSES[i % 3]},{'train' if i < 2 else 'dev'}\n" for i in range(4)))
-    manifest = _write(root, "toy", _rows())
-    _extract(root, manifest)
+    manifest = write_small_manifest(root, "toy", small_rows())
+    extract_small(root, manifest)
     spec = RunSpec(str(manifest), {"text": str(root / "cache/toy/toytext"), "image": str(root / "cache/toy/toyimage")},
                    "ae-cat", {"latent": 8}, TrainConfig(max_epochs=1, batch_size=16), 0)
     run = fit_run(spec, root / "runs", log=lambda m: None).path
@@ -81,9 +54,9 @@ def template(tmp_path_factory):
 
 
 def edit_text(root, run):
-    rows = _rows()
+    rows = small_rows()
     rows[3]["text"] = "an edited text"  # same ids, other content: the cache is stale
-    _write(root, "toy", rows)
+    write_small_manifest(root, "toy", rows)
 
 
 def drop_shard(root, run):
@@ -125,9 +98,9 @@ def index_rows_mismatch(root, run):
 
 def one_class_world(root, run):
     """A second manifest whose train split holds one class, with its own (matching) caches."""
-    rows = _rows(labels=[0] * N)
+    rows = small_rows(labels=[0] * N)
     rows[35]["label"] = 1  # dev has two classes; train only one
-    _extract(root, _write(root, "mono", rows))
+    extract_small(root, write_small_manifest(root, "mono", rows))
 
 
 def dotted_manifest(root, run):

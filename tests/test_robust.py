@@ -24,13 +24,13 @@ from msa_cache.train.rundir import finished_seeds, stale_tmp_dirs, sweep_stale_t
 from msa_cache.fit.trainer import fit_run, plan_run
 from msa_cache_cli.main import main as cli
 
-from test_hostile import _extract, _rows, _write
+from worlds import extract_small, small_rows, write_small_manifest
 
 
 @pytest.fixture()
 def world(tmp_path):
-    manifest = _write(tmp_path, "toy", _rows())
-    _extract(tmp_path, manifest)
+    manifest = write_small_manifest(tmp_path, "toy", small_rows())
+    extract_small(tmp_path, manifest)
     caches = {"text": tmp_path / "cache/toy/toytext", "image": tmp_path / "cache/toy/toyimage"}
     return tmp_path, manifest, caches
 
@@ -44,9 +44,9 @@ def _spec(manifest, caches):
 
 def test_stale_manifest_is_refused_not_trained_on(world):
     root, manifest, caches = world
-    rows = _rows()
+    rows = small_rows()
     rows[5]["text"] = "edited after extraction"  # same ids: only the fingerprint tells
-    _write(root, "toy", rows)
+    write_small_manifest(root, "toy", rows)
     with pytest.raises(UserError, match="stale cache: manifest toy changed since extraction"):
         open_features(read_manifest(manifest), caches)
     with pytest.raises(UserError):
@@ -59,9 +59,9 @@ def test_relabeled_manifest_reuses_the_features_but_not_the_runs(world):
     fingerprint matches), while the run, whose identity hashes the whole manifest, is new."""
     root, manifest, caches = world
     first = fit_run(_spec(manifest, caches), root / "runs", log=lambda m: None)
-    rows = _rows()
+    rows = small_rows()
     rows[0]["label"] = (rows[0]["label"] + 1) % 3
-    _write(root, "toy", rows)
+    write_small_manifest(root, "toy", rows)
     again = fit_run(_spec(manifest, caches), root / "runs", log=lambda m: None)
     assert not again.skipped and again.path != first.path
 

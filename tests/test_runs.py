@@ -4,7 +4,6 @@ rows are predicted, compare/oracle/CLI work."""
 import json
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,10 +12,8 @@ import torch
 from click.testing import CliRunner
 
 from msa_cache.cache.reader import open_cache
-from msa_cache.encoders.synthetic import ArrayEncoder
-from msa_cache.extract import extract
 from msa_cache.heads import HEADS
-from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
+from msa_cache.manifest import read_manifest
 from msa_cache.study.compare import compare, expand_grid, finished_entries, write_leaderboard
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.study.oracle import oracle
@@ -25,67 +22,20 @@ from msa_cache.load import load_run
 from msa_cache.fit.trainer import fit_run, predict_probs
 from msa_cache.fit.features import open_features
 from msa_cache_cli.main import main as cli
+from worlds import CLASSES, TokenWorld, extract_toy, split_column, write_toy_manifest
 
 N, L, P, DT, DI = 400, 8, 4, 16, 12
 N_TRAIN, N_DEV = 280, 60  # the other 60 rows: an unlabeled test split
-CLASSES = ["positive", "neutral", "negative"]
-
-
-def _labels():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, N)
-    carrier = rng.choice(["both", "text", "image"], N)  # which modality holds the signal
-    return y, carrier
-
-
-def _text_rows(rows):
-    y, carrier = _labels()
-    out = {"text/cls": [], "text/mean": [], "text/tokens": [], "text/mask": []}
-    for r in rows:
-        rng = np.random.default_rng([1, int(r)])
-        n = rng.integers(3, L + 1)
-        tok = rng.standard_normal((L, DT)).astype(np.float32)
-        tok[n:] = 0
-        if carrier[r] != "image":
-            tok[rng.integers(0, n), y[r]] += 4.0  # class signal at one random real position
-        mask = (np.arange(L) < n).astype(np.uint8)
-        out["text/tokens"].append(tok)
-        out["text/mask"].append(mask)
-        out["text/cls"].append(tok[:n].mean(0) * 2)  # a CLS that summarises the sentence
-        out["text/mean"].append(tok[:n].mean(0))
-    return {k: np.stack(v) for k, v in out.items()}
-
-
-def _image_rows(rows):
-    y, carrier = _labels()
-    out = {"image/pooled": [], "image/tokens": []}
-    for r in rows:
-        rng = np.random.default_rng([2, int(r)])
-        tok = rng.standard_normal((P, DI)).astype(np.float32)
-        if carrier[r] != "text":
-            tok[rng.integers(0, P), 3 + y[r]] += 4.0
-        out["image/tokens"].append(tok)
-        out["image/pooled"].append(tok.mean(0))
-    return {k: np.stack(v) for k, v in out.items()}
+# Each row's class sits in the text, the image or both (drawn per row), at a random token / patch.
+WORLD = TokenWorld(N, L, P, DT, DI, strength=4.0, carriers="random", random_positions=True, cls_scale=2.0)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A manifest (test split unlabeled) and a text + an image cache written by the real pipeline."""
     root = tmp_path_factory.mktemp("runs")
-    y, carrier = _labels()
-    split = np.where(np.arange(N) < N_TRAIN, "train", np.where(np.arange(N) < N_TRAIN + N_DEV, "dev", "test"))
-    rows = [{"id": f"p{i}", "text": f"post {i}", "image": f"img/{i}.jpg",
-             "label": None if split[i] == "test" else int(y[i]), "split": split[i]} for i in range(N)]
-    meta = ManifestMeta(dataset="toy", classes=CLASSES, root=str(root), builder="test")
-    manifest = write_manifest(rows_to_table(rows), meta, root / "manifests" / "toy.parquet")
-    text = ArrayEncoder("toytext", "text", {"text/cls": (DT,), "text/mean": (DT,), "text/tokens": (L, DT),
-                                            "text/mask": (L,)}, _text_rows)
-    image = ArrayEncoder("toyimage", "image", {"image/pooled": (DI,), "image/tokens": (P, DI)}, _image_rows)
-    extract(manifest, [text, image], out=root / "cache", shard_size=64, batch_size=32, workers=0, progress=False,
-            log=lambda m: None)
-    caches = {"text": root / "cache/toy/toytext", "image": root / "cache/toy/toyimage"}
-    return root, manifest, caches
+    manifest = write_toy_manifest(root, WORLD.labels(), split_column(N, N_TRAIN, N_DEV), labeled_test=False)
+    return root, manifest, extract_toy(manifest, root, WORLD.encoders())
 
 
 def _spec(world, head, options=None, seed=0, **train):
@@ -103,7 +53,7 @@ def test_features_match_cache(world):
     fs = open_features(read_manifest(manifest), caches)
     rows = np.array([5, 199, 3])
     b = fs.batch(rows, np.zeros(N, dtype=np.int64), {}, with_tokens=True)
-    expect = _text_rows(rows)
+    expect = WORLD.text_rows(rows)
     longest = int(expect["text/mask"].sum(1).max())
     # positions that are padding in every row of the batch are trimmed; nothing real is lost
     assert b.inputs["text"].tokens.shape[1] == longest
@@ -250,6 +200,38 @@ def test_compare_grid_leaderboard_and_oracle(world, tmp_path):
     assert o["rows"] == N_DEV
     assert o["oracle_accuracy"] >= max(o["text_accuracy"], o["image_accuracy"])
     assert o["both_right"] + o["only_text_right"] + o["only_image_right"] + o["neither_right"] == N_DEV
+
+
+@pytest.mark.parametrize("monitor,scores", [("macro-f1", r"acc \d\.\d{4} mF1 \d\.\d{4}  "),
+                                             ("accuracy", r"acc \d\.\d{4}  ")])
+def test_compare_logs_the_monitors_score(world, tmp_path, monitor, scores):
+    """Each run's line shows accuracy and the score the grid is ranked on (not always weighted-F1), the
+    same for a run trained now and one read back; with cv, its out-of-fold scores."""
+    root, manifest, caches = world
+    lines = []
+    tc = TrainConfig(max_epochs=1, monitor=monitor)
+    for _ in range(2):
+        compare(manifest, caches, ["uni-text"], {}, [0], tc, tmp_path, log=lines.append)
+    compare(manifest, caches, ["uni-text"], {}, [0], tc, tmp_path, log=lines.append, cv=2)
+    runs = [line for line in lines if re.search(r"uni-text +seed 0: (dev|out-of-fold) ", line)]
+    assert len(runs) == 3 and "wF1" not in "".join(runs)
+    assert all(re.search(f"seed 0: dev {scores}\\[", line) for line in runs[:2])
+    assert re.search(f"seed 0: out-of-fold {scores}", runs[2])
+
+
+def test_fit_family_is_a_run_or_its_folds(world, tmp_path):
+    from msa_cache.fit.cv import CVResult, fit_family
+
+    root, manifest, caches = world
+    spec = RunSpec(str(manifest), {k: str(v) for k, v in caches.items()}, "uni-text", {}, TrainConfig(max_epochs=1), 0)
+    run = fit_family(spec, 0, False, tmp_path, log=lambda m: None)
+    assert run.path.name == "seed-0" and not run.skipped and run.metrics["dev"]["n"] == N_DEV
+    folds = fit_family(spec, 2, True, tmp_path, log=lambda m: None)
+    assert isinstance(folds, CVResult) and [f.path.name for f in folds.folds] == ["fold-0", "fold-1"]
+    assert folds.refit is not None and folds.seconds >= folds.folds[0].seconds
+    assert folds.metrics["dev"]["n"] == N_TRAIN + N_DEV  # every pooled row scored out of fold
+    with pytest.raises(ValueError, match="--cv K"):
+        fit_family(spec, 0, True, tmp_path, log=lambda m: None)
 
 
 def test_cli_fit_compare_and_bad_option(world, tmp_path):

@@ -1,9 +1,10 @@
-"""Bootstrap intervals and paired tests (msa_cache.study.stats)."""
+"""Bootstrap intervals and paired tests (msa_cache.study.stats) and the metrics they resample (msa_cache.metrics)."""
 import numpy as np
 import pytest
 from scipy.stats import norm
 from sklearn.metrics import accuracy_score, f1_score
 
+from msa_cache.metrics import metrics_from_confusion
 from msa_cache.study import stats
 
 
@@ -15,7 +16,7 @@ def test_metrics_from_confusion_match_sklearn_with_bootstrap_weights():
         for row in idx:
             w = np.bincount(row, minlength=200)
             cm = np.bincount(y[row] * 3 + p[row], minlength=9).reshape(3, 3)
-            got = stats.metrics_from_confusion(cm)
+            got = metrics_from_confusion(cm)
             assert got["accuracy"] == pytest.approx(accuracy_score(y, p, sample_weight=w))
             assert got["macro_f1"] == pytest.approx(f1_score(y, p, labels=[0, 1, 2], average="macro",
                                                              sample_weight=w, zero_division=0))

@@ -1,4 +1,4 @@
-"""The shared epoch loop (runs/training.train_epochs): early stopping, best epoch restored, hooks, no-dev runs."""
+"""The shared epoch loop (msa_cache/train/loop.train_epochs): early stopping, best epoch restored, hooks, no-dev runs."""
 from __future__ import annotations
 
 import numpy as np
@@ -126,3 +126,77 @@ def test_finetune_flags_are_generated_from_finetuneconfig_fields():
             assert params[f.name].default == f.default, f.name
     assert params["warmup"].type.max_open and params["unfreeze_from"].type.min == 1
     assert list(params["clean"].type.choices) == sorted(params["clean"].type.choices)
+
+
+def test_one_metrics_table_scores_like_sklearn_and_names_every_spelling():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from msa_cache.metrics import METRIC_KEYS, METRICS, MONITOR_NAMES, classification_metrics, monitor_metric
+
+    y, p = np.array([0, 1, 2, 2, 1, 0, 0]), np.array([0, 2, 2, 1, 1, 0, 1])
+    expected = {"accuracy": accuracy_score(y, p), "macro-f1": f1_score(y, p, average="macro"),
+                "weighted-f1": f1_score(y, p, average="weighted")}
+    assert MONITOR_NAMES == tuple(expected) and METRIC_KEYS == ("accuracy", "macro_f1", "weighted_f1")
+    scores = classification_metrics(y, p, ["a", "b", "c"])
+    for m in METRICS:
+        assert m.score(y, p) == pytest.approx(expected[m.name]) == pytest.approx(scores[m.key])
+        assert m.dev_key == f"dev_{m.key}" and monitor_metric(m.name) is m
+    assert set(dev_scores(y, np.eye(3)[p], ["a", "b", "c"])) == {m.dev_key for m in METRICS}
+    with pytest.raises(ValueError, match="--monitor must be one of accuracy, macro-f1, weighted-f1"):
+        monitor_metric("weighted_f1")  # the metrics.json key is not a monitor name
+
+
+def test_run_mode_is_read_in_one_place():
+    from msa_cache.train.identity import CACHED, FINETUNE, run_mode
+
+    assert run_mode({}) == CACHED == "cached"  # cached runs record no mode (made before fine-tuning existed)
+    assert run_mode({"mode": "finetune"}) == FINETUNE
+
+
+def test_identity_exclusions_come_from_field_metadata_and_hashes_stay():
+    """`"identity": False` in a field's metadata leaves it out of the run's identity; the default configs
+    hash as they did before the exclusions moved into the metadata (so run folders keep their names)."""
+    from msa_cache.finetune.config import FinetuneConfig
+    from msa_cache.fit.config import TrainConfig
+    from msa_cache.train.identity import config_hash
+
+    assert "device" not in TrainConfig().identity() and "workers" not in TrainConfig().identity()
+    assert not {"grad_checkpointing", "device", "workers"} & set(FinetuneConfig().identity())
+    assert TrainConfig(device="cpu", workers=3).identity() == TrainConfig().identity()
+    assert config_hash(TrainConfig().identity()) == "c3107064f8"
+    assert config_hash(FinetuneConfig().identity()) == "460d078cca"
+
+
+@pytest.mark.parametrize("cls,bad,message", [
+    ("TrainConfig", {"batch_size": 0}, "--batch-size 0 is out of range; it must be >= 1"),
+    ("TrainConfig", {"monitor": "loss"}, "--monitor must be one of accuracy, macro-f1, weighted-f1"),
+    ("TrainConfig", {"lr": float("nan")}, "--lr must be a finite number"),
+    ("FinetuneConfig", {"warmup": 1.0}, "--warmup 1.0 is out of range; it must be >= 0 and < 1"),
+    ("FinetuneConfig", {"text_aug": "rot13"}, "--text-aug must be one of none, translation, synonyms"),
+    ("FinetuneConfig", {"unfreeze_from": 0}, "--unfreeze-from 0 is out of range; it must be >= 1"),
+    ("FinetuneConfig", {"unfreeze": ["text", "audio"]}, "--unfreeze audio: choose from text,image"),
+])
+def test_every_config_is_checked_by_its_field_metadata(cls, bad, message):
+    """One rule (settings.check_settings) for the trainer's and the fine-tuner's options: one line naming the flag."""
+    from msa_cache.finetune.config import FinetuneConfig
+    from msa_cache.fit.config import TrainConfig
+
+    with pytest.raises(ValueError) as e:
+        {"TrainConfig": TrainConfig, "FinetuneConfig": FinetuneConfig}[cls](**bad)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_train_rows_refuse_nothing_to_learn_and_draw_one_subset_for_every_seed(tmp_path):
+    from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
+    from msa_cache.train.loop import train_rows
+
+    def manifest(labels):
+        rows = [{"id": f"p{i}", "text": "t", "image": "i.jpg", "label": label, "split": "train"}
+                for i, label in enumerate(labels)]
+        meta = ManifestMeta(dataset="toy", classes=["a", "b"], root=str(tmp_path), builder="test")
+        return write_manifest(rows_to_table(rows), meta, tmp_path / f"m{len(labels)}.parquet")
+
+    with pytest.raises(ValueError, match="every labeled train row has the class 'a'"):
+        train_rows(read_manifest(manifest([0, 0, 0])))
+    two = read_manifest(manifest([0, 1] * 10))
+    assert np.array_equal(train_rows(two, 6), train_rows(two, 6)) and len(train_rows(two)) == 20

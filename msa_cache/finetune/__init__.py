@@ -6,7 +6,8 @@ encoders in the loop, staged (head first, then encoders), writing the same run d
                         train=FinetuneConfig(max_epochs=3, head_epochs=1))
     result = finetune_run(spec, "runs")
 """
-from msa_cache.finetune.config import BASELINES, FinetuneConfig, FinetuneSpec
+from msa_cache.finetune.baselines import BASELINES
+from msa_cache.finetune.config import FinetuneConfig, FinetuneSpec
 from msa_cache.finetune.load import load_finetune_run
 from msa_cache.finetune.model import FinetuneModel, FinetuneModule
 from msa_cache.finetune.train import finetune_run, predict_rows

@@ -1,12 +1,12 @@
 """Building a fine-tune model from its spec: the encoders (pretrained, by role) and the model around them
-(FinetuneModel over a registered head, or a clip / visualbert baseline). Above model.py and baselines.py,
+(FinetuneModel over a registered head, or a registered baseline). Above model.py and the baselines,
 so neither imports the other's builder."""
 from __future__ import annotations
 
 import dataclasses
 
 from msa_cache.encoders import Encoder, EncoderOptions, build_encoder
-from msa_cache.finetune.baselines import assemble_baseline, open_baseline_encoders
+from msa_cache.finetune.baselines import get_baseline
 from msa_cache.finetune.config import FinetuneSpec
 from msa_cache.finetune.model import ROLE_OF_MODALITY, FinetuneModel, FinetuneModule
 from msa_cache.heads import get_head
@@ -17,7 +17,7 @@ def open_encoders(spec: FinetuneSpec) -> dict[str, Encoder]:
     tc = spec.train
     options = EncoderOptions(max_length=tc.max_length, clean=tc.clean)
     if spec.baseline is not None:
-        return open_baseline_encoders(spec, options)
+        return get_baseline(spec.baseline).open_encoders(spec, options)
     if not spec.encoders:
         raise ValueError("fine-tuning needs encoders: --encoder NAME (text) --encoder NAME (image)")
     head_cls = get_head(spec.head)
@@ -42,5 +42,5 @@ def open_encoders(spec: FinetuneSpec) -> dict[str, Encoder]:
 def assemble_model(spec: FinetuneSpec, num_classes: int, encoders: dict[str, Encoder]) -> FinetuneModule:
     """The model for `spec` around already-loaded encoders (fresh from the hub, or rebuilt from a run)."""
     if spec.baseline is not None:
-        return assemble_baseline(spec, num_classes, encoders)
+        return get_baseline(spec.baseline).assemble(spec, num_classes, encoders)
     return FinetuneModel(encoders, spec.head, num_classes, spec.head_options, spec.train.text_pool)

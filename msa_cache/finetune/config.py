@@ -13,10 +13,10 @@ from typing import Any
 from msa_cache.manifest import CLEANERS
 from msa_cache.finetune.optim import LR_SCHEDULE
 from msa_cache.provenance import from_saved
-from msa_cache.train.identity import head_revision
-from msa_cache.train.metrics import MONITORS
+from msa_cache.train.identity import FINETUNE, head_revision
+from msa_cache.metrics import MONITOR_NAMES
+from msa_cache.settings import check_settings, identity_fields
 
-BASELINES = ("clip", "visualbert")
 TEXT_AUGS = ("none", "translation", "synonyms")
 MODALITIES = ("text", "image")
 
@@ -37,7 +37,7 @@ class FinetuneConfig:
     max_epochs: int = field(default=10, metadata={"min": 1})
     patience: int = field(default=3, metadata={"min": 1, "help": "early stopping: epochs without a better dev score"})
     monitor: str | None = field(default=None, metadata={  # None: the manifest's default (its papers' metric)
-        "choices": ("accuracy", "macro-f1", "weighted-f1"),
+        "choices": MONITOR_NAMES,
         "help": "dev metric for early stopping and model selection [default: the manifest's]"})
     head_epochs: int = field(default=1, metadata={"min": 0, "help": "epochs with frozen encoders before unfreezing"})
     # which encoders are unfrozen later (its flag, --unfreeze text,image|none, is built in cli/finetune.py)
@@ -65,41 +65,25 @@ class FinetuneConfig:
     amp: bool = field(default=True, metadata={"help": "mixed precision on CUDA (bf16 on Ampere+, else fp16 + GradScaler)"})
     # Not part of the run's identity (memory and speed, not results):
     grad_checkpointing: bool = field(default=False, metadata={
-        "help": "trade compute for memory where the encoder supports it (HF models)"})
-    device: str = "auto"  # its flag is cli/options.device_option
-    workers: int = field(default=0, metadata={"min": 0, "help": "DataLoader workers decoding images"})
+        "identity": False, "help": "trade compute for memory where the encoder supports it (HF models)"})
+    device: str = field(default="auto", metadata={"identity": False})  # its flag is cli/options.device_option
+    workers: int = field(default=0, metadata={"min": 0, "identity": False, "help": "DataLoader workers decoding images"})
 
     # The order of the flags in `finetune --help` (the fields' order is kept for saved configs).
     FLAG_ORDER = ("lr", "encoder_lr", "weight_decay", "warmup", "batch_size", "accumulate", "max_epochs", "patience",
                   "monitor", "head_epochs", "unfreeze", "unfreeze_from", "class_weights", "text_pool", "max_length",
                   "clean", "augment", "text_aug", "limit_train", "amp", "grad_checkpointing", "device", "workers")
 
-    IDENTITY_EXCLUDED = ("grad_checkpointing", "device", "workers")
+    def __post_init__(self):
+        # ValueError naming the flag, by the same rule as the CLI's flags (settings.check_settings).
+        check_settings(self)
+        check_unfreeze(self.unfreeze)
 
     def resolved(self) -> "FinetuneConfig":
-        """Checked, with --unfreeze-from folded into head_epochs (one way to say one thing)."""
+        """With --unfreeze-from folded into head_epochs (one way to say one thing)."""
         c = dataclasses.replace(self, unfreeze=sorted(set(self.unfreeze)))
         if c.unfreeze_from is not None:
-            if c.unfreeze_from < 1:
-                raise ValueError(f"--unfreeze-from must be an epoch >= 1, got {c.unfreeze_from}")
             c.head_epochs, c.unfreeze_from = c.unfreeze_from - 1, None
-        bad = [m for m in c.unfreeze if m not in MODALITIES]
-        if bad:
-            raise ValueError(f"--unfreeze {','.join(bad)}: choose from text,image (or 'none')")
-        checks = [
-            (c.monitor is None or c.monitor in MONITORS, f"--monitor must be one of {sorted(MONITORS)}"),
-            (c.text_aug in TEXT_AUGS, f"--text-aug must be one of {', '.join(TEXT_AUGS)}"),
-            (c.class_weights in ("none", "balanced"), "--class-weights must be 'none' or 'balanced'"),
-            (c.text_pool in ("cls", "mean"), "--text-pool must be 'cls' or 'mean'"),
-            (c.batch_size >= 1 and c.accumulate >= 1, "--batch-size and --accumulate must be >= 1"),
-            (c.max_epochs >= 1 and c.patience >= 1, "--max-epochs and --patience must be >= 1"),
-            (c.head_epochs >= 0, "--head-epochs must be >= 0"),
-            (0.0 <= c.warmup < 1.0, f"--warmup is a fraction of the steps in [0, 1), got {c.warmup}"),
-            (c.limit_train is None or c.limit_train >= 1, "--limit-train must be >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
         return c
 
     @property
@@ -107,7 +91,21 @@ class FinetuneConfig:
         return self.head_epochs + 1 if self.unfreeze_from is None else self.unfreeze_from
 
     def identity(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in self.IDENTITY_EXCLUDED}
+        return identity_fields(self)
+
+
+def parse_unfreeze(value: str) -> list[str]:
+    """--unfreeze's value: "text", "image", "text,image" or "none" -> the modalities (checked)."""
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    return [] if parts == ["none"] else check_unfreeze(parts)
+
+
+def check_unfreeze(modalities) -> list[str]:
+    """ValueError naming --unfreeze when it lists anything but text and image."""
+    bad = [modalities] if isinstance(modalities, str) else [m for m in modalities if m not in MODALITIES]
+    if bad:
+        raise ValueError(f"--unfreeze {','.join(map(str, bad))}: choose from text,image (or 'none')")
+    return list(modalities)
 
 
 @dataclass
@@ -115,14 +113,14 @@ class FinetuneSpec:
     manifest: str
     head: str  # a registered head, or the baseline's name
     encoders: list[str]  # as given: registry names, hf:ORG/NAME or folders; baselines: their model first
-    baseline: str | None = None  # "clip" | "visualbert"
+    baseline: str | None = None  # a registered baseline (finetune/baselines.py)
     head_options: dict[str, Any] = field(default_factory=dict)
     train: FinetuneConfig = field(default_factory=FinetuneConfig)
     seed: int = 0
 
     def identity(self, manifest_fingerprint: str, encoder_records: dict) -> dict:
         return {
-            "mode": "finetune",
+            "mode": FINETUNE,
             "manifest_fingerprint": manifest_fingerprint,
             # The pretrained weights, not the names: a renamed folder with the same weights is the same run.
             "encoders": {role: {k: r.get(k) for k in ("encoder", "weights_sha256", "preprocessing")}

@@ -26,7 +26,7 @@ from msa_cache.encoders.text import TextEncoder
 from msa_cache.encoders.vision import VisionEncoder
 from msa_cache.finetune.config import FinetuneSpec
 from msa_cache.finetune.load import load_finetune_run
-from msa_cache.train.identity import config_hash
+from msa_cache.train.identity import FINETUNE, config_hash, run_mode
 from msa_cache.train.rundir import weights_file
 
 EXPORTABLE = ("text", "image")
@@ -94,7 +94,7 @@ def _finished_finetune_config(run: Path) -> dict:
         raise FileNotFoundError(f"{run}: not a finished run (needs config.json, metrics.json, model.safetensors); "
                                 "give a runs/<manifest>/<family>/seed-K folder")
     config = json.loads(path.read_text())
-    if config.get("mode") != "finetune":
+    if run_mode(config) != FINETUNE:
         raise ValueError(f"{run}: a `fit` run trains no encoder; export from a `msa-cache finetune` run")
     return config
 

@@ -1,4 +1,4 @@
-"""Optimiser, learning-rate schedule and mixed precision for the staged fine-tune.
+"""Optimiser and learning-rate schedule for the staged fine-tune (mixed precision: train/loop.py).
 
 AdamW with two parameter groups: the head (lr) and the encoders (encoder_lr).
 Each group follows transformers' `get_linear_schedule_with_warmup` over its own
@@ -9,12 +9,11 @@ leaves parameters without a gradient untouched.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from msa_cache.train import loop as training
+# The precision helpers are the shared loop's (both modes); imported here too for bench/gpu_check.py.
+from msa_cache.train.loop import autocast, grad_scaler, resolve_precision  # noqa: F401
 
 MAX_GRAD_NORM = 1.0  # the usual clip for transformer fine-tuning; keeps an early bad batch harmless
 # Part of a fine-tune run's identity: runs made with another schedule (before this one: a hand-written
@@ -48,23 +47,3 @@ def make_optimizer(model, lr: float, encoder_lr: float, weight_decay: float, tot
     return optimizer, schedule
 
 
-def resolve_precision(device: torch.device, amp: bool) -> str:
-    """fp32 on CPU or without --amp; bf16 on GPUs with native bf16 (Ampere+), else fp16 with a GradScaler.
-
-    Capability, not `torch.cuda.is_bf16_supported()`: newer torch reports emulated bf16 on
-    old GPUs (a GTX 980), which is far slower than fp16 there.
-    """
-    if not amp or device.type != "cuda":
-        return "fp32"
-    major, _ = torch.cuda.get_device_capability(device)
-    return "bf16" if major >= 8 else "fp16"
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-def grad_scaler(precision: str):
-    return training.grad_scaler(precision == "fp16")

@@ -40,10 +40,11 @@ def record_options(record: dict) -> EncoderOptions:
 
 def _load(record: dict, options: EncoderOptions) -> Encoder:
     name, model_id = record["encoder"], record.get("model_id") or ""
-    if name == "visualbert":
-        from msa_cache.finetune.baselines import visualbert_encoder
+    from msa_cache.finetune.baselines import BASELINES  # function-level: cached runs' predict never needs them
 
-        return visualbert_encoder(model_id, options=options)
+    for baseline in BASELINES.values():  # an encoder a baseline builds itself (VisualBERT)
+        if name in baseline.own_encoders:
+            return baseline.own_encoders[name](model_id, options=options)
     if name in ENCODERS or name.startswith("hf:"):
         return build_encoder(name, options=options)
     # A local model folder: recorded by the path given and, resolved, as model_id.

@@ -25,25 +25,23 @@ import torch
 from msa_cache.device import resolve_device
 from msa_cache.finetune.config import FinetuneSpec, finetune_run_dir
 from msa_cache.finetune.data import PostCollator, PostDataset, batch_to, make_loader, make_text_aug
+from msa_cache.finetune.baselines import get_baseline
 from msa_cache.finetune.build import assemble_model, open_encoders
 from msa_cache.finetune.model import FinetuneModule
-from msa_cache.finetune.optim import (
-    MAX_GRAD_NORM, autocast, grad_scaler, make_optimizer, resolve_precision,
-)
+from msa_cache.finetune.optim import MAX_GRAD_NORM, make_optimizer
 from msa_cache.finetune.record import encoder_record
 from msa_cache.heads import get_head
 from msa_cache.heads.base import HeadConfig
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
-from msa_cache.train.identity import config_hash, monitor_for
-from msa_cache.train.rundir import append_history, build_run_dir, is_finished, read_metrics, write_run
-from msa_cache.train.tensorboard_log import history_events, run_events
+from msa_cache.train.driver import drive_run
+from msa_cache.train.identity import FINETUNE, changed_options, config_hash, monitor_for
+from msa_cache.train.rundir import write_run
 from msa_cache.train.loop import (
-    EpochHook, EpochProgress, RunResult, add_terms, batch_bar, class_weight_for, dev_scores, manifest_labels,
-    seed_everything, train_epochs,
+    EpochHook, EpochProgress, RunResult, add_terms, autocast, batch_bar, class_probs, class_weight_for, dev_scores,
+    grad_scaler, manifest_labels, resolve_precision, seed_everything, train_epochs, train_rows,
 )
 
-LIMIT_SEED = 0  # --limit-train draws the same subset for every seed, so seeds stay comparable
 # Batches between progress lines where no tqdm bar is shown (logs, pipes): a CPU epoch takes minutes.
 LOG_EVERY = 50
 
@@ -77,55 +75,44 @@ def full_head_options(spec: FinetuneSpec) -> dict:
     return {**_default_options(spec), **spec.head_options}
 
 
-def _changed_options(spec: FinetuneSpec) -> dict:
-    defaults = _default_options(spec)
-    return {k: v for k, v in spec.head_options.items() if defaults.get(k) != v}
-
-
-def train_rows(manifest: Manifest, limit: int | None) -> np.ndarray:
-    labels, _ = manifest_labels(manifest)
-    rows = np.flatnonzero((np.array(manifest.column("split")) == "train") & (labels >= 0))
-    if len(rows) == 0:
-        raise ValueError(f"{manifest.path}: no labeled train rows to fine-tune on")
-    if limit is not None and limit < len(rows):
-        rows = np.sort(np.random.default_rng(LIMIT_SEED).choice(rows, size=limit, replace=False))
-    if len(np.unique(labels[rows])) < 2:
-        raise ValueError(f"{manifest.path}: the labeled train rows hold a single class; a classifier needs at "
-                         "least 2 (fix the labels or the split, or raise --limit-train)")
-    return rows
-
-
 def finetune_run(spec: FinetuneSpec, runs_root: str | Path = "runs", log: Callable[[str], None] = print,
                  tensorboard: bool = False) -> RunResult:
     """Fine-tune `spec` unless its run directory is already finished; return its metrics.
     tensorboard: also write the epochs as TensorBoard events in <run>/tensorboard (a finished run: from its
     history.jsonl); not part of the identity."""
-    manifest = read_manifest(spec.manifest)
-    # The monitor is resolved before the identity is hashed: a run records (and is named by) the metric it used.
-    train = dataclasses.replace(spec.train, monitor=monitor_for(spec.train, manifest)).resolved()
-    spec = dataclasses.replace(spec, train=train, head_options=full_head_options(spec))
-    encoders = open_encoders(spec)
-    records = {role: encoder_record(enc) for role, enc in encoders.items()}
-    identity = spec.identity(manifest.fingerprint(), records)
-    out = finetune_run_dir(runs_root, manifest.name, spec, config_hash(identity), _changed_options(spec))
-    if is_finished(out):
-        if tensorboard:
-            history_events(out)
-        return RunResult(out, read_metrics(out), skipped=True)
-    seed_everything(spec.seed)  # after loading: the head's init depends on the seed only
-    model = assemble_model(spec, len(manifest.classes), encoders)
-    t0 = time.time()
+    return drive_run(FinetuneMode(spec, log), runs_root, tensorboard)
 
-    def work(tmp: Path) -> dict:
-        with run_events(tmp, tensorboard) as events:
-            return _train_and_write(spec, manifest, model, records, tmp, log, events, runs_root)
 
-    metrics = build_run_dir(out, work)
-    return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
+class FinetuneMode:
+    """finetune's part of a run (train/driver.py): encoders and head in the loop."""
+
+    def __init__(self, spec: FinetuneSpec, log: Callable[[str], None]):
+        self.spec, self.log = spec, log
+
+    def resolve(self, runs_root: str | Path) -> Path:
+        spec, manifest = self.spec, read_manifest(self.spec.manifest)
+        # The monitor is resolved before the identity is hashed: a run records (and is named by) the metric it used.
+        train = dataclasses.replace(spec.train, monitor=monitor_for(spec.train, manifest)).resolved()
+        spec = dataclasses.replace(spec, train=train, head_options=full_head_options(spec))
+        # The pretrained weights are part of the identity, so the encoders load before the folder is known.
+        self.encoders = open_encoders(spec)
+        self.records = {role: encoder_record(enc) for role, enc in self.encoders.items()}
+        identity = spec.identity(manifest.fingerprint(), self.records)
+        self.spec, self.manifest, self.runs_root = spec, manifest, runs_root
+        return finetune_run_dir(runs_root, manifest.name, spec, config_hash(identity),
+                                changed_options(spec.head_options, _default_options(spec)))
+
+    def prepare(self) -> None:
+        seed_everything(self.spec.seed)  # after loading: the head's init depends on the seed only
+        self.model = assemble_model(self.spec, len(self.manifest.classes), self.encoders)
+
+    def train(self, tmp: Path, record_hooks: list[EpochHook]) -> dict:
+        return _train_and_write(self.spec, self.manifest, self.model, self.records, tmp, self.log, record_hooks,
+                                self.runs_root)
 
 
 def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModule, records: dict, out: Path,
-                     log, on_epoch_end: EpochHook | None = None, runs_root: str | Path = "runs") -> dict:
+                     log, record_hooks: list[EpochHook], runs_root: str | Path = "runs") -> dict:
     tc = spec.train
     device = resolve_device(tc.device)
     precision = resolve_precision(device, tc.amp)
@@ -139,10 +126,7 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
     dev_idx = np.flatnonzero((splits == "dev") & (labels >= 0))
     class_weight = class_weight_for(labels[train_idx], len(manifest.classes), tc.class_weights)
     t0 = time.time()
-    hooks = [lambda _, record: append_history(out, record)]  # `tail -f` shows it is alive
-    if on_epoch_end is not None:
-        hooks.append(on_epoch_end)
-    history = train_loop(model, spec, manifest, train_idx, dev_idx, class_weight, device, precision, log, hooks)
+    history = train_loop(model, spec, manifest, train_idx, dev_idx, class_weight, device, precision, log, record_hooks)
     seconds_train = time.time() - t0
 
     log(f"predicting all {len(manifest)} rows with the selected epoch")
@@ -150,7 +134,7 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
     probs = predict_rows(model, manifest, np.arange(len(manifest)), device, precision, 2 * tc.batch_size, tc.workers)
     epochs = [h["seconds"] for h in history if "seconds" in h]
     config = {
-        "mode": "finetune",
+        "mode": FINETUNE,
         "spec": spec.to_dict(),
         "encoders": records,
         "manifest_fingerprint": manifest.fingerprint(),
@@ -173,7 +157,9 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
         "runs": str(runs_root),  # where it was written (command.yaml's --runs)
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return write_run(out, manifest, probs, state, history, config, f"finetune {spec.head} seed {spec.seed}: dev")
+    paper = get_baseline(spec.baseline).paper if spec.baseline else ""
+    return write_run(out, manifest, probs, state, history, config, f"finetune {spec.head} seed {spec.seed}: dev",
+                     baseline_paper=paper)
 
 
 def backward_step(model: FinetuneModule, batch: dict, class_weight, device, precision: str, scaler,
@@ -198,7 +184,7 @@ def optimizer_step(model: FinetuneModule, optimizer, scaler) -> None:
 def train_loop(model: FinetuneModule, spec: FinetuneSpec, manifest: Manifest, train_idx: np.ndarray,
                dev_idx: np.ndarray, class_weight, device: torch.device, precision: str, log,
                on_epoch_end: EpochHook | list[EpochHook] | None = None) -> list[dict]:
-    """finetune's epochs through the shared loop (training.train_epochs): its step is `backward_step` +
+    """finetune's epochs through the shared loop (train/loop.train_epochs): its step is `backward_step` +
     `optimizer_step` on raw-input batches (staged unfreezing, accumulation), its predict function
     `predict_rows`. Returns the history."""
     tc = spec.train
@@ -260,7 +246,6 @@ def train_loop(model: FinetuneModule, spec: FinetuneSpec, manifest: Manifest, tr
     return train_epochs(model, tc.max_epochs, tc.patience, tc.monitor, train_epoch, evaluate, hooks)
 
 
-@torch.no_grad()
 def predict_rows(model: FinetuneModule, manifest: Manifest, rows: np.ndarray, device: torch.device,
                  precision: str = "fp32", batch_size: int = 32, workers: int = 0) -> np.ndarray:
     """Class probabilities [len(rows), C] with the eval preprocessing (no augmentation)."""
@@ -268,9 +253,9 @@ def predict_rows(model: FinetuneModule, manifest: Manifest, rows: np.ndarray, de
     specs = model.input_specs()
     loader = make_loader(PostDataset(manifest, rows, specs), PostCollator(specs, model.pad_to_max), batch_size,
                          shuffle=False, workers=workers)
-    out = []
-    for batch in loader:
+
+    def logits(batch: dict) -> torch.Tensor:
         with autocast(device, precision), model.head.logits_only():
-            logits = model(batch_to(batch, device)).logits
-        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.head.num_classes), dtype=np.float32)
+            return model(batch_to(batch, device)).logits
+
+    return class_probs(loader, logits, model.head.num_classes)

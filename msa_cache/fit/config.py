@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from msa_cache.heads import make_config
+from msa_cache.metrics import MONITOR_NAMES
+from msa_cache.settings import check_settings, identity_fields
 from msa_cache.train.identity import head_revision, monitor_for
 from msa_cache.provenance import from_saved
 from msa_cache.search_space import SEARCH, Range
@@ -32,7 +34,7 @@ class TrainConfig:
     max_epochs: int = field(default=30, metadata={"min": 1})
     patience: int = field(default=5, metadata={"min": 0, "help": "early stopping: epochs without a better dev score"})
     monitor: str | None = field(default=None, metadata={  # resolved per run (RunSpec.resolved)
-        "choices": ("accuracy", "macro-f1", "weighted-f1"),
+        "choices": MONITOR_NAMES,
         "help": "dev metric for early stopping and the leaderboard order [default: the manifest's, what "
                 "its dataset's papers report: weighted-f1 for MVSA and TumEmo, macro-f1 for "
                 "Twitter-15/17, HFM and memes]"})
@@ -42,44 +44,18 @@ class TrainConfig:
                                                     "help": "text vector used as the pooled text feature"})
     amp: bool = field(default=True, metadata={"help": "mixed precision on CUDA"})
     # Not part of the run's identity (they change speed, not results on one device):
-    device: str = "auto"  # its flag is cli/options.device_option (checked by the device resolver)
-    workers: int = field(default=0, metadata={"min": 0, "help": "DataLoader workers that prefetch token batches from HDF5"})
-
-    IDENTITY_EXCLUDED = ("device", "workers")
+    # its flag is cli/options.device_option (checked by the device resolver)
+    device: str = field(default="auto", metadata={"identity": False})
+    workers: int = field(default=0, metadata={"min": 0, "identity": False,
+                                              "help": "DataLoader workers that prefetch token batches from HDF5"})
 
     def __post_init__(self):
-        check_train_config(self)
+        # ValueError naming the flag when a setting cannot train (e.g. --batch-size 0 would train
+        # nothing and still write a finished run): the same rule as the CLI's flags.
+        check_settings(self)
 
     def identity(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in self.IDENTITY_EXCLUDED}
-
-
-def check_train_config(tc: TrainConfig) -> None:
-    """ValueError naming the flag when a setting cannot train (e.g. --batch-size 0 would train nothing
-    and still write a finished run)."""
-    import math
-
-    def bad(flag, value, want):
-        raise ValueError(f"--{flag} {value}: must be {want}")
-
-    for flag, value, lo in (("batch-size", tc.batch_size, 1), ("max-epochs", tc.max_epochs, 1),
-                            ("patience", tc.patience, 0), ("workers", tc.workers, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-            bad(flag, value, f"an integer >= {lo}")
-    if tc.lr is not None and not (isinstance(tc.lr, (int, float)) and math.isfinite(tc.lr) and tc.lr > 0):
-        bad("lr", tc.lr, "a number > 0")
-    if tc.weight_decay is not None and not (isinstance(tc.weight_decay, (int, float))
-                                            and math.isfinite(tc.weight_decay) and tc.weight_decay >= 0):
-        bad("weight-decay", tc.weight_decay, "a number >= 0")
-    for flag, value, choices in (("optimizer", tc.optimizer, (None, "adam", "adamw")),
-                                 ("monitor", tc.monitor, (None, "accuracy", "macro-f1", "weighted-f1")),
-                                 ("class-weights", tc.class_weights, ("none", "balanced")),
-                                 ("text-pool", tc.text_pool, ("cls", "mean"))):
-        if value not in choices:
-            bad(flag, value, f"one of {[c for c in choices if c]}")
-
-
-
+        return identity_fields(self)
 
 
 @dataclass
@@ -130,9 +106,6 @@ class RunSpec:
         train = from_saved(TrainConfig, d["train"])
         return cls(d["manifest"], d["caches"], d["head"], d.get("head_options", {}), train, d.get("seed", 0),
                    d.get("cv_folds", 0), d.get("cv_fold", 0), d.get("cv_seed", 0), d.get("refit"))
-
-
-
 
 
 

@@ -23,7 +23,7 @@ from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.fit.config import RunSpec, refit_name
 from msa_cache.fit.features import FeatureSet, open_features
-from msa_cache.train.metrics import classification_metrics
+from msa_cache.metrics import ACCURACY, classification_metrics
 from msa_cache.train.predictions import SplitPredictions, concat_rows, read_run_predictions
 from msa_cache.train.rundir import read_history
 from msa_cache.fit.trainer import RunResult, fit_run
@@ -42,6 +42,11 @@ class CVResult:
     def skipped(self) -> bool:
         """Every fold (and the refit, if any) was finished before: nothing trained now."""
         return all(f.skipped for f in self.folds) and (self.refit is None or self.refit.skipped)
+
+    @property
+    def seconds(self) -> float:
+        """Training time of the folds (and the refit) trained now."""
+        return sum(r.seconds for r in self.folds + ([self.refit] if self.refit is not None else []))
 
 
 def fold_specs(spec: RunSpec, num_folds: int) -> list[RunSpec]:
@@ -89,17 +94,20 @@ def refit_choice(fold_runs: list[Path]) -> dict:
 
 
 def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: FeatureSet | None = None,
-           refit: bool = False, log: Callable[[str], None] = print, tensorboard: bool = False) -> CVResult:
+           refit: bool = False, log: Callable[[str], None] = print, tensorboard: bool = False,
+           on_epoch_end: Callable[[int, dict], None] | None = None) -> CVResult:
     """Train (or read back) the K folds of `spec`'s seed, and the refit when asked (tensorboard: each
-    fold's and the refit's events, see fit_run)."""
+    fold's and the refit's events, see fit_run). on_epoch_end: fold 0's epoch hook (a tuner's pruner
+    watches fold 0; an exception it raises stops before the other folds)."""
     if features is None:  # open the caches once for all folds
         features = open_features(read_manifest(spec.manifest), {k: Path(v) for k, v in spec.caches.items()},
                                  text_pool=spec.train.text_pool,
                                  hidden_layers=get_head(spec.head).uses_hidden_layers)
     folds = []
     for fs in fold_specs(spec, num_folds):
-        r = fit_run(fs, runs_root, features, log=log, tensorboard=tensorboard)
-        log(f"  fold {fs.cv_fold}/{num_folds} seed {spec.seed}: held-out acc {r.metrics['dev']['accuracy']:.4f} "
+        r = fit_run(fs, runs_root, features, log=log, tensorboard=tensorboard,
+                    on_epoch_end=on_epoch_end if fs.cv_fold == 0 else None)
+        log(f"  fold {fs.cv_fold}/{num_folds} seed {spec.seed}: held-out acc {r.metrics['dev'][ACCURACY.key]:.4f} "
             f"[{'skipped (finished)' if r.skipped else f'{r.seconds:.1f}s'}]  {r.path}")
         folds.append(r)
     paths = [r.path for r in folds]
@@ -112,6 +120,24 @@ def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: Featu
         result.refit = fit_run(rs, runs_root, features, log=log, tensorboard=tensorboard)
         log(f"  refit on train+dev ({choice}): {result.refit.path}")
     return result
+
+
+def fit_family(spec: RunSpec, cv: int, refit: bool, runs_root: str | Path, features: FeatureSet | None = None,
+               log: Callable[[str], None] = print, progress: Callable[[str], None] | None = None,
+               tensorboard: bool = False, on_epoch_end: Callable[[int, dict], None] | None = None
+               ) -> RunResult | CVResult:
+    """One seed of a configuration, either way it is scored: its run on the manifest's split (cv 0;
+    progress: its per-epoch lines, see fit_run), or its `cv` fold runs and, with `refit`, the refit on
+    all of train+dev (fit_cv). Both results have path, metrics ("dev" = out-of-fold with cv), skipped
+    and seconds. on_epoch_end: the run's epoch hook (with cv: fold 0's)."""
+    if cv:
+        spec = dataclasses.replace(spec, head_options=dict(spec.head_options), cv_folds=cv)
+        return fit_cv(spec, cv, runs_root, features, refit=refit, log=log, tensorboard=tensorboard,
+                      on_epoch_end=on_epoch_end)
+    if refit:
+        raise ValueError("refit goes with cross-validation (--cv K): it trains for the epoch count the folds chose")
+    return fit_run(spec, runs_root, features, log=log, progress=progress, tensorboard=tensorboard,
+                   on_epoch_end=on_epoch_end)
 
 
 def finished_cv_seeds(family: Path) -> list[tuple[Path, list[Path], Path | None]]:

@@ -29,15 +29,15 @@ from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
 from msa_cache.train.command import command_options
 from msa_cache.fit.config import RunSpec, run_dir
-from msa_cache.train.identity import config_hash
-from msa_cache.train.rundir import append_history, build_run_dir, is_finished, load_weights, read_metrics, write_run
+from msa_cache.train.driver import drive_run
+from msa_cache.train.identity import changed_options, config_hash
+from msa_cache.train.rundir import load_weights, write_run
 from msa_cache.fit.features import FeatureSet, open_features
 from msa_cache.fit.folds import run_roles
-from msa_cache.train.metrics import MONITORS
-from msa_cache.train.tensorboard_log import history_events, run_events
+from msa_cache.metrics import monitor_metric
 from msa_cache.train.loop import (
-    EpochHook, EpochProgress, RunResult, add_terms, amp_autocast, batch_bar, class_weight_for, dev_scores, grad_scaler,
-    manifest_labels, seed_everything, train_epochs,
+    EpochHook, EpochProgress, RunResult, add_terms, amp_autocast, batch_bar, class_probs, class_weight_for, dev_scores,
+    grad_scaler, manifest_labels, resolve_precision, seed_everything, train_epochs, train_rows,
 )
 
 PREDICT_BATCH = 256
@@ -46,19 +46,15 @@ ENCODER_RECORD_KEYS = ("encoder", "modality", "model_id", "revision", "weights_s
                        "pooled_only", "dtype", "encoder_source")
 
 
-def _changed_options(head: str, options: dict) -> dict:
-    defaults = dataclasses.asdict(get_head(head).Config())
-    return {k: v for k, v in options.items() if defaults.get(k) != v}
-
-
 def resolve_run(spec: RunSpec, runs_root: str | Path, features: FeatureSet) -> tuple[RunSpec, Path]:
     """The resolved spec (RunSpec.resolved: every head option, the manifest's default monitor where
     none is set) and the run directory it maps to. The identity is hashed from the resolved spec, so
     every caller (fit, another shard's read-back, tune) finds the same folder; `spec` is not changed."""
     spec = spec.resolved(features.manifest)
     identity = spec.identity(features.manifest.fingerprint(), features.cache_fingerprints())
+    defaults = dataclasses.asdict(get_head(spec.head).Config())
     out = run_dir(runs_root, features.manifest.name, spec, config_hash(identity),
-                  _changed_options(spec.head, spec.head_options))
+                  changed_options(spec.head_options, defaults))
     check_name(out.parent.name, "run folder name (from the head options)")
     return spec, out
 
@@ -81,46 +77,36 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
     Either way each epoch's record is appended to history.jsonl in the run's tmp folder as it ends.
     tensorboard: also write the epochs as TensorBoard events in <run>/tensorboard (train/tensorboard_log.py);
     a finished run gets them from its history.jsonl. Not part of the identity: it changes no result."""
-    manifest = features.manifest if features is not None else read_manifest(spec.manifest)
     if features is None:
-        features = open_features(manifest, {k: Path(v) for k, v in spec.caches.items()},
+        features = open_features(read_manifest(spec.manifest), {k: Path(v) for k, v in spec.caches.items()},
                                  text_pool=spec.train.text_pool,
                                  hidden_layers=get_head(spec.head).uses_hidden_layers)
-    spec, out = resolve_run(spec, runs_root, features)
-    if is_finished(out):
-        if tensorboard:
-            history_events(out)
-        return RunResult(out, read_metrics(out), skipped=True)
-
-    train_rows(manifest)  # refuse before any folder is made
-    command_options({"spec": spec.to_dict()})  # a spec no command can say (see command.py) fails now, not after training
-    t0 = time.time()
-    hooks = [] if on_epoch_end is None else [on_epoch_end]
-    if progress is not None:
-        hooks.append(EpochProgress(spec.train.max_epochs, spec.train.monitor, progress))
-
-    def work(tmp: Path) -> dict:
-        with run_events(tmp, tensorboard) as events:
-            return _train_and_write(spec, manifest, features, tmp, log,
-                                    [*hooks, lambda _, record: append_history(tmp, record),
-                                     *([events] if events else [])], runs_root=runs_root)
-
-    metrics = build_run_dir(out, work)
-    return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
+    return drive_run(CachedMode(spec, features, log, on_epoch_end, progress), runs_root, tensorboard)
 
 
-def train_rows(manifest: Manifest) -> np.ndarray:
-    """The labeled train rows; ValueError when there are none or they hold a single class."""
-    labels, _ = manifest_labels(manifest)
-    idx = np.flatnonzero((np.array(manifest.column("split")) == "train") & (labels >= 0))
-    if len(idx) == 0:
-        raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
-    present = np.unique(labels[idx])
-    if len(present) < 2:
-        raise ValueError(f"{manifest.path}: every labeled train row has the class "
-                         f"'{manifest.classes[int(present[0])]}'; a classifier needs at least 2 (fix the labels "
-                         "or the split)")
-    return idx
+class CachedMode:
+    """fit's part of a run (train/driver.py): a head on cached features."""
+
+    def __init__(self, spec: RunSpec, features: FeatureSet, log: Callable[[str], None],
+                 on_epoch_end: EpochHook | None, progress: Callable[[str], None] | None):
+        self.spec, self.features, self.log = spec, features, log
+        self.hooks: list[EpochHook] = [] if on_epoch_end is None else [on_epoch_end]
+        self.progress = progress
+
+    def resolve(self, runs_root: str | Path) -> Path:
+        self.spec, out = resolve_run(self.spec, runs_root, self.features)
+        self.runs_root = runs_root
+        return out
+
+    def prepare(self) -> None:
+        train_rows(self.features.manifest)  # refuse before any folder is made
+        command_options({"spec": self.spec.to_dict()})  # a spec no command can say (see command.py) fails now
+        if self.progress is not None:
+            self.hooks.append(EpochProgress(self.spec.train.max_epochs, self.spec.train.monitor, self.progress))
+
+    def train(self, tmp: Path, record_hooks: list[EpochHook]) -> dict:
+        return _train_and_write(self.spec, self.features.manifest, self.features, tmp, self.log,
+                                [*self.hooks, *record_hooks], runs_root=self.runs_root)
 
 
 def _epoch_order(train_idx: np.ndarray, labels: np.ndarray, oversample: bool, rng: np.random.Generator) -> np.ndarray:
@@ -160,17 +146,17 @@ def _loader(features, batches, labels, modality_labels, head, workers):
                                        collate_fn=_identity)
 
 
-@torch.no_grad()
 def predict_probs(head: Head, features: FeatureSet, idx: np.ndarray, device: torch.device,
                   workers: int = 0, amp: bool = False) -> np.ndarray:
     head.eval()
     labels, modality_labels = manifest_labels(features.manifest)
-    out = []
-    for batch in _loader(features, _batches(idx, PREDICT_BATCH), labels, modality_labels, head, workers):
+
+    def logits(batch: Batch) -> torch.Tensor:
         with amp_autocast(device, amp), head.logits_only():
-            logits = head(batch.to(device)).logits
-        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, head.num_classes), dtype=np.float32)
+            return head(batch.to(device)).logits
+
+    batches = _loader(features, _batches(idx, PREDICT_BATCH), labels, modality_labels, head, workers)
+    return class_probs(batches, logits, head.num_classes)
 
 
 def make_optimizer(head: Head, spec: RunSpec) -> torch.optim.Optimizer:
@@ -188,8 +174,6 @@ def make_optimizer(head: Head, spec: RunSpec) -> torch.optim.Optimizer:
 def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, out: Path, log,
                      on_epoch_end=None, runs_root: str | Path = "runs") -> dict:
     tc = spec.train
-    if tc.monitor not in MONITORS:
-        raise ValueError(f"--monitor must be one of {sorted(MONITORS)}")
     seed_everything(spec.seed)
     device = resolve_device(tc.device)
     labels, modality_labels = manifest_labels(manifest)
@@ -203,7 +187,7 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
     spec_dims = features.spec()
     head = create_head(spec.head, spec_dims, len(classes), spec.head_options).to(device)
     class_weight = class_weight_for(labels[train_idx], len(classes), tc.class_weights)
-    monitor = MONITORS[tc.monitor]
+    monitor = monitor_metric(tc.monitor).score
     history: list[dict] = []
 
     if head.fit_mode == "closed_form":
@@ -254,11 +238,11 @@ def _refit_value(spec: RunSpec, key: str):
 def train_loop(head: Head, spec: RunSpec, features: FeatureSet, train_idx: np.ndarray, dev_idx: np.ndarray,
                labels: np.ndarray, modality_labels: dict, class_weight: torch.Tensor | None, device: torch.device,
                on_epoch_end: EpochHook | list[EpochHook] | None = None) -> list[dict]:
-    """fit's epochs through the shared loop (training.train_epochs): its step is `train_step` on cached
+    """fit's epochs through the shared loop (train/loop.train_epochs): its step is `train_step` on cached
     feature batches, its predict function `predict_probs`. Returns the history."""
     tc = spec.train
     optimizer = make_optimizer(head, spec)
-    use_amp = device.type == "cuda" and tc.amp
+    use_amp = resolve_precision(device, tc.amp, bf16=False) == "fp16"
     scaler = grad_scaler(use_amp)
     if class_weight is not None:
         class_weight = class_weight.to(device)

@@ -19,9 +19,10 @@ from msa_cache.manifest.builders import BUILDERS
 from msa_cache.manifest.builders.common import replace_surrogates
 from msa_cache.manifest.images import check_images
 from msa_cache.manifest.info import ManifestSummary, list_some, summarize
+from msa_cache.metrics import MONITOR_NAMES
 from msa_cache.names import check_name
 from msa_cache.manifest.schema import (
-    MONITOR_NAMES, Manifest, ManifestError, ManifestMeta, fingerprint_files, rows_to_table, write_manifest,
+    Manifest, ManifestError, ManifestMeta, fingerprint_files, rows_to_table, write_manifest,
 )
 from msa_cache.manifest.splitting import DEFAULT_SPLIT, parse_split, split_rule, stratified_split
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msa_cache.manifest.schema import SPLITS, Manifest, read_manifest
+from msa_cache.metrics import DEFAULT_MONITOR
 
 UNLABELED = "unlabeled"
 
@@ -18,7 +19,7 @@ class ManifestSummary:
     split_rule: str
     counts: dict[str, dict[str, int]]  # split -> class name (or "unlabeled") -> rows
     bad_rows: list[dict] = field(default_factory=list)  # id, split, image_ok, text_ok, problem
-    monitor: str = ""  # the dataset's default dev metric for fit/compare ("" = weighted-f1)
+    monitor: str = ""  # the dataset's default dev metric for fit/compare ("" = DEFAULT_MONITOR)
     distinct_images: int = 0  # rows can share an image (Twitter-15/17: one row per target)
     text_pair: bool = False  # rows carry a second text segment (the target)
 
@@ -41,7 +42,7 @@ class ManifestSummary:
         for split, counts in self.counts.items():
             cells = "".join(f"{counts.get(c, 0):>{width + 1}}" for c in cols)
             lines.append(f"{split:<8}{cells}{sum(counts.values()):>{width + 1}}")
-        lines.append(f"default monitor {self.monitor or 'weighted-f1 (not set)'}; {self.distinct_images} distinct "
+        lines.append(f"default monitor {self.monitor or DEFAULT_MONITOR + ' (not set)'}; {self.distinct_images} distinct "
                      f"images" + ("; text pairs (sentence + target)" if self.text_pair else ""))
         lines.append(f"bad rows: {len(self.bad_rows)}")
         lines += list_some([f"  {r['split']} {r['id']}: {r['problem']}" for r in self.bad_rows], max_listed)

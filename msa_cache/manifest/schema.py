@@ -40,16 +40,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from msa_cache.errors import UserError
+from msa_cache.metrics import DEFAULT_MONITOR, MONITOR_NAMES
 from msa_cache.names import check_name
 from msa_cache.provenance import from_saved
 
 SCHEMA_VERSION = 1
 META_KEY = b"msa_cache"
 SPLITS = ("train", "dev", "test")
-# The dev metrics a manifest may name as its default monitor (msa_cache.train.metrics.MONITORS' keys;
-# spelled out here because manifest/ sits below runs/).
-MONITOR_NAMES = ("accuracy", "macro-f1", "weighted-f1")
-FALLBACK_MONITOR = "weighted-f1"  # for manifests that name none (older files, `table` without --monitor)
 
 ARROW_SCHEMA = pa.schema(
     [
@@ -127,7 +124,7 @@ class Manifest:
     @property
     def default_monitor(self) -> str:
         """The dev metric fit/compare/finetune select and sort by unless --monitor says otherwise."""
-        return self.meta.monitor or FALLBACK_MONITOR
+        return self.meta.monitor or DEFAULT_MONITOR
 
     def column(self, name: str) -> list:
         return self.table.column(name).to_pylist()

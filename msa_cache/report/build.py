@@ -27,7 +27,7 @@ from msa_cache.report.collect import (
 )
 from msa_cache.report.examples import Examples, explain_examples
 from msa_cache.study.compare import Entry, leaderboard_markdown, leaderboard_rows, summarise
-from msa_cache.train.metrics import MONITOR_KEYS
+from msa_cache.metrics import METRICS, MONITOR_NAMES
 from msa_cache.study.stats import N_RESAMPLES
 
 REPORT_FILE = "report.html"
@@ -46,8 +46,8 @@ def build_report(runs_dir: str | Path, explain: int = 0, monitor: str | None = N
     entries = finished_families(runs_dir)
     families = read_families(entries)
     monitor = monitor or report_monitor(families)
-    if monitor not in MONITOR_KEYS:
-        raise ValueError(f"monitor '{monitor}': choose one of {', '.join(MONITOR_KEYS)}")
+    if monitor not in MONITOR_NAMES:
+        raise ValueError(f"monitor '{monitor}': choose one of {', '.join(MONITOR_NAMES)}")
     rows = summarise(entries, monitor, ensembles=ensembles, n_resamples=n_resamples)
     order = {id(e): i for i, e in enumerate(rows)}
     families.sort(key=lambda f: order[id(f.entry)])
@@ -168,13 +168,14 @@ def _per_class(families: list[Family]) -> str:
             continue
         classes = fams[0].classes
         support = fams[0].per_class_f1(split)
-        header = ["model", "seeds"] + [f"{c} (n={support[c][2]})" for c in classes] + ["macro-F1", "weighted-F1"]
+        f1s = [m for m in METRICS if m.hf_type == "f1"]  # beside the per-class F1s: their macro and weighted means
+        header = ["model", "seeds"] + [f"{c} (n={support[c][2]})" for c in classes] + [m.title for m in f1s]
         rows = []
         for f in fams:
             pc = f.per_class_f1(split)
             cells = [f.label, len(f.runs)] + [_pct(*pc[c][:2], len(f.runs)) if c in pc else "-" for c in classes]
-            for key in ("macro_f1", "weighted_f1"):
-                vals = [m[split][key] for m in f.metrics]
+            for metric in f1s:
+                vals = [m[split][metric.key] for m in f.metrics]
                 cells.append(_pct(float(np.mean(vals)), float(np.std(vals)), len(f.runs)))
             rows.append(cells)
         out.append(f"<h3>{split}</h3>" + page.table(header, rows, cls=f"per-class {split}"))

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from msa_cache.errors import UserError
+from msa_cache.metrics import DEFAULT_MONITOR
 from msa_cache.study.compare import Entry, finished_entries
 from msa_cache.study.oracle import family_oracle
+from msa_cache.train.identity import CACHED, run_mode
 from msa_cache.train.rundir import HISTORY_FILE, read_history, read_run, stale_tmp_dirs
 
 UNI_TEXT, UNI_IMAGE = "uni-text", "uni-image"
@@ -34,7 +36,7 @@ class Family:
 
     @property
     def mode(self) -> str:
-        return "finetune" if self.configs[0].get("mode") == "finetune" else "cached"
+        return run_mode(self.configs[0])
 
     @property
     def classes(self) -> list[str]:
@@ -109,7 +111,7 @@ def unfinished_folders(runs_dir: str | Path) -> tuple[int, int]:
 def report_monitor(families: list[Family]) -> str:
     """The dev metric the runs selected on (the most common one where they differ)."""
     recorded = Counter(f.monitor for f in families if f.monitor)
-    return recorded.most_common(1)[0][0] if recorded else "weighted-f1"
+    return recorded.most_common(1)[0][0] if recorded else DEFAULT_MONITOR
 
 
 @dataclass
@@ -123,7 +125,7 @@ class OracleAnalysis:
 
 def oracle_analysis(families: list[Family]) -> OracleAnalysis:
     """`analyze oracle` for the best text-only and image-only families against every multimodal family."""
-    best = lambda head: next((f for f in families if f.head == head and f.mode == "cached"), None)  # noqa: E731
+    best = lambda head: next((f for f in families if f.head == head and f.mode == CACHED), None)  # noqa: E731
     text, image = best(UNI_TEXT), best(UNI_IMAGE)
     notes = []
     if text is None or image is None:

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 from msa_cache.errors import UserError
 from msa_cache.explain import EXPLAINABLE, explain
 from msa_cache.report.collect import Family
-from msa_cache.train.metrics import MONITOR_KEYS
+from msa_cache.metrics import monitor_key
+from msa_cache.train.identity import CACHED
 
 EXAMPLE_SEED = 0  # which dev rows are drawn: a fixed RNG seed, so a report is reproducible
 
@@ -45,10 +46,10 @@ def pick_rows(run: Path, n: int, seed: int = EXAMPLE_SEED) -> list[tuple[str, bo
 def explain_examples(families: list[Family], n: int, monitor: str) -> Examples:
     if n <= 0:
         return Examples(notes=["not requested (msa-cache report --explain N draws N examples)"])
-    family = next((f for f in families if f.head in EXPLAINABLE and f.mode == "cached"), None)
+    family = next((f for f in families if f.head in EXPLAINABLE and f.mode == CACHED), None)
     if family is None:
         return Examples(notes=[f"no finished run of a head explain can draw ({', '.join(EXPLAINABLE)})"])
-    key = MONITOR_KEYS[monitor]
+    key = monitor_key(monitor)
     scores = [m.get("dev", {}).get(key, -1.0) for m in family.metrics]
     run = family.runs[int(np.argmax(scores))]
     out = Examples(run=run, family=family.label)

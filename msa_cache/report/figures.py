@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from msa_cache.study.compare import Entry, bar_chart
-from msa_cache.train.metrics import MONITOR_KEYS
+from msa_cache.metrics import monitor_metric
 from msa_cache.train.rundir import plot_confusion
 
 
@@ -51,7 +51,7 @@ def curves_png(title: str, histories: dict[str, list[dict]], monitor: str) -> by
     """Train loss and the dev monitor per epoch, one line per seed (the best epoch marked); for a
     closed-form probe, its dev score per regularisation strength C instead."""
     plt = _pyplot()
-    key = f"dev_{MONITOR_KEYS[monitor]}"
+    key = monitor_metric(monitor).dev_key
     trained = {s: h for s, h in histories.items() if _epochs(h)}
     if trained:
         fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(6.8, 2.8))  # two side by side on the page

@@ -25,15 +25,13 @@ from msa_cache.partition import Partition
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.train.identity import monitor_for
 from msa_cache.fit.features import open_features
-from msa_cache.fit.cv import CVResult, cv_predictions, finished_cv_seeds, fit_cv, metrics_of
-from msa_cache.train.metrics import MONITOR_KEYS
+from msa_cache.fit.cv import CVResult, cv_predictions, finished_cv_seeds, fit_family, metrics_of
+from msa_cache.metrics import ACCURACY, DEFAULT_MONITOR, METRIC_KEYS, METRICS, monitor_key, monitor_metric
 from msa_cache.train.predictions import SplitPredictions, family_predictions, stack
 from msa_cache.train.rundir import finished_seeds, is_finished, read_metrics, stale_tmp_dirs
 from msa_cache.study.stats import N_RESAMPLES, RowStats, compare_rows
-from msa_cache.fit.trainer import RunResult, fit_run, plan_run
+from msa_cache.fit.trainer import RunResult, plan_run
 from msa_cache.train.loop import format_duration
-
-METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
 
 def expand_grid(heads: list[str], grid: dict[str, list[Any]]) -> list[tuple[str, dict]]:
@@ -149,6 +147,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
         return _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log, all_runs, cv,
                            cv_seed, refit)
     manifest = read_manifest(manifest_path)
+    monitor = monitor_for(train, manifest)
     features = {}  # one FeatureSet per (text_pool, hidden layers) so pooled arrays load once
     entries = []
     t0 = time.time()
@@ -165,10 +164,10 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
             if i * len(seeds) + j not in owned:
                 others.append((entry, spec, fs))
                 continue
-            r = fit_run(spec, runs_root, fs, log=log)
+            r = fit_family(spec, 0, False, runs_root, fs, log=log)
             step, eta = progress.step(None if r.skipped else r.seconds)
             state = "skipped (finished)" if r.skipped else f"{r.seconds:.1f}s"
-            _log_run(log, entry, r, state, step, eta)
+            _log_run(log, entry, r, monitor, state, step, eta)
             entry.results.append(r)
         entries.append(entry)
     for entry, spec, fs in others:
@@ -176,7 +175,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
         if r is None:
             entry.pending += 1
         else:
-            _log_run(log, entry, r, "another shard's, finished")
+            _log_run(log, entry, r, monitor, "another shard's, finished")
             entry.results.append(r)
     pending = sum(e.pending for e in entries)
     shard = f"shard {partition.index}/{partition.count} " if partition.count > 1 else ""
@@ -188,7 +187,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
         stale = [p for family in sorted((Path(runs_root) / manifest.name).glob("*/")) for p in stale_tmp_dirs(family)]
         if stale:  # not counted; the next run built in their family removes them
             log(f"ignored {len(stale)} unfinished run folder(s) of stopped processes, e.g. {stale[0]}")
-    return sort_entries(entries, monitor_for(train, manifest))
+    return sort_entries(entries, monitor)
 
 
 def _features_for(opened: dict, manifest, caches, train: TrainConfig, head: str):
@@ -200,15 +199,23 @@ def _features_for(opened: dict, manifest, caches, train: TrainConfig, head: str)
     return opened[key]
 
 
-def _log_run(log, entry: Entry, r: RunResult, state: str, step: str = "", eta: str = "") -> None:
+def _scores(scores: dict, monitor: str) -> str:
+    """"acc 0.6100 wF1 0.6012": accuracy and the monitor's score (accuracy once where it is the monitor)."""
+    metric = monitor_metric(monitor)
+    shown = [m for m in METRICS if m in (ACCURACY, metric)]
+    return " ".join(f"{m.abbrev} {scores.get(m.key, float('nan')):.4f}" for m in shown)
+
+
+def _log_run(log, entry: Entry, r: RunResult, monitor: str, state: str, step: str = "", eta: str = "") -> None:
     dev, seed = r.metrics.get("dev", {}), r.path.name.removeprefix("seed-")
-    log(f"{step + '  ' if step else ''}{entry.label:<28} seed {seed}: dev acc {dev.get('accuracy', float('nan')):.4f} "
-        f"wF1 {dev.get('weighted_f1', float('nan')):.4f}  [{state}]  {eta + '  ' if eta else ''}{r.path}")
+    log(f"{step + '  ' if step else ''}{entry.label:<28} seed {seed}: dev {_scores(dev, monitor)}  [{state}]  "
+        f"{eta + '  ' if eta else ''}{r.path}")
 
 
 def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log, all_runs, num_folds, cv_seed,
                 refit) -> list[Entry]:
     manifest = read_manifest(manifest_path)
+    monitor = monitor_for(train, manifest)
     features = {}
     entries = []
     t0 = time.time()
@@ -221,11 +228,10 @@ def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log
             spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options),
                            dataclasses.replace(train), seed, cv_folds=num_folds, cv_seed=cv_seed)
             t_run = time.time()
-            r = fit_cv(spec, num_folds, runs_root, fs, refit=refit, log=log)
+            r = fit_family(spec, num_folds, refit, runs_root, fs, log=log)
             step, eta = progress.step(None if r.skipped else time.time() - t_run)
             oof = r.metrics.get("dev", {})
-            log(f"{step}  {Entry(head, options).label:<28} seed {seed}: out-of-fold acc "
-                f"{oof.get('accuracy', float('nan')):.4f} wF1 {oof.get('weighted_f1', float('nan')):.4f}  "
+            log(f"{step}  {Entry(head, options).label:<28} seed {seed}: out-of-fold {_scores(oof, monitor)}  "
                 f"{eta + '  ' if eta else ''}{r.path}")
             results.append(r)
         entries.append(cv_entry(head, options, results))
@@ -233,7 +239,7 @@ def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log
     if all_runs:
         in_grid = {r.path.parent.resolve() for e in entries for r in e.results}
         entries += finished_cv_entries(Path(runs_root) / manifest.name, num_folds, skip=in_grid)
-    return sort_entries(entries, monitor_for(train, manifest))
+    return sort_entries(entries, monitor)
 
 
 def cv_entry(head: str, options: dict, results: list) -> Entry:
@@ -288,7 +294,7 @@ def _reference(entries: list[Entry]) -> Entry | None:
 def attach_statistics(entries: list[Entry], monitor: str, n_resamples: int = N_RESAMPLES) -> None:
     """Each row's bootstrap intervals, and paired tests against the top row (entries are sorted
     best first by the dev / CV score) and the probe, per labeled split (rows on the same examples)."""
-    key = MONITOR_KEYS[monitor]
+    key = monitor_key(monitor)
     reference = _reference(entries)
     for split in ("dev", "test"):
         rows = [e for e in entries if split in e.predictions() and e.predictions()[split].is_labeled]
@@ -315,7 +321,7 @@ def summarise(entries: list[Entry], monitor: str, ensembles: bool = True,
 
 def sort_entries(entries: list[Entry], monitor: str) -> list[Entry]:
     """Best dev score of the monitor metric first (entries without dev scores last)."""
-    key = MONITOR_KEYS[monitor]
+    key = monitor_key(monitor)
     return sorted(entries, key=lambda e: -(e.stat("dev", key) or (-1.0, 0))[0])
 
 
@@ -341,7 +347,7 @@ def finished_entries(runs_dir: str | Path, skip: set[Path] = frozenset()) -> lis
 
 
 def _splits(entries: list[Entry]) -> list[str]:
-    return [s for s in ("dev", "test") if any(e.stat(s, "accuracy") for e in entries)]
+    return [s for s in ("dev", "test") if any(e.stat(s, ACCURACY.key) for e in entries)]
 
 
 def _split_name(entries: list[Entry], split: str) -> str:
@@ -360,15 +366,15 @@ def _p(value: float | None) -> str:
     return "—" if value is None else ("<0.001" if value < 0.001 else f"{value:.3f}")
 
 
-def leaderboard_rows(entries: list[Entry], monitor: str = "weighted-f1") -> list[dict]:
-    key = MONITOR_KEYS[monitor]
+def leaderboard_rows(entries: list[Entry], monitor: str = DEFAULT_MONITOR) -> list[dict]:
+    key = monitor_key(monitor)
     rows = []
     for e in entries:
         row = {"model": e.label, "seeds": e.n_seeds, "kind": e.kind}
         for split in _splits(entries):
             name = _split_name(entries, split)
             st = e.stats.get(split)
-            for m in METRICS:
+            for m in METRIC_KEYS:
                 s = e.stat(split, m)
                 row[f"{name}_{m}_mean"] = None if s is None else round(s[0], 4)
                 row[f"{name}_{m}_std"] = None if s is None else round(s[1], 4)
@@ -384,16 +390,16 @@ def leaderboard_rows(entries: list[Entry], monitor: str = "weighted-f1") -> list
     return rows
 
 
-def leaderboard_markdown(entries: list[Entry], monitor: str = "weighted-f1") -> str:
+def leaderboard_markdown(entries: list[Entry], monitor: str = DEFAULT_MONITOR) -> str:
     """The table, then a legend saying how intervals and p-values were computed."""
-    key = MONITOR_KEYS[monitor]
-    mname = key.replace("_", "-")
+    key = monitor_key(monitor)
+    mname = monitor_metric(monitor).name
     splits = _splits(entries)
     tested = any(e.stats for e in entries)
     header = ["model", "seeds"]
     for s in splits:
         name = _split_name(entries, s)
-        header += [f"{name} {m.replace('_', '-')}" for m in METRICS]
+        header += [f"{name} {m.name}" for m in METRICS]
         if tested:
             header.append(f"{name} {mname} 95% CI")
         if tested and s == "dev":
@@ -404,7 +410,7 @@ def leaderboard_markdown(entries: list[Entry], monitor: str = "weighted-f1") -> 
         cells = [e.label, str(e.n_seeds)]
         for s in splits:
             st = e.stats.get(s)
-            for m in METRICS:
+            for m in METRIC_KEYS:
                 v = e.stat(s, m)
                 if v is None:
                     cells.append("-")
@@ -432,7 +438,7 @@ def leaderboard_markdown(entries: list[Entry], monitor: str = "weighted-f1") -> 
     return out
 
 
-def write_leaderboard(entries: list[Entry], out_prefix: str | Path, monitor: str = "weighted-f1") -> list[Path]:
+def write_leaderboard(entries: list[Entry], out_prefix: str | Path, monitor: str = DEFAULT_MONITOR) -> list[Path]:
     """<prefix>.md, <prefix>.csv and <prefix>.png (dev scores with their intervals as error bars)."""
     out_prefix = Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -468,7 +474,7 @@ def _error_bars(entries: list[Entry], metric: str) -> tuple[list[float], np.ndar
     return means, np.array(err).T.reshape(2, len(entries))
 
 
-def bar_chart(entries: list[Entry], path, monitor: str = "weighted-f1") -> None:
+def bar_chart(entries: list[Entry], path, monitor: str = DEFAULT_MONITOR) -> None:
     """The leaderboard's dev scores as horizontal bars with their 95% intervals as error bars, saved as
     a PNG to `path` (a file path or a binary file object, e.g. io.BytesIO for an inlined image)."""
     import matplotlib
@@ -476,9 +482,9 @@ def bar_chart(entries: list[Entry], path, monitor: str = "weighted-f1") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    key = MONITOR_KEYS[monitor]
+    key = monitor_key(monitor)
     shown = [e for e in entries if e.stat("dev", key) is not None]
-    metrics = [key] + (["accuracy"] if key != "accuracy" else [])
+    metrics = [key] + ([ACCURACY.key] if key != ACCURACY.key else [])
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(shown) + 2))
     y = np.arange(len(shown))
     low, high = 100.0, 0.0

@@ -27,6 +27,7 @@ from msa_cache.atomic import building_folder, write_text_atomic
 from msa_cache.errors import UserError
 from msa_cache.train.card import model_card
 from msa_cache.train.command import COMMAND_FILE
+from msa_cache.train.identity import FINETUNE, run_mode
 from msa_cache.train.rundir import (
     CARD_FILE, CONFIG_FILE, FINISHED_MARKER, HISTORY_FILE, WEIGHTS_FILE, read_metrics, read_run, read_weights, save_weights,
     weights_file,
@@ -41,13 +42,21 @@ def write_card(run: str | Path) -> Path:
     run = Path(run)
     config, metrics = read_run(run), read_metrics(run)
     _check_weights(run, config)  # a card only for a run that loads
-    return write_text_atomic(run / CARD_FILE, model_card(config, metrics))
+    return write_text_atomic(run / CARD_FILE, model_card(config, metrics, _baseline_paper(config)))
+
+
+def _baseline_paper(config: dict) -> str:
+    """A fine-tune baseline run's paper for its card (a registry head's the card finds itself)."""
+    from msa_cache.finetune.baselines import BASELINES
+
+    baseline = BASELINES.get(config["spec"].get("baseline") or "")
+    return baseline.paper if baseline is not None else ""
 
 
 def _with_encoder_records(run: Path, config: dict) -> dict:
     """config.json with the encoder records predict needs; a cached run made before config.json held them
     gets them from its caches' provenance (which the exported folder does not carry)."""
-    if config.get("mode") == "finetune" or config.get("encoders"):
+    if run_mode(config) == FINETUNE or config.get("encoders"):
         return config
     from msa_cache.cache.schema import read_index
     from msa_cache.fit.trainer import ENCODER_RECORD_KEYS
@@ -67,7 +76,7 @@ def _with_encoder_records(run: Path, config: dict) -> dict:
 def _check_weights(run: Path, config: dict) -> None:
     """Refuse weights that would not load: a cached run's head is built and loaded (every name and shape
     checked); a fine-tune run's file is parsed (its shapes need the encoders, which predict loads)."""
-    if config.get("mode") == "finetune":
+    if run_mode(config) == FINETUNE:
         read_weights(run)
     else:
         from msa_cache.fit.trainer import load_head
@@ -85,7 +94,7 @@ def _write_export(run: Path, config: dict, metrics: dict, folder: Path) -> None:
     if (run / CARD_FILE).is_file():
         shutil.copy2(run / CARD_FILE, folder / CARD_FILE)
     else:
-        (folder / CARD_FILE).write_text(model_card(config, metrics), encoding="utf-8")
+        (folder / CARD_FILE).write_text(model_card(config, metrics, _baseline_paper(config)), encoding="utf-8")
     for name in OPTIONAL_FILES:
         if (run / name).is_file():
             shutil.copy2(run / name, folder / name)

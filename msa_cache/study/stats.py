@@ -26,29 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binomtest
 
+from msa_cache.metrics import METRIC_KEYS, metrics_from_confusion
+
 N_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
 ALPHA = 0.05
 _BLOCK = 500  # resamples per bincount: bounds memory at ~_BLOCK * N indices
 
-METRIC_NAMES = ("accuracy", "macro_f1", "weighted_f1")
-
-
-def metrics_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """accuracy, macro-F1 and weighted-F1 from confusion matrices [..., K(true), K(pred)]."""
-    cm = cm.astype(np.float64)
-    total = cm.sum(axis=(-2, -1))
-    tp = np.diagonal(cm, axis1=-2, axis2=-1)
-    support = cm.sum(axis=-1)  # true counts per class
-    denom = support + cm.sum(axis=-2)  # 2TP + FP + FN
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {
-            "accuracy": np.where(total > 0, tp.sum(-1) / total, 0.0),
-            "macro_f1": f1.mean(-1),
-            "weighted_f1": np.where(total > 0, (f1 * support).sum(-1) / total, 0.0),
-        }
 
 
 def resample_indices(n: int, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED):
@@ -69,7 +54,7 @@ def bootstrap_scores(y: np.ndarray, preds: np.ndarray, num_classes: int, n_resam
         raise ValueError(f"predictions cover {preds.shape[1]} rows, labels {len(y)}")
     k2 = num_classes * num_classes
     cells = y[None, :] * num_classes + preds  # [S, N]: confusion cell of each example
-    out = {m: [] for m in METRIC_NAMES}
+    out = {m: [] for m in METRIC_KEYS}
     for idx in resample_indices(len(y), n_resamples, seed):
         b = len(idx)
         offsets = (np.arange(b) * k2)[:, None]
@@ -77,7 +62,7 @@ def bootstrap_scores(y: np.ndarray, preds: np.ndarray, num_classes: int, n_resam
         for s in range(len(cells)):
             counts = np.bincount((cells[s][idx] + offsets).ravel(), minlength=b * k2)
             per_seed.append(metrics_from_confusion(counts.reshape(b, num_classes, num_classes)))
-        for m in METRIC_NAMES:
+        for m in METRIC_KEYS:
             out[m].append(np.mean([p[m] for p in per_seed], axis=0))
     return {m: np.concatenate(v) for m, v in out.items()}
 
@@ -141,13 +126,13 @@ def compare_rows(y: np.ndarray, preds: dict[str, np.ndarray], num_classes: int, 
                  seed: int = BOOTSTRAP_SEED) -> dict[str, RowStats]:
     """Interval of every row, and paired tests against `top` and `reference` (rows on the same examples).
 
-    preds: row name -> [S, N] predicted classes; monitor: a metric name of METRIC_NAMES."""
+    preds: row name -> [S, N] predicted classes; monitor: a metric name of METRIC_KEYS."""
     y = np.asarray(y)
     boot = {name: bootstrap_scores(y, p, num_classes, n_resamples, seed) for name, p in preds.items()}
     correct = {name: np.atleast_2d(p) == y[None, :] for name, p in preds.items()}
     out = {}
     for name, p in preds.items():
-        st = RowStats(point_scores(y, p, num_classes), {m: percentile_interval(boot[name][m]) for m in METRIC_NAMES},
+        st = RowStats(point_scores(y, p, num_classes), {m: percentile_interval(boot[name][m]) for m in METRIC_KEYS},
                       n_resamples=n_resamples)
         if top is not None and name != top:
             st.p_top = paired_bootstrap_p(boot[name][monitor], boot[top][monitor])

@@ -38,17 +38,16 @@ from msa_cache.heads import HEADS, get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.train.identity import config_hash, monitor_for
-from msa_cache.fit.cv import fit_cv, fold_specs
+from msa_cache.fit.cv import fit_family, fold_specs
 from msa_cache.fit.features import open_features
 from msa_cache.fit.folds import DEFAULT_CV_SEED, cv_folds, pooled_rows
-from msa_cache.train.metrics import MONITOR_KEYS
-from msa_cache.fit.trainer import RunResult, fit_run, plan_run
+from msa_cache.metrics import monitor_key, monitor_metric
+from msa_cache.fit.trainer import RunResult, plan_run
 from msa_cache.search_space import Choice, Range, field_default, searched_fields
 
 TRIAL_SEED = 0  # every trial trains seed 0; the best config is then run over --seeds
 PRUNER_STARTUP_TRIALS = 5  # trials that always run to the end before the median means anything
 PRUNER_WARMUP_EPOCHS = 2  # epochs a trial always gets (early dev scores are noisy)
-IDENTITY_EXCLUDED = set(TrainConfig.IDENTITY_EXCLUDED)
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,7 @@ def fit_command(spec: RunSpec, runs_root: str | Path, seeds: list[int], refit: b
         args += [f"--{role}-cache", Path(path).name]
     args += ["--runs", str(runs_root)]
     defaults = dataclasses.asdict(TrainConfig())
-    train = {k: v for k, v in dataclasses.asdict(spec.train).items() if k not in IDENTITY_EXCLUDED}
+    train = spec.train.identity()
     head_defaults = dataclasses.asdict(get_head(spec.head).Config())
     head = {k: v for k, v in spec.head_options.items() if head_defaults.get(k) != v}
     for name, value in [*((k, v) for k, v in train.items() if defaults[k] != v), *sorted(head.items())]:
@@ -184,7 +183,7 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
     after which this process starts no new trial. seeds: the best config's seeds 0..K-1.
     cv: K > 0 scores each trial by K-fold cross-validation (folds cut with cv_seed) instead of the
     dev split; refit: the best config's seed runs also train the refit on all of train+dev.
-    tensorboard: every trial's and seed's run writes TensorBoard events (fit_run; a pruned trial leaves
+    tensorboard: every trial's and seed's run writes TensorBoard events (fit_family; a pruned trial leaves
     no run directory, so none).
     """
     optuna = _optuna()
@@ -208,7 +207,7 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
                              hidden_layers=get_head(head).uses_hidden_layers)
     base = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, head_options, train, TRIAL_SEED,
                    cv_folds=cv, cv_seed=cv_seed)
-    key = MONITOR_KEYS[train.monitor]
+    key = monitor_key(train.monitor)
     scored = f"{cv}-fold out-of-fold" if cv else "dev"
 
     # The study's name covers everything a trial's score depends on besides the sampled values,
@@ -265,13 +264,10 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
     for seed in range(seeds):
         spec = dataclasses.replace(copy.deepcopy(best_spec), seed=seed)
         t_seed = time.time()
-        if cv:
-            c = fit_cv(spec, cv, runs_root, features, refit=refit, log=lambda m: None, tensorboard=tensorboard)
-            r = RunResult(c.path, c.metrics, skipped=c.skipped)
-            if c.refit is not None:
-                result.refits.append(c.refit.path)
-        else:
-            r = fit_run(spec, runs_root, features, log=lambda m: None, tensorboard=tensorboard)
+        r = fit_family(spec, cv, refit, runs_root, features, log=lambda m: None, tensorboard=tensorboard)
+        if getattr(r, "refit", None) is not None:
+            result.refits.append(r.refit.path)
+        r = RunResult(r.path, r.metrics, skipped=r.skipped, seconds=r.seconds)  # with cv: its out-of-fold metrics
         state = "finished before, skipped" if r.skipped else f"trained in {time.time() - t_seed:.1f}s"
         log(f"  seed {seed}: {scored} {train.monitor} {r.metrics['dev'][key]:.4f}  ({state})  {r.path}")
         result.seed_results.append(r)
@@ -301,20 +297,16 @@ def _run_trial(optuna, study, trial, base: RunSpec, params: list[SearchParam], f
     prefix = f"trial #{trial.number} ({trial.number + 1}/{n_trials})"
 
     def report(epoch: int, record: dict) -> None:
-        score = record.get(f"dev_{key}")
+        score = record.get(monitor_metric(spec.train.monitor).dev_key)
         if score is None:
             return
         trial.report(score, epoch)  # step = epoch (from 1), so warm-up covers epochs 1..PRUNER_WARMUP_EPOCHS
         if trial.should_prune():
             raise optuna.TrialPruned(f"epoch {epoch}: {'fold 0 held-out' if spec.cv_folds else 'dev'} {score:.4f}")
 
-    t0 = time.time()
     try:
-        r = fit_run(watched, runs_root, features, log=lambda m: None, on_epoch_end=report, tensorboard=tensorboard)
-        if spec.cv_folds:  # fold 0 is finished now: fit_cv reads it back and trains the other folds
-            c = fit_cv(spec, spec.cv_folds, runs_root, features, log=lambda m: None, tensorboard=tensorboard)
-            r = RunResult(c.path, c.metrics, skipped=r.skipped and c.skipped,
-                          seconds=time.time() - t0)
+        r = fit_family(spec, spec.cv_folds, False, runs_root, features, log=lambda m: None,
+                       tensorboard=tensorboard, on_epoch_end=report)  # with cv: the pruner watches fold 0
     except optuna.TrialPruned as e:
         study.tell(trial, state=TrialState.PRUNED)
         for folder in (path.parent, path.parent.parent)[:2 if spec.cv_folds else 1]:

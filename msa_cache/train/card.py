@@ -13,23 +13,13 @@ import json
 from pathlib import Path
 
 from msa_cache.heads import HEADS
+from msa_cache.metrics import METRICS
+from msa_cache.train.identity import FINETUNE, run_mode
 from msa_cache.train.command import command_line, command_name
 
 LIBRARY = "msa-cache"
 TASK_TYPE = "multimodal-sentiment-analysis"
 TASK_NAME = "Multimodal (image + text) sentiment analysis"
-# (metrics.json key, model-index metric type, its `average`, the name shown)
-SCORES = (("accuracy", "accuracy", None, "accuracy"), ("macro_f1", "f1", "macro", "macro-F1"),
-          ("weighted_f1", "f1", "weighted", "weighted-F1"))
-# The fine-tune baselines are whole models, not registry heads (msa_cache/finetune/baselines.py).
-BASELINE_PAPERS = {
-    "clip": 'Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", ICML 2021',
-    "visualbert": 'Li et al., "VisualBERT: A Simple and Performant Baseline for Vision and Language", 2019',
-}
-
-
-def _mode(config: dict) -> str:
-    return config.get("mode", "cache")
 
 
 def _dataset(config: dict) -> str:
@@ -52,10 +42,11 @@ def _eval_results(config: dict, metrics: dict) -> list:
 
     name = _dataset(config)
     return [EvalResult(task_type=TASK_TYPE, task_name=TASK_NAME, dataset_type=name, dataset_name=name,
-                       dataset_split=split, metric_type=kind, metric_value=round(float(metrics[split][key]), 6),
-                       metric_name=f"{split} {shown}", metric_args={"average": average} if average else None)
+                       dataset_split=split, metric_type=m.hf_type, metric_value=round(float(metrics[split][m.key]), 6),
+                       metric_name=f"{split} {m.title}",
+                       metric_args={"average": m.hf_average} if m.hf_average else None)
             for split in ("dev", "test") if split in metrics
-            for key, kind, average, shown in SCORES if metrics[split].get(key) is not None]
+            for m in METRICS if metrics[split].get(m.key) is not None]
 
 
 def _encoder_rows(config: dict) -> list[tuple[str, str, str, str, str, str]]:
@@ -75,9 +66,7 @@ def _encoder_rows(config: dict) -> list[tuple[str, str, str, str, str, str]]:
     return rows
 
 
-def _head_paper(head: str, baseline: str | None) -> str:
-    if baseline:
-        return BASELINE_PAPERS.get(baseline, "")
+def _head_paper(head: str) -> str:
     cls = HEADS.get(head)
     return getattr(cls, "paper", "") if cls is not None else ""
 
@@ -98,23 +87,24 @@ def _table(header: tuple, rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
-def model_card(config: dict, metrics: dict) -> str:
+def model_card(config: dict, metrics: dict, baseline_paper: str = "") -> str:
     """README.md of a run: Hugging Face model-card metadata (library, tags, datasets, model-index with the
     dev/test scores) and a body with the encoders, the head and its paper, the scores, the seed, the full
-    config and the command that reproduces the run."""
+    config and the command that reproduces the run. A fine-tune baseline is a whole model, not a registry
+    head: its caller gives its paper (finetune/baseline.py, Baseline.paper)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     spec = config["spec"]
-    mode, dataset = _mode(config), _dataset(config)
+    mode, dataset = run_mode(config), _dataset(config)
     baseline = spec.get("baseline")
     head = baseline or spec["head"]
     title = f"{head} on {dataset} (seed {spec.get('seed', 0)})"
     data = ModelCardData(
         library_name=LIBRARY, datasets=[dataset], model_name=title,
-        tags=["multimodal", "sentiment-analysis", head, "fine-tuned" if mode == "finetune" else "cached-features"],
-        metrics=["accuracy", "f1"], eval_results=_eval_results(config, metrics) or None)
+        tags=["multimodal", "sentiment-analysis", head, "fine-tuned" if mode == FINETUNE else "cached-features"],
+        metrics=sorted({m.hf_type for m in METRICS}), eval_results=_eval_results(config, metrics) or None)
 
-    if mode == "finetune":
+    if mode == FINETUNE:
         what = (f"The `{head}` model fine-tuned end to end with its encoders (`msa-cache finetune`): "
                 "model.safetensors holds the encoders' fine-tuned weights and the head; the weight hashes below "
                 "are those of the encoders it started from, which `predict` loads first for their architecture "
@@ -123,10 +113,10 @@ def model_card(config: dict, metrics: dict) -> str:
         what = (f"The `{head}` fusion head trained on features that frozen encoders stored once in a cache "
                 "(`msa-cache fit`): model.safetensors holds the head only; `predict` rebuilds the encoders below "
                 "(checking their weight hashes) and replays the extraction.")
-    paper = _head_paper(spec["head"], baseline)
+    paper = baseline_paper if baseline else _head_paper(spec["head"])
     options = spec.get("head_options") or {}
     meaning = _split_meaning(config)
-    score_rows = [(split, *(f"{metrics[split][k]:.4f}" for k, *_ in SCORES), metrics[split].get("n", ""),
+    score_rows = [(split, *(f"{metrics[split][m.key]:.4f}" for m in METRICS), metrics[split].get("n", ""),
                    meaning[split]) for split in ("train", "dev", "test") if split in metrics]
     train = spec.get("train") or {}
     body = [
@@ -144,7 +134,7 @@ def model_card(config: dict, metrics: dict) -> str:
         f"- options: `{json.dumps(options, sort_keys=True)}`",
         f"- parameters: {config.get('num_parameters', '?')}", "",
         "## Scores", "",
-        _table(("split", "accuracy", "macro-F1", "weighted-F1", "rows", "what it is"), score_rows), "",
+        _table(("split", *(m.title for m in METRICS), "rows", "what it is"), score_rows), "",
         f"Monitor (early stopping and model selection): `{train.get('monitor')}`.", "",
         "## Training", "",
         f"- seed: {spec.get('seed', 0)}",

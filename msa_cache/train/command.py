@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from msa_cache.train.identity import FINETUNE, run_mode
+
 COMMAND_FILE = "command.yaml"
 CACHE_ROLES = ("text", "image", "clip")  # fit's --text-cache / --image-cache / --clip-cache
 
@@ -28,7 +30,7 @@ def is_run_config(data) -> bool:
 
 def command_name(config: dict) -> str:
     """The msa-cache command that made the run: "finetune" or "fit"."""
-    return "finetune" if config.get("mode") == "finetune" else "fit"
+    return "finetune" if run_mode(config) == FINETUNE else "fit"
 
 
 def command_options(config: dict) -> dict:
@@ -75,11 +77,9 @@ def _finetune_model(spec: dict) -> dict:
     encoders, baseline = list(spec["encoders"]), spec.get("baseline")
     if baseline is None:
         return {"head": spec["head"], "encoder": encoders, "manifest": spec["manifest"]}
-    opts = {"baseline": baseline}
-    if baseline == "clip":
-        opts.update({"model": encoders[0]} if encoders else {})
-    else:  # visualbert: its model, then the image encoder
-        opts.update(model=encoders[0], encoder=encoders[1:])
+    # A baseline records its --model first (where it has one), then its --encoder's (Baseline.spec_encoders).
+    opts = {"baseline": baseline, **({"model": encoders[0]} if encoders else {}),
+            **({"encoder": encoders[1:]} if encoders[1:] else {})}
     return {**opts, "manifest": spec["manifest"]}
 
 

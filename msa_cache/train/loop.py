@@ -8,6 +8,7 @@ checkpoint and the epoch hooks (a tuner's pruner, a progress line) live here onc
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -19,11 +20,10 @@ import torch
 from tqdm import tqdm
 
 from msa_cache.manifest import Manifest
-from msa_cache.train.metrics import MONITOR_KEYS, classification_metrics
-
-DEV_METRICS = ("accuracy", "macro_f1", "weighted_f1")
+from msa_cache.metrics import METRIC_KEYS, classification_metrics, monitor_metric
 
 EpochHook = Callable[[int, dict], None]
+LIMIT_SEED = 0  # a train-row limit draws the same subset for every seed, so seeds stay comparable
 
 
 @dataclass
@@ -51,6 +51,32 @@ def manifest_labels(manifest: Manifest) -> tuple[np.ndarray, dict[str, np.ndarra
     return labels, {m: v for m, v in modality.items() if (v >= 0).any()}
 
 
+def train_rows(manifest: Manifest, limit: int | None = None) -> np.ndarray:
+    """The labeled train rows (a fixed random subset of `limit` of them, finetune's --limit-train);
+    ValueError when there are none or they hold a single class."""
+    labels, _ = manifest_labels(manifest)
+    rows = np.flatnonzero((np.array(manifest.column("split")) == "train") & (labels >= 0))
+    if len(rows) == 0:
+        raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
+    limited = limit is not None and limit < len(rows)
+    if limited:
+        rows = np.sort(np.random.default_rng(LIMIT_SEED).choice(rows, size=limit, replace=False))
+    present = np.unique(labels[rows])
+    if len(present) < 2:
+        raise ValueError(f"{manifest.path}: every labeled train row{' drawn' if limited else ''} has the class "
+                         f"'{manifest.classes[int(present[0])]}'; a classifier needs at least 2 (fix the labels "
+                         f"or the split{', or raise --limit-train' if limited else ''})")
+    return rows
+
+
+@torch.no_grad()
+def class_probs(batches: Iterable, logits: Callable[[object], torch.Tensor], num_classes: int) -> np.ndarray:
+    """Softmax probabilities [rows, C] of a model over its eval batches, in order; `logits(batch)` runs the
+    model (under the mode's autocast). The one predict loop of both modes and of `predict`."""
+    out = [torch.softmax(logits(batch).float(), dim=-1).cpu().numpy() for batch in batches]
+    return np.concatenate(out) if out else np.zeros((0, num_classes), dtype=np.float32)
+
+
 def class_weight_for(train_labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
     """Loss weights per class for --class-weights: None for 'none', sklearn's 'balanced' otherwise."""
     if mode == "none":
@@ -63,7 +89,32 @@ def class_weight_for(train_labels: np.ndarray, num_classes: int, mode: str) -> t
     return torch.tensor(w, dtype=torch.float32)
 
 
-def grad_scaler(enabled: bool):
+def resolve_precision(device: torch.device, amp: bool, bf16: bool = True) -> str:
+    """The precision a run trains and predicts in: fp32 on CPU or without --amp; on CUDA bf16 where the
+    GPU has it natively (Ampere+) and the mode takes it (`bf16`: finetune does, fit keeps fp16), else
+    fp16 with a GradScaler.
+
+    Capability, not `torch.cuda.is_bf16_supported()`: newer torch reports emulated bf16 on
+    old GPUs (a GTX 980), which is far slower than fp16 there.
+    """
+    if not amp or device.type != "cuda":
+        return "fp32"
+    if not bf16:
+        return "fp16"
+    major, _ = torch.cuda.get_device_capability(device)
+    return "bf16" if major >= 8 else "fp16"
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast to `precision` ("fp16", "bf16"); a no-op for "fp32"."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def grad_scaler(precision: str | bool):
+    """A GradScaler, enabled for fp16 (`precision` "fp16", or True where a caller says whether fp16 is on)."""
+    enabled = precision == "fp16" if isinstance(precision, str) else bool(precision)
     # torch.amp.GradScaler is new (2.3+); older CUDA builds only have torch.cuda.amp's.
     if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
         return torch.amp.GradScaler("cuda", enabled=enabled)
@@ -71,10 +122,8 @@ def grad_scaler(enabled: bool):
 
 
 def amp_autocast(device: torch.device, amp: bool):
-    """fp16 autocast on CUDA with AMP on; a no-op otherwise."""
-    if device.type == "cuda" and amp:
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast("cpu", enabled=False)
+    """fit's autocast: fp16 on CUDA with AMP on; a no-op otherwise."""
+    return autocast(device, resolve_precision(device, amp, bf16=False))
 
 
 def add_terms(sums: dict[str, float], loss: float, terms: dict) -> None:
@@ -86,7 +135,7 @@ def add_terms(sums: dict[str, float], loss: float, terms: dict) -> None:
 def dev_scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     """The dev fields of an epoch record: dev_accuracy, dev_macro_f1, dev_weighted_f1."""
     m = classification_metrics(labels, probs.argmax(1), classes)
-    return {f"dev_{k}": m[k] for k in DEV_METRICS}
+    return {f"dev_{k}": m[k] for k in METRIC_KEYS}
 
 
 def format_duration(seconds: float) -> str:
@@ -110,7 +159,7 @@ class EpochProgress:
 
     def __init__(self, max_epochs: int, monitor: str, log: Callable[[str], None], prefix: str = "",
                  details: Callable[[dict], str] | None = None):
-        self.max_epochs, self.key, self.log, self.prefix = max_epochs, f"dev_{MONITOR_KEYS[monitor]}", log, prefix
+        self.max_epochs, self.key, self.log, self.prefix = max_epochs, monitor_metric(monitor).dev_key, log, prefix
         self.details = details
         self.best: tuple[float, int] | None = None
         self.start = self.last = time.time()
@@ -155,7 +204,7 @@ def train_epochs(model: torch.nn.Module, max_epochs: int, patience: int, monitor
             score = epoch
         else:
             record.update(dev)
-            score = record[f"dev_{MONITOR_KEYS[monitor]}"]
+            score = record[monitor_metric(monitor).dev_key]
         history.append(record)
         for hook in hooks:
             hook(epoch, record)

@@ -32,7 +32,8 @@ from msa_cache.errors import UserError
 from msa_cache.manifest import Manifest
 from msa_cache.train.card import model_card
 from msa_cache.train.command import write_command
-from msa_cache.train.metrics import classification_metrics
+from msa_cache.train.identity import FINETUNE, run_mode
+from msa_cache.metrics import METRIC_KEYS, classification_metrics
 
 FINISHED_MARKER = "metrics.json"
 CONFIG_FILE = "config.json"
@@ -120,12 +121,13 @@ def build_run_dir(out: Path, work: Callable[[Path], dict]) -> dict:
 
 
 def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict, history: list[dict],
-              config: dict, title: str, splits: np.ndarray | None = None) -> dict:
+              config: dict, title: str, splits: np.ndarray | None = None, baseline_paper: str = "") -> dict:
     """A run directory's files from the selected model's probabilities for every manifest row
     (shared by cached-feature and fine-tune runs); metrics.json is written last.
 
     splits: each row's role in this run (default: the manifest's split; a cross-validation
-    fold's held-out rows are its "dev"); metrics and the predictions' split column use it."""
+    fold's held-out rows are its "dev"); metrics and the predictions' split column use it.
+    baseline_paper: a fine-tune baseline's paper, for its model card."""
     out.mkdir(parents=True, exist_ok=True)  # a long fine-tune writes only now; its folder may have been swept
     labels = manifest.labels("label")
     splits = np.array(manifest.column("split")) if splits is None else np.asarray(splits)
@@ -149,7 +151,7 @@ def write_run(out: Path, manifest: Manifest, probs: np.ndarray, state_dict: dict
     write_command(out, json.loads(text))
     if "dev" in metrics:
         plot_confusion(np.array(metrics["dev"]["confusion"]), classes, out / "confusion.png", title=title)
-    (out / CARD_FILE).write_text(model_card(config, metrics), encoding="utf-8")
+    (out / CARD_FILE).write_text(model_card(config, metrics, baseline_paper), encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: marks the run finished
     return metrics
 
@@ -250,7 +252,7 @@ def read_metrics(run: str | Path) -> dict:
     for split, m in metrics.items():
         if not isinstance(m, dict):
             raise UserError(f"{FINISHED_MARKER}: '{split}' is not an object", run / FINISHED_MARKER, _RETRAIN)
-        for key in ("accuracy", "macro_f1", "weighted_f1"):
+        for key in METRIC_KEYS:
             v = m.get(key)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise UserError(f"{FINISHED_MARKER}: {split} {key} is not a number", run / FINISHED_MARKER, _RETRAIN)
@@ -294,7 +296,7 @@ def validate_run_config(config: dict, path: Path) -> dict:
         isinstance(f, dict) and isinstance(f.get("pooled"), str)
         and all(f.get(k) is None or isinstance(f.get(k), str) for k in ("tokens", "mask")) for f in fields.values())),
         "'fields' must map each modality to its pooled/tokens/mask field names", path)
-    if config.get("mode") == "finetune":
+    if run_mode(config) == FINETUNE:
         encoders = config.get("encoders")
         _require(isinstance(encoders, dict) and encoders and all(
             isinstance(r, dict) and isinstance(r.get("encoder"), str) for r in encoders.values()),

@@ -25,7 +25,7 @@ from pathlib import Path
 from msa_cache.atomic import building_folder
 from msa_cache.errors import UserError
 from msa_cache.train.rundir import FINISHED_MARKER, HISTORY_FILE, read_history
-from msa_cache.train.loop import DEV_METRICS
+from msa_cache.metrics import METRIC_KEYS
 
 TB_DIR = "tensorboard"
 INSTALL_HINT = "pip install 'msa-cache[tb]'"
@@ -64,7 +64,7 @@ def scalar_tags(record: dict) -> dict[str, float]:
 
 
 class TensorBoardLog:
-    """An epoch hook (training.train_epochs' on_epoch_end) writing each record's scalars at step = epoch."""
+    """An epoch hook (train/loop.train_epochs' on_epoch_end) writing each record's scalars at step = epoch."""
 
     def __init__(self, logdir: str | Path):
         from torch.utils.tensorboard import SummaryWriter
@@ -89,7 +89,7 @@ class TensorBoardLog:
         if (run_folder / FINISHED_MARKER).is_file():
             metrics = json.loads((run_folder / FINISHED_MARKER).read_text())
             for split, m in metrics.items():
-                for key in DEV_METRICS:
+                for key in METRIC_KEYS:
                     if isinstance(m, dict) and isinstance(m.get(key), (int, float)):
                         self.writer.add_scalar(f"selected/{split}_{key}", float(m[key]), best_epoch)
         self.writer.flush()
