@@ -15,7 +15,7 @@ from msa_cache.extract import extract
 from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.fit.features import open_features
-from msa_cache.load import load_run
+from msa_cache.finished_run import load_run
 from msa_cache.fit.trainer import fit_run
 from msa_cache_cli.explain import explain_cmd
 
