@@ -195,7 +195,7 @@ def explain_row(run_dir: str | Path, row_id: str) -> Explanation:
     from msa_cache.heads import get_head
     from msa_cache.manifest import read_manifest
     from msa_cache.fit.features import open_features
-    from msa_cache.load import load_run
+    from msa_cache.finished_run import load_run
 
     run = Path(run_dir)
     head, config = load_run(run)

@@ -10,7 +10,7 @@ rebuilt from the record in config.json (or, for older runs, the cache's
 index.json), with the recorded max_length and text cleaning, verified against
 the recorded weights hash, and run through extraction's own batch runner (bad
 images -> zero features, values rounded to the cache dtype). A fine-tuned run
-rebuilds its whole model. Both come as one predictor (`msa_cache.load.load_predictor`);
+rebuilds its whole model. Both come as one predictor (`msa_cache.finished_run.load_predictor`);
 either way an encoder that cannot be loaded, or loads other weights, is refused with
 one line saying which.
 """
@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from msa_cache.load import load_predictor
+from msa_cache.finished_run import load_predictor
 from msa_cache.manifest import Manifest, ManifestMeta, read_manifest, rows_to_table
 from msa_cache.manifest.images import load_rgb
 from msa_cache.train.identity import run_mode
@@ -113,6 +113,92 @@ def predict_manifest(run, manifest: str | Path, out: str | Path | None = None, s
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out)
     return table
+
+
+POST_FORMATS = (".csv", ".jsonl", ".parquet")
+
+
+def read_post_columns(source: str | Path) -> dict[str, list]:
+    """The columns of a CSV (RFC 4180, header row), JSON-lines or Parquet file of posts; an unreadable file
+    is a one-line error naming it (and the line, for JSON lines)."""
+    source = Path(source)
+    suffix = source.suffix.lower()
+    if suffix not in POST_FORMATS:
+        raise ValueError(f"--input {source}: read .csv, .jsonl or .parquet files")
+    return _read_columns(source, suffix)
+
+
+def posts_from_columns(columns: dict[str, list], source: str | Path, text_col: str | None, image_col: str | None,
+                       text_pair_col: str | None) -> tuple[list[dict], list[str] | None]:
+    """Posts ({"text", "image", "text_pair"}) and the `id` column as strings (None where there is none).
+    Columns named None are not read; relative image paths are taken from the source file's folder; a
+    missing value is None."""
+    source = Path(source)
+    wanted = {"text": text_col, "image": image_col, "text_pair": text_pair_col}
+    for role, name in wanted.items():
+        if name is not None and name not in columns:
+            have = ", ".join(columns)[:200]
+            raise ValueError(f"{source}: no column {name!r} for the {role} (columns: {have}); "
+                             f"name it with --{role.replace('_', '-')}-col")
+    n = len(next(iter(columns.values()))) if columns else 0
+    posts = []
+    for i in range(n):
+        post = {}
+        for role, name in wanted.items():
+            if name is None:
+                continue
+            value = columns[name][i]
+            if value is not None and not isinstance(value, str):
+                value = str(value)
+            if role == "image" and value:
+                value = str(source.parent / value) if not Path(value).is_absolute() else value
+            post[role] = value if value != "" or role == "text" else None
+        posts.append(post)
+    ids = None if "id" not in columns else [None if v is None else str(v) for v in columns["id"]]
+    return posts, ids
+
+
+def _read_columns(source: Path, suffix: str) -> dict[str, list]:
+    if suffix == ".parquet":
+        try:
+            return pq.read_table(source).to_pydict()
+        except (pa.ArrowInvalid, OSError) as e:
+            raise ValueError(f"{source}: not a readable Parquet file ({str(e)[:200]})") from None
+    if suffix == ".csv":
+        import pyarrow.csv as pcsv
+
+        try:  # every column as text: ids like 007 and numbers in tweets stay as written
+            table = pcsv.read_csv(source, parse_options=pcsv.ParseOptions(newlines_in_values=True),
+                                  convert_options=pcsv.ConvertOptions(strings_can_be_null=True,
+                                                                      column_types=_all_strings(source)))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise ValueError(f"{source}: not a readable CSV file ({str(e)[:200]}); it needs a header row and "
+                             "RFC 4180 quoting") from None
+        return table.to_pydict()
+    rows = []
+    with open(source, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{source} line {number}: not JSON ({e.msg}); one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{source} line {number}: a JSON {type(row).__name__}, not an object; "
+                                 "one JSON object per line")
+            rows.append(row)
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    return {k: [row.get(k) for row in rows] for k in keys}
+
+
+def _all_strings(source: Path) -> dict:
+    """{column: string} for the header of a CSV file, so pyarrow infers no numbers or dates."""
+    import csv
+
+    with open(source, newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f), [])
+    return {name: pa.string() for name in header}
 
 
 def run_summary(run: str | Path) -> str:

@@ -13,7 +13,7 @@ from msa_cache.explain import (DPI, FIG_SIZE, _resolve, draw_explanation, explai
 from msa_cache.manifest import read_manifest
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.fit.features import open_features
-from msa_cache.load import load_run
+from msa_cache.finished_run import load_run
 from msa_cache.fit.trainer import fit_run
 from msa_cache_cli.explain import explain_cmd
 from worlds import CLASSES, TokenWorld, extract_toy, split_column, write_toy_manifest

@@ -29,7 +29,7 @@ from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write
 from msa_cache.train.command import command_options
 from msa_cache.study.compare import finished_entries
 from msa_cache.train.rundir import append_history
-from msa_cache.load import load_run
+from msa_cache.finished_run import load_run
 from msa_cache_cli.finetune import finetune_cmd
 
 import tiny_models

@@ -4,7 +4,7 @@ every arrow points down to a lower floor, never up and never sideways between si
     demo
     report
     study (compare, tune, stats, oracle, submission, share) | predict | explain
-    load                         (a finished run, either mode)
+    finished_run                 (a finished run, either mode)
     fit | finetune               (the two training modes, siblings)
     train                        (what both modes share)
     heads
@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FLOORS = [
     {"errors"},
-    {"names", "atomic", "provenance", "device", "search_space", "settings", "metrics", "partition", "demo_data"},
+    {"names", "atomic", "provenance", "device", "search_space", "settings", "metrics", "partition", "demo_data",
+     "remote"},
     {"manifest"},
     {"cache"},
     {"encoders"},
@@ -31,8 +32,9 @@ FLOORS = [
     {"heads"},
     {"train"},
     {"fit", "finetune"},
-    {"load"},
+    {"finished_run"},
     {"study", "predict", "explain"},
+    {"predictor"},
     {"report"},
     {"demo"},
 ]

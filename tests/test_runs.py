@@ -18,7 +18,7 @@ from msa_cache.study.compare import compare, expand_grid, finished_entries, writ
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.study.oracle import oracle
 from msa_cache.errors import UserError
-from msa_cache.load import load_run
+from msa_cache.finished_run import load_run
 from msa_cache.fit.trainer import fit_run, predict_probs
 from msa_cache.fit.features import open_features
 from msa_cache_cli.main import main as cli

@@ -289,7 +289,7 @@ def train_step(head: Head, batch: Batch, optimizer: torch.optim.Optimizer, scale
 
 def load_head(path: str | Path, config: dict) -> Head:
     """A finished cached-feature run's head (eval mode, CPU), from its validated config.json
-    (msa_cache.load.load_run reads and validates it, and loads either mode)."""
+    (msa_cache.finished_run.load_run reads and validates it, and loads either mode)."""
     from msa_cache.heads.base import ModalitySpec
 
     spec = {k: ModalitySpec(**v) for k, v in config["modalities"].items()}
