@@ -35,7 +35,7 @@ FLOORS = [
     {"finished_run"},
     {"study", "predict", "explain"},
     {"predictor"},
-    {"report"},
+    {"report", "api"},
     {"demo"},
 ]
 FLOOR = {pkg: i for i, floor in enumerate(FLOORS) for pkg in floor}
