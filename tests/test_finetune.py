@@ -315,6 +315,10 @@ def test_cli_finetune_run_directory_staged_and_skipped(world, tmp_path):
     assert config["mode"] == "finetune" and config["spec"]["head"] == "ae-cat"
     assert {r["encoder"] for r in config["encoders"].values()} == {str(bert), str(vit)}
     assert config["encoders"]["text"]["preprocessing"]["max_length"] == 16
+    assert {k: config["optimizer"][k] for k in ("optimizer", "lr", "encoder_lr", "weight_decay", "lr_schedule")} == {
+        "optimizer": "adamw", "lr": 3e-3, "encoder_lr": 1e-3, "weight_decay": 0.01,
+        "lr_schedule": "transformers-linear-warmup"}  # the optimiser as used, recorded
+    assert "- optimiser: adamw (lr 0.003, encoder_lr 0.001" in (run / "README.md").read_text()
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [h["stage"] for h in history if "stage" in h][:2] == ["head", "head+image,text"]
     # lr at each epoch's first step: the encoders' warm-up starts at 0 when they are unfrozen (epoch 2)

@@ -283,3 +283,26 @@ def test_finished_entries_read_run_folders_and_keep_labels_unique(tmp_path):
     skip = {(tmp_path / "late-0123456789").resolve()}
     assert "late" not in {e.label for e in finished_entries(tmp_path, skip=skip)}
     assert finished_entries(tmp_path / "missing") == []
+
+
+def test_the_optimizer_used_is_recorded_and_weights_are_readable_like_the_other_files(world, tmp_path):
+    """config.json records the resolved optimiser beside the spec (which keeps None: identities unchanged);
+    the card shows it; model.safetensors gets the mode of the run's other files, not safetensors' 0600."""
+    import json as _json
+    import stat
+
+    from msa_cache.fit.trainer import optimizer_settings
+
+    assert optimizer_settings("adam", TrainConfig())["weight_decay"] == 0.0
+    assert optimizer_settings("adamw", TrainConfig(lr=3e-4)) == {
+        "optimizer": "adamw", "lr": 3e-4, "weight_decay": 0.01, "betas": [0.9, 0.999], "eps": 1e-8,
+        "lr_schedule": "constant"}
+    assert optimizer_settings("adamw", TrainConfig(optimizer="adam"))["optimizer"] == "adam"
+    r = fit_run(_spec(world, "ae-cat", max_epochs=1), tmp_path / "runs", log=lambda m: None)
+    config = _json.loads((r.path / "config.json").read_text())
+    assert config["spec"]["train"]["lr"] is None  # the spec as given
+    assert config["optimizer"] == {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999],
+                                   "eps": 1e-8, "lr_schedule": "constant"}  # seed-000 heads: Adam
+    assert "- optimiser: adam (lr 0.001, weight_decay 0.0" in (r.path / "README.md").read_text()
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in r.path.iterdir() if p.is_file()}
+    assert modes["model.safetensors"] == modes["metrics.json"], modes

@@ -28,7 +28,7 @@ from msa_cache.finetune.data import PostCollator, PostDataset, batch_to, make_lo
 from msa_cache.finetune.baselines import get_baseline
 from msa_cache.finetune.build import assemble_model, open_encoders
 from msa_cache.finetune.model import FinetuneModule
-from msa_cache.finetune.optim import MAX_GRAD_NORM, make_optimizer
+from msa_cache.finetune.optim import LR_SCHEDULE, MAX_GRAD_NORM, make_optimizer
 from msa_cache.finetune.record import encoder_record
 from msa_cache.heads import get_head
 from msa_cache.heads.base import HeadConfig
@@ -143,6 +143,10 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
         "fields": model.fields_record(),
         "classes": manifest.classes,
         "train_rows": int(len(train_idx)),
+        # The optimiser as used (finetune/optim.py): AdamW, a group per part, each on its own warm-up clock.
+        "optimizer": {"optimizer": "adamw", "lr": tc.lr, "encoder_lr": tc.encoder_lr,
+                      "weight_decay": tc.weight_decay, "betas": [0.9, 0.999], "eps": 1e-8,
+                      "lr_schedule": LR_SCHEDULE, "warmup": tc.warmup, "max_grad_norm": MAX_GRAD_NORM},
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "num_head_parameters": sum(p.numel() for p in model.head_params()),
         "device": str(device),

@@ -159,16 +159,24 @@ def predict_probs(head: Head, features: FeatureSet, idx: np.ndarray, device: tor
     return class_probs(batches, logits, head.num_classes)
 
 
+def optimizer_settings(head_optimizer: str, train) -> dict:
+    """The optimiser a run uses, its unset (None) options resolved: the head's own kind (adam for the
+    seed-000 heads, else adamw), lr 1e-3, weight decay 0 for Adam and 0.01 for AdamW; a constant lr.
+    config.json records it beside the spec (the spec keeps None, so run identities are unchanged)."""
+    kind = train.optimizer or head_optimizer
+    if kind not in ("adam", "adamw"):
+        raise ValueError(f"unknown optimizer '{kind}'; use adam or adamw")
+    default_wd = 0.0 if kind == "adam" else 0.01
+    return {"optimizer": kind, "lr": train.lr if train.lr is not None else 1e-3,
+            "weight_decay": train.weight_decay if train.weight_decay is not None else default_wd,
+            "betas": [0.9, 0.999], "eps": 1e-8, "lr_schedule": "constant"}
+
+
 def make_optimizer(head: Head, spec: RunSpec) -> torch.optim.Optimizer:
-    kind = spec.train.optimizer or head.optimizer
-    lr = spec.train.lr if spec.train.lr is not None else 1e-3
+    settings = optimizer_settings(head.optimizer, spec.train)
     params = [p for p in head.parameters() if p.requires_grad]
-    if kind == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=spec.train.weight_decay or 0.0)
-    if kind == "adamw":
-        wd = spec.train.weight_decay if spec.train.weight_decay is not None else 0.01
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    raise ValueError(f"unknown optimizer '{kind}'; use adam or adamw")
+    make = torch.optim.Adam if settings["optimizer"] == "adam" else torch.optim.AdamW
+    return make(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
 
 
 def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, out: Path, log,
@@ -221,6 +229,9 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         "fields": features.fields_record(),  # which cache fields each modality read; predict replays them
         "classes": classes,
         "num_parameters": sum(p.numel() for p in head.parameters()),
+        # The optimiser as used (spec.train keeps None for "the default"); the probe fits in closed form.
+        "optimizer": ({"optimizer": "closed-form (scikit-learn LogisticRegression)"} if head.fit_mode == "closed_form"
+                      else optimizer_settings(head.optimizer, tc)),
         "device": str(device),
         "versions": library_versions(),
         "runs": str(runs_root),  # where it was written (command.yaml's --runs)

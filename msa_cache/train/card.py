@@ -87,6 +87,14 @@ def _table(header: tuple, rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
+def _optimizer_line(settings: dict | None) -> str:
+    """The optimiser as the run used it (config.json `optimizer`); runs made before it was recorded say so."""
+    if not settings:
+        return "not recorded (a run made before config.json held it; see the spec's train options)"
+    rest = ", ".join(f"{k} {v}" for k, v in settings.items() if k != "optimizer")
+    return f"{settings['optimizer']}" + (f" ({rest})" if rest else "")
+
+
 def model_card(config: dict, metrics: dict, baseline_paper: str = "") -> str:
     """README.md of a run: Hugging Face model-card metadata (library, tags, datasets, model-index with the
     dev/test scores) and a body with the encoders, the head and its paper, the scores, the seed, the full
@@ -138,6 +146,7 @@ def model_card(config: dict, metrics: dict, baseline_paper: str = "") -> str:
         f"Monitor (early stopping and model selection): `{train.get('monitor')}`.", "",
         "## Training", "",
         f"- seed: {spec.get('seed', 0)}",
+        f"- optimiser: {_optimizer_line(config.get('optimizer'))}",
         f"- device: {config.get('device', '?')}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in sorted((config.get('versions') or {}).items()))}", "",
         "Full config (config.json `spec`):", "",

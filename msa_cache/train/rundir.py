@@ -178,6 +178,11 @@ def save_weights(state_dict: dict, path: str | Path) -> None:
     # Cloned: safetensors refuses tensors that share storage (tied weights) or are non-contiguous views.
     save_file({k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}, str(path),
               metadata={"format": "pt"})
+    # safetensors writes 0600; give the weights the mode every other file of the run gets (umask applied),
+    # so on a shared file system whoever can read the run can load it.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def weights_file(run: str | Path) -> Path | None:
