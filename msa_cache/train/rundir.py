@@ -30,6 +30,7 @@ import torch
 
 from msa_cache.errors import UserError
 from msa_cache.manifest import Manifest
+from msa_cache.settings import shown
 from msa_cache.train.card import model_card
 from msa_cache.train.command import write_command
 from msa_cache.train.metrics import classification_metrics
@@ -46,6 +47,7 @@ _TMP_DIR = re.compile(r"seed-\d+\.tmp-(\d+)")
 # Bounds a plausible run never reaches; beyond them a config.json is refused before anything is built.
 MAX_DIM = 1 << 16  # feature width or token count
 MAX_CLASSES = 10_000
+MAX_JSON_BYTES = 64 << 20  # config.json, metrics.json: a few KB in a real run
 
 _RETRAIN = "delete this run folder and train it again"
 
@@ -233,10 +235,14 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path, title: str = "") ->
 
 def _read_json_object(path: Path, what: str) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)  # never more: a tampered file may be huge, or /dev/zero
+        if len(raw) > MAX_JSON_BYTES:
+            raise UserError(f"{what} is larger than {MAX_JSON_BYTES >> 20} MB", path, _RETRAIN)
+        data = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise UserError(f"{what} is missing", path, _RETRAIN) from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested thousands deep
         raise UserError(f"{what} is unreadable ({type(e).__name__})", path, _RETRAIN) from None
     if not isinstance(data, dict):
         raise UserError(f"{what} is not a JSON object", path, _RETRAIN)
@@ -274,7 +280,7 @@ def _check_head(spec: dict, path: Path, required: bool = True) -> None:
     head, options = spec.get("head"), spec.get("head_options", {})
     if not required and head not in HEADS:
         return  # a fine-tune baseline (clip, visualbert): its own model, no registry head
-    _require(isinstance(head, str) and head in HEADS, f"spec.head {head!r} is not a known head", path)
+    _require(isinstance(head, str) and head in HEADS, f"spec.head {shown(head)} is not a known head", path)
     _require(isinstance(options, dict), "spec.head_options is not an object", path)
     try:
         make_config(head, options)

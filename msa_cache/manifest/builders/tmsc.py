@@ -85,14 +85,15 @@ def read_split(path: Path, split: str, images: Path, root: Path) -> tuple[list[d
 def build_tmsc(root: Path, *, image_dir: str | None = None) -> BuilderResult:
     """Twitter-15/17 target-oriented sentiment (TomBERT's train/dev/test.tsv) + an image folder."""
     images = resolve_dir(root, image_dir, image_dir_candidates(root), "image", "--image-dir")
-    rows, skipped, sources = [], [], []
+    rows, skipped, sources, read = [], [], [], {}
     for split, file_name in SPLIT_FILES.items():
         path = root / file_name
         sources.append(path)
         split_rows, split_skipped = read_split(path, split, images, root)
         rows += split_rows
         skipped += split_skipped
+        read[file_name] = len(split_rows) + len(split_skipped)
     return BuilderResult(
         dataset=dataset_name(root.name), classes=list(CLASSES), rows=rows, sources=sources,
-        split_given=True, skipped=skipped, monitor=MONITOR,
+        split_given=True, skipped=skipped, monitor=MONITOR, rows_read=read,
     )
