@@ -474,6 +474,7 @@ def bar_chart(entries: list[Entry], path, monitor: str = "weighted-f1") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # labels are data (class, family names): a $ is text
     import matplotlib.pyplot as plt
 
     key = MONITOR_KEYS[monitor]

@@ -206,6 +206,7 @@ def confusion_figure(cm: np.ndarray, classes: list[str], title: str = "", ax=Non
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # labels are data (class, family names): a $ is text
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -323,6 +324,13 @@ def validate_run_config(config: dict, path: Path) -> dict:
     _require(isinstance(caches, dict) and all(
         isinstance(c, dict) and isinstance(c.get("path"), str) and isinstance(c.get("fields"), list)
         and len(c["fields"]) == 2 for c in caches.values()), "'caches' must record each cache's path and fields", path)
+    for name, c in caches.items():
+        recorded = (c.get("settings") or {}).get("fields") if isinstance(c.get("settings"), dict) else None
+        pooled, tokens = c["fields"]  # tokens: None for a pooled-only cache
+        _require(isinstance(pooled, str) and (tokens is None or isinstance(tokens, str)) and pooled != tokens
+                 and (not isinstance(recorded, dict) or all(f in recorded for f in (pooled, tokens) if f)),
+                 f"caches.{shown(name)}.fields must name its pooled and token fields, two of those its cache "
+                 "settings record", path)
     return config
 
 
@@ -382,4 +390,9 @@ def load_weights(run: str | Path, module) -> None:
         if tuple(state[k].shape) != tuple(v.shape):
             raise UserError(f"{name}: {k} has shape {tuple(state[k].shape)}, the model in config.json "
                             f"needs {tuple(v.shape)}", path, _RETRAIN)
+        if state[k].dtype != v.dtype:  # load_state_dict would cast it silently
+            raise UserError(f"{name}: {k} has dtype {state[k].dtype}, the model in config.json needs {v.dtype}",
+                            path, _RETRAIN)
+        if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
+            raise UserError(f"{name}: {k} holds NaN or infinite values", path, _RETRAIN)
     module.load_state_dict(state)
