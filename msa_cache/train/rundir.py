@@ -324,6 +324,12 @@ def validate_run_config(config: dict, path: Path) -> dict:
     _require(isinstance(caches, dict) and all(
         isinstance(c, dict) and isinstance(c.get("path"), str) and isinstance(c.get("fields"), list)
         and len(c["fields"]) == 2 for c in caches.values()), "'caches' must record each cache's path and fields", path)
+    named = set(modalities)  # every per-modality record names the same modalities (predict looks each up)
+    for what, record in (("caches", caches), ("spec.caches", spec["caches"]), ("fields", fields),
+                         ("encoders", config.get("encoders") or None)):
+        _require(record is None or (isinstance(record, dict) and set(record) == named),
+                 f"'{what}' names modalities {shown(sorted(map(str, record)) if isinstance(record, dict) else record)}"
+                 f", 'modalities' names {sorted(named)}", path)
     for name, c in caches.items():
         recorded = (c.get("settings") or {}).get("fields") if isinstance(c.get("settings"), dict) else None
         pooled, tokens = c["fields"]  # tokens: None for a pooled-only cache
