@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from msa_cache.atomic import stale_temporaries
 from msa_cache.errors import UserError
 from msa_cache.manifest import Manifest
 from msa_cache.settings import shown
@@ -68,23 +69,9 @@ def finished_seeds(family: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):  # exists under another user, or unknowable
-        return True
-    return True
-
-
 def stale_tmp_dirs(family: str | Path) -> list[Path]:
     """Tmp folders in a family whose process is gone (a kill -9, a crash, a power cut)."""
-    family = Path(family)
-    if not family.is_dir():
-        return []
-    return sorted(p for p in family.iterdir()
-                  if (m := _TMP_DIR.fullmatch(p.name)) and p.is_dir() and not _pid_alive(int(m.group(1))))
+    return [p for p in stale_temporaries(family, _TMP_DIR) if p.is_dir()]
 
 
 def sweep_stale_tmp(family: str | Path) -> list[Path]:
