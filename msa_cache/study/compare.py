@@ -384,6 +384,11 @@ def leaderboard_rows(entries: list[Entry], monitor: str = "weighted-f1") -> list
     return rows
 
 
+def markdown_cell(text: str) -> str:
+    """A table cell from a name (a family folder may hold `|` or a line break): one line, `|` escaped."""
+    return " ".join(str(text).splitlines()).replace("|", "\\|")
+
+
 def leaderboard_markdown(entries: list[Entry], monitor: str = "weighted-f1") -> str:
     """The table, then a legend saying how intervals and p-values were computed."""
     key = MONITOR_KEYS[monitor]
@@ -401,7 +406,7 @@ def leaderboard_markdown(entries: list[Entry], monitor: str = "weighted-f1") -> 
     header.append("note")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in entries:
-        cells = [e.label, str(e.n_seeds)]
+        cells = [markdown_cell(e.label), str(e.n_seeds)]
         for s in splits:
             st = e.stats.get(s)
             for m in METRICS:
@@ -417,7 +422,7 @@ def leaderboard_markdown(entries: list[Entry], monitor: str = "weighted-f1") -> 
             if tested and s == "dev":
                 cells += ["-"] * 4 if st is None else [_p(st.p_top), _p(st.mcnemar_top), _p(st.p_probe),
                                                        _p(st.mcnemar_probe)]
-        cells.append(_note(entries, e))
+        cells.append(markdown_cell(_note(entries, e)))
         lines.append("| " + " | ".join(cells) + " |")
     out = "\n".join(lines) + "\n"
     if tested:

@@ -142,7 +142,9 @@ def build_table(
             skipped.append(f"{where}: {e}")
             continue
         text, text_ok = fix_text(rec.get(text_col))
-        pair, pair_ok = fix_text(rec.get(text_pair_col)) if text_pair_col else (None, True)
+        # An empty pair cell is no second segment (None), not an empty one.
+        pair, pair_ok = fix_text(rec.get(text_pair_col)) if text_pair_col and not is_empty(rec.get(text_pair_col)) \
+            else (None, True)
         text_ok = text_ok and pair_ok
         image, _ = fix_text(rec.get(image_col))
         rows.append(dict(
