@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 
-from msa_cache.errors import UserError
-from msa_cache.settings import shown
+from msa_cache.errors import UserError, shown
 
 MAX_NAME_LENGTH = 200  # well below every file system's 255-byte limit, leaving room for suffixes
 

@@ -37,6 +37,25 @@ class BuilderResult:
     monitor: str = ""
 
 
+# format name -> builder; filled by @register_builder as builders/__init__.py imports each builder module
+BUILDERS: dict[str, Callable[..., BuilderResult]] = {}
+
+
+def register_builder(name: str, submission: Callable[[list[str], list[str], list[int]], list[dict]] | None = None):
+    """Register a builder function as the manifest format `name` (`msa-cache manifest <name>`).
+
+    submission: how test predictions are written for this dataset's own scorer (`compare --export-test`):
+    (class names, row ids, predicted class indices) -> the JSON list of one file; None: the generic
+    [{"id", "label": <class name>}]."""
+    def register(fn: Callable[..., BuilderResult]) -> Callable[..., BuilderResult]:
+        if name in BUILDERS:
+            raise ValueError(f"manifest format '{name}' registered twice")
+        fn.format_name, fn.submission = name, submission
+        BUILDERS[name] = fn
+        return fn
+    return register
+
+
 def cli_options(**help_texts: str) -> Callable:
     """Declare a builder's keyword arguments as CLI flags (name -> help); cli/manifest.py reads them."""
     def attach(fn: Callable) -> Callable:

@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, cli_options, dataset_name, find_image, fix_text, read_lenient, relative, resolve_dir,
+    BuilderResult, register_builder, cli_options, dataset_name, find_image, fix_text, read_lenient, relative, resolve_dir,
 )
 from msa_cache.manifest.schema import ManifestError
 
@@ -22,6 +22,7 @@ CLASSES = ["very_negative", "negative", "neutral", "positive", "very_positive"]
 REQUIRED = ("image_name", "overall_sentiment")
 
 
+@register_builder("meme")
 @cli_options(
     labels="label CSV, relative to ROOT (default labels.csv)",
     image_dir="image folder, relative to ROOT (default images)",

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, cli_options, dataset_name, fix_text, read_delimited, read_lenient, relative,
+    BuilderResult, register_builder, cli_options, dataset_name, fix_text, read_delimited, read_lenient, relative,
 )
 from msa_cache.manifest.schema import ManifestError
 from msa_cache.settings import shown
@@ -81,6 +81,7 @@ def to_index(value: object, classes: list[str]) -> int | None:
     raise ValueError(f"label {shown(text)} is not one of {classes} nor an index 0..{len(classes) - 1}")
 
 
+@register_builder("table")
 @cli_options(
     file="the table: .csv, .tsv, .jsonl, .json or .parquet (absolute, or relative to the current folder or ROOT)",
     id_col="id column (default id)",

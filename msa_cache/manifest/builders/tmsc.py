@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, cli_options, dataset_name, fix_text, read_lenient, relative, resolve_dir,
+    BuilderResult, register_builder, cli_options, dataset_name, fix_text, read_lenient, relative, resolve_dir,
 )
 from msa_cache.manifest.schema import ManifestError
 
@@ -81,6 +81,7 @@ def read_split(path: Path, split: str, images: Path, root: Path) -> tuple[list[d
     return rows, skipped
 
 
+@register_builder("tmsc")
 @cli_options(image_dir="image folder (relative to ROOT, or absolute) [default ROOT/images, else ../<ROOT name>_images]")
 def build_tmsc(root: Path, *, image_dir: str | None = None) -> BuilderResult:
     """Twitter-15/17 target-oriented sentiment (TomBERT's train/dev/test.tsv) + an image folder."""
