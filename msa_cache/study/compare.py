@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -85,7 +84,7 @@ def _read_finished(spec: RunSpec, runs_root, features) -> RunResult | None:
     path = plan_run(spec, runs_root, features)
     if not is_finished(path):
         return None
-    return RunResult(path, json.loads((path / "metrics.json").read_text()), skipped=True)
+    return RunResult(path, read_metrics(path), skipped=True)
 
 
 @dataclass
