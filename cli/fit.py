@@ -14,12 +14,12 @@ from msa_cache.train.identity import monitor_for
 from msa_cache.fit.cv import CVResult, fit_family
 from msa_cache.metrics import scores_line
 from msa_cache.study.submission import export_test
-from msa_cache.study.stats import N_RESAMPLES
+from msa_cache.study.stats import MAX_RESAMPLES, N_RESAMPLES
 from msa_cache.fit.features import resolve_caches
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (
-    cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest,
+    MAX_SEEDS, cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest,
     tensorboard_option, train_options,
 )
 
@@ -86,7 +86,7 @@ def _echo_cv(r) -> None:
 @config_option()
 @click.option("--heads", default="uni-text,uni-image,probe,late,ae-cat,ae-add,ab-cat,ab-add,mha", show_default=True,
               help="comma-separated heads")
-@click.option("--seeds", type=click.IntRange(1), default=3, show_default=True, help="seeds 0..N-1 per configuration")
+@click.option("--seeds", type=click.IntRange(1, MAX_SEEDS), default=3, show_default=True, help="seeds 0..N-1 per configuration")
 @click.option("--leaderboard", "leaderboard_prefix", default=None, type=click.Path(dir_okay=False),
               help="output prefix for .md/.csv/.png [default: <runs>/<manifest>/leaderboard]")
 @click.option("--all-runs", is_flag=True,
@@ -96,7 +96,7 @@ def _echo_cv(r) -> None:
               help="split the grid over N processes (default: torchrun/SLURM array variables, else 1)")
 @click.option("--shard-index", type=click.IntRange(0), default=None,
               help="this process trains grid runs k with k % N == INDEX")
-@click.option("--resamples", type=click.IntRange(100), default=N_RESAMPLES, show_default=True,
+@click.option("--resamples", type=click.IntRange(100, MAX_RESAMPLES), default=N_RESAMPLES, show_default=True,
               help="bootstrap resamples for the intervals and paired tests")
 @click.option("--no-ensembles", is_flag=True, help="leave out the seed-ensemble rows")
 @click.option("--export-test", "export_dir", default=None, type=click.Path(file_okay=False),

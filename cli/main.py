@@ -31,8 +31,11 @@ def _debug(ctx: click.Context) -> bool:
     return bool(ctx.params.get("debug")) or os.environ.get("MSA_CACHE_DEBUG", "").strip() not in ("", "0")
 
 
+MAX_MESSAGE = 2000  # characters: a message repeating a huge user value is cut (the values are cut at the source too)
+
+
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    return " ".join(str(text)[:MAX_MESSAGE].split())
 
 
 class _Group(click.Group):

@@ -120,12 +120,28 @@ def data_options(fn):
     return fn
 
 
+MAX_SEEDS = 1000  # seeds 0..N-1 of each configuration: far above any use, far below a typo
+MAX_FOLDS = 100  # far above any use; a typo such as 10**12 would otherwise allocate that many fold specs
+
+
+def _folds(ctx, param, value):
+    if value is not None and (value < 0 or value == 1 or value > MAX_FOLDS):
+        raise click.BadParameter(f"{value} folds: give 0 (the manifest's own split) or K from 2 to {MAX_FOLDS}")
+    return value
+
+
+def _fold_seed(ctx, param, value):
+    if value is not None and not 0 <= value < 2 ** 32:
+        raise click.BadParameter(f"{value}: a seed is from 0 to 2**32 - 1")
+    return value
+
+
 def cv_options(fn):
     opts = [
-        click.option("--cv", type=int, default=0, show_default=True,
+        click.option("--cv", type=int, default=0, show_default=True, callback=_folds,
                      help="K-fold cross-validation on train+dev pooled (stratified; test untouched): K runs per "
                           "seed, scored on their out-of-fold predictions; 0 = the manifest's own split"),
-        click.option("--cv-seed", type=int, default=0, show_default=True, help="seed of the fold assignment"),
+        click.option("--cv-seed", type=int, default=0, show_default=True, callback=_fold_seed, help="seed of the fold assignment"),
         click.option("--refit", is_flag=True,
                      help="with --cv: also train on all of train+dev for the median of the folds' best epochs"),
     ]

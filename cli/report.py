@@ -5,7 +5,7 @@ import click
 
 from msa_cache.metrics import MONITOR_NAMES
 from msa_cache.report import REPORT_FILE, write_report
-from msa_cache.study.stats import N_RESAMPLES
+from msa_cache.study.stats import MAX_RESAMPLES, N_RESAMPLES
 
 
 @click.command("report")
@@ -17,7 +17,7 @@ from msa_cache.study.stats import N_RESAMPLES
                    "skipped with a note in the report where they are not found)")
 @click.option("--monitor", type=click.Choice(MONITOR_NAMES), default=None,
               help="metric the rows are ranked and tested on  [default: the one the runs selected on]")
-@click.option("--resamples", type=click.IntRange(100), default=N_RESAMPLES, show_default=True,
+@click.option("--resamples", type=click.IntRange(100, MAX_RESAMPLES), default=N_RESAMPLES, show_default=True,
               help="bootstrap resamples for the intervals and paired tests")
 @click.option("--no-ensembles", is_flag=True, help="leave out the seed-ensemble rows")
 def report_cmd(runs_dir, out, explain, monitor, resamples, no_ensembles):

@@ -10,7 +10,7 @@ from msa_cache.study.tune import fixed_options, format_space, search_space, tune
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (
-    cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest,
+    MAX_SEEDS, cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest,
     tensorboard_option, train_options,
 )
 
@@ -24,7 +24,7 @@ from msa_cache_cli.options import (
               help="Optuna journal file shared by the processes [default: <runs>/<manifest>/tune-<study>.journal]")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None,
               help="seconds after which this process starts no new trial")
-@click.option("--seeds", type=click.IntRange(1), default=3, show_default=True,
+@click.option("--seeds", type=click.IntRange(1, MAX_SEEDS), default=3, show_default=True,
               help="run the best config over seeds 0..K-1 at the end")
 @click.option("--sampler-seed", type=int, default=None,
               help="seed of the TPE sampler (a reproducible search in one process)")

@@ -11,6 +11,16 @@ traceback (shown with --debug / MSA_CACHE_DEBUG=1).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+MAX_SHOWN = 200  # characters of a user's value a message repeats
+
+
+def shown(value: Any) -> str:
+    """A user value for a message: its repr, cut to MAX_SHOWN characters (a value can be huge: a
+    config's expanded aliases, a tampered file's field)."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "...(cut)"
 
 
 class UserError(Exception):

@@ -293,6 +293,7 @@ def draw_explanation(out_path: str | Path, *, title: str, image: Image.Image | n
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # labels are data (class, family names): a $ is text
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
 

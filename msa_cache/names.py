@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from msa_cache.errors import UserError
+from msa_cache.errors import UserError, shown
 
 MAX_NAME_LENGTH = 200  # well below every file system's 255-byte limit, leaving room for suffixes
 
@@ -16,11 +16,11 @@ def check_name(name: str, what: str = "name", where: str | None = None) -> str:
     if not text.strip():
         problem = "is empty"
     elif text in (".", ".."):
-        problem = f"'{text}' is not a folder name"
+        problem = f"{shown(text)} is not a folder name"
     elif "/" in text or "\\" in text or (os.sep in text) or (os.altsep and os.altsep in text):
-        problem = f"'{text}' contains a path separator"
+        problem = f"{shown(text)} contains a path separator"
     elif "\0" in text or any(ord(c) < 32 for c in text):
-        problem = f"{text!r} contains control characters"
+        problem = f"{shown(text)} contains control characters"
     elif len(text.encode("utf-8", errors="surrogatepass")) > MAX_NAME_LENGTH:
         problem = f"is longer than {MAX_NAME_LENGTH} bytes"
     if problem:

@@ -72,6 +72,15 @@ def _pairs_as_trained(man: Manifest, predictor, where: str) -> Manifest:
     return man
 
 
+def _finite(probs: np.ndarray, run) -> np.ndarray:
+    """The probabilities, or a one-line error naming the run when its model gives NaN or infinities
+    (damaged weights) instead of printing them as an answer."""
+    if not np.isfinite(probs).all():
+        raise ValueError(f"{run}: the model's outputs are not finite numbers (NaN or infinite); its weights are "
+                         "damaged: train the run again")
+    return probs
+
+
 def predict_post(run, text: str | None = None, image: str | None = None, predictor=None,
                  text_pair: str | None = None) -> dict:
     """{"class": name, "probs": {class: p}} for one post (text_pair: its target, for runs trained on pairs)."""
@@ -79,7 +88,7 @@ def predict_post(run, text: str | None = None, image: str | None = None, predict
     _check_post(predictor, text, image)
     _check_pair(predictor, text_pair)
     post = {"text": text, "image": image, "text_pair": text_pair}
-    probs = predictor.probs(posts_manifest([post], predictor.classes), np.arange(1))[0]
+    probs = _finite(predictor.probs(posts_manifest([post], predictor.classes), np.arange(1)), run)[0]
     return {"class": predictor.classes[int(probs.argmax())],
             "probs": {c: round(float(p), 6) for c, p in zip(predictor.classes, probs)}}
 
@@ -96,7 +105,7 @@ def predict_manifest(run, manifest: str | Path, out: str | Path | None = None, s
                          "labels would be compared with the wrong classes")
     splits = np.array(man.column("split"))
     rows = np.arange(len(man)) if split is None else np.flatnonzero(splits == split)
-    probs = predictor.probs(man, rows)
+    probs = _finite(predictor.probs(man, rows), run)
     preds = probs.argmax(1) if len(rows) else np.zeros(0, dtype=np.int64)
     ids = man.ids
     cols = {

@@ -17,21 +17,16 @@ import dataclasses
 import math
 from typing import Any
 
+from msa_cache.errors import MAX_SHOWN, shown  # noqa: F401  (messages here repeat user values through it)
+
 # Head Config sizes are bounded so that a typo (or a tampered config.json) is refused instead of
 # allocating terabytes.
 INT_MAX = 1 << 14
 HEAD_INT_RANGE = (1, INT_MAX)
-MAX_SHOWN = 200  # characters of a user's value a message repeats
 
 
 def flag_name(f: dataclasses.Field) -> str:
     return "--" + f.name.replace("_", "-")
-
-
-def shown(value: Any) -> str:
-    """A user value for a message: its repr, cut to MAX_SHOWN characters (a value can be huge)."""
-    text = repr(value)
-    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "...(cut)"
 
 
 def field_kind(f: dataclasses.Field) -> type | None:

@@ -178,6 +178,15 @@ cfg_huge_latent = _set_in_config("cfg_huge_latent", "spec", "head_options", "lat
 cfg_string_latent = _set_in_config("cfg_string_latent", "spec", "head_options", "latent", value="64")
 cfg_huge_dim = _set_in_config("cfg_huge_dim", "modalities", "text", "pooled_dim", value=10 ** 12)
 cfg_unknown_head = _set_in_config("cfg_unknown_head", "spec", "head", value="nope")
+cfg_fields_twice = _set_in_config("cfg_fields_twice", "caches", "text", "fields", value=["tokens", "tokens"])
+cfg_head_huge = _set_in_config("cfg_head_huge", "spec", "head", value=[["x" * 100] * 100] * 100)
+
+
+def cfg_modality_renamed(root, run):
+    def change(c):
+        c["caches"]["../../../../etc/passwd"] = c["caches"].pop("text")
+        return c
+    _config(root, run, change)
 
 
 def _config_file(name, text):
@@ -245,6 +254,86 @@ def predictions_gone(root, run):
 
 def empty_dir(root, run):
     (root / "empty").mkdir()
+
+
+# --- round 3: files that could blow up memory, leak outside files or lose rows
+
+
+def weights_nan(root, run):
+    state = load_file(root / run / "model.safetensors")
+    save_file({k: torch.full_like(v, float("nan")) for k, v in state.items()}, root / run / "model.safetensors")
+
+
+def weights_float64(root, run):
+    state = load_file(root / run / "model.safetensors")
+    save_file({k: v.double() for k, v in state.items()}, root / run / "model.safetensors")
+
+
+def metrics_deep(root, run):
+    (root / run / "metrics.json").write_text("[" * 50_000 + "]" * 50_000)
+
+
+def metrics_no_per_class(root, run):
+    path = root / run / "metrics.json"
+    metrics = json.loads(path.read_text())
+    for split in metrics.values():
+        split.pop("per_class", None)
+    path.write_text(json.dumps(metrics))
+
+
+def predictions_no_id(root, run):
+    path = root / run / "predictions.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["id"]), path)
+
+
+def _outside_file(root):
+    (root / "secret.txt").write_text("a file outside the run\n")
+    return root / "secret.txt"
+
+
+def history_symlink(root, run):
+    (root / run / "history.jsonl").unlink()
+    (root / run / "history.jsonl").symlink_to(_outside_file(root))
+
+
+def card_symlink(root, run):
+    (root / run / "README.md").unlink()
+    (root / run / "README.md").symlink_to(_outside_file(root))
+
+
+def tensorboard_symlink(root, run):
+    (root / run / "tensorboard").mkdir(exist_ok=True)
+    (root / run / "tensorboard" / "events.out.tfevents.1").symlink_to(_outside_file(root))
+
+
+def journal_cut_short(root, run):
+    record = {"op_code": 0, "worker_id": "w-1", "study_name": "s", "directions": [1]}
+    (root / "j.journal").write_text(json.dumps(record) + "\n" + json.dumps(record)[:40])
+
+
+def journal_unknown_op(root, run):
+    (root / "j.journal").write_text(json.dumps({"op_code": 0, "worker_id": "w-1", "study_name": "s",
+                                                "directions": [1]}) + "\n"
+                                    + json.dumps({"op_code": 99, "worker_id": "w-1"}) + "\n")
+
+
+def csv_huge_field(root, run):
+    (root / "data" / "big.csv").write_text("id,text,image,label,split\nq0,\"" + "x" * 200_000
+                                           + "\",img/0.png,positive,train\n")
+
+
+def encoder_pickle(root, run):
+    """A local Hugging Face folder whose only weights are a pickle (torch's weights_only refuses it)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = root / "pickled-encoder"
+    BertModel(BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=8)).config.save_pretrained(folder)
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                                                + [f"w{i}" for i in range(35)]))
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.save({"x": Payload()}, folder / "pytorch_model.bin")
+
 
 
 # ---------------------------------------------------------------------------
@@ -388,6 +477,31 @@ CASES = [
     ("export-bad-hub-repo", None, ["export", "{run}", "{root}/exported", "--push", "a b//c"]),
     ("export-tmp-folder", tmp_run_only, ["export", "{family}/seed-0.tmp-999999", "{root}/exported"]),
     ("unknown-command", None, ["frobnicate"]),
+    # round 3: memory, files from outside, lost rows, damaged journals, smaller ones
+    *[(f"{cmd[0]}-{fn.__name__}", fn, cmd[1]) for fn in (
+        weights_nan, weights_float64, metrics_deep, cfg_fields_twice, cfg_modality_renamed, cfg_head_huge)
+      for cmd in (("predict", ["predict", "{run}", "--text", "hi", "--image", "{d}/img/0.png"]),
+                  ("export", ["export", "{run}", "{root}/exported"]),
+                  ("card", ["card", "{run}"]))],
+    *[(f"export-{fn.__name__}", fn, ["export", "{run}", "{root}/exported"])
+      for fn in (history_symlink, card_symlink, tensorboard_symlink)],
+    ("export-into-the-run", None, ["export", "{run}", "{run}/inner"]),
+    *[(f"report-{fn.__name__}", fn, ["report", "{r}/toy"])
+      for fn in (metrics_deep, metrics_no_per_class, predictions_no_id)],
+    ("oracle-predictions-no-id", predictions_no_id, ["analyze", "oracle", "--text-run", "{run}", "--image-run", "{run}"]),
+    ("report-resamples-huge", None, ["report", "{r}/toy", "--resamples", str(10 ** 9)]),
+    ("compare-resamples-huge", None, [*CMP, "--resamples", str(10 ** 9)]),
+    ("compare-seeds-huge", None, [*CMP[:-2], "--seeds", str(10 ** 12)]),
+    ("fit-cv-neg", None, [*FIT, "--cv", "-3"]),
+    ("fit-cv-one", None, [*FIT, "--cv", "1"]),
+    ("fit-cv-huge", None, [*FIT, "--cv", str(10 ** 12)]),
+    ("fit-cv-seed-neg", None, [*FIT, "--cv", "3", "--cv-seed", "-1"]),
+    *[(f"tune-{fn.__name__}", fn, ["tune", "--head", "ae-cat", *M, "--trials", "1", "--max-epochs", "1",
+                                   "--storage", "{root}/j.journal"]) for fn in (journal_cut_short, journal_unknown_op)],
+    ("manifest-table-csv-huge-field", csv_huge_field, ["manifest", "table", "--root", "{d}", "--file", "big.csv",
+                                                       "-o", "{root}/manifests/big.parquet"]),
+    ("extract-pickled-encoder", encoder_pickle, ["extract", "--manifest", "{m}", "--encoder", "{root}/pickled-encoder",
+                                                 "--out", "{c}"]),
     # --config files (cli/config_file.py): read and checked before any work
     *[(f"fit-{fn.__name__}", fn, [*FIT, *CONF]) for fn in (
         _config_file("config_unknown_key", "latnt: 8\n"),
@@ -400,6 +514,20 @@ CASES = [
         _config_file("config_garbage", "head: [ae-cat\n"),
         _config_file("config_empty", ""),
         _config_file("config_head_unknown", "head: nope\n"))],
+    *[(f"fit-{fn.__name__}", fn, [*FIT, *CONF]) for fn in (
+        _config_file("config_bool_for_int", "max_epochs: true\n"),
+        _config_file("config_float_for_int", "max_epochs: 1.9\n"),
+        _config_file("config_bool_for_float", "lr: false\n"),
+        _config_file("config_yaml_key_twice", "max_epochs: 1\nmax_epochs: 2\n"),
+        _config_file("config_nested_list", "head: [[ae-cat]]\n"),
+        _config_file("config_nested_seed", "seed: [[1], 2]\n"),
+        _config_file("config_nested_deep", "lr: " + "[" * 10_000 + "]" * 10_000 + "\n"),
+        _config_file("config_alias_cycle", "a: &a [*a]\n"),
+        _config_file("config_long_alias_chain", "l0: &l0 [x]\n" + "".join(f"l{i}: &l{i} [*l{i - 1}]\n"
+                                                                          for i in range(1, 300))),
+        _config_file("config_huge_unknown_key", "x" * 1_000_000 + ": 1\n"),
+        _config_file("config_huge_value", "head: " + "y" * 1_000_000 + "\n"))],
+    ("fit-config-dev-zero", None, [*FIT, "--config", "/dev/zero"]),
     ("fit-config-missing", None, [*FIT, "--config", "{root}/nope.yaml"]),
     ("compare-config-seeds-zero", _config_file("seeds_zero", "heads: [ae-cat]\nseeds: 0\n"), ["compare", *CONF, *M]),
     ("extract-config-unknown-key", _config_file("encoders", "encoders_: [minilm]\n"), ["extract", *CONF]),

@@ -160,7 +160,7 @@ def config_differences(old: dict, new: dict) -> list[str]:
         if isinstance(a[key], dict) and isinstance(b[key], dict):
             for sub in sorted(set(a[key]) | set(b[key])):
                 if a[key].get(sub) != b[key].get(sub):
-                    diffs.append(f"{key}.{sub}: {a[key].get(sub)!r} -> {b[key].get(sub)!r}")
+                    diffs.append(f"{key}.{sub}: {_short(a[key].get(sub))} -> {_short(b[key].get(sub))}")
         else:
             diffs.append(f"{key}: {_short(a[key])} -> {_short(b[key])}")
     return diffs
@@ -183,7 +183,7 @@ def read_index(folder: Path) -> dict:
         raise CacheError(f"{path}: not a JSON object; delete {folder} and run `msa-cache extract` again.")
     version = index.get("schema_version", 0)
     if not isinstance(version, int):
-        raise CacheError(f"{path}: schema_version {version!r} is not a number; delete {folder} and run `msa-cache extract` again.")
+        raise CacheError(f"{path}: schema_version {_short(version)} is not a number; delete {folder} and run `msa-cache extract` again.")
     if version > SCHEMA_VERSION:
         raise CacheError(f"{path}: cache schema {version} is newer than this msa-cache reads ({SCHEMA_VERSION}); upgrade msa-cache.")
     problem = _index_problem(index)

@@ -81,11 +81,12 @@ class TextSpec:
     def prepare(self, text: str) -> str:
         return get_cleaner(self.clean)(text)
 
-    def tokenize(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: list[str], pairs: list[str | None] | None = None) -> dict[str, torch.Tensor]:
         """pairs: a second segment per text (target-oriented data: the target), tokenised as the
-        tokenizer's text_pair (`[CLS] text [SEP] pair [SEP]` for BERT); truncation trims the longer one."""
-        enc = self.tokenizer(list(texts), None if pairs is None else list(pairs), padding="max_length",
-                             truncation=True, max_length=self.max_length, return_tensors="pt")
+        tokenizer's text_pair (`[CLS] text [SEP] pair [SEP]` for BERT); truncation trims the longer one.
+        A None pair: that row is one segment."""
+        enc = encode_texts(self.tokenizer, list(texts), None if pairs is None else list(pairs), padding="max_length",
+                           truncation=True, max_length=self.max_length, return_tensors="pt")
         out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if pairs is not None and "token_type_ids" in enc:  # BERT-style segment ids mark the second segment
             out["token_type_ids"] = enc["token_type_ids"]
@@ -95,6 +96,35 @@ class TextSpec:
         name = self.tokenizer_name or getattr(self.tokenizer, "name_or_path", "") or type(self.tokenizer).__name__
         return {"max_length": self.max_length, "clean": self.clean, "tokenizer": str(name),
                 "tokenizer_class": type(self.tokenizer).__name__}
+
+
+def encode_texts(tokenizer, texts: list[str], pairs: list[str | None] | None, **kwargs) -> dict[str, torch.Tensor]:
+    """`tokenizer(texts, pairs, return_tensors="pt", ...)` where a row whose pair is None is encoded as one
+    segment (`[CLS] text [SEP]`), not as a pair with an empty second one (`[CLS] text [SEP] [SEP]`):
+    the tokenizer takes a batch of all pairs or none, so the two kinds are encoded apart and merged."""
+    if pairs is None or all(p is not None for p in pairs):
+        return tokenizer(texts, pairs, **kwargs)
+    paired = [i for i, p in enumerate(pairs) if p is not None]
+    single = [i for i, p in enumerate(pairs) if p is None]
+    groups = [(single, tokenizer([texts[i] for i in single], None, **kwargs))]
+    if paired:
+        groups.append((paired, tokenizer([texts[i] for i in paired], [pairs[i] for i in paired], **kwargs)))
+    length = max(enc["input_ids"].shape[1] for _, enc in groups)
+    fills = {"input_ids": tokenizer.pad_token_id or 0, "attention_mask": 0,
+             "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0)}
+    out = {}
+    for key, fill in fills.items():
+        if not all(key in enc for _, enc in groups):
+            continue
+        merged = torch.full((len(texts), length), fill, dtype=groups[0][1][key].dtype)
+        for rows, enc in groups:
+            width = enc[key].shape[1]
+            if getattr(tokenizer, "padding_side", "right") == "left":
+                merged[rows, length - width:] = enc[key]
+            else:
+                merged[rows, :width] = enc[key]
+        out[key] = merged
+    return out
 
 
 def text_limit(tokenizer, config) -> int | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from msa_cache.encoders.base import Encoder, EncoderOptions, ImageSpec
 from msa_cache.encoders.hub import EncoderUnavailable, load_pretrained
+from msa_cache.settings import shown
 
 EXPORT_FILE = "msa_cache_encoder.json"
 STATE_DICT_FILE = "encoder.safetensors"
@@ -35,7 +36,7 @@ def read_export_info(folder: str | Path) -> dict:
     except (OSError, ValueError) as e:
         raise EncoderUnavailable(f"{path}: unreadable ({e}); export the encoder again") from None
     if info.get("format") != EXPORT_FORMAT:
-        raise EncoderUnavailable(f"{path}: export format {info.get('format')!r} is not {EXPORT_FORMAT}; "
+        raise EncoderUnavailable(f"{path}: export format {shown(info.get('format'))} is not {EXPORT_FORMAT}; "
                                  "export the encoder again with this version")
     return info
 
@@ -50,7 +51,7 @@ def build_exported(name: str, folder: str | Path, *, options: EncoderOptions = E
     elif info["loader"] == "state_dict":
         encoder = _load_state_dict(name, folder, info, options)
     else:
-        raise EncoderUnavailable(f"{folder / EXPORT_FILE}: unknown loader {info['loader']!r}")
+        raise EncoderUnavailable(f"{folder / EXPORT_FILE}: unknown loader {shown(info['loader'])}")
     encoder.model_id, encoder.revision = str(folder), None
     encoder.source = dict(info["source"])
     if verify and info.get("weights_sha256") and encoder.weights_sha256 != info["weights_sha256"]:

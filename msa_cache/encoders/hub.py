@@ -8,6 +8,7 @@ failure becomes one line that names the encoders that work offline.
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 from typing import Callable, TypeVar
 from urllib.parse import urlparse
@@ -72,6 +73,11 @@ def load_pretrained(name: str, source: str, loader: Callable[..., T], **kwargs) 
                                         "(no network?)")
     try:
         return loader(source, **kwargs)
+    except pickle.UnpicklingError:  # torch's weights_only refusal of a pickled weights file
+        # Never relay torch's hint to retry with weights_only=False: that would execute the file.
+        raise EncoderUnavailable(f"encoder '{name}': the weights in '{source}' are a pickle holding more than "
+                                 "tensors (it may run code); refused to load them. Use a checkpoint saved as "
+                                 "safetensors (model.safetensors)") from None
     except (OSError, ValueError) as e:  # transformers raises OSError for missing files, ValueError for bad configs
         raise unavailable(name, source, str(e)) from e
 

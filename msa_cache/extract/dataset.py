@@ -43,7 +43,8 @@ class RowDataset(Dataset):
         if self.text is not None:
             item["text"] = self.text.prepare(self.texts[row])
             if self.pairs is not None:
-                item["text_pair"] = self.text.prepare(self.pairs[row])
+                pair = self.pairs[row]  # None: this row has no second segment
+                item["text_pair"] = None if pair is None else self.text.prepare(pair)
         if self.image is not None:
             item["pixels"], item["problem"] = self._load_image(row)
             item["ok"] = not item["problem"]

@@ -11,21 +11,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from msa_cache.atomic import pid_alive
 from msa_cache.errors import UserError
 
 
 class LockedError(UserError, RuntimeError):
     """Another live process is writing the shard."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class ShardLock:
@@ -61,7 +52,7 @@ class ShardLock:
         elif host != socket.gethostname():
             raise LockedError(f"{self.path.parent.name}/{self.path.name} is held by pid {pid} on host {host}; "
                               "if no extraction runs there, delete the lock file and run again")
-        elif _pid_alive(int(pid)) and int(pid) != os.getpid():
+        elif pid_alive(int(pid)) and int(pid) != os.getpid():
             raise LockedError(f"{self.path.parent.name}/{self.path.name} is held by running process {pid}; "
                               "two writers on one shard are refused (use --num-shards/--shard-index to split work)")
         else:

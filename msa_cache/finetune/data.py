@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from msa_cache.encoders.base import ImageSpec, TextSpec
+from msa_cache.encoders.base import ImageSpec, TextSpec, encode_texts
 from msa_cache.manifest import Manifest
 from msa_cache.manifest.images import load_rgb
 
@@ -174,7 +174,8 @@ class PostDataset(Dataset):
             if tspec is not None:
                 item["texts"][role] = tspec.prepare(text)
                 if self.pairs is not None:
-                    item["pairs"][role] = tspec.prepare(self.pairs[row])
+                    pair = self.pairs[row]  # None: this row has no second segment
+                    item["pairs"][role] = None if pair is None else tspec.prepare(pair)
             if ispec is not None:
                 item["pixels"][role] = (self.transforms[role](image) if image is not None
                                         else torch.zeros(3, ispec.size, ispec.size))
@@ -207,9 +208,9 @@ class PostCollator:
         for role, (tspec, ispec) in self.specs.items():
             if tspec is not None:
                 pairs = [it["pairs"][role] for it in items] if role in items[0]["pairs"] else None
-                enc = tspec.tokenizer([it["texts"][role] for it in items], pairs, truncation=True,
-                                      padding="max_length" if self.pad_to_max else "longest",
-                                      max_length=tspec.max_length, return_tensors="pt")
+                enc = encode_texts(tspec.tokenizer, [it["texts"][role] for it in items], pairs, truncation=True,
+                                   padding="max_length" if self.pad_to_max else "longest",
+                                   max_length=tspec.max_length, return_tensors="pt")
                 batch[f"{role}/input_ids"], batch[f"{role}/attention_mask"] = enc["input_ids"], enc["attention_mask"]
                 if pairs is not None and "token_type_ids" in enc:  # as extraction feeds them (TextSpec.tokenize)
                     batch[f"{role}/token_type_ids"] = enc["token_type_ids"]

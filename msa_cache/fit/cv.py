@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from msa_cache.errors import UserError
 from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.fit.config import RunSpec, refit_name
@@ -27,6 +28,9 @@ from msa_cache.metrics import ACCURACY, classification_metrics
 from msa_cache.train.predictions import SplitPredictions, concat_rows, read_run_predictions
 from msa_cache.train.rundir import read_history
 from msa_cache.fit.trainer import RunResult, fit_run
+
+MAX_RECORDED_FOLDS = 1000
+RETRAIN_HINT = "delete this run family's folder and train it again"
 
 
 @dataclass
@@ -148,7 +152,12 @@ def finished_cv_seeds(family: Path) -> list[tuple[Path, list[Path], Path | None]
         config = next((c for c in sorted(seed_dir.glob("fold-*/config.json"))), None)
         if config is None:
             continue
-        k = int(json.loads(config.read_text())["spec"].get("cv_folds", 0))
+        try:
+            k = int(json.loads(config.read_text())["spec"].get("cv_folds", 0))
+        except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"config.json is unreadable ({type(e).__name__})", config, RETRAIN_HINT) from None
+        if not 0 <= k <= MAX_RECORDED_FOLDS:  # a tampered count would list that many fold folders
+            raise UserError(f"config.json: cv_folds {k} is not a fold count", config, RETRAIN_HINT)
         folds = [seed_dir / f"fold-{i}" for i in range(k)]
         if k and all((f / "metrics.json").is_file() for f in folds):
             refit = seed_dir / refit_name(refit_choice(folds))

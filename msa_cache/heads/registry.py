@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any
 
 from msa_cache.heads.base import Head, ModalitySpec
-from msa_cache.settings import HEAD_INT_RANGE, check_value
+from msa_cache.settings import HEAD_INT_RANGE, check_value, shown
 
 HEADS: dict[str, type[Head]] = {}
 
@@ -28,7 +28,7 @@ def get_head(name: str) -> type[Head]:
     try:
         return HEADS[name]
     except KeyError:
-        raise ValueError(f"unknown head '{name}'; choose one of: {', '.join(sorted(HEADS))}") from None
+        raise ValueError(f"unknown head {shown(name)}; choose one of: {', '.join(sorted(HEADS))}") from None
 
 
 def check_option(head: str, f: dataclasses.Field, value: Any) -> None:
@@ -45,7 +45,7 @@ def make_config(name: str, options: dict[str, Any] | None = None):
     unknown = sorted(set(options) - set(fields))
     if unknown:
         raise ValueError(
-            f"head '{name}' has no option(s) {unknown}; its options are {sorted(fields)}"
+            f"head '{name}' has no option(s) {shown(unknown)}; its options are {sorted(fields)}"
         )
     for key, value in options.items():
         check_option(name, fields[key], value)

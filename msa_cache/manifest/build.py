@@ -33,9 +33,13 @@ class BuildSummary(ManifestSummary):
     skipped: list[str] = field(default_factory=list)  # "file:line: why" for unreadable input
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows left out on purpose
     dropped_bad: list[dict] = field(default_factory=list)  # rows removed by --drop-bad
+    rows_read: dict[str, int] = field(default_factory=dict)  # source file -> records read (the builders that count)
 
     def format(self, max_listed: int = 20) -> str:
         lines = [super().format(max_listed)]
+        if self.rows_read:
+            read = ", ".join(f"{n} from {name}" for name, n in self.rows_read.items())
+            lines.append(f"rows read: {read}; kept {self.n_rows}")
         for reason, n in self.dropped.items():
             lines.append(f"left out {n} rows: {reason}")
         if self.dropped_bad:
@@ -191,4 +195,5 @@ def build_manifest(
         raise ManifestError(f"{output}: cannot write the manifest ({e.strerror or e}); pass -o with a writable path.") from None
 
     info = summarize(Manifest(table=table, meta=meta, path=path))
-    return BuildSummary(**vars(info), skipped=skipped, dropped=dict(Counter(result.dropped)), dropped_bad=dropped_bad)
+    return BuildSummary(**vars(info), skipped=skipped, dropped=dict(Counter(result.dropped)), dropped_bad=dropped_bad,
+                        rows_read=dict(result.rows_read))

@@ -147,9 +147,10 @@ class Manifest:
     def has_text_pair(self) -> bool:
         return self.table.column("text_pair").null_count < self.table.num_rows
 
-    def text_pairs(self) -> list[str] | None:
-        """The second text segment per row ("" where a row has none), or None for a manifest without them."""
-        return [p or "" for p in self.column("text_pair")] if self.has_text_pair else None
+    def text_pairs(self) -> list[str | None] | None:
+        """The second text segment per row (None where a row has none: it is tokenised as one segment), or
+        None for a manifest without them."""
+        return list(self.column("text_pair")) if self.has_text_pair else None
 
     def fingerprint(self) -> str:
         """Hash of the content that matters to caches and runs: ids, texts (and text pairs), images,

@@ -4,6 +4,7 @@ histories, and the oracle analysis. No drawing here (figures.py) and no HTML (pa
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from msa_cache.errors import UserError
 from msa_cache.metrics import DEFAULT_MONITOR
+from msa_cache.settings import shown
 from msa_cache.study.compare import Entry, finished_entries
 from msa_cache.study.oracle import family_oracle
 from msa_cache.train.identity import CACHED, run_mode
@@ -52,15 +54,26 @@ class Family:
 
     def per_class_f1(self, split: str) -> dict[str, tuple[float, float, int]]:
         """class -> (mean F1 over seeds, std, support) on `split`."""
-        out = {}
-        for c in self.classes:
-            f1 = [m[split]["per_class"][c]["f1-score"] for m in self.metrics]
-            out[c] = (float(np.mean(f1)), float(np.std(f1)), int(self.metrics[0][split]["per_class"][c]["support"]))
-        return out
+        scores = {c: [] for c in self.classes}
+        support = {}
+        for run, m in zip(self.runs, self.metrics):
+            with _metrics_of(run, f"{split} per-class scores"):
+                for c in self.classes:
+                    scores[c].append(float(m[split]["per_class"][c]["f1-score"]))
+                    support.setdefault(c, int(m[split]["per_class"][c]["support"]))
+        return {c: (float(np.mean(f1)), float(np.std(f1)), support[c]) for c, f1 in scores.items()}
 
     def confusion(self, split: str) -> np.ndarray:
         """The seeds' confusion matrices on `split`, summed (rows true, columns predicted)."""
-        return np.sum([np.asarray(m[split]["confusion"], dtype=np.int64) for m in self.metrics], axis=0)
+        k = len(self.classes)
+        matrices = []
+        for run, m in zip(self.runs, self.metrics):
+            with _metrics_of(run, f"{split} confusion matrix"):
+                matrix = np.asarray(m[split]["confusion"], dtype=np.int64)
+                if matrix.shape != (k, k):
+                    raise ValueError(f"shape {matrix.shape}")
+                matrices.append(matrix)
+        return np.sum(matrices, axis=0)
 
     def histories(self) -> tuple[dict[str, list[dict]], list[str]]:
         """{seed name: history records} and notes for seeds whose history.jsonl cannot be read."""
@@ -71,6 +84,16 @@ class Family:
             except (OSError, ValueError) as e:
                 notes.append(f"{run / HISTORY_FILE}: unreadable ({type(e).__name__})")
         return out, notes
+
+
+@contextmanager
+def _metrics_of(run: Path, what: str):
+    """A tampered metrics.json (a key missing, a value of another type) as one UserError naming the file."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise UserError(f"metrics.json lacks usable {what} ({type(e).__name__}: {shown(str(e))})",
+                        run / "metrics.json", "delete this run folder and train it again") from None
 
 
 def read_families(entries: list[Entry]) -> list[Family]:

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from msa_cache.errors import UserError
 from msa_cache.explain import EXPLAINABLE, explain
 from msa_cache.report.collect import Family
 from msa_cache.metrics import monitor_key
 from msa_cache.train.identity import CACHED
+from msa_cache.train.predictions import read_predictions_table
 
 EXAMPLE_SEED = 0  # which dev rows are drawn: a fixed RNG seed, so a report is reproducible
 
@@ -30,7 +30,7 @@ class Examples:
 def pick_rows(run: Path, n: int, seed: int = EXAMPLE_SEED) -> list[tuple[str, bool]]:
     """n labeled dev ids of the run, each with whether the run gets it right: half right, half wrong
     (where there are enough), drawn with a fixed RNG seed."""
-    t = pq.read_table(run / "predictions.parquet", columns=["id", "split", "label", "pred"]).to_pydict()
+    t = read_predictions_table(run, ["id", "split", "label", "pred"])
     dev = [(i, lab == p) for i, s, lab, p in zip(t["id"], t["split"], t["label"], t["pred"])
            if s == "dev" and lab is not None]
     right = sorted(i for i, ok in dev if ok)

@@ -17,6 +17,7 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # labels are data (class, family names): a $ is text
     import matplotlib.pyplot as plt
 
     return plt

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1280px;
@@ -67,8 +68,9 @@ def parse_markdown_table(md: str) -> tuple[list[str], list[list[str]], str]:
     if not pipe:
         return [], [], md.strip()
 
-    def cells(line: str) -> list[str]:
-        return [c.strip() for c in line.strip().strip("|").split(" | ")]
+    def cells(line: str) -> list[str]:  # a `|` inside a cell is escaped as `\|` (compare.markdown_cell)
+        inner = line.strip().removeprefix("|").removesuffix("|")
+        return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
 
     header = cells(lines[pipe[0]])
     rows = [cells(lines[i]) for i in pipe[2:]]  # pipe[1] is the |---| separator

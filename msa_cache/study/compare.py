@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -83,7 +82,7 @@ def _read_finished(spec: RunSpec, runs_root, features) -> RunResult | None:
     path = plan_run(spec, runs_root, features)
     if not is_finished(path):
         return None
-    return RunResult(path, json.loads((path / "metrics.json").read_text()), skipped=True)
+    return RunResult(path, read_metrics(path), skipped=True)
 
 
 @dataclass
@@ -390,6 +389,11 @@ def leaderboard_rows(entries: list[Entry], monitor: str = DEFAULT_MONITOR) -> li
     return rows
 
 
+def markdown_cell(text: str) -> str:
+    """A table cell from a name (a family folder may hold `|` or a line break): one line, `|` escaped."""
+    return " ".join(str(text).splitlines()).replace("|", "\\|")
+
+
 def leaderboard_markdown(entries: list[Entry], monitor: str = DEFAULT_MONITOR) -> str:
     """The table, then a legend saying how intervals and p-values were computed."""
     key = monitor_key(monitor)
@@ -407,7 +411,7 @@ def leaderboard_markdown(entries: list[Entry], monitor: str = DEFAULT_MONITOR) -
     header.append("note")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in entries:
-        cells = [e.label, str(e.n_seeds)]
+        cells = [markdown_cell(e.label), str(e.n_seeds)]
         for s in splits:
             st = e.stats.get(s)
             for m in METRIC_KEYS:
@@ -423,7 +427,7 @@ def leaderboard_markdown(entries: list[Entry], monitor: str = DEFAULT_MONITOR) -
             if tested and s == "dev":
                 cells += ["-"] * 4 if st is None else [_p(st.p_top), _p(st.mcnemar_top), _p(st.p_probe),
                                                        _p(st.mcnemar_probe)]
-        cells.append(_note(entries, e))
+        cells.append(markdown_cell(_note(entries, e)))
         lines.append("| " + " | ".join(cells) + " |")
     out = "\n".join(lines) + "\n"
     if tested:
@@ -480,6 +484,7 @@ def bar_chart(entries: list[Entry], path, monitor: str = DEFAULT_MONITOR) -> Non
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # labels are data (class, family names): a $ is text
     import matplotlib.pyplot as plt
 
     key = monitor_key(monitor)

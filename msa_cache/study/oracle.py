@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from msa_cache.errors import UserError
+from msa_cache.train.predictions import read_predictions_table
 from msa_cache.train.rundir import read_run
 
 
@@ -77,7 +78,7 @@ def _seed_runs(path: str | Path) -> dict[str, Path]:
 
 def labeled_split(run: str | Path) -> str:
     """"test" where the run's test rows are labeled (the paper's choice), else "dev"."""
-    t = pq.read_table(Path(run) / "predictions.parquet", columns=["split", "label"]).to_pydict()
+    t = read_predictions_table(run, ["split", "label"])
     test = [lab for s, lab in zip(t["split"], t["label"]) if s == "test"]
     return "test" if test and all(lab is not None for lab in test) else "dev"
 

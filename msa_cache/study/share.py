@@ -19,18 +19,21 @@ should not publish.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Callable
 
 from msa_cache.atomic import building_folder, write_text_atomic
 from msa_cache.errors import UserError
+from msa_cache.settings import shown
 from msa_cache.train.card import model_card
 from msa_cache.train.command import COMMAND_FILE
 from msa_cache.train.identity import FINETUNE, run_mode
 from msa_cache.train.rundir import (
-    CARD_FILE, CONFIG_FILE, FINISHED_MARKER, HISTORY_FILE, WEIGHTS_FILE, read_metrics, read_run, read_weights, save_weights,
-    weights_file,
+    CARD_FILE, CONFIG_FILE, FINISHED_MARKER, HISTORY_FILE, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE, read_metrics, read_run,
+    read_weights, save_weights, weights_file,
 )
 
 OPTIONAL_FILES = (HISTORY_FILE, "confusion.png", COMMAND_FILE)
@@ -84,6 +87,27 @@ def _check_weights(run: Path, config: dict) -> None:
         load_head(run, config)
 
 
+def _refuse_outside_files(run: Path) -> None:
+    """Export copies regular files of the run only: a symlink (or a fifo, a device) among the files it
+    copies could carry a file from elsewhere into the export and onto the Hub."""
+    names = (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, FINISHED_MARKER, *OPTIONAL_FILES)
+    paths = [run / name for name in names if os.path.lexists(run / name)]
+    for name in OPTIONAL_DIRS:
+        top = run / name
+        paths.append(top)
+        if top.is_dir() and not top.is_symlink():
+            for folder, dirs, files in os.walk(top):
+                paths += [Path(folder) / n for n in dirs + files]
+    for path in paths:
+        if not os.path.lexists(path):
+            continue
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+            raise UserError(f"{path.relative_to(run)} is {kind}; export copies the run's own files only", path,
+                            "replace it by the file itself (or delete it) and export again")
+
+
 def _write_export(run: Path, config: dict, metrics: dict, folder: Path) -> None:
     source = weights_file(run)
     if source is not None and source.name == WEIGHTS_FILE:
@@ -113,6 +137,9 @@ def export_run(run: str | Path, out: str | Path, log: Callable[[str], None] = pr
     metrics = read_metrics(run)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError("the export folder exists and is not empty", out, "give a new (or empty) folder")
+    if out.resolve().is_relative_to(run.resolve()):
+        raise UserError("the export folder is inside the run", out, "give a folder outside the run directory")
+    _refuse_outside_files(run)
     _check_weights(run, config)
     with building_folder(out) as tmp:
         _write_export(run, config, metrics, tmp)
@@ -128,7 +155,7 @@ def check_repo_id(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
-        raise UserError(f"--push {repo_id!r} is not a valid Hub repo id ({str(e).splitlines()[0]})",
+        raise UserError(f"--push {shown(repo_id)} is not a valid Hub repo id ({str(e).splitlines()[0]})",
                         hint="use USER/NAME or ORG/NAME") from None
 
 

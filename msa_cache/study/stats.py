@@ -29,6 +29,7 @@ from scipy.stats import binomtest
 from msa_cache.metrics import METRIC_KEYS, metrics_from_confusion
 
 N_RESAMPLES = 10_000
+MAX_RESAMPLES = 100_000  # ten times the default: more only costs time (the option refuses beyond it)
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
 ALPHA = 0.05

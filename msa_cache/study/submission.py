@@ -1,9 +1,9 @@
 """Test-split predictions of every leaderboard family, in the dataset's own layout, for
 scoring where the test labels are (the shared MVSA copy has none).
 
-One file per family: CLMLF manifests get `<family>.json`, a json list of
-{"id", "emotion_label"} with CLMLF's label ids (0 positive, 1 neutral, 2 negative);
-other manifests get the same list with {"id", "label": <class name>}. A family's
+One file per family, `<family>.json`: a JSON list in the layout the manifest's builder
+declares (its `submission` trait; CLMLF: {"id", "emotion_label"} with CLMLF's label ids),
+else [{"id", "label": <class name>}]. A family's
 prediction is the mean of its seeds' probabilities; a cross-validated family uses its
 refit runs where they exist, else the mean of its fold models. The folder is written
 whole or not at all.
@@ -18,17 +18,17 @@ import numpy as np
 
 from msa_cache.atomic import building_folder
 from msa_cache.manifest import Manifest
+from msa_cache.manifest.builders import BUILDERS
 from msa_cache.train.predictions import family_predictions
 
 
-def clmlf_label_ids(classes: list[str]) -> list[int]:
-    """CLMLF's emotion_label of each manifest class (the builder's class order is CLMLF's id order)."""
-    from msa_cache.manifest.builders.clmlf import CLASSES
-
-    missing = [c for c in classes if c not in CLASSES]
-    if missing:
-        raise ValueError(f"classes {missing} are not CLMLF's {list(CLASSES)}")
-    return [list(CLASSES).index(c) for c in classes]
+def submission_items(builder: str, classes: list[str], ids: list[str], preds: list[int]) -> list[dict]:
+    """One family's file: in the layout the manifest's builder declares (its `submission` trait, e.g.
+    CLMLF's emotion_label ids), else [{"id", "label": <class name>}]."""
+    own = getattr(BUILDERS.get(builder), "submission", None)
+    if own is not None:
+        return own(classes, ids, preds)
+    return [{"id": i, "label": classes[p]} for i, p in zip(ids, preds)]
 
 
 def _slug(label: str) -> str:
@@ -53,8 +53,7 @@ def export_test(entries, manifest: Manifest, out_dir: str | Path) -> list[Path]:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir}: not empty; give a new or empty folder for --export-test")
     classes = manifest.classes
-    clmlf = manifest.meta.builder == "clmlf"
-    ids_of = clmlf_label_ids(classes) if clmlf else None
+    submission_items(manifest.meta.builder, classes, [], [])  # a class the layout cannot say: fail before any work
     written, names = [], set()
     with building_folder(out_dir) as tmp:
         for e in entries:
@@ -64,11 +63,7 @@ def export_test(entries, manifest: Manifest, out_dir: str | Path) -> list[Path]:
             if got is None:
                 continue
             ids, probs = got
-            pred = probs.argmax(1)
-            if clmlf:
-                items = [{"id": i, "emotion_label": ids_of[p]} for i, p in zip(ids.tolist(), pred.tolist())]
-            else:
-                items = [{"id": i, "label": classes[p]} for i, p in zip(ids.tolist(), pred.tolist())]
+            items = submission_items(manifest.meta.builder, classes, ids.tolist(), probs.argmax(1).tolist())
             name = _slug(e.label)
             while name in names:
                 name += "_"

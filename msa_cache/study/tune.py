@@ -44,6 +44,7 @@ from msa_cache.fit.folds import DEFAULT_CV_SEED, cv_folds, pooled_rows
 from msa_cache.metrics import monitor_key, monitor_metric
 from msa_cache.fit.trainer import RunResult, plan_run
 from msa_cache.search_space import Choice, Range, field_default, searched_fields
+from msa_cache.study.journal import check_journal
 
 TRIAL_SEED = 0  # every trial trains seed 0; the best config is then run over --seeds
 PRUNER_STARTUP_TRIALS = 5  # trials that always run to the end before the median means anything
@@ -110,6 +111,7 @@ def journal_storage(path: str | Path):
     """An Optuna JournalStorage on one file: several processes (also on NFS) share it via file locks."""
     optuna = _optuna()
     path = Path(path)
+    check_journal(path)  # before Optuna appends to a damaged file
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         from optuna.storages.journal import JournalFileBackend

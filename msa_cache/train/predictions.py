@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from msa_cache.errors import UserError
+from msa_cache.settings import shown
+
 
 @dataclass
 class SplitPredictions:
@@ -40,17 +43,37 @@ class SplitPredictions:
         return SplitPredictions(self.ids, self.labels, self.probs.mean(0, keepdims=True))
 
 
+PREDICTIONS_FILE = "predictions.parquet"
+_RETRAIN = "delete this run folder and train it again"
+
+
+def read_predictions_table(run: str | Path, columns: list[str] | None = None) -> dict[str, list]:
+    """RUN/predictions.parquet (those columns, default all) as {column: values}; a missing, unreadable or
+    tampered file (a column gone) is one UserError naming it."""
+    path = Path(run) / PREDICTIONS_FILE
+    if not path.is_file():
+        raise UserError(f"{PREDICTIONS_FILE} is missing", path, "pass a finished run directory "
+                        "(runs/<manifest>/<family>/seed-K)")
+    try:
+        return pq.read_table(path, columns=columns).to_pydict()
+    except Exception as e:  # pyarrow raises several types: a bad file, a column not in its schema
+        raise UserError(f"{PREDICTIONS_FILE} is unreadable or lacks a column ({type(e).__name__}: "
+                        f"{shown(' '.join(str(e).split()))})", path, _RETRAIN) from None
+
+
 def read_run_predictions(run: str | Path) -> tuple[list[str], dict[str, SplitPredictions]]:
     """(class names, {split: predictions of this one run}) from RUN/predictions.parquet."""
-    path = Path(run) / "predictions.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; pass a finished run directory (runs/<manifest>/<family>/seed-K)")
-    t = pq.read_table(path)
-    classes = [c[len("prob_"):] for c in t.column_names if c.startswith("prob_")]
-    ids = np.array(t.column("id").to_pylist(), dtype=object)
-    split = np.array(t.column("split").to_pylist(), dtype=object)
-    labels = np.array([-1 if v is None else v for v in t.column("label").to_pylist()], dtype=np.int64)
-    probs = np.stack([t.column(f"prob_{c}").to_numpy() for c in classes], axis=1).astype(np.float64)
+    path = Path(run) / PREDICTIONS_FILE
+    t = read_predictions_table(run)
+    classes = [c[len("prob_"):] for c in t if c.startswith("prob_")]
+    try:
+        ids = np.array(t["id"], dtype=object)
+        split = np.array(t["split"], dtype=object)
+        labels = np.array([-1 if v is None else v for v in t["label"]], dtype=np.int64)
+        probs = np.stack([np.asarray(t[f"prob_{c}"], dtype=np.float64) for c in classes], axis=1)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{PREDICTIONS_FILE} lacks its id, split, label or prob_ columns ({type(e).__name__}: "
+                        f"{shown(str(e))})", path, _RETRAIN) from None
     out = {}
     for s in ("train", "dev", "test"):
         m = split == s

@@ -28,8 +28,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from msa_cache.atomic import stale_temporaries
 from msa_cache.errors import UserError
 from msa_cache.manifest import Manifest
+from msa_cache.settings import shown
 from msa_cache.train.card import model_card
 from msa_cache.train.command import write_command
 from msa_cache.train.identity import FINETUNE, run_mode
@@ -47,6 +49,7 @@ _TMP_DIR = re.compile(r"seed-\d+\.tmp-(\d+)")
 # Bounds a plausible run never reaches; beyond them a config.json is refused before anything is built.
 MAX_DIM = 1 << 16  # feature width or token count
 MAX_CLASSES = 10_000
+MAX_JSON_BYTES = 64 << 20  # config.json, metrics.json: a few KB in a real run
 
 _RETRAIN = "delete this run folder and train it again"
 
@@ -67,23 +70,9 @@ def finished_seeds(family: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):  # exists under another user, or unknowable
-        return True
-    return True
-
-
 def stale_tmp_dirs(family: str | Path) -> list[Path]:
     """Tmp folders in a family whose process is gone (a kill -9, a crash, a power cut)."""
-    family = Path(family)
-    if not family.is_dir():
-        return []
-    return sorted(p for p in family.iterdir()
-                  if (m := _TMP_DIR.fullmatch(p.name)) and p.is_dir() and not _pid_alive(int(m.group(1))))
+    return [p for p in stale_temporaries(family, _TMP_DIR) if p.is_dir()]
 
 
 def sweep_stale_tmp(family: str | Path) -> list[Path]:
@@ -211,6 +200,7 @@ def confusion_figure(cm: np.ndarray, classes: list[str], title: str = "", ax=Non
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # labels are data (class, family names): a $ is text
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -240,10 +230,14 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path, title: str = "") ->
 
 def _read_json_object(path: Path, what: str) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)  # never more: a tampered file may be huge, or /dev/zero
+        if len(raw) > MAX_JSON_BYTES:
+            raise UserError(f"{what} is larger than {MAX_JSON_BYTES >> 20} MB", path, _RETRAIN)
+        data = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise UserError(f"{what} is missing", path, _RETRAIN) from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested thousands deep
         raise UserError(f"{what} is unreadable ({type(e).__name__})", path, _RETRAIN) from None
     if not isinstance(data, dict):
         raise UserError(f"{what} is not a JSON object", path, _RETRAIN)
@@ -281,7 +275,7 @@ def _check_head(spec: dict, path: Path, required: bool = True) -> None:
     head, options = spec.get("head"), spec.get("head_options", {})
     if not required and head not in HEADS:
         return  # a fine-tune baseline (clip, visualbert): its own model, no registry head
-    _require(isinstance(head, str) and head in HEADS, f"spec.head {head!r} is not a known head", path)
+    _require(isinstance(head, str) and head in HEADS, f"spec.head {shown(head)} is not a known head", path)
     _require(isinstance(options, dict), "spec.head_options is not an object", path)
     try:
         make_config(head, options)
@@ -324,6 +318,19 @@ def validate_run_config(config: dict, path: Path) -> dict:
     _require(isinstance(caches, dict) and all(
         isinstance(c, dict) and isinstance(c.get("path"), str) and isinstance(c.get("fields"), list)
         and len(c["fields"]) == 2 for c in caches.values()), "'caches' must record each cache's path and fields", path)
+    named = set(modalities)  # every per-modality record names the same modalities (predict looks each up)
+    for what, record in (("caches", caches), ("spec.caches", spec["caches"]), ("fields", fields),
+                         ("encoders", config.get("encoders") or None)):
+        _require(record is None or (isinstance(record, dict) and set(record) == named),
+                 f"'{what}' names modalities {shown(sorted(map(str, record)) if isinstance(record, dict) else record)}"
+                 f", 'modalities' names {sorted(named)}", path)
+    for name, c in caches.items():
+        recorded = (c.get("settings") or {}).get("fields") if isinstance(c.get("settings"), dict) else None
+        pooled, tokens = c["fields"]  # tokens: None for a pooled-only cache
+        _require(isinstance(pooled, str) and (tokens is None or isinstance(tokens, str)) and pooled != tokens
+                 and (not isinstance(recorded, dict) or all(f in recorded for f in (pooled, tokens) if f)),
+                 f"caches.{shown(name)}.fields must name its pooled and token fields, two of those its cache "
+                 "settings record", path)
     return config
 
 
@@ -383,4 +390,9 @@ def load_weights(run: str | Path, module) -> None:
         if tuple(state[k].shape) != tuple(v.shape):
             raise UserError(f"{name}: {k} has shape {tuple(state[k].shape)}, the model in config.json "
                             f"needs {tuple(v.shape)}", path, _RETRAIN)
+        if state[k].dtype != v.dtype:  # load_state_dict would cast it silently
+            raise UserError(f"{name}: {k} has dtype {state[k].dtype}, the model in config.json needs {v.dtype}",
+                            path, _RETRAIN)
+        if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
+            raise UserError(f"{name}: {k} holds NaN or infinite values", path, _RETRAIN)
     module.load_state_dict(state)

@@ -18,13 +18,12 @@ keeps it), so the logdir shows it too.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from pathlib import Path
 
 from msa_cache.atomic import building_folder
 from msa_cache.errors import UserError
-from msa_cache.train.rundir import FINISHED_MARKER, HISTORY_FILE, read_history
+from msa_cache.train.rundir import FINISHED_MARKER, HISTORY_FILE, read_history, read_metrics
 from msa_cache.metrics import METRIC_KEYS
 
 TB_DIR = "tensorboard"
@@ -87,7 +86,7 @@ class TensorBoardLog:
                 self(int(record["epoch"]), record)
             best_epoch = int(record.get("best_epoch", best_epoch))
         if (run_folder / FINISHED_MARKER).is_file():
-            metrics = json.loads((run_folder / FINISHED_MARKER).read_text())
+            metrics = read_metrics(run_folder)
             for split, m in metrics.items():
                 for key in METRIC_KEYS:
                     if isinstance(m, dict) and isinstance(m.get(key), (int, float)):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, cli_options, dataset_name, find_image, fix_text, read_lenient, relative, resolve_dir,
+    BuilderResult, register_builder, cli_options, dataset_name, find_image, fix_text, read_lenient, relative, resolve_dir,
 )
 from msa_cache.manifest.schema import ManifestError
 
@@ -83,6 +83,17 @@ def json_split_rows(path: Path, split: str, images: Path, root: Path,
     return rows, skipped
 
 
+def clmlf_submission(classes: list[str], ids: list[str], preds: list[int]) -> list[dict]:
+    """Test predictions as CLMLF's own split files label them: {"id", "emotion_label"} with CLMLF's ids
+    (the builder's class order is CLMLF's: 0 positive, 1 neutral, 2 negative)."""
+    missing = [c for c in classes if c not in CLASSES]
+    if missing:
+        raise ValueError(f"classes {missing} are not CLMLF's {list(CLASSES)}")
+    label_ids = [CLASSES.index(c) for c in classes]
+    return [{"id": i, "emotion_label": label_ids[p]} for i, p in zip(ids, preds)]
+
+
+@register_builder("clmlf", submission=clmlf_submission)
 @cli_options(
     splits_dir="folder with train/dev/test.json (default ROOT, else ROOT/splits)",
     image_dir="image folder, relative to ROOT (default data, else images, else dataset_image)",

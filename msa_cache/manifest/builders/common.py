@@ -6,6 +6,8 @@ every format alike), the ordered class names, and the source files to fingerprin
 """
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 from collections import Counter
@@ -28,10 +30,30 @@ class BuilderResult:
     sources: list[Path]  # label/text files the rows came from (images are added by the driver)
     split_given: bool  # False: the driver makes a stratified split
     skipped: list[str] = field(default_factory=list)  # "file:line: why" for input that could not be read
+    rows_read: dict[str, int] = field(default_factory=dict)  # file name -> records read from it (shown vs kept)
     dropped: Counter = field(default_factory=Counter)  # reason -> rows left out on purpose (e.g. label conflict)
     # The dev metric the dataset's papers report, recorded in the manifest as fit/compare's default
     # --monitor: MVSA and TumEmo weighted-F1; Twitter-15/17, HFM and the memes macro-F1.
     monitor: str = ""
+
+
+# format name -> builder; filled by @register_builder as builders/__init__.py imports each builder module
+BUILDERS: dict[str, Callable[..., BuilderResult]] = {}
+
+
+def register_builder(name: str, submission: Callable[[list[str], list[str], list[int]], list[dict]] | None = None):
+    """Register a builder function as the manifest format `name` (`msa-cache manifest <name>`).
+
+    submission: how test predictions are written for this dataset's own scorer (`compare --export-test`):
+    (class names, row ids, predicted class indices) -> the JSON list of one file; None: the generic
+    [{"id", "label": <class name>}]."""
+    def register(fn: Callable[..., BuilderResult]) -> Callable[..., BuilderResult]:
+        if name in BUILDERS:
+            raise ValueError(f"manifest format '{name}' registered twice")
+        fn.format_name, fn.submission = name, submission
+        BUILDERS[name] = fn
+        return fn
+    return register
 
 
 def cli_options(**help_texts: str) -> Callable:
@@ -96,6 +118,40 @@ def read_lenient(path: Path) -> str:
         return path.read_bytes().decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
     except OSError as e:
         raise ManifestError(f"{path}: cannot read ({e.strerror or e}); check the path and permissions.") from None
+
+
+def read_delimited(path: Path, delimiter: str = ",", quoting: bool = True
+                   ) -> tuple[list[str], list[tuple[str, dict | ValueError]]]:
+    """A CSV (RFC 4180 quoting) or, with quoting=False, a TSV read as plain tab-separated lines (as
+    TomBERT's files are: a `"` is text, never a quote) -> (header, [(file:line, record or ValueError)]).
+
+    A row with another number of fields than the header, and a quoted field running over several lines
+    (an unclosed quote swallows the rows after it), come back as a ValueError naming the line, for the
+    builder to list as skipped; nothing is silently merged or lost."""
+    reader = csv.reader(io.StringIO(read_lenient(path), newline=""), delimiter=delimiter,
+                        quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
+    out: list[tuple[str, dict | ValueError]] = []
+    header: list[str] | None = None
+    end = 0
+    try:
+        for fields in reader:
+            start, end = end + 1, reader.line_num
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # a blank line
+            if header is None:
+                header = fields
+                continue
+            where = f"{path.name}:{start}"
+            if end > start:
+                out.append((where, ValueError(f"a quoted field runs on to line {end} (an unclosed quote?); "
+                                              "put the field on one line")))
+            elif len(fields) != len(header):
+                out.append((where, ValueError(f"{len(fields)} fields where the header has {len(header)}")))
+            else:
+                out.append((where, dict(zip(header, fields))))
+    except csv.Error as e:  # e.g. a field over the csv module's limit: an unclosed quote running to the end
+        raise ManifestError(f"{path}: line {end + 1}: {e} (an unclosed quote?); fix that line.") from None
+    return header or [], out
 
 
 def replace_surrogates(text: str) -> str:

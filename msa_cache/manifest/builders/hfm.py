@@ -22,7 +22,7 @@ import ast
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, cli_options, dataset_name, find_image, relative, resolve_dir,
+    BuilderResult, register_builder, cli_options, dataset_name, find_image, relative, resolve_dir,
 )
 from msa_cache.manifest.builders.clmlf import json_split_rows
 from msa_cache.manifest.schema import ManifestError
@@ -107,6 +107,7 @@ def _clmlf_rows(root: Path, images: Path) -> tuple[list[dict], list[str], list[P
     return rows, skipped, sources
 
 
+@register_builder("hfm")
 @cli_options(
     layout="original (text/*.txt) or clmlf (train/valid/test.json) (default: found from the files in ROOT)",
     text_dir="original layout: folder with train.txt/valid2.txt/test2.txt, relative to ROOT (default text)",

@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, cli_options, dataset_name, find_image, fix_text, read_lenient, relative, resolve_dir,
+    BuilderResult, register_builder, cli_options, dataset_name, find_image, fix_text, read_lenient, relative, resolve_dir,
 )
 from msa_cache.manifest.schema import ManifestError
 
@@ -22,6 +22,7 @@ CLASSES = ["very_negative", "negative", "neutral", "positive", "very_positive"]
 REQUIRED = ("image_name", "overall_sentiment")
 
 
+@register_builder("meme")
 @cli_options(
     labels="label CSV, relative to ROOT (default labels.csv)",
     image_dir="image folder, relative to ROOT (default images)",
@@ -41,8 +42,11 @@ def build_meme(root: Path, *, labels: str = "labels.csv", image_dir: str | None 
         raise ManifestError(f"{csv_path}: missing column(s) {missing}; found {reader.fieldnames}.")
 
     rows, skipped = [], []
-    for record in reader:
-        where = f"{csv_path.name}:{reader.line_num}"
+    try:
+        records = [(f"{csv_path.name}:{reader.line_num}", record) for record in reader]
+    except csv.Error as e:  # e.g. a field over the csv module's limit: an unclosed quote running on
+        raise ManifestError(f"{csv_path}: line {reader.line_num + 1}: {e} (an unclosed quote?); fix that line.") from None
+    for where, record in records:
         image_name = (record.get("image_name") or "").strip()
         sentiment = (record.get("overall_sentiment") or "").strip().lower().replace(" ", "_")
         if not image_name:
@@ -67,5 +71,5 @@ def build_meme(root: Path, *, labels: str = "labels.csv", image_dir: str | None 
 
     return BuilderResult(
         dataset=dataset_name(root.name), classes=list(CLASSES), rows=rows, sources=[csv_path],
-        split_given=False, skipped=skipped, monitor=MONITOR,
+        split_given=False, skipped=skipped, monitor=MONITOR, rows_read={csv_path.name: len(records)},
     )

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, cli_options, dataset_name, find_image, read_text_file, relative, resolve_dir,
+    BuilderResult, register_builder, cli_options, dataset_name, find_image, read_text_file, relative, resolve_dir,
 )
 from msa_cache.manifest.schema import ManifestError
 
@@ -46,6 +46,7 @@ def parse_annotation(field: str) -> tuple[int, int]:
     return CLASSES.index(parts[0]), CLASSES.index(parts[1])
 
 
+@register_builder("mvsa")
 @cli_options(
     label_file="annotation file, relative to ROOT (default labelResultAll.txt)",
     image_dir="folder with <id>.jpg and <id>.txt, relative to ROOT (default data)",

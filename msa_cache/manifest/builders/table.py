@@ -7,16 +7,15 @@ stratified split.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, cli_options, dataset_name, fix_text, read_lenient, relative,
+    BuilderResult, register_builder, cli_options, dataset_name, fix_text, read_delimited, read_lenient, relative,
 )
 from msa_cache.manifest.schema import ManifestError
+from msa_cache.settings import shown
 
 SPLIT_NAMES = {"train": "train", "dev": "dev", "val": "dev", "valid": "dev", "validation": "dev", "test": "test"}
 _INT = re.compile(r"^[+-]?\d+(\.0*)?$")  # "2", "2.0" (pandas writes int columns with gaps as floats)
@@ -25,10 +24,10 @@ _INT = re.compile(r"^[+-]?\d+(\.0*)?$")  # "2", "2.0" (pandas writes int columns
 def read_records(path: Path) -> list[tuple[str, dict]]:
     """(where, record) pairs; `where` is file:line for error messages."""
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(io.StringIO(read_lenient(path), newline=""),
-                                delimiter="\t" if suffix == ".tsv" else ",")
-        return [(f"{path.name}:{reader.line_num}", rec) for rec in reader]
+    if suffix == ".csv":
+        return read_delimited(path, ",")[1]
+    if suffix == ".tsv":
+        return read_delimited(path, "\t", quoting=False)[1]
     if suffix in (".jsonl", ".ndjson"):
         records = []
         for line_no, line in enumerate(read_lenient(path).splitlines(), start=1):
@@ -79,9 +78,10 @@ def to_index(value: object, classes: list[str]) -> int | None:
         return classes.index(text)
     if _INT.match(text) and 0 <= int(float(text)) < len(classes):
         return int(float(text))
-    raise ValueError(f"label '{text}' is not one of {classes} nor an index 0..{len(classes) - 1}")
+    raise ValueError(f"label {shown(text)} is not one of {classes} nor an index 0..{len(classes) - 1}")
 
 
+@register_builder("table")
 @cli_options(
     file="the table: .csv, .tsv, .jsonl, .json or .parquet (absolute, or relative to the current folder or ROOT)",
     id_col="id column (default id)",
@@ -115,7 +115,7 @@ def build_table(
                       (image_col, "--image-col"), (label_col, "--label-col"), (text_label_col, "--text-label-col"),
                       (image_label_col, "--image-label-col")):
         if col is not None and col not in columns:
-            raise ManifestError(f"{path}: no column '{col}' (columns: {columns}); pass {flag} NAME.")
+            raise ManifestError(f"{path}: no column '{col}' (columns: {shown(columns)}); pass {flag} NAME.")
     has_split = split_col in columns
 
     label_cols = [c for c in (label_col, text_label_col, image_label_col) if c is not None]
@@ -138,12 +138,14 @@ def build_table(
             if has_split:
                 split = SPLIT_NAMES.get(str(rec.get(split_col) or "").strip().lower())
                 if split is None:
-                    raise ValueError(f"split '{rec.get(split_col)}' is not train/dev/test")
+                    raise ValueError(f"split {shown(rec.get(split_col))} is not train/dev/test")
         except ValueError as e:
             skipped.append(f"{where}: {e}")
             continue
         text, text_ok = fix_text(rec.get(text_col))
-        pair, pair_ok = fix_text(rec.get(text_pair_col)) if text_pair_col else (None, True)
+        # An empty pair cell is no second segment (None), not an empty one.
+        pair, pair_ok = fix_text(rec.get(text_pair_col)) if text_pair_col and not is_empty(rec.get(text_pair_col)) \
+            else (None, True)
         text_ok = text_ok and pair_ok
         image, _ = fix_text(rec.get(image_col))
         rows.append(dict(
@@ -155,5 +157,5 @@ def build_table(
 
     return BuilderResult(
         dataset=dataset_name(path.stem), classes=class_names, rows=rows, sources=[path],
-        split_given=has_split, skipped=skipped,
+        split_given=has_split, skipped=skipped, rows_read={path.name: len(records)},
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, cli_options, dataset_name, fix_text, read_lenient, relative, resolve_dir,
+    BuilderResult, register_builder, cli_options, dataset_name, fix_text, read_lenient, relative, resolve_dir,
 )
 from msa_cache.manifest.schema import ManifestError
 
@@ -81,18 +81,20 @@ def read_split(path: Path, split: str, images: Path, root: Path) -> tuple[list[d
     return rows, skipped
 
 
+@register_builder("tmsc")
 @cli_options(image_dir="image folder (relative to ROOT, or absolute) [default ROOT/images, else ../<ROOT name>_images]")
 def build_tmsc(root: Path, *, image_dir: str | None = None) -> BuilderResult:
     """Twitter-15/17 target-oriented sentiment (TomBERT's train/dev/test.tsv) + an image folder."""
     images = resolve_dir(root, image_dir, image_dir_candidates(root), "image", "--image-dir")
-    rows, skipped, sources = [], [], []
+    rows, skipped, sources, read = [], [], [], {}
     for split, file_name in SPLIT_FILES.items():
         path = root / file_name
         sources.append(path)
         split_rows, split_skipped = read_split(path, split, images, root)
         rows += split_rows
         skipped += split_skipped
+        read[file_name] = len(split_rows) + len(split_skipped)
     return BuilderResult(
         dataset=dataset_name(root.name), classes=list(CLASSES), rows=rows, sources=sources,
-        split_given=True, skipped=skipped, monitor=MONITOR,
+        split_given=True, skipped=skipped, monitor=MONITOR, rows_read=read,
     )
