@@ -25,9 +25,11 @@ from msa_cache_cli.options import (
 
 
 batch_seeds_option = click.option(
-    "--batch-seeds/--no-batch-seeds", default=True, show_default=True,
-    help="train the seeds of a configuration together where its head allows it (pooled heads: the same runs "
-         "up to float rounding, faster); --no-batch-seeds: one at a time. Not part of a run's identity")
+    "--batch-seeds/--no-batch-seeds", default=None,
+    help="train the seeds of a configuration together, stacked, wherever its head allows it (pooled "
+         "gradient heads; the same runs up to float rounding) / always one at a time [default: stacked where "
+         "the head allows it and it pays: on a GPU without AMP, or on a CPU for heads of at most 100k "
+         "parameters]. Not part of a run's identity")
 
 
 def _caches(kwargs: dict) -> tuple[Path, dict[str, Path]]:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from msa_cache.fit.config import RunSpec, TrainConfig
-from msa_cache.fit.seeds import batch_refusal, class_refusal, fit_seeds, has_torch_func
+from msa_cache.fit.seeds import CPU_STACK_MAX_PARAMS, batch_refusal, class_refusal, cost_refusal, fit_seeds, has_torch_func
 from msa_cache.heads import Batch, Head, HeadOutput, ModalitySpec, get_head
 from msa_cache_cli.main import main as cli
 from pooled_world import make_world
@@ -94,7 +94,7 @@ def test_seeds_together_are_the_runs_of_seeds_alone(world, tmp_path, head, optio
 def test_a_finished_seed_is_read_back_and_the_others_stacked(world, tmp_path):
     specs = _specs(world, "late")
     first = fit_seeds(specs[:1], tmp_path)
-    rest = fit_seeds(specs, tmp_path)
+    rest = fit_seeds(specs, tmp_path, batch=True)  # stacked wherever the head can be (here: as auto)
     assert [r.skipped for r in rest] == [True, False, False, False] and rest[0].path == first[0].path
     alone = fit_seeds(specs, tmp_path / "alone", batch=False)
     for a, b in zip(alone[1:], rest[1:]):
@@ -203,3 +203,14 @@ def test_compare_batches_seeds_unless_told_not_to(world, tmp_path):
                 assert math.isclose(float(x), float(y), abs_tol=1e-4)
             except ValueError:
                 assert x == y
+
+
+def test_auto_mode_stacks_where_it_pays():
+    """On a CPU only small heads are faster stacked; MVSA-sized pooled features make a late head too big."""
+    cls = get_head("late")
+    small = cls({"text": ModalitySpec(12), "image": ModalitySpec(10)}, 3, cls.Config())
+    big = cls({"text": ModalitySpec(384), "image": ModalitySpec(1280)}, 3, cls.Config())
+    assert cost_refusal(small, torch.device("cpu")) is None
+    reason = cost_refusal(big, torch.device("cpu"))
+    assert reason.startswith("428,") and f"{CPU_STACK_MAX_PARAMS:,}" in reason and "--batch-seeds" in reason
+    assert cost_refusal(big, torch.device("cuda")) is None

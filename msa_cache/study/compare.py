@@ -134,7 +134,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
             seeds: list[int], train: TrainConfig, runs_root: str | Path = "runs",
             log: Callable[[str], None] = print, all_runs: bool = False,
             partition: Partition = Partition(), cv: int = 0, cv_seed: int = 0,
-            refit: bool = False, batch_seeds: bool = True) -> list[Entry]:
+            refit: bool = False, batch_seeds: bool | None = None) -> list[Entry]:
     """Train the grid (finished runs are read back, not retrained) and return its entries, best first.
 
     partition: train only this shard's part of the (head, options, seed) grid (`shard_grid`);
@@ -145,8 +145,8 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     cv: K > 0 cross-validates every configuration on K folds of train+dev instead (rows
     scored on their out-of-fold predictions; see fit/cv.py); refit: also train each on
     all of train+dev with the folds' epoch count. With all_runs, other finished CV families.
-    batch_seeds: train a configuration's seeds together where its head allows it (fit/seeds.py; the
-    same runs up to float rounding); False: one at a time.
+    batch_seeds: None: train a configuration's seeds together where its head allows it and it pays
+    (fit/seeds.py; the same runs up to float rounding); True: wherever the head allows it; False: one at a time.
     """
     if cv:
         return _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log, all_runs, cv,
