@@ -40,13 +40,16 @@ def _row_fn(fields: list[str], dim: int, salt: int):
     return fn
 
 
-def ensure_world(root: Path | None = None) -> tuple[Path, Path]:
-    """(manifest path, cache root) of the world, written the first time (about half a minute)."""
+def ensure_world(root: Path | None = None, dims: tuple[int, int] = (TEXT_D, IMAGE_D)) -> tuple[Path, Path]:
+    """(manifest path, cache root) of the world with (text, image) feature widths `dims`, written the
+    first time (about half a minute)."""
     from msa_cache.encoders.synthetic import ArrayEncoder
     from msa_cache.extract import extract
     from msa_cache.manifest import ManifestMeta, rows_to_table, write_manifest
 
-    root = Path(root or common.SCRATCH / "pooled-world")
+    text_d, image_d = dims
+    default = common.SCRATCH / ("pooled-world" if dims == (TEXT_D, IMAGE_D) else f"pooled-world-{text_d}-{image_d}")
+    root = Path(root or default)
     manifest = root / "manifests" / "pooled.parquet"
     y = _labels()
     if not manifest.is_file():
@@ -56,10 +59,10 @@ def ensure_world(root: Path | None = None) -> tuple[Path, Path]:
                 for i in range(n)]
         meta = ManifestMeta(dataset="pooled", classes=CLASSES, root=str(root), builder="bench/pooled_world.py")
         write_manifest(rows_to_table(rows), meta, manifest)
-    text = ArrayEncoder("bench-minilm", "text", {"text/cls": (TEXT_D,), "text/mean": (TEXT_D,)},
-                        _row_fn(["text/cls", "text/mean"], TEXT_D, 1), tag="bench/pooled_world v1")
-    image = ArrayEncoder("bench-effnet", "image", {"image/pooled": (IMAGE_D,)},
-                         _row_fn(["image/pooled"], IMAGE_D, 2), tag="bench/pooled_world v1")
+    text = ArrayEncoder("bench-minilm", "text", {"text/cls": (text_d,), "text/mean": (text_d,)},
+                        _row_fn(["text/cls", "text/mean"], text_d, 1), tag="bench/pooled_world v1")
+    image = ArrayEncoder("bench-effnet", "image", {"image/pooled": (image_d,)},
+                         _row_fn(["image/pooled"], image_d, 2), tag="bench/pooled_world v1")
     report = extract(manifest, [text, image], out=root / "cache", workers=0, progress=False, log=lambda m: None)
     if not all(e.complete for e in report.encoders):
         raise RuntimeError(report.summary())

@@ -1,16 +1,22 @@
 """Seeds trained together vs one at a time: `compare --heads late,ae-cat --seeds 5`.
 
-    python bench/seeds.py [--heads late,ae-cat] [--seeds 5] [--max-epochs 30] [--threads 1] [--repeats 1]
+    python bench/seeds.py [--heads late,ae-cat] [--seeds 5] [--max-epochs 30] [--threads 1]
+                          [--worlds 384x1280,32x32] [--repeats 1]
 
-On an MVSA-Single-sized world of pooled features (bench/pooled_world.py: 3,611 train rows,
-384-d text + 1,280-d image), the same grid through `msa_cache.study.compare.compare`, once
-with the seeds of each head stacked (fit/seeds.py, the default) and once with
-`batch_seeds=False` (`--no-batch-seeds`: one run after the other), each into a fresh runs
-folder, in this one process (imports and the world are warm before either is timed; with
---repeats R the two alternate R times and the best time of each counts). Default training
-settings (30 epochs at most, patience 5). Prints both times, the ratio (target <= 0.4) and
-the largest difference between the two grids' numbers: every metric of every run and every
-predicted probability (they should be equal up to float rounding).
+On MVSA-Single-sized worlds of pooled features (bench/pooled_world.py: 3,611 train rows;
+text x image feature widths from --worlds: 384x1280 is MiniLM + EfficientNet-Lite0, 32x32 a
+small world where per-op overhead dominates), the same grid through
+`msa_cache.study.compare.compare`, three ways, each into a fresh runs folder, in this one
+process (imports and the world warm before anything is timed; with --repeats R the ways
+alternate R times and the best time of each counts):
+  alone     batch_seeds=False (`--no-batch-seeds`): one run after the other;
+  stacked   batch_seeds=True (`--batch-seeds`): every head's seeds stacked (fit/seeds.py);
+  auto      the default: stacked where it pays (on a CPU: heads of at most 100k parameters).
+Default training settings (30 epochs at most, patience 5). Prints the times, the ratios to
+"alone" (target for stacked: <= 0.4) and the largest difference between the stacked and
+the alone grid: every metric of every run, every predicted probability, the predictions and
+epoch counts that differ (equal up to float rounding; rounding can flip a near tie of the
+dev score, and then a run stops at another epoch).
 """
 from __future__ import annotations
 
@@ -59,6 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--heads", default="late,ae-cat")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--max-epochs", type=int, default=30)
+    ap.add_argument("--worlds", default="384x1280,32x32", help="text x image feature widths, comma-separated")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1; 0 = torch's default)")
     ap.add_argument("--repeats", type=int, default=1, help="time each way R times, alternating; the best counts")
     ap.add_argument("--dir", type=Path, default=common.SCRATCH / "seeds")
@@ -71,44 +78,53 @@ def main(argv=None) -> int:
     from msa_cache.manifest import read_manifest
     from msa_cache.study.compare import compare
 
-    t0 = time.perf_counter()
-    manifest, cache_root = pooled_world.ensure_world()
-    print(f"world: {manifest} ({time.perf_counter() - t0:.1f} s to write or find)", flush=True)
-    caches = resolve_caches(read_manifest(manifest), cache_root, None, None)
     heads = [h for h in args.heads.split(",") if h]
     train = TrainConfig(max_epochs=args.max_epochs)
     seeds = list(range(args.seeds))
     quiet = lambda line: None  # noqa: E731
+    rows = []
+    for world in [w for w in args.worlds.split(",") if w]:
+        dims = tuple(int(x) for x in world.split("x"))
+        t0 = time.perf_counter()
+        manifest, cache_root = pooled_world.ensure_world(dims=dims)
+        print(f"world {world}: {manifest} ({time.perf_counter() - t0:.1f} s to write or find)", flush=True)
+        caches = resolve_caches(read_manifest(manifest), cache_root, None, None)
+        scratch = args.dir / world
 
-    def grid(batch: bool, runs: Path) -> tuple[float, list[Path]]:
-        shutil.rmtree(runs, ignore_errors=True)
-        t = time.perf_counter()
-        entries = compare(manifest, caches, heads, {}, seeds, train, runs, log=quiet, batch_seeds=batch)
-        seconds = time.perf_counter() - t
-        runs_of = sorted((r.path for e in entries for r in e.results), key=lambda p: (p.parent.name, p.name))
-        return seconds, runs_of
+        def grid(batch, runs: Path, log=quiet) -> tuple[float, list[Path]]:
+            shutil.rmtree(runs, ignore_errors=True)
+            t = time.perf_counter()
+            entries = compare(manifest, caches, heads, {}, seeds, train, runs, log=log, batch_seeds=batch)
+            seconds = time.perf_counter() - t
+            return seconds, sorted((r.path for e in entries for r in e.results), key=lambda p: (p.parent.name, p.name))
 
-    # warm-up (first-call allocations, the pooled load's page cache): one short grid, not timed
-    compare(manifest, caches, heads[:1], {}, seeds[:2], TrainConfig(max_epochs=1), args.dir / "warm", log=quiet)
-    times = {"alone": [], "together": []}
-    runs = {}
-    for _ in range(args.repeats):
-        for name, batch in (("alone", False), ("together", True)):
-            seconds, runs[name] = grid(batch, args.dir / name)
-            times[name].append(seconds)
-            print(f"  {name:<9} {seconds:.1f} s (load {common.load_average()})", flush=True)
-    alone, together = min(times["alone"]), min(times["together"])
-    metric, prob, preds, epochs = differences(runs["alone"], runs["together"])
-    n = len(runs["alone"])
+        # warm-up (first-call allocations and lazy imports of torch.func, the page cache): not timed
+        compare(manifest, caches, heads, {}, seeds[:2], TrainConfig(max_epochs=1), scratch / "warm", log=quiet,
+                batch_seeds=True)
+        times: dict[str, list[float]] = {}
+        runs: dict[str, list[Path]] = {}
+        notes: list[str] = []
+        for _ in range(args.repeats):
+            for name, batch in (("alone", False), ("stacked", True), ("auto", None)):
+                log = (lambda line: notes.append(line) if "one at a time" in line else None) if name == "auto" else quiet
+                seconds, runs[name] = grid(batch, scratch / name, log)
+                times.setdefault(name, []).append(seconds)
+                print(f"  {world} {name:<8} {seconds:.1f} s (load {common.load_average()})", flush=True)
+        for line in dict.fromkeys(notes):
+            print(f"  auto: {line}")
+        best = {k: min(v) for k, v in times.items()}
+        metric, prob, preds, epochs = differences(runs["alone"], runs["stacked"])
+        same = all(a.relative_to(scratch / "alone") == b.relative_to(scratch / "stacked")
+                   for a, b in zip(runs["alone"], runs["stacked"]))
+        rows.append([world, len(runs["alone"]), best["alone"], best["stacked"], best["auto"],
+                     best["stacked"] / best["alone"], "met" if best["stacked"] / best["alone"] <= 0.4 else "MISSED",
+                     best["auto"] / best["alone"], metric, prob, preds, epochs, same])
     print()
     common.print_table(
-        ["grid", "runs", "one at a time s", "together s", "together / alone", "target <= 0.4",
-         "max metric diff", "max prob diff", "preds differing", "runs with other epoch count"],
-        [[f"{args.heads} x {args.seeds} seeds", n, alone, together, together / alone,
-          "met" if together / alone <= 0.4 else "MISSED", metric, prob, preds, epochs]])
-    same = [a.relative_to(args.dir / "alone") == b.relative_to(args.dir / "together")
-            for a, b in zip(runs["alone"], runs["together"])]
-    print(f"run folders (identities) the same: {all(same)} ({sum(same)}/{n})")
+        ["world (text x image)", "runs", "alone s", "stacked s", "auto s", "stacked / alone", "target <= 0.4",
+         "auto / alone", "max metric diff", "max prob diff", "preds differing", "runs with other epoch count",
+         "same run folders"], rows)
+    print(f"grid: compare --heads {args.heads} --seeds {args.seeds} --max-epochs {args.max_epochs}")
     common.print_load()
     return 0
 
