@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from msa_cache.manifest import Manifest
-from msa_cache.train.metrics import MONITOR_KEYS, classification_metrics
+from msa_cache.train.metrics import MONITOR_KEYS, dev_metrics
 
 DEV_METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
@@ -85,7 +85,7 @@ def add_terms(sums: dict[str, float], loss: float, terms: dict) -> None:
 
 def dev_scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     """The dev fields of an epoch record: dev_accuracy, dev_macro_f1, dev_weighted_f1."""
-    m = classification_metrics(labels, probs.argmax(1), classes)
+    m = dev_metrics(labels, probs.argmax(1), len(classes))
     return {f"dev_{k}": m[k] for k in DEV_METRICS}
 
 
