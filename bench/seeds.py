@@ -2,6 +2,7 @@
 
     python bench/seeds.py [--heads late,ae-cat] [--seeds 5] [--max-epochs 30] [--threads 1]
                           [--worlds 384x1280,32x32] [--repeats 1]
+    python bench/seeds.py --sweep     # where stacking pays on this CPU (fit/seeds.py CPU_STACK_MAX_PARAMS)
 
 On MVSA-Single-sized worlds of pooled features (bench/pooled_world.py: 3,611 train rows;
 text x image feature widths from --worlds: 384x1280 is MiniLM + EfficientNet-Lite0, 32x32 a
@@ -60,6 +61,70 @@ def differences(a_runs: list[Path], b_runs: list[Path]) -> tuple[float, float, i
     return metric, prob, preds, epochs
 
 
+def sweep(seeds: int = 5, batch: int = 64, steps: int = 20) -> None:
+    """One train step (forward, loss, backward, AdamW step) of `seeds` late-fusion MLPs (two modalities of
+    width d, hidden h), one at a time vs stacked under torch.vmap, for growing sizes: the crossover is
+    where fit/seeds.py's auto mode stops stacking on a CPU. Best of two alternating timings each."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    def mlp(d, h):
+        return nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, 3))
+
+    class Late(nn.Module):
+        def __init__(self, d, h):
+            super().__init__()
+            self.t, self.i = mlp(d, h), mlp(d, h)
+
+        def forward(self, xt, xi):
+            return self.t(xt).log_softmax(-1) + self.i(xi).log_softmax(-1)
+
+    rows = []
+    for d, h in [(16, 64), (64, 128), (128, 256), (256, 256), (384, 256), (1280, 256)]:
+        heads = [Late(d, h) for _ in range(seeds)]
+        xt, xi = torch.randn(seeds, batch, d), torch.randn(seeds, batch, d)
+        y = torch.randint(0, 3, (seeds, batch))
+
+        def alone(n):
+            opts = [torch.optim.AdamW(m.parameters()) for m in heads]
+            for _ in range(n):
+                for s in range(seeds):
+                    loss = nn.functional.nll_loss(heads[s](xt[s], xi[s]), y[s])
+                    opts[s].zero_grad()
+                    loss.backward()
+                    opts[s].step()
+
+        params, _ = torch.func.stack_module_state(heads)
+        base = copy.deepcopy(heads[0]).to("meta")
+        forward = torch.func.vmap(lambda p, a, b: torch.func.functional_call(base, p, (a, b)))
+
+        def stacked(n):
+            opt = torch.optim.AdamW(list(params.values()))
+            for _ in range(n):
+                out = forward(params, xt, xi)
+                loss = sum(nn.functional.nll_loss(out[s], y[s]) for s in range(seeds))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+        best = {}
+        for _ in range(2):
+            for name, fn in (("alone", alone), ("stacked", stacked)):
+                fn(3)
+                t = time.perf_counter()
+                fn(steps)
+                best[name] = min(best.get(name, float("inf")), (time.perf_counter() - t) / steps)
+        n = sum(p.numel() for p in heads[0].parameters())
+        rows.append([f"{d} / {h}", f"{n:,}", 1e3 * best["alone"], 1e3 * best["stacked"], best["stacked"] / best["alone"]])
+        print(f"  d {d}, h {h}: {n:,} parameters per seed, stacked / alone {best['stacked'] / best['alone']:.2f}",
+              flush=True)
+    print()
+    common.print_table(["d / hidden", "parameters per seed", f"{seeds} seeds alone ms/step", "stacked ms/step",
+                        "stacked / alone"], rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--heads", default="late,ae-cat")
@@ -69,9 +134,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1; 0 = torch's default)")
     ap.add_argument("--repeats", type=int, default=1, help="time each way R times, alternating; the best counts")
     ap.add_argument("--dir", type=Path, default=common.SCRATCH / "seeds")
+    ap.add_argument("--sweep", action="store_true", help="only the step-level sweep over head sizes (about 1 min)")
     args = ap.parse_args(argv)
     common.set_threads(args.threads)
     common.print_machine("bench/seeds.py: seeds of a configuration trained together vs one at a time")
+    if args.sweep:
+        sweep(args.seeds)
+        common.print_load()
+        return 0
 
     from msa_cache.fit.config import TrainConfig
     from msa_cache.fit.features import resolve_caches
