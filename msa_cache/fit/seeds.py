@@ -102,8 +102,8 @@ def batch_refusal(head: Head, spec: RunSpec, device: torch.device) -> str | None
 
 # On a CPU, stacking pays only for small heads: a step of a bigger one is bound by its arithmetic and memory
 # traffic, not by per-op overhead, and the stacked tensors fall out of the caches. Measured on a 2-core Xeon,
-# 5 seeds of a late-fusion MLP, one thread (bench/README.md): stacked / one at a time = 0.46 at 2.6k
-# parameters per seed, 0.56 at 17k, 0.69 at 68k, 1.38 at 199k, 1.55 at 657k.
+# 5 seeds of a late-fusion MLP, one thread (`bench/seeds.py --sweep`, bench/README.md): stacked / one at a
+# time = 0.29 at 2.6k parameters per seed, 0.56 at 17k and 68k, 0.87 at 133k, 1.24 at 199k, 1.33 at 657k.
 CPU_STACK_MAX_PARAMS = 100_000
 
 
