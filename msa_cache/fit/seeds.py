@@ -22,14 +22,17 @@ stacked matmuls sum in another order):
 Every seed is then predicted and written by fit/trainer.py's own code, as its own
 `seed-K` run directory with the identity it has when trained alone.
 
-Where it does not pay, seeds train one at a time too (auto mode, `cost_refusal`): on a CPU
-a head above CPU_STACK_MAX_PARAMS parameters per seed is bound by its arithmetic, not by
-per-op overhead, and is slower stacked. Heads that cannot be batched train one at a time
-(`batch_refusal` says why, in one log line): closed-form heads (probe), token heads (each seed would stream its own
-token batches from HDF5), heads with buffers or a per-step hook (INFIG's queue and
-EMA), and heads whose forward does not run under `torch.vmap` (e.g. one that draws
-random numbers itself, or returns non-tensors). So do CUDA runs with AMP (the loss
-scaler skips a step for every seed when one overflows) and torch < 2.0 (no torch.func).
+Where it does not pay, seeds train one at a time (auto mode, `cost_refusal`, one log line):
+on a CPU a head above CPU_STACK_MAX_PARAMS parameters per seed is bound by its arithmetic,
+not by per-op overhead, and is slower stacked. Heads that cannot be stacked train one at a
+time too (`class_refusal`, `batch_refusal`, one log line saying why): closed-form heads
+(probe), token heads (each seed would stream its own token batches from HDF5), heads with
+buffers or a per-step hook (INFIG's queue and EMA), other dropout kinds than nn.Dropout, and
+heads whose forward or loss does not run stacked (tried on two rows first: e.g. a forward
+that draws random numbers itself, or returns non-tensors). So do CUDA runs with AMP (the
+loss scaler would skip a step for every seed when one overflows) and torch < 2.0 (no
+torch.func). Not detected: a loss that reads state its forward left on the module (the
+forward runs on a stand-in module); no head here does that.
 """
 from __future__ import annotations
 
