@@ -16,12 +16,21 @@ from msa_cache.metrics import scores_line
 from msa_cache.study.submission import export_test
 from msa_cache.study.stats import MAX_RESAMPLES, N_RESAMPLES
 from msa_cache.fit.features import resolve_caches
+from msa_cache.fit.seeds import fit_seeds
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (
     MAX_SEEDS, cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest,
     tensorboard_option, train_options,
 )
+
+
+batch_seeds_option = click.option(
+    "--batch-seeds/--no-batch-seeds", default=None,
+    help="train the seeds of a configuration together, stacked, wherever its head allows it (pooled "
+         "gradient heads; the same runs up to float rounding) / always one at a time [default: stacked where "
+         "the head allows it and it pays: on a GPU without AMP, or on a CPU for heads of at most 100k "
+         "parameters]. Not part of a run's identity")
 
 
 def _caches(kwargs: dict) -> tuple[Path, dict[str, Path]]:
@@ -38,11 +47,12 @@ def _caches(kwargs: dict) -> tuple[Path, dict[str, Path]]:
 @click.option("--seed", "seeds", type=click.IntRange(0, 2**32 - 1), multiple=True, default=(0,), show_default=True,
               help="random seed; repeat for several runs (--seed 0 --seed 1 --seed 2)")
 @tensorboard_option
+@batch_seeds_option
 @cv_options
 @data_options
 @train_options
 @head_flags(multi=False)
-def fit_cmd(head, seeds, tensorboard, cv, cv_seed, refit, **kwargs):
+def fit_cmd(head, seeds, tensorboard, batch_seeds, cv, cv_seed, refit, **kwargs):
     """Train one head on cached features (one run directory per seed).
 
     \b
@@ -60,13 +70,16 @@ def fit_cmd(head, seeds, tensorboard, cv, cv_seed, refit, **kwargs):
     train = pop_train_config(kwargs)
     if refit and not cv:
         raise click.UsageError("--refit goes with --cv K (it trains for the epoch count the folds chose)")
-    for seed in seeds:
-        spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options), train, seed,
-                       cv_folds=cv, cv_seed=cv_seed)
-        r = fit_family(spec, cv, refit, runs_root, log=click.echo, progress=click.echo, tensorboard=tensorboard)
-        if isinstance(r, CVResult):
-            _echo_cv(r)
-            continue
+    specs = [RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options), train, seed,
+                     cv_folds=cv, cv_seed=cv_seed) for seed in seeds]
+    if cv:
+        for spec in specs:
+            _echo_cv(fit_family(spec, cv, refit, runs_root, log=click.echo, progress=click.echo,
+                                tensorboard=tensorboard))
+        return
+    # several seeds: trained together where the head allows it (msa_cache/fit/seeds.py)
+    for r in fit_seeds(specs, runs_root, log=click.echo, progress=click.echo, tensorboard=tensorboard,
+                       batch=batch_seeds):
         state = "already finished, skipped" if r.skipped else f"trained in {r.seconds:.1f}s"
         click.echo(f"{r.path}  ({state})")
         for split, m in r.metrics.items():
@@ -99,6 +112,7 @@ def _echo_cv(r) -> None:
 @click.option("--resamples", type=click.IntRange(100, MAX_RESAMPLES), default=N_RESAMPLES, show_default=True,
               help="bootstrap resamples for the intervals and paired tests")
 @click.option("--no-ensembles", is_flag=True, help="leave out the seed-ensemble rows")
+@batch_seeds_option
 @click.option("--export-test", "export_dir", default=None, type=click.Path(file_okay=False),
               help="write each family's test predictions here in the dataset's own layout "
                    "(CLMLF: json list of {id, emotion_label}), to score where the test labels are")
@@ -107,7 +121,7 @@ def _echo_cv(r) -> None:
 @train_options
 @head_flags(multi=True)
 def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, num_shards, shard_index, resamples, no_ensembles,
-                export_dir, cv, cv_seed, refit, **kwargs):
+                batch_seeds, export_dir, cv, cv_seed, refit, **kwargs):
     """Run a grid of heads x options x seeds (finished runs are skipped) and print the leaderboard.
 
     \b
@@ -137,7 +151,8 @@ def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, num_shards, shard_in
         raise click.UsageError("--cv runs its grid in one process; leave out --num-shards/--shard-index "
                                "(and the torchrun/SLURM array variables) for a cross-validated grid")
     entries = compare(manifest_path, caches, head_list, grid, list(range(seeds)), train, runs_root, log=click.echo,
-                      all_runs=all_runs, partition=partition, cv=cv, cv_seed=cv_seed, refit=refit)
+                      all_runs=all_runs, partition=partition, cv=cv, cv_seed=cv_seed, refit=refit,
+                      batch_seeds=batch_seeds)
     pending = sum(e.pending for e in entries)
     if pending:
         click.echo(f"leaderboard not written: {pending} grid run(s) of other shards are not finished; the last "

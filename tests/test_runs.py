@@ -241,9 +241,12 @@ def test_cli_fit_compare_and_bad_option(world, tmp_path):
                                  "--seed", "0", "--seed", "1", *common])
     assert r.exit_code == 0, r.output
     assert r.output.count("weighted-F1") == 4  # train + dev for two seeds
-    # one progress line per epoch: train loss, dev monitor, seconds, best so far, ETA
-    lines = [line for line in r.output.splitlines() if line.startswith("epoch ")]
-    assert len(lines) == 4 and lines[0].startswith("epoch 1/2, train loss ") and lines[1].startswith("epoch 2/2")
+    # one progress line per seed and epoch: train loss, dev monitor, seconds, best so far, ETA (the seeds
+    # trained together, msa_cache/fit/seeds.py: each line names its seed)
+    lines = [line for line in r.output.splitlines() if re.match(r"seed [01]: epoch ", line)]
+    assert len(lines) == 4 and lines[0].startswith("seed 0: epoch 1/2, train loss ")
+    lines = [line.removeprefix("seed 0: ") for line in lines if line.startswith("seed 0: ")]
+    assert lines[1].startswith("epoch 2/2")
     assert re.fullmatch(r"epoch 2/2, train loss \d\.\d{4}, dev_weighted_f1 \d\.\d{4} \(best \d\.\d{4} @ epoch [12]\), "
                         r"\d+\.\ds, ETA 0m00s \(0 epoch\(s\) left at most\)", lines[1]), lines[1]
     assert len(list(tmp_path.glob("toy/ae-add-latent8-*/seed-*"))) == 2

@@ -200,3 +200,18 @@ def test_train_rows_refuse_nothing_to_learn_and_draw_one_subset_for_every_seed(t
         train_rows(read_manifest(manifest([0, 0, 0])))
     two = read_manifest(manifest([0, 1] * 10))
     assert np.array_equal(train_rows(two, 6), train_rows(two, 6)) and len(train_rows(two)) == 20
+
+
+def test_dev_metrics_are_classification_metrics_to_the_bit():
+    """The epoch's dev pass (early stopping) scores with dev_metrics, metrics.json with classification_metrics."""
+    from msa_cache.metrics import classification_metrics, dev_metrics
+
+    rng = np.random.default_rng(0)
+    for n, k in [(450, 3), (37, 3), (20, 5), (3, 3)]:
+        for _ in range(20):
+            y, p = rng.integers(0, k, n), rng.integers(0, k, n)
+            p[: n // 3] = y[: n // 3]  # some signal
+            if k > 3:
+                y[y == k - 1] = 0  # a class absent from the labels
+            full = classification_metrics(y, p, [f"c{i}" for i in range(k)])
+            assert dev_metrics(y, p, k) == {m: full[m] for m in ("accuracy", "macro_f1", "weighted_f1")}

@@ -109,7 +109,7 @@ class CachedMode:
                                 [*self.hooks, *record_hooks], runs_root=self.runs_root)
 
 
-def _epoch_order(train_idx: np.ndarray, labels: np.ndarray, oversample: bool, rng: np.random.Generator) -> np.ndarray:
+def epoch_order(train_idx: np.ndarray, labels: np.ndarray, oversample: bool, rng: np.random.Generator) -> np.ndarray:
     if not oversample:
         return rng.permutation(train_idx)
     # Draw with replacement, each class equally likely: same epoch length, balanced classes.
@@ -172,9 +172,11 @@ def optimizer_settings(head_optimizer: str, train) -> dict:
             "betas": [0.9, 0.999], "eps": 1e-8, "lr_schedule": "constant"}
 
 
-def make_optimizer(head: Head, spec: RunSpec) -> torch.optim.Optimizer:
+def make_optimizer(head: Head, spec: RunSpec, params: list[torch.Tensor] | None = None) -> torch.optim.Optimizer:
+    """The run's optimizer over the head's trainable parameters (or `params`: fit/seeds.py's stacked ones)."""
     settings = optimizer_settings(head.optimizer, spec.train)
-    params = [p for p in head.parameters() if p.requires_grad]
+    if params is None:
+        params = [p for p in head.parameters() if p.requires_grad]
     make = torch.optim.Adam if settings["optimizer"] == "adam" else torch.optim.AdamW
     return make(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
 
@@ -216,7 +218,14 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         history = train_loop(head, loop_spec, features, train_idx, dev_idx, labels, modality_labels,
                              class_weight, device, on_epoch_end)
 
-    # Predict every row (unlabeled ones too) with the selected model.
+    return write_fit_run(spec, features, out, head, history, roles, device, runs_root)
+
+
+def write_fit_run(spec: RunSpec, features: FeatureSet, out: Path, head: Head, history: list[dict],
+                  roles: np.ndarray, device: torch.device, runs_root: str | Path = "runs") -> dict:
+    """Predict every row (unlabeled ones too) with the selected model and write the run's files into `out`
+    (also used by fit/seeds.py for each seed trained in a group); its metrics."""
+    manifest, tc, spec_dims = features.manifest, spec.train, features.spec()
     probs = predict_probs(head, features, np.arange(len(manifest)), device, tc.workers, tc.amp)
     config = {
         "spec": spec.to_dict(),
@@ -227,7 +236,7 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
                      for name, src in features.sources.items()},
         "modalities": {k: dataclasses.asdict(v) for k, v in spec_dims.items()},
         "fields": features.fields_record(),  # which cache fields each modality read; predict replays them
-        "classes": classes,
+        "classes": manifest.classes,
         "num_parameters": sum(p.numel() for p in head.parameters()),
         # The optimiser as used (spec.train keeps None for "the default"); the probe fits in closed form.
         "optimizer": ({"optimizer": "closed-form (scikit-learn LogisticRegression)"} if head.fit_mode == "closed_form"
@@ -264,7 +273,7 @@ def train_loop(head: Head, spec: RunSpec, features: FeatureSet, train_idx: np.nd
         t0 = time.time()
         sums: dict[str, float] = {}
         n_batches = 0
-        batches = _batches(_epoch_order(train_idx, labels, tc.oversample, rng), tc.batch_size)
+        batches = _batches(epoch_order(train_idx, labels, tc.oversample, rng), tc.batch_size)
         loader = _loader(features, batches, labels, modality_labels, head, tc.workers)
         with batch_bar(loader, len(batches), epoch, tc.max_epochs) as bar:  # a terminal only
             for batch in bar:

@@ -29,6 +29,7 @@ from msa_cache.metrics import ACCURACY, DEFAULT_MONITOR, METRIC_KEYS, METRICS, m
 from msa_cache.train.predictions import SplitPredictions, family_predictions, stack
 from msa_cache.train.rundir import finished_seeds, is_finished, read_metrics, stale_tmp_dirs
 from msa_cache.study.stats import N_RESAMPLES, RowStats, compare_rows
+from msa_cache.fit.seeds import fit_seeds
 from msa_cache.fit.trainer import RunResult, plan_run
 from msa_cache.train.loop import format_duration
 
@@ -130,7 +131,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
             seeds: list[int], train: TrainConfig, runs_root: str | Path = "runs",
             log: Callable[[str], None] = print, all_runs: bool = False,
             partition: Partition = Partition(), cv: int = 0, cv_seed: int = 0,
-            refit: bool = False) -> list[Entry]:
+            refit: bool = False, batch_seeds: bool | None = None) -> list[Entry]:
     """Train the grid (finished runs are read back, not retrained) and return its entries, best first.
 
     partition: train only this shard's part of the (head, options, seed) grid (`shard_grid`);
@@ -141,6 +142,8 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     cv: K > 0 cross-validates every configuration on K folds of train+dev instead (rows
     scored on their out-of-fold predictions; see fit/cv.py); refit: also train each on
     all of train+dev with the folds' epoch count. With all_runs, other finished CV families.
+    batch_seeds: None: train a configuration's seeds together where its head allows it and it pays
+    (fit/seeds.py; the same runs up to float rounding); True: wherever the head allows it; False: one at a time.
     """
     if cv:
         return _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log, all_runs, cv,
@@ -157,13 +160,16 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     for i, (head, options) in enumerate(cells):
         entry = Entry(head, options)
         fs = _features_for(features, manifest, caches, train, head)
+        mine = []
         for j, seed in enumerate(seeds):
             spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options),
                            dataclasses.replace(train), seed)
             if i * len(seeds) + j not in owned:
                 others.append((entry, spec, fs))
-                continue
-            r = fit_family(spec, 0, False, runs_root, fs, log=log)
+            else:
+                mine.append(spec)
+        # this shard's seeds of the cell: trained together where the head allows it (fit/seeds.py)
+        for r in fit_seeds(mine, runs_root, fs, log=log, batch=batch_seeds):
             step, eta = progress.step(None if r.skipped else r.seconds)
             state = "skipped (finished)" if r.skipped else f"{r.seconds:.1f}s"
             _log_run(log, entry, r, monitor, state, step, eta)

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from msa_cache.manifest import Manifest
-from msa_cache.metrics import METRIC_KEYS, classification_metrics, monitor_metric
+from msa_cache.metrics import METRIC_KEYS, classification_metrics, dev_metrics, monitor_metric
 
 EpochHook = Callable[[int, dict], None]
 LIMIT_SEED = 0  # a train-row limit draws the same subset for every seed, so seeds stay comparable
@@ -134,7 +134,7 @@ def add_terms(sums: dict[str, float], loss: float, terms: dict) -> None:
 
 def dev_scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     """The dev fields of an epoch record: dev_accuracy, dev_macro_f1, dev_weighted_f1."""
-    m = classification_metrics(labels, probs.argmax(1), classes)
+    m = dev_metrics(labels, probs.argmax(1), len(classes))
     return {f"dev_{k}": m[k] for k in METRIC_KEYS}
 
 
