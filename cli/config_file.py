@@ -22,7 +22,6 @@ import yaml
 
 from msa_cache.errors import UserError
 from msa_cache.train.command import command_name, command_options, is_run_config
-from msa_cache.train.rundir import validate_run_config
 
 LIST_KEYS_SHOWN = 30  # above this, an unknown-key error points to --help instead of listing every key
 
@@ -113,6 +112,8 @@ def _shaped(p: click.Option, key: str, value, path: Path):
 def _run_options(ctx: click.Context, data: dict, path: Path) -> dict:
     """A run's config.json as the options that reproduce it (for the command that made it)."""
     try:
+        from msa_cache.train.rundir import validate_run_config  # torch, sklearn: only for a run's config
+
         validate_run_config(data, path)
     except UserError as e:
         raise ConfigFileError(str(e)) from None

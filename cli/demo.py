@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import click
 
-from msa_cache.demo import run_demo
-
 
 @click.command("demo")
 @click.option("--root", default=None, type=click.Path(file_okay=False),
@@ -17,4 +15,6 @@ from msa_cache.demo import run_demo
 @click.option("--max-epochs", type=int, default=30, show_default=True)
 def demo_cmd(root, workdir, seeds, heads, max_epochs):
     """manifest -> extract (minilm + efficientnet-lite0, offline) -> compare, ending with the leaderboard."""
+    from msa_cache.demo import run_demo
+
     run_demo(root, workdir, seeds, heads.split(",") if heads else None, max_epochs, log=click.echo)

@@ -8,7 +8,7 @@ import click
 
 from msa_cache.cache.schema import CacheError
 from msa_cache.encoders import ENCODERS, EncoderUnavailable, check_encoder_name
-from msa_cache.extract import ExtractConfig, extract
+from msa_cache.extract.config import ExtractConfig
 from msa_cache.extract.lock import LockedError
 from msa_cache.manifest import ManifestError
 
@@ -64,6 +64,8 @@ def extract_cmd(manifest, encoders, out, **options):
 
     Running the same command again resumes: finished shards are kept.
     """
+    from msa_cache.extract import extract
+
     try:
         report = extract(manifest, list(encoders), out, **options)
     except (CacheError, EncoderUnavailable, LockedError, ManifestError, ValueError) as e:

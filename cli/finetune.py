@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from msa_cache.encoders import EncoderUnavailable
-from msa_cache.finetune import BASELINES, FinetuneConfig, FinetuneSpec, finetune_run
-from msa_cache.finetune.baselines import VISUALBERT_DEFAULT
+from msa_cache.encoders.hub import EncoderUnavailable
+from msa_cache.finetune.config import BASELINES, VISUALBERT_DEFAULT, FinetuneConfig, FinetuneSpec
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.extract import EncoderName
@@ -57,6 +56,8 @@ def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, te
     msa-cache finetune --baseline visualbert --encoder vit
     msa-cache finetune --config runs/M/finetune-FAMILY/seed-0/command.yaml   # that run again (skipped if finished)
     """
+    from msa_cache.finetune.train import finetune_run
+
     if (head is None) == (baseline is None):
         raise click.UsageError("give either --head HEAD (with --encoder ...) or --baseline clip|visualbert")
     options = pop_head_options(kwargs, multi=False)

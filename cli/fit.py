@@ -5,17 +5,12 @@ from pathlib import Path
 
 import click
 
-from msa_cache.heads import make_config
+from msa_cache.heads import default_heads, make_config
 from msa_cache.manifest import read_manifest
 from msa_cache.partition import resolve_partition
-from msa_cache.study.compare import compare, leaderboard_markdown, summarise, write_leaderboard
 from msa_cache.fit.config import RunSpec
 from msa_cache.train.identity import monitor_for
-from msa_cache.fit.cv import fit_cv
-from msa_cache.study.submission import export_test
 from msa_cache.study.stats import N_RESAMPLES
-from msa_cache.fit.features import resolve_caches
-from msa_cache.fit.trainer import fit_run
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (
@@ -25,6 +20,8 @@ from msa_cache_cli.options import (
 
 
 def _caches(kwargs: dict) -> tuple[Path, dict[str, Path]]:
+    from msa_cache.fit.features import resolve_caches
+
     manifest_path = resolve_manifest(kwargs.pop("manifest"))
     manifest = read_manifest(manifest_path)
     caches = resolve_caches(manifest, kwargs.pop("cache_root"), kwargs.pop("text_cache"),
@@ -53,6 +50,9 @@ def fit_cmd(head, seeds, tensorboard, cv, cv_seed, refit, **kwargs):
 
     Prints one line per epoch; on a terminal a bar counts each epoch's batches.
     """
+    from msa_cache.fit.cv import fit_cv
+    from msa_cache.fit.trainer import fit_run
+
     options = pop_head_options(kwargs, multi=False)
     make_config(head, options)  # fails here, before any work, on an option this head lacks
     runs_root = kwargs.pop("runs_root")
@@ -86,7 +86,7 @@ def _echo_cv(r) -> None:
 
 @click.command("compare")
 @config_option()
-@click.option("--heads", default="uni-text,uni-image,probe,late,ae-cat,ae-add,ab-cat,ab-add,mha", show_default=True,
+@click.option("--heads", default=",".join(default_heads()), show_default=True,
               help="comma-separated heads")
 @click.option("--seeds", type=click.IntRange(1), default=3, show_default=True, help="seeds 0..N-1 per configuration")
 @click.option("--leaderboard", "leaderboard_prefix", default=None, type=click.Path(dir_okay=False),
@@ -124,6 +124,9 @@ def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, num_shards, shard_in
     With shards, the leaderboard is written by the shard that finds every grid run
     finished, or afterwards by `compare` with the same grid or `--heads '' --all-runs`.
     """
+    from msa_cache.study.compare import compare, leaderboard_markdown, summarise, write_leaderboard
+    from msa_cache.study.submission import export_test
+
     partition = resolve_partition(num_shards, shard_index)
     grid = pop_head_options(kwargs, multi=True)
     runs_root = kwargs.pop("runs_root")

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 
 import click
-import numpy as np
-
-from msa_cache.encoders import EncoderUnavailable
-from msa_cache.predict import load_predictor, predict_manifest, predict_post
+from msa_cache.encoders.hub import EncoderUnavailable
 
 from msa_cache_cli.options import device_option
 
@@ -38,6 +35,8 @@ def predict_cmd(run, text, image, text_pair, manifest, out, split, as_json, devi
     msa-cache predict runs/mvsa-single/ae-cat-.../seed-0 --manifest manifests/new.parquet -o preds.parquet
     msa-cache predict runs/twitter2015/late-.../seed-0 --image t.jpg --text "Chuck Bass is everything" --text-pair "Chuck Bass"
     """
+    from msa_cache.predict import load_predictor, predict_manifest, predict_post
+
     if manifest is None and text is None and image is None:
         raise click.UsageError("give --text/--image for one post, or --manifest M")
     if manifest is not None and (text is not None or image is not None or text_pair is not None):
@@ -61,6 +60,8 @@ def predict_cmd(run, text, image, text_pair, manifest, out, split, as_json, devi
 
 
 def _summarise(t: dict, out: str | None) -> None:
+    import numpy as np
+
     n = len(t["id"])
     prob_cols = [k for k in t if k.startswith("prob_")]
     if out is None:

@@ -5,8 +5,6 @@ import click
 
 from msa_cache.heads import make_config
 from msa_cache.manifest import read_manifest
-from msa_cache.fit.features import resolve_caches
-from msa_cache.study.tune import fixed_options, format_space, search_space, tune
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (
@@ -50,6 +48,9 @@ def tune_cmd(head, trials, storage, timeout, seeds, sampler_seed, dry_run, tenso
     msa-cache tune --head ae-cat --trials 30 --cv 5 --refit
     msa-cache tune --config tune.yaml --trials 50   # options from a file (an option set there is fixed)
     """
+    from msa_cache.fit.features import resolve_caches
+    from msa_cache.study.tune import fixed_options, format_space, search_space, tune
+
     options = pop_head_options(kwargs, multi=False)
     make_config(head, options)  # an option this head lacks fails here, before any work
     runs_root = kwargs.pop("runs_root")

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Callable
 
 from msa_cache.fit.config import TrainConfig
+from msa_cache.heads.catalog import default_heads
 from msa_cache.train.identity import monitor_for
 
-DEMO_HEADS = ["uni-text", "uni-image", "probe", "late", "ae-cat", "ae-add", "ab-cat", "ab-add", "mha"]
+DEMO_HEADS = default_heads()  # the catalog's default head list (`default=True`), as compare's --heads
 DEMO_ENCODERS = ["minilm", "efficientnet-lite0"]
 
 

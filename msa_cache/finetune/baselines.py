@@ -25,12 +25,11 @@ from msa_cache.encoders import ENCODERS, Encoder, EncoderOptions, EncoderUnavail
 from msa_cache.encoders.base import TextSpec
 from msa_cache.encoders.hub import load_pretrained
 from msa_cache.encoders.text import clamp_max_length
-from msa_cache.finetune.config import FinetuneSpec
+from msa_cache.finetune.config import VISUALBERT_DEFAULT, FinetuneSpec
 from msa_cache.finetune.model import FinetuneModel, FinetuneModule, role_inputs, zero_bad_rows
 from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalityInput, ModalitySpec, mlp_classifier
 
 CLIP_DEFAULT = "clip"  # the registered encoder: openai/clip-vit-base-patch32
-VISUALBERT_DEFAULT = "uclanlp/visualbert-vqa-coco-pre"
 # The uclanlp checkpoints ship no tokenizer; VisualBERT was pre-trained with this one.
 VISUALBERT_TOKENIZER = "bert-base-uncased"
 
