@@ -13,7 +13,7 @@ from msa_cache.extract.lock import LockedError
 from msa_cache.manifest import ManifestError
 
 from msa_cache_cli.config_file import config_option
-from msa_cache_cli.options import dataclass_options, device_option
+from msa_cache_cli.options import dataclass_options, device_option, threads_option
 
 
 class EncoderName(click.ParamType):
@@ -54,6 +54,7 @@ def _layers(ctx, param, value: str | None) -> tuple[int, ...]:
                                      help=f.metadata["help"]),
     "pooled_only": lambda f: click.option("--pooled-only", is_flag=True, help=f.metadata["help"]),
     "device": lambda f: device_option(f.default)})
+@threads_option
 def extract_cmd(manifest, encoders, out, **options):
     """Encode every manifest row with frozen encoders into a sharded HDF5 cache.
 
@@ -64,8 +65,10 @@ def extract_cmd(manifest, encoders, out, **options):
 
     Running the same command again resumes: finished shards are kept.
     """
+    from msa_cache import threads
     from msa_cache.extract import extract
 
+    threads.use("large")
     try:
         report = extract(manifest, list(encoders), out, **options)
     except (CacheError, EncoderUnavailable, LockedError, ManifestError, ValueError) as e:

@@ -11,6 +11,7 @@ from msa_cache_cli.config_file import config_option
 from msa_cache_cli.extract import EncoderName
 from msa_cache_cli.options import (
     dataclass_options, device_option, head_flags, head_names, pop_head_options, resolve_manifest, tensorboard_option,
+    threads_option,
 )
 
 
@@ -41,6 +42,7 @@ def _unfreeze(ctx, param, value: str) -> list[str]:
 @click.option("--runs", "runs_root", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--seed", "seeds", type=click.IntRange(0, 2**32 - 1), multiple=True, default=(0,), show_default=True, help="repeatable")
 @tensorboard_option
+@threads_option
 @dataclass_options(FinetuneConfig, {
     "unfreeze": lambda f: click.option("--unfreeze", callback=_unfreeze, default="text,image", show_default=True,
                                        help="which encoders to unfreeze: text, image, text,image or none"),
@@ -56,8 +58,10 @@ def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, te
     msa-cache finetune --baseline visualbert --encoder vit
     msa-cache finetune --config runs/M/finetune-FAMILY/seed-0/command.yaml   # that run again (skipped if finished)
     """
+    from msa_cache import threads
     from msa_cache.finetune.train import finetune_run
 
+    threads.use("large")  # the encoders train
     if (head is None) == (baseline is None):
         raise click.UsageError("give either --head HEAD (with --encoder ...) or --baseline clip|visualbert")
     options = pop_head_options(kwargs, multi=False)

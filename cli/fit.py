@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from msa_cache.heads import default_heads, make_config
+from msa_cache import threads
+from msa_cache.heads import default_heads, get_head, make_config
 from msa_cache.manifest import read_manifest
 from msa_cache.partition import resolve_partition
 from msa_cache.fit.config import RunSpec
@@ -15,7 +16,7 @@ from msa_cache.study.stats import N_RESAMPLES
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (
     cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest,
-    tensorboard_option, train_options,
+    tensorboard_option, threads_option, train_options,
 )
 
 
@@ -35,6 +36,7 @@ def _caches(kwargs: dict) -> tuple[Path, dict[str, Path]]:
 @click.option("--seed", "seeds", type=click.IntRange(0, 2**32 - 1), multiple=True, default=(0,), show_default=True,
               help="random seed; repeat for several runs (--seed 0 --seed 1 --seed 2)")
 @tensorboard_option
+@threads_option
 @cv_options
 @data_options
 @train_options
@@ -55,6 +57,7 @@ def fit_cmd(head, seeds, tensorboard, cv, cv_seed, refit, **kwargs):
 
     options = pop_head_options(kwargs, multi=False)
     make_config(head, options)  # fails here, before any work, on an option this head lacks
+    threads.use(get_head(head).compute)
     runs_root = kwargs.pop("runs_root")
     manifest_path, caches = _caches(kwargs)
     train = pop_train_config(kwargs)
@@ -104,6 +107,7 @@ def _echo_cv(r) -> None:
 @click.option("--export-test", "export_dir", default=None, type=click.Path(file_okay=False),
               help="write each family's test predictions here in the dataset's own layout "
                    "(CLMLF: json list of {id, emotion_label}), to score where the test labels are")
+@threads_option
 @cv_options
 @data_options
 @train_options

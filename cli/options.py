@@ -208,6 +208,23 @@ def head_names() -> list[str]:
     return sorted(HEADS)
 
 
+def _request_threads(ctx, param, value: int | None) -> int | None:
+    from msa_cache import threads
+
+    threads.request(value)
+    return value
+
+
+def threads_option(fn):
+    """`--threads N`: torch's intra-op CPU threads (msa_cache/threads.py decides without it). It changes speed,
+    not results, so it is no TrainConfig field and stays out of the run identity."""
+    return click.option("--threads", type=click.IntRange(1), default=None, callback=_request_threads,
+                        expose_value=False,
+                        help="CPU threads for torch [default: 1 for pooled and small token heads; the available "
+                             "cores, at most 8, for extraction, fine-tuning and large token heads (mdse, infig); "
+                             "left to OMP_NUM_THREADS / MKL_NUM_THREADS where set]")(fn)
+
+
 def _check_tensorboard(ctx, param, value: bool) -> bool:
     if value:
         from msa_cache.train.tensorboard_log import require_tensorboard

@@ -7,7 +7,7 @@ import json
 import click
 from msa_cache.encoders.hub import EncoderUnavailable
 
-from msa_cache_cli.options import device_option
+from msa_cache_cli.options import device_option, threads_option
 
 SHOWN_ROWS = 20
 
@@ -27,6 +27,7 @@ SHOWN_ROWS = 20
 @click.option("--json", "as_json", is_flag=True, help="print the single-post result as JSON")
 @device_option()
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@threads_option
 def predict_cmd(run, text, image, text_pair, manifest, out, split, as_json, device, batch_size):
     """Predict with a finished run (cached or fine-tuned).
 
@@ -35,8 +36,10 @@ def predict_cmd(run, text, image, text_pair, manifest, out, split, as_json, devi
     msa-cache predict runs/mvsa-single/ae-cat-.../seed-0 --manifest manifests/new.parquet -o preds.parquet
     msa-cache predict runs/twitter2015/late-.../seed-0 --image t.jpg --text "Chuck Bass is everything" --text-pair "Chuck Bass"
     """
+    from msa_cache import threads
     from msa_cache.predict import load_predictor, predict_manifest, predict_post
 
+    threads.use("large")  # a post or a manifest goes through the run's encoders
     if manifest is None and text is None and image is None:
         raise click.UsageError("give --text/--image for one post, or --manifest M")
     if manifest is not None and (text is not None or image is not None or text_pair is not None):

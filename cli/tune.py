@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import click
 
-from msa_cache.heads import make_config
+from msa_cache import threads
+from msa_cache.heads import get_head, make_config
 from msa_cache.manifest import read_manifest
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (
     cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest,
-    tensorboard_option, train_options,
+    tensorboard_option, threads_option, train_options,
 )
 
 
@@ -28,6 +29,7 @@ from msa_cache_cli.options import (
               help="seed of the TPE sampler (a reproducible search in one process)")
 @click.option("--dry-run", is_flag=True, help="print the search space and exit")
 @tensorboard_option
+@threads_option
 @cv_options
 @data_options
 @train_options
@@ -53,6 +55,7 @@ def tune_cmd(head, trials, storage, timeout, seeds, sampler_seed, dry_run, tenso
 
     options = pop_head_options(kwargs, multi=False)
     make_config(head, options)  # an option this head lacks fails here, before any work
+    threads.use(get_head(head).compute)
     runs_root = kwargs.pop("runs_root")
     train = pop_train_config(kwargs)
     if refit and not cv:

@@ -12,7 +12,7 @@ every arrow points down to a lower floor, never up and never sideways between si
     encoders
     cache
     manifest
-    names, atomic, provenance, device, search_space, settings, partition, demo_data
+    names, atomic, provenance, device, search_space, settings, partition, demo_data, threads
     errors
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FLOORS = [
     {"errors"},
-    {"names", "atomic", "provenance", "device", "search_space", "settings", "partition", "demo_data"},
+    {"names", "atomic", "provenance", "device", "search_space", "settings", "partition", "demo_data", "threads"},
     {"manifest"},
     {"cache"},
     {"encoders"},

@@ -57,9 +57,9 @@ class HeadEntry:
     layers_for: Callable[[Any], tuple[int, ...]] | None = None
     # In the default head list of fit/compare/demo (the "fit-stage" heads the demo compares).
     default: bool = False
-    # A large token head: on CPU several intra-op threads pay off (msa_cache/threads.py); small heads
-    # run fastest on one.
-    large: bool = False
+    # The thread policy's kind of work (msa_cache/threads.py): "small" heads run fastest on one CPU thread,
+    # "large" token heads use the available cores.
+    compute: str = "small"
     # What the head's `explain_weights` mean (the explain picture's caption); "" = explain cannot draw it.
     explains: str = ""
     # The explain weights are one softmax over both modalities (the picture then says how they split).
@@ -185,7 +185,7 @@ class MHAConfig(HeadConfig):
 # MDSE: docs/methods.md has the equations; revision 1: the streams paired as eq. 1-3 (runs from before
 # computed another model).
 @register_head("mdse", model="msa_cache.heads.mdse:MDSE", uses_tokens=True, revision=1, modalities=("text", "image"),
-               large=True, explains="private-feature weight 1 - s",
+               compute="large", explains="private-feature weight 1 - s",
                paper='Li et al., "Modality-Dependent Sentiments Exploring for Multi-modal Sentiment Classification", '
                      'ICASSP 2024')
 @dataclass
@@ -219,7 +219,7 @@ def _infig_encoder_layers(cfg) -> tuple[int, ...]:
 # layers is the default.
 @register_head("infig", model="msa_cache.heads.infig:Infig", uses_tokens=True, uses_hidden_layers=True,
                modalities=("text", "image"), finetune_defaults={"align": "encoder"},
-               layers_for=_infig_encoder_layers, large=True,
+               layers_for=_infig_encoder_layers, compute="large",
                explains="fusion attention-pooling weight g", explains_one_softmax=True,
                paper='"Integrating Hierarchical Fine-Grained and Global Information for Multimodal Sentiment '
                      'Analysis with Assistance of CLIP" (INFIG)')
