@@ -61,7 +61,7 @@ def test_use_sets_torch_and_respects_the_request(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_compute_commands_take_threads_and_config_files_accept_it(tmp_path):
+def test_compute_commands_take_threads_and_config_files_accept_it(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from msa_cache_cli.main import main
@@ -72,8 +72,8 @@ def test_compute_commands_take_threads_and_config_files_accept_it(tmp_path):
     cfg = tmp_path / "grid.yaml"
     cfg.write_text("threads: 2\nheads: ''\n")
     runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        out = runner.invoke(main, ["compare", "--config", str(cfg)])
+    monkeypatch.chdir(tmp_path)  # no manifests/ here
+    out = runner.invoke(main, ["compare", "--config", str(cfg)])
     assert out.exit_code == 2 and "no manifest in manifests/" in out.output  # past the options: threads taken
     out = runner.invoke(main, ["compare", "--config", str(cfg), "--threads", "0"])
     assert out.exit_code == 2 and "--threads" in out.output  # the option's own range check
