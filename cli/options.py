@@ -1,6 +1,6 @@
-"""Options shared by `fit`, `compare` (and later `finetune`).
+"""Options shared by `fit`, `compare`, `tune` and `finetune` (head flags, data, trainer, device, threads).
 
-Head flags are generated from the head registry's Config dataclasses, so the
+Head flags are generated from the head catalog's Config dataclasses (heads/catalog.py), so the
 CLI can never drift from the heads: a field `latent` becomes `--latent`, a bool
 field `ipfl=True` becomes `--ipfl/--no-ipfl`. Setting a flag that the chosen
 head does not have is an error, never silently ignored.
@@ -27,7 +27,7 @@ def _scalar_type(f: dataclasses.Field):
 
 
 def _click_type(f: dataclasses.Field):
-    """click.IntRange / FloatRange from the field's range (heads/registry.py), else its plain type."""
+    """click.IntRange / FloatRange from the field's range (msa_cache/settings.py), else its plain type."""
     bounds = field_range(f, HEAD_INT_RANGE)
     if bounds is None:
         return _scalar_type(f)

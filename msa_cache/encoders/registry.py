@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from msa_cache.encoders.catalog import ENCODERS, EncoderEntry, register_encoder  # noqa: F401  (re-exported)
+from msa_cache.encoders.catalog import ENCODERS
 
 
 def is_hf_spec(name: str) -> bool:
