@@ -4,7 +4,8 @@
 
 Times, each in a fresh interpreter and repeated round-robin (so a burst of load hits every
 command alike): `msa-cache --help`, `msa-cache manifest info M`, `msa-cache cache info C`,
-`python -c "import torch"` and `python -c pass` (the interpreter alone). Prints the median wall
+`python -c "import torch"`, `python -c "import pyarrow.parquet, h5py"` (the file readers: the floor of
+any command that reads a manifest or a cache) and `python -c pass` (the interpreter alone). Prints the median wall
 and CPU seconds of each and its ratio to importing torch; target <= 0.15x (the commands import no
 torch at all). The world: a manifest under manifests/ and its caches under cache/ (the demo world).
 """
@@ -32,6 +33,8 @@ def commands(world: Path) -> dict[str, list[str]]:
         f"msa-cache manifest info {manifest.name}": [*CLI, "manifest", "info", str(manifest)],
         "msa-cache cache info CACHE": [*CLI, "cache", "info", str(world / "cache")],
         'python -c "import torch"': [sys.executable, "-c", "import torch"],
+        # The floor of any command that reads a manifest (Parquet) and a cache (HDF5): their readers.
+        'python -c "import pyarrow.parquet, h5py"': [sys.executable, "-c", "import pyarrow.parquet, h5py"],
         "python -c pass": [sys.executable, "-c", "pass"],
     }
 
