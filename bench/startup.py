@@ -4,10 +4,10 @@
 
 Times, each in a fresh interpreter and repeated round-robin (so a burst of load hits every
 command alike): `msa-cache --help`, `msa-cache manifest info M`, `msa-cache cache info C`,
-`python -c "import torch"`, `python -c "import pyarrow.parquet, h5py"` (the file readers: the floor of
-any command that reads a manifest or a cache) and `python -c pass` (the interpreter alone). Prints the median wall
-and CPU seconds of each and its ratio to importing torch; target <= 0.15x (the commands import no
-torch at all). The world: a manifest under manifests/ and its caches under cache/ (the demo world).
+`python -c "import torch"`, `python -c "import pyarrow.parquet, h5py"` (the file readers: the
+floor of any command that reads a manifest or a cache) and `python -c pass` (the interpreter alone).
+Prints the median wall and CPU seconds of each and its ratio to importing torch; target <= 0.15x
+(the commands import no torch at all). The world: a manifest under manifests/ and its caches under cache/ (the demo world).
 """
 from __future__ import annotations
 
