@@ -10,7 +10,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from msa_cache import __version__
@@ -20,17 +19,14 @@ from msa_cache.cache.schema import (
     SCHEMA_VERSION,
     CacheMismatchError,
     config_differences,
-    decode_attr,
     field_dtype,
     ids_sha256,
-    read_index,
     shard_name,
     shard_ranges,
 )
 from msa_cache.encoders.base import Encoder
-from msa_cache.encoders.catalog import ENCODERS
-from msa_cache.encoders.options import EncoderOptions
 from msa_cache.encoders.registry import encoder_folder_name
+from msa_cache.extract.precheck import existing_attrs
 from msa_cache.manifest.schema import Manifest
 from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
@@ -122,43 +118,3 @@ class CachePlan:
 
     def _existing_attrs(self) -> dict | None:
         return existing_attrs(self.folder)
-
-
-def existing_attrs(folder: Path) -> dict | None:
-    """The provenance of the cache in `folder` (index.json, else a shard's), None where there is none."""
-    if (folder / INDEX_FILE).is_file():
-        return read_index(folder)["attrs"]
-    done = sorted(folder.glob("shard-*.h5")) if folder.is_dir() else []
-    if done:  # index deleted but shards left: judge by a shard
-        with h5py.File(done[0], "r") as f:
-            return {k: decode_attr(v) for k, v in f.attrs.items()}
-    return None
-
-
-def refuse_early(manifest: Manifest, name: str, out: str | Path, options: EncoderOptions, *, dtype: str,
-                 shard_size: int) -> None:
-    """CacheMismatchError, before the encoder's model is loaded, where the cache folder of encoder `name`
-    already holds a cache that differs in what is known without the model: the manifest (a stale cache),
-    dtype, shard size, pooled-only, layers, the text cleaner. `CachePlan.prepare` checks everything else
-    (weights, model id, field shapes) once the model is built."""
-    folder = Path(out) / check_name(manifest.name, "manifest name") / check_name(
-        encoder_folder_name(name), "encoder folder name")
-    old = existing_attrs(folder)
-    if old is None:
-        return
-    new = {"schema_version": SCHEMA_VERSION, "manifest_fingerprint": manifest.fingerprint(),
-           "manifest_rows": len(manifest.ids), "ids_sha256": ids_sha256(manifest.ids), "dtype": dtype,
-           "pooled_only": options.pooled_only, "layers": list(options.layers), "shard_size": shard_size}
-    known = {k: old.get(k) for k in new}
-    entry = ENCODERS.get(name)
-    if entry is not None:
-        new["encoder"], known["encoder"] = name, old.get("encoder")
-        new["modality"], known["modality"] = entry.modality, old.get("modality")
-        if entry.modality in ("text", "both") and "clean" in (old.get("preprocessing") or {}):
-            new["preprocessing"] = {"clean": options.clean}
-            known["preprocessing"] = {"clean": old["preprocessing"]["clean"]}
-    diffs = config_differences(known, new)
-    if diffs:
-        raise CacheMismatchError(
-            f"{folder} holds a cache made with a different setup ({'; '.join(diffs)}); "
-            f"use another --out, or delete {folder} to rebuild it")
