@@ -66,14 +66,11 @@ def extract_cmd(manifest, encoders, out, **options):
     Running the same command again resumes: finished shards are kept.
     """
     from msa_cache import threads
-    from msa_cache.extract.precheck import refuse_early_all
-    from msa_cache.manifest import read_manifest
+    from msa_cache.extract import precheck
 
     try:
         # A cache this would refuse (stale, other settings) is refused here, before torch and any model load.
-        config = ExtractConfig(**options)
-        refuse_early_all(read_manifest(manifest), list(encoders), out, config.encoder_options(), dtype=config.dtype,
-                         shard_size=config.shard_size)
+        precheck.refuse_before_loading(manifest, list(encoders), out, **options)
         from msa_cache.extract import extract
 
         threads.use("large")

@@ -20,6 +20,8 @@ try:
     main(sys.argv[1:], standalone_mode=False)
 except SystemExit:
     pass
+except Exception as e:  # a refusal: its one line, then what was imported
+    print("REFUSED", e)
 print("HEAVY", *[m for m in {heavy!r} if m in sys.modules])
 """
 
@@ -85,17 +87,31 @@ def test_head_and_encoder_catalogs_load_without_model_code():
     assert out.stdout.strip() == "[]"
 
 
-def test_extract_refuses_a_stale_cache_before_loading_the_model(small_world, tmp_path, monkeypatch):
-    import msa_cache.extract.pipeline as pipeline
-    from msa_cache.cache import CacheMismatchError
+def _changed_manifest(manifest: Path, out: Path) -> Path:
+    """The same manifest with one text changed: its caches are stale."""
     from msa_cache.manifest import read_manifest
 
-    manifest, cache = small_world
     m = read_manifest(manifest)
     rows = [{"id": i, "text": t + (" changed" if i == "p0" else ""), "image": im, "label": int(y), "split": s}
             for i, t, im, y, s in zip(m.ids, m.column("text"), m.column("image"), m.labels("label"),
                                       m.column("split"))]
-    changed = write_manifest(rows_to_table(rows), m.meta, tmp_path / "toy.parquet")
+    return write_manifest(rows_to_table(rows), m.meta, out / "toy.parquet")
+
+
+def test_extract_command_refuses_a_stale_cache_without_transformers(small_world, tmp_path):
+    manifest, cache = small_world
+    heavy, out = _heavy_after(["extract", "--manifest", str(_changed_manifest(manifest, tmp_path)),
+                               "--encoder", "minilm", "--out", str(cache), "--shard-size", "16"])
+    assert "REFUSED" in out and "manifest_fingerprint" in out
+    assert "transformers" not in heavy
+
+
+def test_extract_refuses_a_stale_cache_before_loading_the_model(small_world, tmp_path, monkeypatch):
+    import msa_cache.extract.pipeline as pipeline
+    from msa_cache.cache import CacheMismatchError
+
+    manifest, cache = small_world
+    changed = _changed_manifest(manifest, tmp_path)
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded before the refusal")

@@ -141,6 +141,7 @@ def test_extract_and_tune_accept_their_keys(world, tmp_path, monkeypatch):
         return Report()
 
     monkeypatch.setattr(extract_api, "extract", fake_extract)
+    monkeypatch.setattr("msa_cache.extract.precheck.refuse_before_loading", lambda *args, **kwargs: None)
     cfg = _write(tmp_path / "extract.yaml", {"manifest": str(manifest), "encoder": ["minilm", "efficientnet-lite0"],
                                              "out": str(tmp_path / "c"), "max_length": 32, "layers": [-1, -2],
                                              "pooled-only": True, "batch_size": 4})

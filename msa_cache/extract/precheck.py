@@ -56,14 +56,26 @@ def refuse_early(manifest: Manifest, name: str, out: str | Path, options: Encode
     if entry is not None:
         new["encoder"], known["encoder"] = name, old.get("encoder")
         new["modality"], known["modality"] = entry.modality, old.get("modality")
-        if entry.modality in ("text", "both") and "clean" in (old.get("preprocessing") or {}):
-            new["preprocessing"] = {"clean": options.clean}
-            known["preprocessing"] = {"clean": old["preprocessing"]["clean"]}
+    modality = entry.modality if entry is not None else old.get("modality")  # hf:/folder: the cache's own
+    if modality in ("text", "both"):  # a text encoder's cleaner, and whether texts come with a target
+        before = old.get("preprocessing") or {}
+        new["preprocessing"] = {"clean": options.clean, "text_pair": True if manifest.has_text_pair else None}
+        known["preprocessing"] = {"clean": before.get("clean", options.clean), "text_pair": before.get("text_pair")}
     diffs = config_differences(known, new)
     if diffs:
         raise CacheMismatchError(
             f"{folder} holds a cache made with a different setup ({'; '.join(diffs)}); "
             f"use another --out, or delete {folder} to rebuild it")
+
+
+def refuse_before_loading(manifest: str | Path, encoders: Sequence, out: str | Path, **options) -> None:
+    """`refuse_early_all` from `extract`'s own arguments (the CLI calls it before importing the pipeline)."""
+    from msa_cache.extract.config import ExtractConfig
+    from msa_cache.manifest.schema import read_manifest
+
+    config = ExtractConfig(**options)
+    refuse_early_all(read_manifest(manifest), encoders, out, config.encoder_options(), dtype=config.dtype,
+                     shard_size=config.shard_size)
 
 
 def refuse_early_all(manifest: Manifest, encoders: Sequence, out: str | Path, options: EncoderOptions, *,
