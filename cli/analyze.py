@@ -5,8 +5,6 @@ import json
 
 import click
 
-from msa_cache.study.oracle import family_oracle
-
 
 @click.group("analyze")
 def analyze_group():
@@ -27,6 +25,8 @@ def oracle_cmd(text_run, image_run, multi_run, split, as_json):
     """Share of rows a text-only or an image-only run gets right (the seed-000 "maximum
     theoretical accuracy"), the multimodal accuracy as a share of it, and the rows only
     the multimodal run gets right. Families: seeds matched by name, figures averaged."""
+    from msa_cache.study.oracle import family_oracle
+
     try:
         r = family_oracle(text_run, image_run, multi_run, split)
     except (FileNotFoundError, ValueError) as e:

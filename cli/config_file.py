@@ -23,7 +23,6 @@ import yaml
 from msa_cache.errors import UserError
 from msa_cache.settings import shown
 from msa_cache.train.command import command_name, command_options, is_run_config
-from msa_cache.train.rundir import validate_run_config
 
 LIST_KEYS_SHOWN = 30  # above this, an unknown-key error points to --help instead of listing every key
 # A config file is a few dozen options: bounds far above any real one, far below what hurts. Without
@@ -222,6 +221,8 @@ def _scalar_fits(p: click.Option, key: str, value, path: Path) -> None:
 def _run_options(ctx: click.Context, data: dict, path: Path) -> dict:
     """A run's config.json as the options that reproduce it (for the command that made it)."""
     try:
+        from msa_cache.train.rundir import validate_run_config  # torch, sklearn: only for a run's config
+
         validate_run_config(data, path)
     except UserError as e:
         raise ConfigFileError(str(e)) from None

@@ -5,8 +5,6 @@ import os
 
 import click
 
-from msa_cache.explain import explain
-
 
 @click.command("explain")
 @click.argument("run", type=click.Path(file_okay=False, exists=True))
@@ -25,6 +23,8 @@ def explain_cmd(run, row_id, out):
     \b
     msa-cache explain runs/mvsa-single/infig-.../seed-0 --id 1234
     """
+    from msa_cache.explain import explain
+
     try:
         path = explain(run, row_id, out)
     except (ValueError, FileNotFoundError, KeyError) as e:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from msa_cache.finetune.export import EXPORTABLE, export_encoder
+from msa_cache.finetune.config import EXPORTABLE
 
 
 @click.command("export-encoder")
@@ -20,6 +20,8 @@ def export_cmd(run, out, modality):
     msa-cache export-encoder runs/mvsa-single/finetune-uni-text-minilm-.../seed-0 models/minilm-ft --modality text
     msa-cache extract --encoder models/minilm-ft --max-length 128
     """
+    from msa_cache.finetune.export import export_encoder
+
     info = export_encoder(run, out, modality, log=click.echo)
     pre, src = info["preprocessing"], info["source"]
     click.echo(f"exported the {modality} encoder of {src['run_id']} (base {src['base_encoder']}, "

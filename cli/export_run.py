@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from msa_cache.study.share import check_repo_id, export_run, push_folder, write_card
 
 
 def _repo(ctx, param, value):
     if value is not None:
+        from msa_cache.study.share import check_repo_id
+
         check_repo_id(value)  # a bad repo id fails here, before any work
     return value
 
@@ -28,6 +29,8 @@ def export_run_cmd(run, out, repo, private):
     msa-cache export runs/mvsa-single/ae-cat-.../seed-0 exported/ae-cat
     msa-cache export runs/mvsa-single/ae-cat-.../seed-0 exported/ae-cat --push me/msa-ae-cat
     """
+    from msa_cache.study.share import export_run, push_folder
+
     if private and repo is None:
         raise click.UsageError("--private goes with --push REPO")
     export_run(run, out, log=click.echo)
@@ -44,5 +47,7 @@ def card_cmd(runs):
     \b
     msa-cache card runs/mvsa-single/*/seed-*
     """
+    from msa_cache.study.share import write_card
+
     for run in runs:
         click.echo(f"wrote {write_card(run)}")

@@ -8,12 +8,12 @@ import click
 
 from msa_cache.cache.schema import CacheError
 from msa_cache.encoders import ENCODERS, EncoderUnavailable, check_encoder_name
-from msa_cache.extract import ExtractConfig, extract
+from msa_cache.extract.config import ExtractConfig
 from msa_cache.extract.lock import LockedError
 from msa_cache.manifest import ManifestError
 
 from msa_cache_cli.config_file import config_option
-from msa_cache_cli.options import dataclass_options, device_option
+from msa_cache_cli.options import dataclass_options, device_option, threads_option
 
 
 class EncoderName(click.ParamType):
@@ -54,6 +54,7 @@ def _layers(ctx, param, value: str | None) -> tuple[int, ...]:
                                      help=f.metadata["help"]),
     "pooled_only": lambda f: click.option("--pooled-only", is_flag=True, help=f.metadata["help"]),
     "device": lambda f: device_option(f.default)})
+@threads_option
 def extract_cmd(manifest, encoders, out, **options):
     """Encode every manifest row with frozen encoders into a sharded HDF5 cache.
 
@@ -64,7 +65,15 @@ def extract_cmd(manifest, encoders, out, **options):
 
     Running the same command again resumes: finished shards are kept.
     """
+    from msa_cache import threads
+    from msa_cache.extract import precheck
+
     try:
+        # A cache this would refuse (stale, other settings) is refused here, before torch and any model load.
+        precheck.refuse_before_loading(manifest, list(encoders), out, **options)
+        from msa_cache.extract import extract
+
+        threads.use("large")
         report = extract(manifest, list(encoders), out, **options)
     except (CacheError, EncoderUnavailable, LockedError, ManifestError, ValueError) as e:
         raise click.ClickException(str(e)) from None

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import click
 
-from msa_cache.encoders import EncoderUnavailable
-from msa_cache.finetune import BASELINES, FinetuneConfig, FinetuneSpec, finetune_run
-from msa_cache.finetune.config import parse_unfreeze
+from msa_cache.encoders.hub import EncoderUnavailable
+from msa_cache.finetune.baselines import BASELINES  # their names and --help lines (imports the baselines' code)
+from msa_cache.finetune.config import FinetuneConfig, FinetuneSpec, parse_unfreeze
 from msa_cache.metrics import scores_line
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.extract import EncoderName
 from msa_cache_cli.options import (
     dataclass_options, device_option, head_flags, head_names, pop_head_options, resolve_manifest, tensorboard_option,
+    threads_option,
 )
 
 
@@ -39,6 +40,7 @@ def _unfreeze(ctx, param, value: str) -> list[str]:
 @click.option("--runs", "runs_root", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--seed", "seeds", type=click.IntRange(0, 2**32 - 1), multiple=True, default=(0,), show_default=True, help="repeatable")
 @tensorboard_option
+@threads_option
 @dataclass_options(FinetuneConfig, {
     "unfreeze": lambda f: click.option("--unfreeze", callback=_unfreeze, default="text,image", show_default=True,
                                        help="which encoders to unfreeze: text, image, text,image or none"),
@@ -54,6 +56,10 @@ def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, te
     msa-cache finetune --baseline visualbert --encoder vit
     msa-cache finetune --config runs/M/finetune-FAMILY/seed-0/command.yaml   # that run again (skipped if finished)
     """
+    from msa_cache import threads
+    from msa_cache.finetune.train import finetune_run
+
+    threads.use("large")  # the encoders train
     if (head is None) == (baseline is None):
         raise click.UsageError(f"give either --head HEAD (with --encoder ...) or --baseline {'|'.join(BASELINES)}")
     options = pop_head_options(kwargs, multi=False)

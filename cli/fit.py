@@ -5,23 +5,19 @@ from pathlib import Path
 
 import click
 
-from msa_cache.heads import make_config
+from msa_cache import threads
+from msa_cache.heads import default_heads, get_head, make_config
 from msa_cache.manifest import read_manifest
 from msa_cache.partition import resolve_partition
-from msa_cache.study.compare import compare, leaderboard_markdown, summarise, write_leaderboard
 from msa_cache.fit.config import RunSpec
 from msa_cache.train.identity import monitor_for
-from msa_cache.fit.cv import CVResult, fit_family
 from msa_cache.metrics import scores_line
-from msa_cache.study.submission import export_test
 from msa_cache.study.stats import MAX_RESAMPLES, N_RESAMPLES
-from msa_cache.fit.features import resolve_caches
-from msa_cache.fit.seeds import fit_seeds
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (
     MAX_SEEDS, cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest,
-    tensorboard_option, train_options,
+    tensorboard_option, threads_option, train_options,
 )
 
 
@@ -34,6 +30,8 @@ batch_seeds_option = click.option(
 
 
 def _caches(kwargs: dict) -> tuple[Path, dict[str, Path]]:
+    from msa_cache.fit.features import resolve_caches
+
     manifest_path = resolve_manifest(kwargs.pop("manifest"))
     manifest = read_manifest(manifest_path)
     caches = resolve_caches(manifest, kwargs.pop("cache_root"), kwargs.pop("text_cache"),
@@ -48,6 +46,7 @@ def _caches(kwargs: dict) -> tuple[Path, dict[str, Path]]:
               help="random seed; repeat for several runs (--seed 0 --seed 1 --seed 2)")
 @tensorboard_option
 @batch_seeds_option
+@threads_option
 @cv_options
 @data_options
 @train_options
@@ -63,8 +62,12 @@ def fit_cmd(head, seeds, tensorboard, batch_seeds, cv, cv_seed, refit, **kwargs)
 
     Prints one line per epoch; on a terminal a bar counts each epoch's batches.
     """
+    from msa_cache.fit.cv import fit_family
+    from msa_cache.fit.seeds import fit_seeds
+
     options = pop_head_options(kwargs, multi=False)
     make_config(head, options)  # fails here, before any work, on an option this head lacks
+    threads.use(get_head(head).compute)
     runs_root = kwargs.pop("runs_root")
     manifest_path, caches = _caches(kwargs)
     train = pop_train_config(kwargs)
@@ -97,7 +100,7 @@ def _echo_cv(r) -> None:
 
 @click.command("compare")
 @config_option()
-@click.option("--heads", default="uni-text,uni-image,probe,late,ae-cat,ae-add,ab-cat,ab-add,mha", show_default=True,
+@click.option("--heads", default=",".join(default_heads()), show_default=True,
               help="comma-separated heads")
 @click.option("--seeds", type=click.IntRange(1, MAX_SEEDS), default=3, show_default=True, help="seeds 0..N-1 per configuration")
 @click.option("--leaderboard", "leaderboard_prefix", default=None, type=click.Path(dir_okay=False),
@@ -113,6 +116,7 @@ def _echo_cv(r) -> None:
               help="bootstrap resamples for the intervals and paired tests")
 @click.option("--no-ensembles", is_flag=True, help="leave out the seed-ensemble rows")
 @batch_seeds_option
+@threads_option
 @click.option("--export-test", "export_dir", default=None, type=click.Path(file_okay=False),
               help="write each family's test predictions here in the dataset's own layout "
                    "(CLMLF: json list of {id, emotion_label}), to score where the test labels are")
@@ -136,6 +140,9 @@ def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, num_shards, shard_in
     With shards, the leaderboard is written by the shard that finds every grid run
     finished, or afterwards by `compare` with the same grid or `--heads '' --all-runs`.
     """
+    from msa_cache.study.compare import compare, leaderboard_markdown, summarise, write_leaderboard
+    from msa_cache.study.submission import export_test
+
     partition = resolve_partition(num_shards, shard_index)
     grid = pop_head_options(kwargs, multi=True)
     runs_root = kwargs.pop("runs_root")

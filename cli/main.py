@@ -2,6 +2,7 @@
 package and is a thin layer over the `msa_cache` Python API."""
 from __future__ import annotations
 
+import importlib
 import os
 
 import click
@@ -61,7 +62,35 @@ class _Group(click.Group):
                                UNEXPECTED_EXIT) from None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _LazyGroup(_Group):
+    """Commands from COMMANDS, each imported on first use (click's documented LazyGroup pattern)."""
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx, name):
+        if name in COMMANDS and name not in self.commands:
+            self.add_command(load_command(name), name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter):
+        """As click's, with the short helps of commands not yet imported read from COMMANDS."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            cmd = self.commands.get(name)
+            if cmd is None:
+                cmd = click.Command(name, help=COMMANDS[name][1])  # a stand-in that only shortens the text
+            if not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="msa-cache")
 @click.option("--debug", is_flag=True, help="show the full traceback of an error (also: MSA_CACHE_DEBUG=1)")
 def main(debug):
@@ -72,25 +101,55 @@ def main(debug):
     """
 
 
-def _register() -> None:
-    from msa_cache_cli.analyze import analyze_group
-    from msa_cache_cli.cache import cache_group
-    from msa_cache_cli.demo import demo_cmd
-    from msa_cache_cli.explain import explain_cmd
-    from msa_cache_cli.export import export_cmd
-    from msa_cache_cli.export_run import card_cmd, export_run_cmd
-    from msa_cache_cli.extract import extract_cmd
-    from msa_cache_cli.finetune import finetune_cmd
-    from msa_cache_cli.fit import compare_cmd, fit_cmd
-    from msa_cache_cli.predict import predict_cmd
-    from msa_cache_cli.report import report_cmd
-    from msa_cache_cli.tune import tune_cmd
-    from msa_cache_cli.manifest import manifest as manifest_group
+# Every command: name -> ("module:attr", the first paragraph of its help). A command's module (and what it
+# imports: torch, transformers, ...) is imported only when that command runs or shows its own help
+# (click's LazyGroup pattern); `msa-cache --help` lists the short helps from this table.
+# tests/test_cli_lazy.py checks each text is the command's own.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "analyze": ("msa_cache_cli.analyze:analyze_group", "Analyses of finished runs."),
+    "cache": ("msa_cache_cli.cache:cache_group", "Inspect and check feature caches (cache/<manifest>/<encoder>)."),
+    "card": ("msa_cache_cli.export_run:card_cmd",
+             "(Re)write README.md, the Hugging Face model card, of finished runs (runs made before cards "
+             "existed have none; new runs get theirs when they finish)."),
+    "compare": ("msa_cache_cli.fit:compare_cmd",
+                "Run a grid of heads x options x seeds (finished runs are skipped) and print the leaderboard."),
+    "demo": ("msa_cache_cli.demo:demo_cmd",
+             "manifest -> extract (minilm + efficientnet-lite0, offline) -> compare, ending with the leaderboard."),
+    "explain": ("msa_cache_cli.explain:explain_cmd",
+                "Draw one example's image with the head's weights over its patch grid as a heat map, "
+                "and its text tokens shaded by their weights (a 1200 x 700 PNG)."),
+    "export": ("msa_cache_cli.export_run:export_run_cmd",
+               "Write a finished run (cached or fine-tuned) to the new folder OUT for the Hugging Face Hub: "
+               "model.safetensors, config.json, the model card README.md, metrics.json (and history, confusion "
+               "plot, TensorBoard events where the run has them). `msa-cache predict OUT` reads it like the run."),
+    "export-encoder": ("msa_cache_cli.export:export_cmd",
+                       "Write a fine-tune run's fine-tuned encoder to the model folder OUT, which "
+                       "`extract --encoder OUT` (and finetune, predict) load like any other encoder."),
+    "extract": ("msa_cache_cli.extract:extract_cmd",
+                "Encode every manifest row with frozen encoders into a sharded HDF5 cache."),
+    "finetune": ("msa_cache_cli.finetune:finetune_cmd",
+                 "Fine-tune a head with its encoders in the loop (or a baseline), staged: head first, then encoders."),
+    "fit": ("msa_cache_cli.fit:fit_cmd", "Train one head on cached features (one run directory per seed)."),
+    "manifest": ("msa_cache_cli.manifest:manifest",
+                 "Build a dataset manifest (one Parquet file with the split), or show one."),
+    "predict": ("msa_cache_cli.predict:predict_cmd", "Predict with a finished run (cached or fine-tuned)."),
+    "report": ("msa_cache_cli.report:report_cmd",
+               "Write one self-contained report.html about the finished runs of one manifest "
+               "(runs/<manifest>/): the leaderboard with intervals and p-values, its bar chart, "
+               "per-class F1, confusion matrices, training curves, the oracle analysis and, with "
+               "--explain N, a few explain pictures. Images are inlined; no script, no external URL: "
+               "it can be mailed."),
+    "tune": ("msa_cache_cli.tune:tune_cmd",
+             "Search a head's hyper-parameters on the dev split with Optuna (median pruning)."),
+}
 
-    for cmd in (manifest_group, extract_cmd, cache_group, fit_cmd, compare_cmd, tune_cmd, finetune_cmd,
-                predict_cmd, export_cmd, export_run_cmd, card_cmd, analyze_group, explain_cmd, report_cmd, demo_cmd):
-        _check_unique_flags(cmd)
-        main.add_command(cmd)
+
+def load_command(name: str) -> click.Command:
+    """Import command `name`'s module and return the command (flags checked once, on load)."""
+    module, _, attr = COMMANDS[name][0].partition(":")
+    cmd = getattr(importlib.import_module(module), attr)
+    _check_unique_flags(cmd)
+    return cmd
 
 
 def _check_unique_flags(cmd: click.Command) -> None:
@@ -104,8 +163,6 @@ def _check_unique_flags(cmd: click.Command) -> None:
     for sub in getattr(cmd, "commands", {}).values():
         _check_unique_flags(sub)
 
-
-_register()
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """Options shared by the commands: head and trainer flags (fit, compare, tune, finetune), the data
-and cross-validation flags, --device and --tensorboard.
+and cross-validation flags, --device, --threads and --tensorboard.
 
-Head flags are generated from the head registry's Config dataclasses, so the
+Head flags are generated from the head catalog's Config dataclasses (heads/catalog.py), so the
 CLI can never drift from the heads: a field `latent` becomes `--latent`, a bool
 field `ipfl=True` becomes `--ipfl/--no-ipfl`. Setting a flag that the chosen
 head does not have is an error, never silently ignored.
@@ -28,7 +28,7 @@ def _scalar_type(f: dataclasses.Field):
 
 
 def _click_type(f: dataclasses.Field):
-    """click.IntRange / FloatRange from the field's range (heads/registry.py), else its plain type."""
+    """click.IntRange / FloatRange from the field's range (msa_cache/settings.py), else its plain type."""
     bounds = field_range(f, HEAD_INT_RANGE)
     if bounds is None:
         return _scalar_type(f)
@@ -223,6 +223,23 @@ def resolve_manifest(path: str | None) -> Path:
 
 def head_names() -> list[str]:
     return sorted(HEADS)
+
+
+def _request_threads(ctx, param, value: int | None) -> int | None:
+    from msa_cache import threads
+
+    threads.request(value)
+    return value
+
+
+def threads_option(fn):
+    """`--threads N`: torch's intra-op CPU threads (msa_cache/threads.py decides without it). It changes speed,
+    not results, so it is no TrainConfig field and stays out of the run identity."""
+    return click.option("--threads", type=click.IntRange(1), default=None, callback=_request_threads,
+                        expose_value=False,
+                        help="CPU threads for torch [default: 1 for pooled and small token heads; the available "
+                             "cores, at most 8, for extraction, fine-tuning and large token heads (mdse, infig); "
+                             "left to OMP_NUM_THREADS / MKL_NUM_THREADS where set]")(fn)
 
 
 def _check_tensorboard(ctx, param, value: bool) -> bool:

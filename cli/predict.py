@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 
 import click
-import numpy as np
+from msa_cache.encoders.hub import EncoderUnavailable
 
-from msa_cache.encoders import EncoderUnavailable
-from msa_cache.predict import POST_FORMATS, predict_manifest, predict_post, read_post_columns
-from msa_cache.predictor import Predictor, predict_file
+from msa_cache.encoders.hub import EncoderUnavailable
 
-from msa_cache_cli.options import device_option
+from msa_cache_cli.options import device_option, threads_option
 
 SHOWN_ROWS = 20
 
@@ -41,6 +39,7 @@ SHOWN_ROWS = 20
               help="print the result as JSON (with --input: one JSON object per post, JSON lines)")
 @device_option()
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@threads_option
 def predict_cmd(run, revision, text, image, text_pair, manifest, input_file, text_col, image_col, text_pair_col, out,
                 split, as_json, device, batch_size):
     """Predict with a finished run (cached or fine-tuned), a folder or a Hub repo id.
@@ -52,6 +51,11 @@ def predict_cmd(run, revision, text, image, text_pair, manifest, input_file, tex
     msa-cache predict runs/mvsa-single/ae-cat-.../seed-0 --manifest manifests/new.parquet -o preds.parquet
     msa-cache predict runs/twitter2015/late-.../seed-0 --image t.jpg --text "Chuck Bass is everything" --text-pair "Chuck Bass"
     """
+    from msa_cache import threads
+    from msa_cache.predict import POST_FORMATS, predict_manifest, predict_post, read_post_columns
+    from msa_cache.predictor import Predictor, predict_file
+
+    threads.use("large")  # posts go through the run's encoders
     single = text is not None or image is not None or text_pair is not None
     if not single and manifest is None and input_file is None:
         raise click.UsageError("give --text/--image for one post, --input FILE for many, or --manifest M")
@@ -109,6 +113,8 @@ def _echo_posts(table, out: str | None, as_json: bool) -> None:
 
 
 def _summarise(t: dict, out: str | None) -> None:
+    import numpy as np
+
     n = len(t["id"])
     prob_cols = [k for k in t if k.startswith("prob_")]
     if out is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from msa_cache.metrics import MONITOR_NAMES
-from msa_cache.report import REPORT_FILE, write_report
+from msa_cache.report import REPORT_FILE
 from msa_cache.study.stats import MAX_RESAMPLES, N_RESAMPLES
 
 
@@ -31,6 +31,8 @@ def report_cmd(runs_dir, out, explain, monitor, resamples, no_ensembles):
     msa-cache report runs/mvsa-single
     msa-cache report runs/mvsa-single -o mvsa-report.html --explain 3
     """
+    from msa_cache.report import write_report
+
     path = write_report(runs_dir, out, explain=explain, monitor=monitor, n_resamples=resamples,
                         ensembles=not no_ensembles)
     click.echo(str(path))

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import click
 
-from msa_cache.heads import make_config
+from msa_cache import threads
+from msa_cache.heads import get_head, make_config
 from msa_cache.manifest import read_manifest
-from msa_cache.fit.features import resolve_caches
-from msa_cache.study.tune import fixed_options, format_space, search_space, tune
 
 from msa_cache_cli.config_file import config_option
 from msa_cache_cli.options import (
     MAX_SEEDS, cv_options, data_options, head_flags, head_names, pop_head_options, pop_train_config, resolve_manifest,
-    tensorboard_option, train_options,
+    tensorboard_option, threads_option, train_options,
 )
 
 
@@ -30,6 +29,7 @@ from msa_cache_cli.options import (
               help="seed of the TPE sampler (a reproducible search in one process)")
 @click.option("--dry-run", is_flag=True, help="print the search space and exit")
 @tensorboard_option
+@threads_option
 @cv_options
 @data_options
 @train_options
@@ -50,8 +50,12 @@ def tune_cmd(head, trials, storage, timeout, seeds, sampler_seed, dry_run, tenso
     msa-cache tune --head ae-cat --trials 30 --cv 5 --refit
     msa-cache tune --config tune.yaml --trials 50   # options from a file (an option set there is fixed)
     """
+    from msa_cache.fit.features import resolve_caches
+    from msa_cache.study.tune import fixed_options, format_space, search_space, tune
+
     options = pop_head_options(kwargs, multi=False)
     make_config(head, options)  # an option this head lacks fails here, before any work
+    threads.use(get_head(head).compute)
     runs_root = kwargs.pop("runs_root")
     train = pop_train_config(kwargs)
     if refit and not cv:

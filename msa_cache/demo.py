@@ -18,10 +18,12 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from msa_cache import threads
 from msa_cache.fit.config import TrainConfig
+from msa_cache.heads.catalog import default_heads
 from msa_cache.train.identity import monitor_for
 
-DEMO_HEADS = ["uni-text", "uni-image", "probe", "late", "ae-cat", "ae-add", "ab-cat", "ab-add", "mha"]
+DEMO_HEADS = default_heads()  # the catalog's default head list (`default=True`), as compare's --heads
 DEMO_ENCODERS = ["minilm", "efficientnet-lite0"]
 
 
@@ -65,6 +67,7 @@ def run_demo(root: str | Path | None = None, workdir: str | Path = ".", seeds: i
     log(build_manifest("clmlf", root=data, output=manifest_path).format())
 
     log(f"[2/3] extract {' + '.join(DEMO_ENCODERS)} -> {workdir / 'cache'}")
+    threads.use("large")  # compare then sets them per head
     report = extract(manifest_path, encoders=DEMO_ENCODERS, out=workdir / "cache", progress=sys.stderr.isatty(),
                      log=log)
     log(report.summary())

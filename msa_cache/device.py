@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 _NAME = re.compile(r"^(auto|cpu|cuda|mps)(?::(\d+))?$")
 _CHOICES = "use auto, cpu, cuda or cuda:N"
@@ -45,12 +46,14 @@ def _env_int(env: Mapping[str, str], var: str, name: str) -> int:
     return value
 
 
-def resolve_device(name: str = "auto", env: Mapping[str, str] | None = None) -> torch.device:
+def resolve_device(name: str = "auto", env: Mapping[str, str] | None = None) -> "torch.device":
     """`auto` | `cpu` | `cuda` | `cuda:N` | `mps` -> the torch.device this process should use.
 
     Raises ValueError (one line: what, where, what to do) for a malformed name, a GPU
     that is not there, or a torchrun LOCAL_RANK beyond the node's GPUs.
     """
+    import torch  # here, not at the top: `--help` and the option checks of every command import this module
+
     env = os.environ if env is None else env
     text = str(name).strip().lower()
     m = _NAME.match(text)

@@ -4,7 +4,9 @@
 
 The picture shows the example's image with the head's weights over its patch
 grid as a heat map, and its text tokens shaded by their weights. What the
-weights are depends on the head:
+weights are depends on the head: each explainable head returns them from
+`Head.explain_weights` and says what they mean in its catalog entry
+(`explains`, heads/catalog.py), e.g.
 
     infig          the fusion attention-pooling weights g (one softmax over
                    image patches and text tokens together)
@@ -29,19 +31,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from msa_cache.heads.catalog import HEADS
 from msa_cache.manifest.images import load_rgb
 
 # Fixed size, so every picture is FIG_SIZE * DPI = 1200 x 700 pixels.
 FIG_SIZE = (12.0, 7.0)
 DPI = 100
 
-# What each explainable head's weights mean (used in the picture's captions).
-EXPLAINABLE = {
-    "infig": "fusion attention-pooling weight g",
-    "mdse": "private-feature weight 1 - s",
-    "ab-cat": "cross-modal attention (mean over queries)",
-    "ab-add": "cross-modal attention (mean over queries)",
-}
+# What each explainable head's weights mean (used in the picture's captions), from the head catalog.
+EXPLAINABLE = {name: entry.explains for name, entry in HEADS.items() if entry.explains}
 _FALLBACK_SIZE = 224  # image side used when a cache records no resize/crop geometry
 
 
@@ -71,27 +69,6 @@ class Explanation:
         true = self.classes[self.label] if self.label >= 0 else "unlabeled"
         return (f"{self.head}  |  id {self.row_id}  |  true: {true}  |  "
                 f"predicted: {self.classes[self.pred]} ({self.probs[self.pred]:.0%})")
-
-
-# ---------------------------------------------------------------------------
-# weights from a head's output
-
-
-def head_weights(head_name: str, aux: dict, text_mask: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(image [B, P], text [B, L]) weights from a forward's aux; None for a side the head lacks."""
-    if head_name == "infig":
-        return aux["attn_image"], aux["attn_text"]
-    if head_name == "mdse":  # a side trained with --no-ipfl/--no-tpfl has no private weights
-        return aux.get("w_image"), aux.get("w_text")
-    if head_name in ("ab-cat", "ab-add"):
-        attn = aux["attn"]
-        # text queries over image keys [B, L, P]: mean over real text queries (padded rows are zero).
-        n_text = text_mask.sum(1, keepdim=True).clamp(min=1).to(torch.float32)
-        image = attn[("text", "image")].float().sum(1) / n_text
-        # image queries over text keys [B, P, L]: every patch is a real query.
-        text = attn[("image", "text")].float().mean(1)
-        return image, text
-    raise _not_explainable(head_name)
 
 
 def _not_explainable(head_name: str) -> ValueError:
@@ -234,7 +211,7 @@ def _explain_features(run, name, head, manifest, features, row, row_id) -> Expla
     with torch.no_grad(), head.logits_only():
         out = head(batch)
     probs = torch.softmax(out.logits.float(), dim=-1)[0].numpy()
-    w_image, w_text = head_weights(name, out.aux, text_mask)
+    w_image, w_text = head.explain_weights(out.aux, text_mask)
     mask = text_mask[0].numpy()
 
     image_weights = None if w_image is None else w_image[0].float().numpy()
@@ -266,7 +243,7 @@ def explain(run_dir: str | Path, row_id: str, out_path: str | Path | None = None
     e = explain_row(run_dir, row_id)
     what = EXPLAINABLE[e.head]
     image_caption, text_caption = f"image: {what}", f"text: {what}"
-    if e.head == "infig" and e.image_weights is not None and e.text_weights is not None:
+    if HEADS[e.head].explains_one_softmax and e.image_weights is not None and e.text_weights is not None:
         # g is one softmax over both modalities: say how it splits between them.
         share = float(e.image_weights.sum() / max(e.image_weights.sum() + e.text_weights.sum(), 1e-12))
         image_caption += f" (image {share:.0%} of the total)"

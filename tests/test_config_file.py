@@ -127,7 +127,7 @@ def test_compare_takes_a_grid_file_and_reports_run_k_of_n(world, tmp_path):
 
 
 def test_extract_and_tune_accept_their_keys(world, tmp_path, monkeypatch):
-    import msa_cache_cli.extract as extract_cli
+    import msa_cache.extract as extract_api  # the command imports `extract` from here when it runs
 
     root, manifest, _ = world
     seen = {}
@@ -140,7 +140,8 @@ def test_extract_and_tune_accept_their_keys(world, tmp_path, monkeypatch):
         seen.update(manifest=manifest_path, encoders=encoders, out=out, **options)
         return Report()
 
-    monkeypatch.setattr(extract_cli, "extract", fake_extract)
+    monkeypatch.setattr(extract_api, "extract", fake_extract)
+    monkeypatch.setattr("msa_cache.extract.precheck.refuse_before_loading", lambda *args, **kwargs: None)
     cfg = _write(tmp_path / "extract.yaml", {"manifest": str(manifest), "encoder": ["minilm", "efficientnet-lite0"],
                                              "out": str(tmp_path / "c"), "max_length": 32, "layers": [-1, -2],
                                              "pooled-only": True, "batch_size": 4})

@@ -156,7 +156,7 @@ def test_unreadable_image_draws_a_placeholder_and_says_so(runs, tmp_path):
 def test_unknown_id_and_unexplainable_head_are_one_line_errors(runs):
     with pytest.raises(ValueError, match="id 'nope' is not in .*toy.parquet"):
         explain_row(runs["infig"], "nope")
-    with pytest.raises(ValueError, match="head 'uni-text' cannot be explained; explain works for infig, mdse"):
+    with pytest.raises(ValueError, match="head 'uni-text' cannot be explained; explain works for ab-cat, ab-add, mdse, infig"):
         explain(runs["uni-text"], "p1")
 
 

@@ -295,7 +295,7 @@ def test_each_parameter_group_follows_its_own_schedule(warmup):
 
 
 def test_the_lr_schedule_is_part_of_a_fine_tune_runs_identity():
-    from msa_cache.finetune.optim import LR_SCHEDULE
+    from msa_cache.finetune.config import LR_SCHEDULE
 
     identity = FinetuneSpec("m.parquet", "late", ["minilm"]).identity("fp", {})
     assert identity["lr_schedule"] == LR_SCHEDULE == "transformers-linear-warmup"

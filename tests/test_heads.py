@@ -14,23 +14,31 @@ import numpy as np
 import pytest
 import torch
 
-from msa_cache.heads import HEADS, Batch, ModalityInput, ModalitySpec, create_head
+from msa_cache.heads import HEADS, Batch, ModalityInput, ModalitySpec, create_head, default_heads
 from msa_cache.heads.autoencoder import parse_per_modality
 from msa_cache.heads.base import masked_mean
 
 C = 3
 T_TEXT, D_TEXT = 10, 16
 T_IMAGE, D_IMAGE = 6, 12
-TOKEN_HEADS = ["ab-cat", "ab-add", "mha"]
-POOLED_HEADS = ["uni-text", "uni-image", "probe", "late", "ae-cat", "ae-add"]
-OWN = POOLED_HEADS + TOKEN_HEADS
-# Small widths so every test stays fast on two shared CPU cores.
-SMALL = {
-    "uni-text": {"hidden": 32}, "uni-image": {"hidden": 32}, "probe": {}, "late": {"hidden": 32},
-    "ae-cat": {"hidden": 32, "latent": 16}, "ae-add": {"hidden": 32, "latent": 16},
-    "ab-cat": {"hidden": 32, "latent": 16}, "ab-add": {"hidden": 32, "latent": 16},
-    "mha": {"hidden": 32, "width": 32, "num_heads": 4},
-}
+# The checks below loop over the head catalog, so a new head is checked without editing this file.
+ALL = sorted(HEADS)
+TOKEN_HEADS = [h for h in ALL if HEADS[h].uses_tokens]
+POOLED_HEADS = [h for h in ALL if not HEADS[h].uses_tokens]
+SMALL_HEADS = [h for h in ALL if HEADS[h].compute == "small"]  # large ones learn in test_mdse/test_infig
+# Small widths so every test stays fast on two shared CPU cores: each head takes the ones it has.
+SMALL_OPTIONS = {"hidden": 32, "latent": 16, "width": 32, "num_heads": 4, "layers": 1, "stack_layers": 1,
+                 "fusion_layers": 1, "hfam_layers": 1, "embed": 16, "queue_size": 32}
+
+
+def _small(name: str) -> dict:
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(HEADS[name].Config)}
+    return {k: v for k, v in SMALL_OPTIONS.items() if k in fields}
+
+
+SMALL = {name: _small(name) for name in ALL}
 DIMS = {"text": (T_TEXT, D_TEXT, True), "image": (T_IMAGE, D_IMAGE, False), "clip_text": (5, 8, True)}
 
 
@@ -109,14 +117,25 @@ def fit_probe(head, train_data: Batch, dev_data: Batch, **kw) -> dict:
                                 np_inputs(dev_data), dev_data.labels.numpy(), acc, **kw)
 
 
-def test_all_owned_heads_are_registered():
-    assert set(OWN) <= set(HEADS)
+def test_catalog_traits():
     assert HEADS["ae-cat"].optimizer == HEADS["ab-add"].optimizer == "adam"
-    assert all(HEADS[h].uses_tokens for h in TOKEN_HEADS)
-    assert not any(HEADS[h].uses_tokens for h in POOLED_HEADS)
+    assert {"ab-cat", "ab-add", "mha", "mdse", "infig"} <= set(TOKEN_HEADS)
+    assert {"uni-text", "uni-image", "probe", "late", "ae-cat", "ae-add"} <= set(POOLED_HEADS)
+    assert default_heads() == ["uni-text", "uni-image", "probe", "late", "ae-cat", "ae-add", "ab-cat", "ab-add", "mha"]
 
 
-@pytest.mark.parametrize("name", OWN)
+@pytest.mark.parametrize("name", ALL)
+def test_model_reads_its_catalog_entry(name):
+    """The entry's dotted path names a class decorated for that entry, whose traits are the entry's."""
+    entry = HEADS[name]
+    cls = entry.model_class()
+    assert cls.name == name and cls.entry is entry and cls.Config is entry.Config
+    assert (cls.uses_tokens, cls.optimizer, cls.fit_mode, cls.revision, cls.modalities) == (
+        entry.uses_tokens, entry.optimizer, entry.fit_mode, entry.revision, entry.modalities)
+    assert entry.fit_mode in ("gradient", "closed_form") and entry.optimizer in ("adam", "adamw")
+
+
+@pytest.mark.parametrize("name", SMALL_HEADS)
 def test_head_learns_synthetic_problem(name):
     signal = "image" if name == "uni-image" else "text"
     train_data, test_data = make_data(400, seed=0, signal_in=signal), make_data(200, seed=1, signal_in=signal)
@@ -134,7 +153,7 @@ def test_head_learns_synthetic_problem(name):
     assert accuracy(head, test_data) > 0.8  # chance is 1/3
 
 
-@pytest.mark.parametrize("name", OWN)
+@pytest.mark.parametrize("name", ALL)
 def test_output_shapes_and_determinism(name):
     data = make_data(7, seed=3)
     outs = []
@@ -207,6 +226,25 @@ def test_attention_block_weights_are_real_attention(name):
     # Not the degenerate single-key softmax of the seed: weights are spread, none is 1.
     assert img_reads_text.max() < 0.99 and text_reads_img.max() < 0.99
     assert (img_reads_text[tmask[:, None, :].expand_as(img_reads_text)] > 0).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_explain_weights_where_the_catalog_says_so(name):
+    """Heads whose entry says what their explain weights mean return [B, P] image and [B, L] text weights
+    (or None for a side they lack); the others refuse."""
+    data = make_data(3, seed=18)
+    torch.manual_seed(0)
+    head = create_head(name, spec_for(("text", "image")), C, SMALL[name]).eval()
+    with torch.no_grad(), head.logits_only():
+        out = head(data)
+    if not HEADS[name].explains:
+        with pytest.raises(ValueError, match="cannot be explained"):
+            head.explain_weights(out.aux, data.inputs["text"].mask)
+        return
+    image, text = head.explain_weights(out.aux, data.inputs["text"].mask)
+    assert image is not None or text is not None
+    assert image is None or image.shape == (3, T_IMAGE)
+    assert text is None or text.shape == (3, T_TEXT)
 
 
 def test_attention_block_needs_two_modalities():
@@ -349,7 +387,7 @@ def test_create_head_rejects_unknown_options():
 def test_every_option_has_help():
     import dataclasses
 
-    for name in OWN:
+    for name in ALL:
         for f in dataclasses.fields(HEADS[name].Config):
             assert f.metadata.get("help"), (name, f.name)
 

@@ -12,7 +12,7 @@ every arrow points down to a lower floor, never up and never sideways between si
     encoders
     cache
     manifest
-    names, atomic, provenance, device, search_space, settings, metrics, partition, demo_data
+    names, atomic, provenance, device, search_space, settings, metrics, partition, demo_data, remote, threads
     errors
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = [
     {"errors"},
     {"names", "atomic", "provenance", "device", "search_space", "settings", "metrics", "partition", "demo_data",
-     "remote"},
+     "remote", "threads"},
     {"manifest"},
     {"cache"},
     {"encoders"},

@@ -1,14 +1,30 @@
-"""Frozen encoders: one registry (`ENCODERS`, registry.py), filled by importing the encoder
-modules (build.py does, and builds by name).
+"""Frozen encoders: one catalog (`ENCODERS`, catalog.py: names, modalities, help; no torch) and a
+builder per entry, imported when that encoder is built (build.py).
 
     build_encoder("minilm")                       # by name (offline: minilm, efficientnet-lite0)
     build_encoder("hf:ORG/NAME"), build_encoder("/path/to/model")
     build_encoder("bert", model=BertModel(cfg), tokenizer=tok)   # any already-built model
+
+The model-side names (Encoder, EncoderOptions, ...) load torch, so they are imported on first use.
 """
-from msa_cache.encoders.base import Encoder, EncoderEntry, EncoderOptions, ImageSpec, TextSpec
+from msa_cache.encoders.catalog import ENCODERS, EncoderEntry, register_encoder
 from msa_cache.encoders.hub import EncoderUnavailable
-from msa_cache.encoders.registry import ENCODERS, check_encoder_name, encoder_folder_name, register_encoder
-from msa_cache.encoders.build import build_encoder  # imports the encoder modules, filling ENCODERS
+from msa_cache.encoders.registry import check_encoder_name, encoder_folder_name
+
+from msa_cache.encoders.options import EncoderOptions
+
+_LAZY = {"Encoder": "msa_cache.encoders.base",
+         "ImageSpec": "msa_cache.encoders.base", "TextSpec": "msa_cache.encoders.base",
+         "build_encoder": "msa_cache.encoders.build"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ENCODERS", "Encoder", "EncoderEntry", "EncoderOptions", "EncoderUnavailable", "ImageSpec", "TextSpec",

@@ -10,35 +10,18 @@ DataLoader workers get only these, so they stay cheap to fork or pickle.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 from PIL import Image
 
 from msa_cache.cache.schema import is_token_field
+from msa_cache.encoders.options import EncoderOptions  # noqa: F401  (re-exported: encoders take it)
 from msa_cache.manifest.text import get_cleaner
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class EncoderOptions:
-    """What the user chooses at extraction time (the same for every encoder of a run)."""
-
-    max_length: int = 128
-    clean: str = "none"
-    layers: tuple[int, ...] = ()
-    pooled_only: bool = False
-
-    def __post_init__(self):
-        get_cleaner(self.clean)  # fail early on an unknown cleaner name
-        if self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2 (room for the special tokens), got {self.max_length}")
-        if self.layers and self.pooled_only:
-            raise ValueError("--layers stores token states; it cannot be combined with --pooled-only")
-        object.__setattr__(self, "layers", tuple(int(k) for k in self.layers))
 
 
 @dataclass(frozen=True)
@@ -272,19 +255,3 @@ def weights_sha256(model: torch.nn.Module) -> str:
             t = t.float()
         h.update(t.numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-@dataclass
-class EncoderEntry:
-    """One registry entry: how to build an encoder by name."""
-
-    name: str
-    modality: str
-    build: Callable[..., Encoder]
-    default_model: str = ""
-    offline: bool = False  # weights ship in a pip package, so it works without a hub
-    help: str = ""
-    extra: dict = field(default_factory=dict)
-    # Non-HF encoders: builds the architecture without pretrained weights (the registry builder then
-    # wraps it as with `model=`), so an exported fine-tuned state dict can be loaded into it.
-    blank: Callable[[], torch.nn.Module] | None = None

@@ -1,20 +1,11 @@
-"""Building an encoder by registry name, `hf:ORG/NAME` or local folder.
-
-Importing this module imports every encoder module, which fills the registry (registry.py) with
-`@register_encoder`; the arrows point from here down to the encoder modules and from them to the registry.
-"""
+"""Building an encoder by catalog name (encoders/catalog.py; its builder module is imported then),
+`hf:ORG/NAME` or local folder."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-# The registration order (the order of ENCODERS) is the one these imports give.
-import msa_cache.encoders.text  # noqa: F401  bert, roberta, deberta-v3, minilm
-import msa_cache.encoders.vision  # noqa: F401  vit
-import msa_cache.encoders.cnn  # noqa: F401  resnet50, vgg19, mobilenet-v2, efficientnet-lite0, cnn-small
-import msa_cache.encoders.clip  # noqa: F401  clip
-from msa_cache.encoders.auto import build_auto
 from msa_cache.encoders.base import Encoder, EncoderOptions
 from msa_cache.encoders.exported import build_exported, is_exported
 from msa_cache.encoders.registry import ENCODERS, check_encoder_name
@@ -36,4 +27,6 @@ def build_encoder(name: str, model: torch.nn.Module | None = None, tokenizer=Non
         if model is not None:
             raise ValueError(f"encoder '{name}' is an exported folder; it loads its own weights (no model=)")
         return build_exported(name, source, options=options)
+    from msa_cache.encoders.auto import build_auto  # transformers' Auto classes: only for hf:/folder names
+
     return build_auto(name, source, model=model, tokenizer=tokenizer, options=options)

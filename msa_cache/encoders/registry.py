@@ -1,38 +1,14 @@
-"""The encoder registry: one dict, filled by `@register_encoder` in the encoder modules.
-
-This module only holds the table and the name rules, so the encoder modules can import it; building by
-name (and the hf:/folder lookup) is in build.py, which imports every encoder module to fill the table.
-The CLI's `--encoder` choices come from `ENCODERS`; besides those names it takes
-`hf:ORG/NAME` (any Hugging Face model) or a local model folder, whose modality
-is read from the model config (see auto.py).
+"""Encoder names: the catalog's (encoders/catalog.py: names, modalities, help; no torch) and the rules for
+the names outside it. Besides catalog names the CLI's `--encoder` takes `hf:ORG/NAME` (any Hugging Face
+model) or a local model folder, whose modality is read from the model config (see auto.py). Building by
+name is in build.py.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Callable
 
-import torch
-
-from msa_cache.encoders.base import Encoder, EncoderEntry
-
-ENCODERS: dict[str, EncoderEntry] = {}
-
-
-def register_encoder(name: str, *, modality: str, default_model: str = "", offline: bool = False,
-                     help: str = "", blank: Callable[[], torch.nn.Module] | None = None) -> Callable:
-    """Decorator for a builder `fn(model=None, tokenizer=None, options=EncoderOptions()) -> Encoder`.
-
-    blank: for encoders that are not Hugging Face models, the architecture without weights
-    (what the builder accepts as `model=`), so `export-encoder` folders can be loaded."""
-
-    def deco(fn: Callable[..., Encoder]) -> Callable[..., Encoder]:
-        if name in ENCODERS:
-            raise ValueError(f"encoder '{name}' is registered twice")
-        ENCODERS[name] = EncoderEntry(name, modality, fn, default_model, offline, help, blank=blank)
-        return fn
-
-    return deco
+from msa_cache.encoders.catalog import ENCODERS
 
 
 def is_hf_spec(name: str) -> bool:

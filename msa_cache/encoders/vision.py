@@ -10,7 +10,6 @@ import torch
 
 from msa_cache.encoders.base import Encoder, EncoderOptions, ImageSpec
 from msa_cache.encoders.hub import EncoderUnavailable, load_pretrained
-from msa_cache.encoders.registry import register_encoder
 from msa_cache.encoders.text import check_layers
 
 # Model types whose token 0 is a CLS token (the rest are patches).
@@ -112,8 +111,6 @@ class VisionEncoder(Encoder):
                    revision=revision, options=options)
 
 
-@register_encoder("vit", modality="image", default_model="google/vit-base-patch16-224-in21k",
-                  help="ViT-B/16 ImageNet-21k, 196 patches x 768 + CLS")
 def vit(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions(), processor=None) -> VisionEncoder:
     return VisionEncoder.from_pretrained("vit", "google/vit-base-patch16-224-in21k", model=model,
                                          processor=processor, options=options)

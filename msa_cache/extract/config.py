@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from msa_cache.cache.schema import DEFAULT_SHARD_SIZE, FLOAT_DTYPES
-from msa_cache.encoders import EncoderOptions
+from msa_cache.encoders.options import EncoderOptions
 from msa_cache.manifest import CLEANERS
 
 

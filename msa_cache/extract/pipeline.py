@@ -31,6 +31,7 @@ from msa_cache.extract.config import ExtractConfig, default_workers
 from msa_cache.extract.dataset import RowDataset, ShardBatchSampler
 from msa_cache.extract.lock import ShardLock
 from msa_cache.extract.plan import CachePlan
+from msa_cache.extract.precheck import refuse_early_all
 from msa_cache.extract.runner import BatchRunner, resolve_autocast
 from msa_cache.extract.shared import SharedRows, image_sources
 from msa_cache.extract.writer import ShardFile, ShardWriter
@@ -134,6 +135,8 @@ def extract(manifest: str | Path | Manifest, encoders: Sequence[str | Encoder], 
             check_encoder_name(spec)
     partition = resolve_partition(config.num_shards, config.shard_index)
     encoder_options = config.encoder_options()
+    # and on a cache that will be refused (stale, other settings), before any model loads
+    refuse_early_all(man, encoders, out, encoder_options, dtype=config.dtype, shard_size=config.shard_size)
     settings = ExtractSettings(config.batch_size, config.dtype, config.shard_size, config.workers, config.device,
                                config.autocast, config.progress)
     reports = []

@@ -10,7 +10,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from msa_cache import __version__
@@ -20,15 +19,14 @@ from msa_cache.cache.schema import (
     SCHEMA_VERSION,
     CacheMismatchError,
     config_differences,
-    decode_attr,
     field_dtype,
     ids_sha256,
-    read_index,
     shard_name,
     shard_ranges,
 )
 from msa_cache.encoders.base import Encoder
 from msa_cache.encoders.registry import encoder_folder_name
+from msa_cache.extract.precheck import existing_attrs
 from msa_cache.manifest.schema import Manifest
 from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
@@ -119,10 +117,4 @@ class CachePlan:
         os.replace(tmp, self.folder / INDEX_FILE)  # atomic: concurrent processes write the same layout
 
     def _existing_attrs(self) -> dict | None:
-        if (self.folder / INDEX_FILE).is_file():
-            return read_index(self.folder)["attrs"]
-        done = sorted(self.folder.glob("shard-*.h5")) if self.folder.is_dir() else []
-        if done:  # index deleted but shards left: judge by a shard
-            with h5py.File(done[0], "r") as f:
-                return {k: decode_attr(v) for k, v in f.attrs.items()}
-        return None
+        return existing_attrs(self.folder)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from msa_cache.manifest import CLEANERS
-from msa_cache.finetune.optim import LR_SCHEDULE
 from msa_cache.provenance import from_saved
 from msa_cache.train.identity import FINETUNE, head_revision
 from msa_cache.metrics import MONITOR_NAMES
@@ -19,6 +18,11 @@ from msa_cache.settings import check_settings, identity_fields
 
 TEXT_AUGS = ("none", "translation", "synonyms")
 MODALITIES = ("text", "image")
+EXPORTABLE = MODALITIES  # `export-encoder --modality`: a run's encoders by modality
+VISUALBERT_DEFAULT = "uclanlp/visualbert-vqa-coco-pre"  # `--baseline visualbert` without --model
+# The lr schedule fine-tune runs use (recorded in their identity); finetune/optim.py implements it. Here, not
+# there, so the options load without torch and transformers.
+LR_SCHEDULE = "transformers-linear-warmup"
 
 
 @dataclass

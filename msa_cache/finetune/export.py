@@ -24,12 +24,11 @@ from msa_cache.encoders.exported import (
 )
 from msa_cache.encoders.text import TextEncoder
 from msa_cache.encoders.vision import VisionEncoder
-from msa_cache.finetune.config import FinetuneSpec
+from msa_cache.finetune.config import EXPORTABLE, FinetuneSpec
 from msa_cache.finetune.load import load_finetune_run
 from msa_cache.train.identity import FINETUNE, config_hash, run_mode
 from msa_cache.train.rundir import weights_file
 
-EXPORTABLE = ("text", "image")
 
 
 def export_encoder(run: str | Path, out: str | Path, modality: str, log: Callable[[str], None] = print) -> dict:

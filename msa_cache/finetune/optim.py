@@ -16,9 +16,9 @@ from transformers import get_linear_schedule_with_warmup
 from msa_cache.train.loop import autocast, grad_scaler, resolve_precision  # noqa: F401
 
 MAX_GRAD_NORM = 1.0  # the usual clip for transformer fine-tuning; keeps an early bad batch harmless
-# Part of a fine-tune run's identity: runs made with another schedule (before this one: a hand-written
-# warm-up one step ahead of transformers', (s+1)/warm) are never reused as if made with this one.
-LR_SCHEDULE = "transformers-linear-warmup"
+# warmup_linear is finetune/config.py's LR_SCHEDULE, part of a fine-tune run's identity: runs made with another
+# schedule (before this one: a hand-written warm-up one step ahead of transformers', (s+1)/warm) are never
+# reused as if made with this one.
 
 
 def warmup_linear(total: int, warmup: float, start: int = 0):

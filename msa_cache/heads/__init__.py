@@ -1,16 +1,21 @@
-"""Fusion heads trained on cached features. One module per method; importing a
-module registers its heads (see registry.py). Add a head: one file + one line here."""
-from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalityInput, ModalitySpec
-from msa_cache.heads.registry import HEADS, create_head, get_head, make_config, register_head
+"""Fusion heads trained on cached features. catalog.py lists every head (name, Config, traits; no
+torch); one module per method holds its model, imported when a model is built. Add a head: its
+model file + one catalog entry.
 
-from msa_cache.heads import uni  # noqa: F401,E402  uni-text, uni-image
-from msa_cache.heads import probe  # noqa: F401,E402  probe
-from msa_cache.heads import late  # noqa: F401,E402  late
-from msa_cache.heads import autoencoder  # noqa: F401,E402  ae-cat, ae-add
-from msa_cache.heads import attention_block  # noqa: F401,E402  ab-cat, ab-add
-from msa_cache.heads import mha  # noqa: F401,E402  mha
-from msa_cache.heads import mdse  # noqa: F401,E402  mdse
-from msa_cache.heads import infig  # noqa: F401,E402  infig
+The model-side names (Head, Batch, ...) load torch, so they are imported on first use."""
+from msa_cache.heads.catalog import HEADS, HeadConfig, HeadEntry, default_heads, register_head
+from msa_cache.heads.registry import create_head, get_head, make_config
 
-__all__ = ["Batch", "Head", "HeadConfig", "HeadOutput", "ModalityInput", "ModalitySpec", "HEADS",
-           "create_head", "get_head", "make_config", "register_head"]
+_MODEL_SIDE = {"Batch", "Head", "HeadOutput", "ModalityInput", "ModalitySpec", "head_model"}
+
+
+def __getattr__(name: str):
+    if name in _MODEL_SIDE:
+        from msa_cache.heads import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'msa_cache.heads' has no attribute {name!r}")
+
+
+__all__ = ["Batch", "Head", "HeadConfig", "HeadEntry", "HeadOutput", "ModalityInput", "ModalitySpec", "HEADS",
+           "create_head", "default_heads", "get_head", "head_model", "make_config", "register_head"]

@@ -25,20 +25,12 @@ zeroed so each real row sums to 1 over j's real keys.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
-from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalityInput, ModalitySpec, masked_mean, mlp_classifier
-from msa_cache.heads.registry import register_head
-from msa_cache.search_space import SEARCH, Choice
-
-
-@dataclass
-class ABConfig(HeadConfig):
-    latent: int = field(default=64, metadata={"help": "width D of the per-modality encoders and of attention (seed: 32/64/128)",
-                                              SEARCH: Choice((32, 64, 128, 256))})
+from msa_cache.heads.base import (Batch, Head, HeadOutput, ModalityInput, ModalitySpec, head_model, masked_mean,
+                                  mlp_classifier)
+from msa_cache.heads.catalog import ABConfig
 
 
 def tokens_and_mask(name: str, x: ModalityInput) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,10 +54,6 @@ def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor
 
 
 class AttentionBlockHead(Head):
-    paper = 'seed 000: attention-block fusion (docs/methods.md, "ab-cat, ab-add")'
-    Config = ABConfig
-    uses_tokens = True
-    optimizer = "adam"
     fusion: str = ""  # "cat" or "add", set by the registered subclasses
 
     def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: ABConfig):
@@ -99,12 +87,22 @@ class AttentionBlockHead(Head):
         fused = torch.cat(pooled, dim=-1) if self.fusion == "cat" else torch.stack(pooled).sum(dim=0)
         return HeadOutput(self.classifier(fused), {"attn": attn_maps})
 
+    def explain_weights(self, aux: dict, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each modality's attention over the other's tokens, averaged over the real query tokens."""
+        attn = aux["attn"]
+        # text queries over image keys [B, L, P]: mean over real text queries (padded rows are zero).
+        n_text = text_mask.sum(1, keepdim=True).clamp(min=1).to(torch.float32)
+        image = attn[("text", "image")].float().sum(1) / n_text
+        # image queries over text keys [B, P, L]: every patch is a real query.
+        text = attn[("image", "text")].float().mean(1)
+        return image, text
 
-@register_head("ab-cat")
+
+@head_model("ab-cat")
 class ABCatHead(AttentionBlockHead):
     fusion = "cat"
 
 
-@register_head("ab-add")
+@head_model("ab-add")
 class ABAddHead(AttentionBlockHead):
     fusion = "add"

@@ -20,27 +20,12 @@ trainers do not do it).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalitySpec, masked_ce, mlp_classifier
-from msa_cache.heads.registry import register_head
-from msa_cache.search_space import SEARCH, Choice, Range
-
-
-@dataclass
-class AEConfig(HeadConfig):
-    latent: int = field(default=64, metadata={"help": "width D of the per-modality codes and the fused code (seed: 32/64/128)",
-                                              SEARCH: Choice((16, 32, 64, 128, 256))})
-    lambda_ce: float = field(default=1.0, metadata={"help": "weight of the classification cross-entropy in the loss"})
-    lambda_rec: float = field(default=1.0, metadata={"help": "weight of each modality's reconstruction MSE",
-                                                     SEARCH: Range(0.01, 10.0, log=True)})
-    lambda_rec_per: str = field(
-        default="", metadata={"help": "per-modality overrides of lambda_rec, e.g. 'text=1,image=0.5'"}
-    )
+from msa_cache.heads.base import Batch, Head, HeadOutput, ModalitySpec, head_model, masked_ce, mlp_classifier
+from msa_cache.heads.catalog import AEConfig
 
 
 def parse_per_modality(text: str, mods: list[str], default: float, what: str = "lambda_rec_per") -> dict[str, float]:
@@ -61,9 +46,6 @@ def parse_per_modality(text: str, mods: list[str], default: float, what: str = "
 
 
 class AutoencoderHead(Head):
-    paper = 'seed 000: autoencoder fusion (docs/methods.md, "ae-cat, ae-add")'
-    Config = AEConfig
-    optimizer = "adam"
     fusion: str = ""  # "cat" or "add", set by the registered subclasses
 
     def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: AEConfig):
@@ -94,11 +76,11 @@ class AutoencoderHead(Head):
         return total, log
 
 
-@register_head("ae-cat")
+@head_model("ae-cat")
 class AECatHead(AutoencoderHead):
     fusion = "cat"
 
 
-@register_head("ae-add")
+@head_model("ae-add")
 class AEAddHead(AutoencoderHead):
     fusion = "add"

@@ -1,18 +1,24 @@
-"""The contract between heads and the trainer.
+"""The contract between heads and the trainer (the model side; torch).
 
 A head is an nn.Module that takes a `Batch` of cached features and returns
-`HeadOutput(logits, aux)`. It declares:
+`HeadOutput(logits, aux)`. Its name, options and traits live in its entry in
+heads/catalog.py (no torch), and `@head_model(name)` copies them onto the class:
 
 - `Config`: a dataclass of its hyper-parameters. The CLI builds its flags from
-  these dataclasses (one registry, no hand-kept flag maps): a field `latent`
+  these dataclasses (one catalog, no hand-kept flag maps): a field `latent`
   becomes `--latent`, a bool field `ipfl=True` becomes `--ipfl/--no-ipfl`.
   Field docs go in `field(metadata={"help": ...})`.
 - `uses_tokens`: the trainer streams token features (text tokens + mask, image
   patches) from the HDF5 cache only for heads that need them; pooled features
   are always there and live in memory.
 - `optimizer`: "adam" (seed-000 heads, lr 1e-3) or "adamw" (default).
+
+The class itself supplies:
+
 - `loss(out, batch, class_weight)`: the total training loss and a dict of named
   terms for history.jsonl. The default is cross-entropy on labeled rows.
+- `explain_weights(aux, text_mask)`: the (image, text) weights `msa-cache explain`
+  draws, for heads whose catalog entry says what they mean (`explains`).
 
 Modalities are keyed by name ("text", "image", and e.g. "clip_text",
 "clip_image" for a CLIP cache); heads that fuse should work for N modalities
@@ -29,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msa_cache.search_space import SEARCH, Choice, Range
+from msa_cache.heads.catalog import HEADS, HeadConfig, HeadEntry
 
 
 @dataclass
@@ -83,16 +89,6 @@ class HeadOutput:
     aux: dict = field(default_factory=dict)
 
 
-@dataclass
-class HeadConfig:
-    """Fields every head accepts."""
-
-    hidden: int = field(default=256, metadata={"help": "width of the classifier MLP's hidden layer",
-                                               SEARCH: Choice((128, 256, 512))})
-    dropout: float = field(default=0.1, metadata={"help": "dropout before classifier layers", "max": 0.99,
-                                                  SEARCH: Range(0.0, 0.5)})
-
-
 def masked_ce(logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy over labeled rows only (label -1 ignored); 0 when a batch has none."""
     if (labels >= 0).any():
@@ -115,24 +111,39 @@ def mlp_classifier(in_dim: int, hidden: int, num_classes: int, dropout: float) -
     )
 
 
+# The catalog traits `@head_model` copies onto a head's class (read as `cls.uses_tokens`, `self.optimizer`, ...).
+TRAITS = ("Config", "paper", "uses_tokens", "optimizer", "modalities", "fit_mode", "revision", "finetune_defaults",
+          "uses_hidden_layers")
+
+
+def head_model(name: str):
+    """Class decorator: the model of catalog entry `name`; its Config and traits come from the entry."""
+
+    def wrap(cls: type["Head"]) -> type["Head"]:
+        entry = HEADS[name]
+        where = f"{cls.__module__}:{cls.__qualname__}"
+        if entry.model != where:
+            raise RuntimeError(f"head '{name}': the catalog names {entry.model} as its model, not {where}")
+        cls.name, cls.entry = name, entry
+        for trait in TRAITS:
+            setattr(cls, trait, getattr(entry, trait))
+        return cls
+
+    return wrap
+
+
 class Head(nn.Module):
+    # Defaults for the bare class; a registered head's values come from its catalog entry (see TRAITS).
     name: ClassVar[str] = ""
-    # Where the method comes from, one line (a run's model card cites it; docs/methods.md has the details).
+    entry: ClassVar[HeadEntry | None] = None
     paper: ClassVar[str] = ""
     Config: ClassVar[type] = HeadConfig
     uses_tokens: ClassVar[bool] = False
     optimizer: ClassVar[str] = "adamw"
-    # Modalities the head requires; None = any non-empty set.
     modalities: ClassVar[tuple[str, ...] | None] = None
-    # Bumped when a head's computation changes for the same options, so runs made before are not reused
-    # (it enters the run identity when > 0; heads at 0 keep their run hashes).
     revision: ClassVar[int] = 0
-    # Option defaults that differ in `finetune` (encoders in the loop), e.g. INFIG aligns the encoders' layers.
     finetune_defaults: ClassVar[dict] = {}
-    # Reads the caches' hidden layers too ("text@-2", ...; INFIG's align="cache"): open_features(hidden_layers=True).
     uses_hidden_layers: ClassVar[bool] = False
-    # "gradient": the epoch loop (train/loop.py); "closed_form": fit_closed_form on pooled features (probe),
-    # which needs frozen features, so `finetune` refuses it.
     fit_mode: ClassVar[str] = "gradient"
 
     def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg):
@@ -159,7 +170,13 @@ class Head(nn.Module):
     @classmethod
     def encoder_layers(cls, options: dict) -> tuple[int, ...]:
         """Hidden layers (e.g. (-2, -3)) the encoders must also return in fine-tune mode, as "text@-2", ..."""
-        return ()
+        return cls.entry.encoder_layers(options) if cls.entry is not None else ()
+
+    def explain_weights(self, aux: dict, text_mask: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(image [B, P], text [B, L]) weights for `msa-cache explain` from a forward's aux; None for a side
+        the head gives none. Heads that can be explained override it and say in their catalog entry
+        (`explains`) what the weights mean."""
+        raise ValueError(f"head '{self.name}' cannot be explained")
 
     def optimizer_stepped(self) -> None:
         """Called by the trainers once after every optimizer step (after all accumulated micro-batches)."""

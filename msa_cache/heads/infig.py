@@ -1,152 +1,42 @@
-"""INFIG: hierarchical fine-grained + global alignment with the assistance of CLIP.
+"""INFIG: hierarchical fine-grained + global alignment with the assistance of CLIP, the model (`infig`).
 
 "Integrating Hierarchical Fine-Grained and Global Information for Multimodal
-Sentiment Analysis with Assistance of CLIP", cache mode: the frozen encoders'
-token features come from the cache, and everything below is the trainable part.
+Sentiment Analysis with Assistance of CLIP". The equations (GAM, HFAM, fusion,
+loss), which layers each `align` setting aligns, and how this differs from the
+paper are in docs/methods.md ("infig"); the options are `InfigConfig` in
+heads/catalog.py.
 
-Architecture (B rows, P image tokens, L text tokens, w = `width`)
------------------------------------------------------------------
-1. Per modality a stack of `stack_layers` pre-norm transformer layers over the
-   projected cached tokens, with a prepended learnable CLS and learned position
-   embeddings (the paper puts 6 layers over ResNet-50's grid; here the stack is
-   what is trained). Text padding is masked everywhere. Every layer's output
-   goes through the stack's final LayerNorm: h^l, l = 1..S.
-
-2. Global Alignment Module (GAM), at layer `gam_layer` (default the last):
-       i_g = [i_cls ; i_clip],   t_g = [t_cls ; t_clip]
-       q_i = norm(W_i i_g),      q_t = norm(W_t t_g)              (online, dim `embed`)
-       k_i = norm(W'_i i_g),     k_t = norm(W'_t t_g)             (momentum, no grad)
-       W' <- m W' + (1 - m) W     (EMA, m = `momentum`, once per optimizer step)
-       L_i2t = -log exp(q_i.k_t / T) / (exp(q_i.k_t / T) + sum_{k in Q_t, id(k) != id(i)} exp(q_i.k / T))
-       L_t2i likewise with q_t, k_i and the image queue Q_i;    L_g = (L_i2t + L_t2i) / 2
-   As in MoCo the positive is the paired momentum key of the same row and the
-   negatives are the queues of the latest `queue_size` momentum keys. The queue
-   stores each key's row id with it, and a row's own older keys are not its
-   negatives (with a queue as large as the training set every row would
-   otherwise meet its previous-epoch self as a "negative"). A batch without ids
-   masks nothing. Only filled queue slots count, so the first step has no
-   negatives (L_g = 0).
-   The EMA update and the enqueue happen in `optimizer_stepped()`, which the
-   trainers call once per optimizer step: a training forward only records its
-   keys. With gradient accumulation (`finetune --accumulate N`) the N
-   micro-batches therefore see one queue and one momentum copy, as one big batch
-   would, and the momentum stays m per step (not m^N). The order is MoCo's:
-   step, EMA, then the next forward computes its keys with the updated copy.
-   T is learnable, initialised at `gam_temp` and clamped to [0.001, 0.5] (ALBEF).
-   The CLIP parts come from the pooled "clip_image"/"clip_text" modalities when
-   the head is built with them and `clip` is on; otherwise i_g = i_cls (the
-   paper's "w/o CLIP"). The momentum copies cover the projections W only: the
-   CLS features come from the one (online) stack, as the cache gives no second
-   view to encode.
-
-3. Hierarchical Fine-Grained Alignment (HFAM), on the last M = `hfam_layers`
-   levels, j = `top_j`. With c(a, b) the cosine of two tokens:
-       S_i2t(p, q) = 1/n_i(p) sum_{image tokens a of p} 1/j' sum_{top-j' real text tokens b of q} c(a, b)
-       S_t2i(q, p) = 1/n_t(q) sum_{real text tokens b of q} 1/j' sum_{top-j' image tokens a of p} c(b, a)
-   with j' = min(j, real tokens available): padding is never selected and a
-   text shorter than j uses what it has. Per level, in-batch InfoNCE with the
-   diagonal as target and a fixed temperature tau = `hfam_tau`:
-       L_I = CE(S_i2t / tau, diag),  L_T = CE(S_t2i / tau, diag),  L_f = mean_levels (L_T + L_I) / 2
-   The stack's CLS tokens are left out (they are GAM's); every real cached token
-   takes part, the cached text CLS at position 0 included. tau is fixed rather
-   than learnable: GAM already learns a temperature, and a learnable one here
-   could simply sharpen away a loss whose targets are all in-batch.
-
-   Which layers are aligned is `align`:
-
-   align = "encoder" (the paper; the default of `finetune`): the encoders' own
-   last M transformer layers. For a modality whose encoder gives hidden layers
-   (a text encoder; a ViT extracted or fine-tuned with hidden layers) the levels
-   are its layers -M .. -1: layer -1 is the modality's tokens through the stack's
-   input projection (so the alignment shapes what the classifier reads), each
-   earlier layer -k, k = 2..M ("text@-k", from `extract --layers` in cache
-   mode, returned live by the encoder in fine-tune mode) through its own Linear
-   projection. GAM then aligns the encoder's last-layer CLS (text: token 0 of
-   the last layer; image: its pooled feature, ViT's CLS), through the same input
-   projection, + CLIP where present. A CNN has no transformer layers: its
-   side's levels and GAM feature stay the stack's (the trainable transformer
-   over its grid, as the paper's own image encoder puts transformer layers over
-   ResNet-50's grid). In fine-tune mode the alignment gradients reach the
-   unfrozen encoders' layers, which is what the paper trains.
-
-   align = "stack" (the default of `fit`): the layers of the composed encoder
-   (frozen backbone, then the trainable stack). It is the cache-mode default
-   because there the encoders are frozen: aligning their cached layers can only
-   move the per-layer projections (and the shared input projection), while
-   aligning the stack trains layers the classifier reads. Levels, shallow ->
-   deep:
-       [cache "text@-K" ... "text@-2"],  proj(cache "text" tokens) (= frozen layer -1),  h^1 ... h^S
-   and HFAM takes the last M of them. With the defaults (S = 3, M = 3) these are
-   the stack's own layers, which is where the paper's alignment has its effect
-   (its aligned layers are trained; aligning frozen features would train only
-   side projections that the classifier never sees). Cached frozen layers,
-   passed by the trainer as modalities "text@-2", "image@-2", ... (tokens +
-   mask; the base mask is used if theirs is absent), are used only when
-   M > S + 1; they go through the modality's input projection when their width
-   matches (transformer hidden states share one residual-stream basis, and the
-   loss then shapes the projection the classifier uses) and through their own
-   Linear otherwise (CNN stages differ in width). The head is told at
-   construction time (via `spec`) which of them exist.
-
-4. Fusion: a pre-norm transformer encoder (`fusion_layers`) over
-   [image tokens ; text tokens] from the stacks' last layer, without the stack
-   CLS tokens (so the pooling weights map 1:1 onto patches and words), plus a
-   learned modality-type embedding, with the text padding masked. Attention
-   pooling and classifier:
-       g = softmax_{real positions}(w^T f),   K~ = sum_i g_i f_i,   K = GELU(W K~ + b)
-       logits = Linear(Dropout(K))           (W: width -> `hidden`)
-
-Loss: L = L_sc + lambda_g L_g + lambda_f L_f (`lambda_g` 0.3, `lambda_f` 0.2).
-L_g and L_f read no labels, but both trainers (`fit`, `finetune`) feed only
-labeled train rows, so all three terms are computed on labeled rows. The loss
-dict has "ce", "gam", "hfam".
-Ablations: --no-gam, --no-hfam, --no-clip remove the term and its parameters.
-
-aux: "attn_image" [B, P], "attn_text" [B, L] (the pooling weights g, split;
-zero on padding), "loss_gam"/"loss_hfam" (tensors), "global_image"/
-"global_text" (i_g, t_g) and "key_image"/"key_text" (the momentum keys).
+Interface:
+- inputs: "text" (tokens + padding mask) and "image" (tokens) of a token cache;
+  optionally "clip_image"/"clip_text" pooled features (GAM's CLIP parts, with
+  --clip) and cached hidden layers "text@-k", "image@-k" (tokens + mask, from
+  `extract --layers`; the trainer passes them because the catalog entry says
+  `uses_hidden_layers`). The head is told at construction (via `spec`) which exist.
+- `align`: "stack" (the `fit` default) aligns the trainable per-modality stack's
+  layers; "encoder" (the `finetune` default) the encoders' own last M layers,
+  which fine-tune mode asks the encoders for (`encoder_layers`).
+- `forward` in training records GAM's momentum keys; `optimizer_stepped()` (called
+  by the trainers once per optimizer step) does the EMA update and the enqueue, so
+  accumulated micro-batches see one queue and one momentum copy. Under
+  `logits_only()` (predict, explain) no alignment loss is computed.
+- `loss` -> L_sc + lambda_g L_g + lambda_f L_f, logged as "ce", "gam", "hfam".
+  Ablations: --no-gam, --no-hfam, --no-clip remove the term and its parameters.
+- aux: "attn_image" [B, P], "attn_text" [B, L] (the fusion pooling weights g,
+  split; zero on padding; `explain_weights` returns them), "loss_gam"/"loss_hfam"
+  (tensors), "global_image"/"global_text" (i_g, t_g) and "key_image"/"key_text"
+  (the momentum keys).
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalityInput, ModalitySpec, masked_ce
-from msa_cache.heads.registry import register_head
-from msa_cache.search_space import SEARCH, Choice, Range
-
-
-@dataclass
-class InfigConfig(HeadConfig):
-    width: int = field(default=256, metadata={"help": "model width of the per-modality stacks and the fusion encoder",
-                                              SEARCH: Choice((128, 256))})
-    num_heads: int = field(default=4, metadata={"help": "attention heads per transformer layer"})
-    stack_layers: int = field(default=3, metadata={"help": "trainable transformer layers over each modality's cached tokens"})
-    fusion_layers: int = field(default=3, metadata={"help": "transformer layers of the fusion encoder (paper: 3; 4 for HFM)"})
-    embed: int = field(default=128, metadata={"help": "GAM: dimension of the global contrastive embedding"})
-    queue_size: int = field(default=1024, metadata={"help": "GAM: momentum keys kept per modality as negatives", "max": 1 << 16})
-    momentum: float = field(default=0.995, metadata={"help": "GAM: EMA coefficient of the momentum projections", "max": 1.0})
-    gam_temp: float = field(default=0.07, metadata={"help": "GAM: initial value of the learnable temperature", "min_open": True})
-    gam_layer: int = field(default=-1, metadata={"help": "GAM: stack layer whose CLS token is aligned (-1 = last)", "min": -64, "max": 64})
-    hfam_layers: int = field(default=3, metadata={"help": "HFAM: number M of deepest layers aligned"})
-    top_j: int = field(default=2, metadata={"help": "HFAM: top-j most similar tokens summed per token (2 MVSA, 3 HFM/TumEmo)"})
-    hfam_tau: float = field(default=0.07, metadata={"help": "HFAM: fixed temperature of the in-batch contrastive losses", "min_open": True})
-    lambda_g: float = field(default=0.3, metadata={"help": "weight of the global alignment loss L_g",
-                                                   SEARCH: Range(0.03, 1.0, log=True)})
-    lambda_f: float = field(default=0.2, metadata={"help": "weight of the fine-grained alignment loss L_f",
-                                                   SEARCH: Range(0.03, 1.0, log=True)})
-    gam: bool = field(default=True, metadata={"help": "global alignment module (--no-gam ablates it)"})
-    hfam: bool = field(default=True, metadata={"help": "hierarchical fine-grained alignment (--no-hfam ablates it)"})
-    clip: bool = field(default=True, metadata={"help": "use clip_image/clip_text pooled features in GAM when the cache has them"})
-    align: str = field(default="stack", metadata={
-        "help": "layers GAM/HFAM align: 'encoder' = the encoders' own last M layers (cache: needs extract --layers "
-                "-1,-2,..; the finetune default), 'stack' = the trainable stack over the tokens (the fit default)"})
+from msa_cache.heads.base import Batch, Head, HeadOutput, ModalityInput, ModalitySpec, head_model, masked_ce
+from msa_cache.heads.catalog import InfigConfig
 
 
 def topj_similarity(a: torch.Tensor, a_mask: torch.Tensor, b: torch.Tensor, b_mask: torch.Tensor, j: int) -> torch.Tensor:
@@ -236,30 +126,8 @@ def _real(inp: ModalityInput) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens.masked_fill(~mask.unsqueeze(-1), 0.0), mask
 
 
-@register_head("infig")
+@head_model("infig")
 class Infig(Head):
-    paper = ('"Integrating Hierarchical Fine-Grained and Global Information for Multimodal Sentiment Analysis '
-             'with Assistance of CLIP" (INFIG)')
-    Config = InfigConfig
-    uses_tokens = True
-    # Frozen hidden layers stored by `extract --layers` reach the head as "text@-k"
-    # modalities; they are used by align="encoder", and by "stack" when --hfam-layers
-    # reaches below the trainable stack.
-    uses_hidden_layers = True
-    optimizer = "adamw"
-    modalities = ("text", "image")
-    # In fine-tune mode the encoders are in the loop, so the paper's alignment of their own layers is the default.
-    finetune_defaults = {"align": "encoder"}
-
-    @classmethod
-    def encoder_layers(cls, options: dict) -> tuple[int, ...]:
-        """Hidden layers (beyond the last) the encoders must return in fine-tune mode: -2 .. -M for align="encoder"."""
-        known = {f.name for f in dataclasses.fields(cls.Config)}
-        cfg = cls.Config(**{k: v for k, v in options.items() if k in known})
-        if cfg.align != "encoder" or not cfg.hfam:
-            return ()
-        return tuple(range(-2, -cfg.hfam_layers - 1, -1))
-
     def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: InfigConfig):
         super().__init__(spec, num_classes, cfg)
         w = cfg.width
@@ -485,6 +353,10 @@ class Infig(Head):
         logits = self.classifier(F.gelu(self.squeeze(pooled)))
         aux["attn_image"], aux["attn_text"] = g[:, : img.shape[1]].detach(), g[:, img.shape[1]:].detach()
         return HeadOutput(logits, aux)
+
+    def explain_weights(self, aux: dict, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fusion attention-pooling weights g (one softmax over patches and tokens), split by modality."""
+        return aux["attn_image"], aux["attn_text"]
 
     def loss(self, out: HeadOutput, batch: Batch, class_weight: torch.Tensor | None = None):
         ce = masked_ce(out.logits, batch.labels, class_weight)

@@ -17,15 +17,12 @@ import math
 import torch
 from torch import nn
 
-from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalitySpec, masked_ce, mlp_classifier
-from msa_cache.heads.registry import register_head
+from msa_cache.heads.base import Batch, Head, HeadOutput, ModalitySpec, head_model, masked_ce, mlp_classifier
+from msa_cache.heads.catalog import HeadConfig
 
 
-@register_head("late")
+@head_model("late")
 class LateFusionHead(Head):
-    paper = 'none: a late-fusion ensemble of per-modality classifiers (docs/methods.md)'
-    Config = HeadConfig
-
     def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: HeadConfig):
         super().__init__(spec, num_classes, cfg)
         self.mods = sorted(spec)

@@ -1,112 +1,33 @@
-"""MDSE: Modality-Dependent Sentiments Exploring (Li et al., ICASSP 2024).
+"""MDSE: Modality-Dependent Sentiments Exploring (Li et al., ICASSP 2024), the model (`mdse`).
 
-The paper reports MVSA-Single 76.22 acc / 75.71 weighted-F1 with ViT + RoBERTa
-token features. Its public code never runs the contrastive loss, so this is
-written from the method as described, with the choices below made explicit.
+The equations, the choices made where the paper is silent or inconsistent, and how this
+differs from the paper are in docs/methods.md ("mdse"); the options are `MDSEConfig`
+in heads/catalog.py.
 
-Notation. Text tokens z (N x d_t, with a padding mask) and image tokens
-v (M x d_i) are each projected by a linear layer to a common width d
-(`--width`; the paper uses 768, 256 here suits cached features on small GPUs).
-In the formulas below "mean" and "softmax" over text tokens always run over real
-(non-padding) tokens only.
-
-1. Dual cross-modal interaction (eq. 1): one co-attention transformer layer, a
-   stream per modality with its own weights (post-LN, as in the original
-   transformer). As in the paper's CA(query, key, value) and the authors' code
-   (royal-dargon/MDSE, model.py, `FuseModel.forward`: `image_guide_text` is the
-   attention of text queries over image keys/values), the image-side shared
-   feature has one row per text token and the text-side one row per image token:
-
-       f_v^s = LN(h_v + FF(h_v)),  h_v = LN(z + CA(q=z, k=v, v=v))   (N rows, one per text token)
-       f_z^s = LN(h_z + FF(h_z)),  h_z = LN(v + CA(q=v, k=z, v=z))   (M rows, one per image token)
-       f^s   = mean over the real rows of [f_v^s ; f_z^s]            (shared feature)
-
-   So the image tokens' values reach f_v^s only through CA(z, v, v) (attention
-   weights and values), never through a residual. The authors' code runs one more
-   self-attention layer over the concatenated streams before that mean; we follow
-   the paper's equations and take the mean directly (one layer fewer; the ablation
-   table in the README was measured this way).
-
-2. Private feature learning (eqs. 2-3; image side, the text side swaps v<->z):
-
-       S_ij  = v_i . f^s_vj                    (M x N: image token i, text token j;
-                                                the paper's printed "M x M" is a typo)
-       c_i   = sum_j S_ij                      (over real text tokens j)
-       s     = softmax_i(c_i)                  (over the real image tokens)
-       v^p   = (1 - s_i) * v_i                 (per token)
-       f_v^p = mean(FF(SA(v^p)))               (the "ada" filter: one self-attention
-                                                transformer layer)
-       f_v   = FF([f^s, f_v^p])
-
-   Text side: S = z f_z^s^T is N x M, row sums over the real image tokens, softmax
-   over the real text tokens. s marks the tokens most aligned with what the other
-   modality attends to (the shared content); 1 - s keeps the rest, i.e. what is
-   private to the modality. As in the paper there is no temperature in s, so it is
-   usually peaked on a few tokens. 1 - s is returned in aux ("w_image" [B, M],
-   "w_text" [B, N], 0 at padding) for the explain picture (MDSE fig. 2).
-
-3. f = FF([f_v, f_z]); logits = MLP(f); L_SC = cross-entropy.
-
-4. MACL, a contrastive loss over the 3B embeddings e = [f_v; f_z; f] of a batch
-   with labels [image labels; text labels; multimodal labels]. A modality label
-   comes from `batch.modality_labels` where it is >= 0, else the multimodal label
-   stands in; rows whose label is still -1 leave the set entirely (not anchors,
-   not negatives: their class is unknown). The paper prints
-   -log(sum_{same label} cos / sum_all cos), which is undefined once cosines go
-   negative; we use the supervised-contrastive form it intends:
-
-       L_MACL = mean_i -log( sum_{j != i, l_j = l_i} exp(cos_ij / tau)
-                             / sum_{j != i} exp(cos_ij / tau) )
-
-   averaged over anchors that have at least one positive (tau = `--tau`).
-
-5. Loss = L_SC + lambda * L_MACL  (`--lambda-macl`, default 0.03, picked on MVSA-Single dev).
-
-"FF" between pooled features (steps 2-3) is a two-layer MLP
-Linear(k*d, d) -> GELU -> Dropout -> Linear(d, d), so f_v, f_z and f all have
-width d and cosines between them are defined.
-
-Ablations (the paper's tables 3-5):
-  --no-ipfl / --no-tpfl  drop a side's private feature learning: f_v = FF(f^s)
-                         (its own FF, so f_v and f_z stay separate embeddings);
-                         the side's private modules are not built and its
-                         1 - s weights are absent from aux.
-  --pfl-no-ada           skip SA + FF in private learning: f^p = mean(v^p).
-  --no-macl              L = L_SC; the contrastive term is not computed.
-  --macl-unimodal        the contrastive set is [f_v; f_z] only (2B rows).
+Interface:
+- inputs: the "text" (tokens + padding mask) and "image" (tokens) modalities of a
+  token cache, each projected to `--width`; padding never takes part.
+- `forward` -> logits and aux: "shared" (f^s), "emb_image" / "emb_text" / "emb_fused"
+  (f_v, f_z, f: MACL's embeddings), "w_image" [B, M] /
+  "w_text" [B, N] (the private-feature weights 1 - s, 0 at padding; absent for a
+  side ablated with --no-ipfl / --no-tpfl), which `explain_weights` returns.
+- `loss` -> L_SC + lambda * L_MACL (`--lambda-macl`, temperature `--tau`), logged as
+  "ce" and "macl"; per-modality labels come from `batch.modality_labels` (rows whose
+  label is -1 there use the multimodal label).
+- ablations: --no-ipfl, --no-tpfl, --pfl-no-ada, --no-macl, --macl-unimodal.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msa_cache.heads.base import (Batch, Head, HeadConfig, HeadOutput, ModalitySpec, masked_ce,
-                                  masked_mean, mlp_classifier)
-from msa_cache.heads.registry import register_head
-from msa_cache.search_space import SEARCH, Choice, Range
-
-
-@dataclass
-class MDSEConfig(HeadConfig):
-    width: int = field(default=256, metadata={"help": "common token width d that text and image tokens are projected to (paper: 768)",
-                                              SEARCH: Choice((128, 256, 512))})
-    num_heads: int = field(default=8, metadata={"help": "attention heads in the co-attention and private self-attention layers"})
-    ipfl: bool = field(default=True, metadata={"help": "MDSE: image private feature learning (--no-ipfl: f_v = FF(f^s))"})
-    tpfl: bool = field(default=True, metadata={"help": "MDSE: text private feature learning (--no-tpfl: f_z = FF(f^s))"})
-    pfl_no_ada: bool = field(default=False, metadata={"help": "MDSE: private features without the SA+FF 'ada' filter, f^p = mean((1-s)*v)"})
-    macl: bool = field(default=True, metadata={"help": "MDSE: add the modality-aware contrastive loss (--no-macl: cross-entropy only)"})
-    macl_unimodal: bool = field(default=False, metadata={"help": "MDSE: contrast only the unimodal embeddings f_v, f_z (2B rows, not 3B)"})
-    # Picked on MVSA-Single dev (README, results), before the issue-12 pairing fix: weighted-F1 72.61 +- 0.35 at
-    # 0.03, 72.26 +- 0.30 at 0.1, 71.95 +- 0.71 without the loss (3 seeds); 0.3 and 1.0 were lower on seed 0
-    # (71.51, 70.81). After the fix 0.03 gives 73.18 +- 0.80 (README: MDSE before and after).
-    lambda_macl: float = field(default=0.03, metadata={"help": "MDSE: weight lambda of the contrastive loss (picked on MVSA-Single dev)",
-                                                       SEARCH: Range(0.003, 1.0, log=True)})
-    tau: float = field(default=0.07, metadata={"help": "MDSE: temperature of the contrastive loss", "min_open": True})
+from msa_cache.heads.base import (Batch, Head, HeadOutput, ModalitySpec, head_model, masked_ce, masked_mean,
+                                  mlp_classifier)
+from msa_cache.heads.catalog import MDSEConfig
 
 
 # ---------------------------------------------------------------------------
@@ -233,14 +154,8 @@ def _real(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 # the head
 
 
-@register_head("mdse")
+@head_model("mdse")
 class MDSE(Head):
-    paper = 'Li et al., "Modality-Dependent Sentiments Exploring for Multi-modal Sentiment Classification", ICASSP 2024'
-    Config = MDSEConfig
-    uses_tokens = True
-    revision = 1  # issue 12: the streams paired as eq. 1-3 (runs from before computed another model)
-    optimizer = "adamw"
-    modalities = ("text", "image")
 
     def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: MDSEConfig):
         super().__init__(spec, num_classes, cfg)
@@ -293,6 +208,10 @@ class MDSE(Head):
         f = self.fuse(torch.cat([f_v, f_z], dim=-1))
         aux.update(emb_image=f_v, emb_text=f_z, emb_fused=f)
         return HeadOutput(self.classifier(f), aux)
+
+    def explain_weights(self, aux: dict, text_mask: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The private-feature weights 1 - s; a side trained with --no-ipfl/--no-tpfl has none."""
+        return aux.get("w_image"), aux.get("w_text")
 
     def macl_set(self, out: HeadOutput, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The contrastive set: embeddings [3B or 2B, d] and their labels (-1 = leave out)."""

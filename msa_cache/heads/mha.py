@@ -23,26 +23,12 @@ count is a square. It is off by default so runs match those made before it exist
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
 from msa_cache.heads.attention_block import tokens_and_mask
-from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalitySpec, masked_mean, mlp_classifier
-from msa_cache.heads.registry import register_head
-from msa_cache.search_space import SEARCH, Choice
-
-
-@dataclass
-class MHAConfig(HeadConfig):
-    width: int = field(default=256, metadata={"help": "model width of the joint token sequence (divisible by --num-heads)",
-                                              SEARCH: Choice((128, 256, 512))})
-    num_heads: int = field(default=4, metadata={"help": "number of attention heads"})
-    layers: int = field(default=1, metadata={"help": "number of transformer encoder layers"})
-    grid_pos: bool = field(default=False, metadata={
-        "help": "add a learned 2-D (row + column) position embedding to image tokens on a square grid "
-                "(CNN caches: their cells carry no position; text and ViT tokens already do)"})
+from msa_cache.heads.base import Batch, Head, HeadOutput, ModalitySpec, head_model, masked_mean, mlp_classifier
+from msa_cache.heads.catalog import MHAConfig
 
 
 def grid_side(name: str, spec: ModalitySpec) -> int | None:
@@ -54,11 +40,8 @@ def grid_side(name: str, spec: ModalitySpec) -> int | None:
     return n if n * n == t else None
 
 
-@register_head("mha")
+@head_model("mha")
 class MHAHead(Head):
-    paper = 'seed 002: multi-head attention fusion over stage-1 encoder embeddings (docs/methods.md, "mha")'
-    Config = MHAConfig
-    uses_tokens = True
 
     def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: MHAConfig):
         super().__init__(spec, num_classes, cfg)

@@ -20,28 +20,18 @@ one score s; the head returns [-s/2, s/2], whose softmax is sklearn's
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from msa_cache.heads.base import Batch, Head, HeadOutput, ModalitySpec
-from msa_cache.heads.registry import register_head
+from msa_cache.heads.base import Batch, Head, HeadOutput, ModalitySpec, head_model
+from msa_cache.heads.catalog import ProbeConfig
 
 # Bias given to a class that never occurs in the training labels: sklearn has no
 # row for it, and it should never be predicted.
 _ABSENT_CLASS_BIAS = -1e4
-
-
-@dataclass
-class ProbeConfig:  # not HeadConfig: a linear probe has no hidden layer or dropout to set
-    c_grid: str = field(
-        default="1e-3,1e-2,1e-1,1,10,100",
-        metadata={"help": "probe: comma-separated inverse L2 strengths C tried on dev (larger C = weaker penalty)"},
-    )
-    max_iter: int = field(default=1000, metadata={"help": "probe: lbfgs iterations per C", "max": 10**6})
 
 
 def _parse_grid(text: str) -> list[float]:
@@ -64,11 +54,8 @@ def _sklearn_class_weight(class_weight, num_classes: int):
     return {c: float(w[c]) for c in range(num_classes)}
 
 
-@register_head("probe")
+@head_model("probe")
 class ProbeHead(Head):
-    paper = 'none: the linear-probe reference every head must beat (docs/methods.md)'
-    Config = ProbeConfig
-    fit_mode = "closed_form"
 
     def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: ProbeConfig):
         super().__init__(spec, num_classes, cfg)

@@ -9,15 +9,13 @@ the floor a fusion head has to clear to show that the second modality helps.
 """
 from __future__ import annotations
 
-from msa_cache.heads.base import Batch, Head, HeadConfig, HeadOutput, ModalitySpec, mlp_classifier
-from msa_cache.heads.registry import register_head
+from msa_cache.heads.base import Batch, Head, HeadOutput, ModalitySpec, head_model, mlp_classifier
+from msa_cache.heads.catalog import HeadConfig
 
 
 class UniHead(Head):
     """MLP on a single modality's pooled feature; subclasses pick the modality."""
-    paper = "seed 000's Uni-Text / Uni-Image baselines (docs/methods.md)"
 
-    Config = HeadConfig
     modality: str = ""
 
     def __init__(self, spec: dict[str, ModalitySpec], num_classes: int, cfg: HeadConfig):
@@ -28,13 +26,11 @@ class UniHead(Head):
         return HeadOutput(self.classifier(batch.inputs[self.modality].pooled.float()))
 
 
-@register_head("uni-text")
+@head_model("uni-text")
 class UniTextHead(UniHead):
-    modalities = ("text",)
     modality = "text"
 
 
-@register_head("uni-image")
+@head_model("uni-image")
 class UniImageHead(UniHead):
-    modalities = ("image",)
     modality = "image"

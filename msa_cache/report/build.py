@@ -29,8 +29,8 @@ from msa_cache.report.examples import Examples, explain_examples
 from msa_cache.study.compare import Entry, leaderboard_markdown, leaderboard_rows, summarise
 from msa_cache.metrics import METRICS, MONITOR_NAMES
 from msa_cache.study.stats import N_RESAMPLES
+from msa_cache.report import REPORT_FILE
 
-REPORT_FILE = "report.html"
 SECTIONS = [("leaderboard", "Leaderboard"), ("chart", "Bar chart"), ("per-class", "Per-class F1"),
             ("confusion", "Confusion matrices"), ("curves", "Training curves"), ("oracle", "Oracle analysis"),
             ("explain", "Explain examples")]

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 from sklearn.model_selection import ParameterGrid
 
+from msa_cache import threads
 from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.partition import Partition
@@ -160,6 +161,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     for i, (head, options) in enumerate(cells):
         entry = Entry(head, options)
         fs = _features_for(features, manifest, caches, train, head)
+        threads.use(get_head(head).compute)
         mine = []
         for j, seed in enumerate(seeds):
             spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options),
@@ -228,6 +230,7 @@ def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log
     progress = GridProgress(len(cells) * len(seeds))
     for head, options in cells:
         fs = _features_for(features, manifest, caches, train, head)
+        threads.use(get_head(head).compute)
         results = []
         for seed in seeds:
             spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options),

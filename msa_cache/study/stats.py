@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest
 
 from msa_cache.metrics import METRIC_KEYS, metrics_from_confusion
 
@@ -102,6 +101,8 @@ def mcnemar_p(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[float, int,
     b, c = int(round(only_a)), int(round(only_b))
     if b + c == 0:
         return 1.0, b, c
+    from scipy.stats import binomtest  # here, not at the top: `compare --help` reads N_RESAMPLES without scipy
+
     return float(binomtest(b, b + c, 0.5, alternative="two-sided").pvalue), b, c
 
 

@@ -26,7 +26,6 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from msa_cache.atomic import stale_temporaries
 from msa_cache.errors import UserError
@@ -348,6 +347,8 @@ def read_run(run: str | Path) -> dict:
 
 
 def _read_state(path: Path) -> dict:
+    import torch  # here, not at the top: reading a run's files (analyze, report, --config) needs no torch
+
     name = path.name
     if name == WEIGHTS_FILE:
         from safetensors.torch import load_file
