@@ -28,7 +28,8 @@ from msa_cache.finetune.data import PostCollator, PostDataset, batch_to, make_lo
 from msa_cache.finetune.baselines import get_baseline
 from msa_cache.finetune.build import assemble_model, open_encoders
 from msa_cache.finetune.model import FinetuneModule
-from msa_cache.finetune.optim import LR_SCHEDULE, MAX_GRAD_NORM, make_optimizer
+from msa_cache.finetune.config import LR_SCHEDULE
+from msa_cache.finetune.optim import MAX_GRAD_NORM, make_optimizer
 from msa_cache.finetune.record import encoder_record
 from msa_cache.heads import get_head
 from msa_cache.heads.base import HeadConfig
