@@ -39,12 +39,38 @@ def _one_line(text: str) -> str:
     return " ".join(str(text)[:MAX_MESSAGE].split())
 
 
+def usage_error_line(e: click.UsageError) -> str:
+    """A click usage error (unknown flag, bad value, missing option) in the project's one-line form:
+    `error: <what> (msa-cache CMD): see 'msa-cache CMD --help'`, instead of click's usage block + `Error:`."""
+    command = e.ctx.command_path if e.ctx is not None else "msa-cache"
+    return f"error: {_one_line(e.format_message())} ({command}): see '{command} --help'"
+
+
 class _Group(click.Group):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's standalone main, with its usage errors printed as our one line (exit 2)."""
+        import sys
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            click.echo(usage_error_line(e), err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # an int: click's exit code (e.g. 0 after --help)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.Abort, click.UsageError):
-            raise  # click's own: usage errors already print one line with exit 2
+            raise  # click's own: main() prints usage errors as one line, exit 2
         except Exception as e:
             if _debug(ctx):
                 if isinstance(e, click.ClickException) and isinstance(e.__context__, Exception):
@@ -132,7 +158,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("msa_cache_cli.fit:fit_cmd", "Train one head on cached features (one run directory per seed)."),
     "manifest": ("msa_cache_cli.manifest:manifest",
                  "Build a dataset manifest (one Parquet file with the split), or show one."),
-    "predict": ("msa_cache_cli.predict:predict_cmd", "Predict with a finished run (cached or fine-tuned)."),
+    "predict": ("msa_cache_cli.predict:predict_cmd", "Predict with a finished run (cached or fine-tuned), a folder or a Hub repo id."),
     "report": ("msa_cache_cli.report:report_cmd",
                "Write one self-contained report.html about the finished runs of one manifest "
                "(runs/<manifest>/): the leaderboard with intervals and p-values, its bar chart, "
@@ -165,4 +191,4 @@ def _check_unique_flags(cmd: click.Command) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="msa-cache")
