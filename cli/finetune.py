@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from msa_cache.encoders.hub import EncoderUnavailable
-from msa_cache.finetune.baselines import BASELINES  # their names and --help lines (imports the baselines' code)
+from msa_cache.finetune.baselines import CATALOG as BASELINES  # names and --help lines, without their code
 from msa_cache.finetune.config import FinetuneConfig, FinetuneSpec, parse_unfreeze
 from msa_cache.metrics import scores_line
 
@@ -57,6 +57,7 @@ def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, te
     msa-cache finetune --config runs/M/finetune-FAMILY/seed-0/command.yaml   # that run again (skipped if finished)
     """
     from msa_cache import threads
+    from msa_cache.finetune.baselines import get_baseline
     from msa_cache.finetune.train import finetune_run
 
     threads.use("large")  # the encoders train
@@ -65,7 +66,7 @@ def finetune_cmd(head, baseline, encoders, model, manifest, runs_root, seeds, te
     options = pop_head_options(kwargs, multi=False)
     if baseline is not None:
         try:
-            names = BASELINES[baseline].spec_encoders(model, list(encoders))
+            names = get_baseline(baseline).spec_encoders(model, list(encoders))
         except ValueError as e:
             raise click.UsageError(str(e)) from None
     else:

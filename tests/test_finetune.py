@@ -492,18 +492,18 @@ def test_infig_accumulate_updates_ema_and_queue_once_per_step(world, monkeypatch
 
 def test_baselines_are_registered_with_their_traits_and_map_back_to_their_flags():
     """Each registered baseline: a paper, a --help line, and --model / --encoder that command.yaml says back."""
-    from msa_cache.finetune.baselines import BASELINES
+    from msa_cache.finetune.baselines import BASELINES, CATALOG
 
-    assert sorted(BASELINES) == ["clip", "visualbert"]
+    assert sorted(BASELINES) == sorted(CATALOG) == ["clip", "visualbert"]
     given = {"clip": ("org/clip-x", []), "visualbert": ("org/vb", ["vit"])}
     for name, baseline in BASELINES.items():
-        assert baseline.name == name and baseline.paper and baseline.summary and baseline.default_model
+        assert baseline.name == name and baseline.paper and CATALOG[name].summary and CATALOG[name].default_model
         model, encoders = given[name]
         spec = {"manifest": "m.parquet", "head": name, "baseline": name, "head_options": {}, "seed": 0,
                 "encoders": baseline.spec_encoders(model, encoders), "train": {}}
         opts = command_options({"mode": "finetune", "spec": spec})
         assert opts["baseline"] == name and opts["model"] == model and opts.get("encoder", []) == encoders
-    assert BASELINES["visualbert"].spec_encoders(None, ["vit"])[0] == BASELINES["visualbert"].default_model
+    assert BASELINES["visualbert"].spec_encoders(None, ["vit"])[0] == CATALOG["visualbert"].default_model
     assert BASELINES["clip"].spec_encoders(None, []) == []  # the registered clip encoder, nothing recorded
     with pytest.raises(ValueError, match="--baseline clip takes its weights from --model"):
         BASELINES["clip"].spec_encoders(None, ["vit"])

@@ -14,7 +14,7 @@ from torch import nn
 
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.fit.seeds import CPU_STACK_MAX_PARAMS, batch_refusal, class_refusal, cost_refusal, fit_seeds, has_torch_func
-from msa_cache.heads import Batch, Head, HeadOutput, ModalitySpec, get_head
+from msa_cache.heads import Batch, Head, HeadOutput, ModalitySpec, create_head, get_head
 from msa_cache_cli.main import main as cli
 from pooled_world import make_world
 
@@ -159,7 +159,7 @@ def test_buffers_other_dropouts_and_amp_refuse_stacking(world):
     dims = {"text": ModalitySpec(4)}
     assert batch_refusal(_WithBatchNorm(dims, 3), spec, torch.device("cpu")) == "it keeps state in buffers"
     assert "AlphaDropout" in batch_refusal(_WithAlphaDropout(dims, 3), spec, torch.device("cpu"))
-    late = get_head("late")(dims, 3, get_head("late").Config())
+    late = create_head("late", dims, 3)
     assert batch_refusal(late, spec, torch.device("cpu")) is None
     assert "mixed precision" in batch_refusal(late, spec, torch.device("cuda"))
 
@@ -207,9 +207,8 @@ def test_compare_batches_seeds_unless_told_not_to(world, tmp_path):
 
 def test_auto_mode_stacks_where_it_pays():
     """On a CPU only small heads are faster stacked; MVSA-sized pooled features make a late head too big."""
-    cls = get_head("late")
-    small = cls({"text": ModalitySpec(12), "image": ModalitySpec(10)}, 3, cls.Config())
-    big = cls({"text": ModalitySpec(384), "image": ModalitySpec(1280)}, 3, cls.Config())
+    small = create_head("late", {"text": ModalitySpec(12), "image": ModalitySpec(10)}, 3)
+    big = create_head("late", {"text": ModalitySpec(384), "image": ModalitySpec(1280)}, 3)
     assert cost_refusal(small, torch.device("cpu")) is None
     reason = cost_refusal(big, torch.device("cpu"))
     assert reason.startswith("428,") and f"{CPU_STACK_MAX_PARAMS:,}" in reason and "--batch-seeds" in reason

@@ -1,10 +1,10 @@
 """What a fine-tune baseline is: a whole model the seed papers compare against (not a registry head),
 registered by name with its traits, so a new baseline is one file (a `Baseline` subclass decorated
-with `@register_baseline`) plus its import line in finetune/baselines.py.
+with `@register_baseline`) plus its entry in finetune/baselines.py.
 
 A baseline says
-    name, summary, paper        --baseline NAME, its line in `finetune --help`, its paper (model cards)
-    default_model               what --model defaults to (shown in --help)
+    name, paper                 --baseline NAME, its paper (model cards); its --help line and default
+                                --model are in its entry in finetune/baselines.py (read without torch)
     spec_encoders(model, encoders)   --model / --encoder -> FinetuneSpec.encoders: its model first (where
                                 recorded), then its --encoder's (train/command.py maps them back this way)
     open_encoders(spec, options), assemble(spec, num_classes, encoders)   its encoders and its model
@@ -31,9 +31,7 @@ BASELINES: dict[str, "Baseline"] = {}
 
 class Baseline:
     name: str = ""
-    summary: str = ""  # its line in `finetune --help` (--baseline)
     paper: str = ""
-    default_model: str = ""
     own_encoders: dict[str, Callable[..., Encoder]] = {}
 
     def spec_encoders(self, model: str | None, encoders: list[str]) -> list[str]:
@@ -48,6 +46,8 @@ class Baseline:
 
 
 def register_baseline(cls: type[Baseline]) -> type[Baseline]:
+    """Register the class under its name (its --help line and default --model are in its entry in
+    finetune/baselines.py, the light list `finetune --help` reads)."""
     if cls.name in BASELINES:
         raise RuntimeError(f"baseline '{cls.name}' is registered twice")
     BASELINES[cls.name] = cls()

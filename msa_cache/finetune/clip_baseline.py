@@ -17,9 +17,7 @@ CLIP_DEFAULT = "clip"  # the registered encoder: openai/clip-vit-base-patch32
 @register_baseline
 class ClipBaseline(Baseline):
     name = "clip"
-    summary = "CLIP towers + classifier"
     paper = 'Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", ICML 2021'
-    default_model = "openai/clip-vit-base-patch32"
 
     def spec_encoders(self, model: str | None, encoders: list[str]) -> list[str]:
         if encoders:

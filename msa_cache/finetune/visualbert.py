@@ -18,11 +18,10 @@ from msa_cache.encoders.base import TextSpec
 from msa_cache.encoders.hub import load_pretrained
 from msa_cache.encoders.text import clamp_max_length
 from msa_cache.finetune.baseline import Baseline, ConcatHead, head_config, register_baseline
-from msa_cache.finetune.config import FinetuneSpec
+from msa_cache.finetune.config import VISUALBERT_DEFAULT, FinetuneSpec
 from msa_cache.finetune.model import FinetuneModule, role_inputs, zero_bad_rows
 from msa_cache.heads.base import Batch, ModalityInput, ModalitySpec
 
-VISUALBERT_DEFAULT = "uclanlp/visualbert-vqa-coco-pre"
 # The uclanlp checkpoints ship no tokenizer; VisualBERT was pre-trained with this one.
 VISUALBERT_TOKENIZER = "bert-base-uncased"
 
@@ -112,9 +111,7 @@ class VisualBertBaseline(FinetuneModule):
 @register_baseline
 class VisualBert(Baseline):
     name = "visualbert"
-    summary = "VisualBERT over --encoder's patch features"
     paper = 'Li et al., "VisualBERT: A Simple and Performant Baseline for Vision and Language", 2019'
-    default_model = VISUALBERT_DEFAULT
     own_encoders = {"visualbert": visualbert_encoder}  # rebuilt from a run's record by its model_id
 
     def spec_encoders(self, model: str | None, encoders: list[str]) -> list[str]:
