@@ -36,6 +36,7 @@ from msa_cache.heads.base import HeadConfig
 from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.provenance import library_versions
 from msa_cache.train.identity import config_hash, monitor_for
+from msa_cache.train.card import head_record
 from msa_cache.train.rundir import append_history, build_run_dir, is_finished, read_metrics, write_run
 from msa_cache.train.tensorboard_log import history_events, run_events
 from msa_cache.train.loop import (
@@ -107,6 +108,8 @@ def finetune_run(spec: FinetuneSpec, runs_root: str | Path = "runs", log: Callab
     encoders = open_encoders(spec)
     records = {role: encoder_record(enc) for role, enc in encoders.items()}
     identity = spec.identity(manifest.fingerprint(), records)
+    if _reads_image_cls(spec, encoders):  # runs that read the patch mean in its place stay distinct
+        identity["image_pooled"] = "image/cls"
     out = finetune_run_dir(runs_root, manifest.name, spec, config_hash(identity), _changed_options(spec))
     if is_finished(out):
         if tensorboard:
@@ -122,6 +125,14 @@ def finetune_run(spec: FinetuneSpec, runs_root: str | Path = "runs", log: Callab
 
     metrics = build_run_dir(out, work)
     return RunResult(out, metrics, skipped=False, seconds=time.time() - t0)
+
+
+def _reads_image_cls(spec: FinetuneSpec, encoders: dict) -> bool:
+    """The head asks for the visual [CLS] (Head.image_pool) and the image encoder has one."""
+    if spec.baseline is not None or "image" not in encoders:
+        return False
+    return (get_head(spec.head).image_pool(spec.head_options) == "cls"
+            and "image/cls" in encoders["image"].field_shapes())
 
 
 def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModule, records: dict, out: Path,
@@ -171,6 +182,7 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
         "peak_cuda_mb": (round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None),
         "versions": library_versions(),
         "runs": str(runs_root),  # where it was written (command.yaml's --runs)
+        **head_record(model.head, model.fields_record()),
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return write_run(out, manifest, probs, state, history, config, f"finetune {spec.head} seed {spec.seed}: dev")

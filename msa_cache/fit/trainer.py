@@ -30,6 +30,7 @@ from msa_cache.provenance import library_versions
 from msa_cache.train.command import command_options
 from msa_cache.fit.config import RunSpec, run_dir
 from msa_cache.train.identity import config_hash
+from msa_cache.train.card import head_record
 from msa_cache.train.rundir import append_history, build_run_dir, is_finished, load_weights, read_metrics, write_run
 from msa_cache.fit.features import FeatureSet, open_features
 from msa_cache.fit.folds import run_roles
@@ -85,7 +86,8 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
     if features is None:
         features = open_features(manifest, {k: Path(v) for k, v in spec.caches.items()},
                                  text_pool=spec.train.text_pool,
-                                 hidden_layers=get_head(spec.head).uses_hidden_layers)
+                                 hidden_layers=get_head(spec.head).uses_hidden_layers,
+                                 image_pool=get_head(spec.head).image_pool(spec.head_options))
     spec, out = resolve_run(spec, runs_root, features)
     if is_finished(out):
         if tensorboard:
@@ -240,6 +242,7 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         "device": str(device),
         "versions": library_versions(),
         "runs": str(runs_root),  # where it was written (command.yaml's --runs)
+        **head_record(head, features.fields_record()),
     }
     return write_run(out, manifest, probs, head.state_dict(), history, config, f"{spec.head} seed {spec.seed}: dev",
                      splits=roles)

@@ -149,7 +149,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
         return _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log, all_runs, cv,
                            cv_seed, refit)
     manifest = read_manifest(manifest_path)
-    features = {}  # one FeatureSet per (text_pool, hidden layers) so pooled arrays load once
+    features = {}  # one FeatureSet per (text_pool, hidden layers, image pool) so pooled arrays load once
     entries = []
     t0 = time.time()
     cells = expand_grid(heads, grid)
@@ -158,7 +158,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     progress = GridProgress(len(owned))
     for i, (head, options) in enumerate(cells):
         entry = Entry(head, options)
-        fs = _features_for(features, manifest, caches, train, head)
+        fs = _features_for(features, manifest, caches, train, head, options)
         for j, seed in enumerate(seeds):
             spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options),
                            dataclasses.replace(train), seed)
@@ -191,12 +191,13 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     return sort_entries(entries, monitor_for(train, manifest))
 
 
-def _features_for(opened: dict, manifest, caches, train: TrainConfig, head: str):
-    """The grid's FeatureSet for `head`: one per (text pool, hidden layers), opened once."""
-    hidden = get_head(head).uses_hidden_layers
-    key = (train.text_pool, hidden)
+def _features_for(opened: dict, manifest, caches, train: TrainConfig, head: str, options: dict):
+    """The grid's FeatureSet for `head`: one per (text pool, hidden layers, image pool), opened once."""
+    hidden, image_pool = get_head(head).uses_hidden_layers, get_head(head).image_pool(options)
+    key = (train.text_pool, hidden, image_pool)
     if key not in opened:
-        opened[key] = open_features(manifest, caches, text_pool=train.text_pool, hidden_layers=hidden)
+        opened[key] = open_features(manifest, caches, text_pool=train.text_pool, hidden_layers=hidden,
+                                    image_pool=image_pool)
     return opened[key]
 
 
@@ -215,7 +216,7 @@ def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log
     cells = expand_grid(heads, grid)
     progress = GridProgress(len(cells) * len(seeds))
     for head, options in cells:
-        fs = _features_for(features, manifest, caches, train, head)
+        fs = _features_for(features, manifest, caches, train, head, options)
         results = []
         for seed in seeds:
             spec = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, dict(options),
