@@ -10,7 +10,9 @@ Architecture (B rows, P image tokens, L text tokens, w = `width`)
    projected cached tokens, with a prepended learnable CLS and learned position
    embeddings (the paper puts 6 layers over ResNet-50's grid; here the stack is
    what is trained). Text padding is masked everywhere. Every layer's output
-   goes through the stack's final LayerNorm: h^l, l = 1..S.
+   goes through the stack's final LayerNorm: h^l, l = 1..S. With S = 0 (the
+   `finetune` default, align="encoder" only) there is no stack: the fusion reads
+   the encoders' last layer through the input projections, the paper's wiring.
 
 2. Global Alignment Module (GAM), at layer `gam_layer` (default the last):
        i_g = [i_cls ; i_clip],   t_g = [t_cls ; t_clip]
@@ -62,9 +64,11 @@ Architecture (B rows, P image tokens, L text tokens, w = `width`)
    earlier layer -k, k = 2..M ("text@-k", from `extract --layers` in cache
    mode, returned live by the encoder in fine-tune mode) through its own Linear
    projection. GAM then aligns the encoder's last-layer CLS (text: token 0 of
-   the last layer; image: its pooled feature, ViT's CLS), through the same input
-   projection, + CLIP where present. A CNN has no transformer layers: its
-   side's levels and GAM feature stay the stack's (the trainable transformer
+   the last layer; image: the ViT's [CLS], `image/cls`, which `image_pool` asks
+   the one field chooser, cache/fields.py, for; the mean of its tokens where the
+   encoder has no CLS), through the same input projection, + CLIP where present.
+   A CNN has no transformer layers: its side's levels and GAM feature stay the
+   stack's (at stack depth 0: GAM takes the mean of its grid) (the trainable transformer
    over its grid, as the paper's own image encoder puts transformer layers over
    ResNet-50's grid). In fine-tune mode the alignment gradients reach the
    unfrozen encoders' layers, which is what the paper trains.
