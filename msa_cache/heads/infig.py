@@ -68,9 +68,9 @@ Architecture (B rows, P image tokens, L text tokens, w = `width`)
    the one field chooser, cache/fields.py, for; the mean of its tokens where the
    encoder has no CLS), through the same input projection, + CLIP where present.
    A CNN has no transformer layers: its side's levels and GAM feature stay the
-   stack's (at stack depth 0: GAM takes the mean of its grid) (the trainable transformer
-   over its grid, as the paper's own image encoder puts transformer layers over
-   ResNet-50's grid). In fine-tune mode the alignment gradients reach the
+   stack's (the trainable transformer over its grid, as the paper's own image
+   encoder puts transformer layers over ResNet-50's grid; at stack depth 0 GAM
+   takes the mean of the grid and HFAM needs M = 1). In fine-tune mode the alignment gradients reach the
    unfrozen encoders' layers, which is what the paper trains.
 
    align = "stack" (the default of `fit`): the layers of the composed encoder
