@@ -46,6 +46,9 @@ class ExtractConfig:
     autocast: str = field(default="auto", metadata={
         "choices": ["auto", "fp16", "bf16", "off"], "help": "mixed precision on CUDA (auto: fp16 on CUDA, off on CPU)"})
     progress: bool = field(default=True, metadata={"help": "progress bar with samples/s"})
+    force: bool = field(default=False, metadata={
+        "help": "extract with an exported fine-tuned text encoder even under another --clean / --max-length "
+                "than its fine-tuning used (a warning instead of the error)"})
 
     def encoder_options(self) -> EncoderOptions:
         return EncoderOptions(max_length=self.max_length, clean=self.clean, layers=tuple(self.layers),
