@@ -69,6 +69,8 @@ class CachePlan:
             "manifest_path": str(manifest.path) if manifest.path else None,
             "manifest_fingerprint": manifest.fingerprint(),
             "inputs_fingerprint": manifest.inputs_fingerprint(),  # what the features depend on (not labels)
+            # what this encoder's modality read: an image cache outlives a change of the texts, and vice versa
+            "modality_inputs_fingerprint": manifest.inputs_fingerprint(encoder.modality),
             "manifest_rows": len(ids),
             "ids_sha256": ids_sha256(ids),
             "dtype": dtype,
@@ -105,6 +107,12 @@ class CachePlan:
     def prepare(self) -> None:
         """Create the folder and index, or check that the existing cache is the same setup."""
         existing = self._existing_attrs()
+        if existing is not None and same_modality_inputs(existing, self.attrs):
+            # Made from another version of the manifest whose changes this modality never read (an image
+            # cache after the texts changed): the same features, so the cache is kept as it is; shards
+            # still to write carry its manifest fingerprints, so every shard agrees.
+            for key in ("manifest_fingerprint", "inputs_fingerprint"):
+                self.attrs[key] = existing.get(key)
         if existing is not None:
             diffs = config_differences(existing, self.attrs)
             if diffs:
@@ -126,3 +134,12 @@ class CachePlan:
             with h5py.File(done[0], "r") as f:
                 return {k: decode_attr(v) for k, v in f.attrs.items()}
         return None
+
+
+def same_modality_inputs(old: dict, new: dict) -> bool:
+    """Two cache setups whose modality read the same inputs (same ids, texts or images): they may differ
+    in the manifest fingerprint only where the manifest changed elsewhere. False for caches made before
+    modality_inputs_fingerprint was recorded."""
+    fingerprint = old.get("modality_inputs_fingerprint")
+    return fingerprint is not None and fingerprint == new.get("modality_inputs_fingerprint") \
+        and old.get("modality") == new.get("modality")
