@@ -12,7 +12,7 @@ import torch
 # The registration order (the order of ENCODERS) is the one these imports give.
 import msa_cache.encoders.text  # noqa: F401  bert, roberta, deberta-v3, minilm
 import msa_cache.encoders.vision  # noqa: F401  vit
-import msa_cache.encoders.cnn  # noqa: F401  resnet50, vgg19, mobilenet-v2, efficientnet-lite0, cnn-small
+import msa_cache.encoders.cnn  # noqa: F401  resnet50, vgg19, mobilenet-v2, efficientnet-lite0/1/2, cnn-small
 import msa_cache.encoders.clip  # noqa: F401  clip
 from msa_cache.encoders.auto import build_auto
 from msa_cache.encoders.base import Encoder, EncoderOptions
