@@ -159,7 +159,7 @@ def test_buffers_other_dropouts_and_amp_refuse_stacking(world):
     dims = {"text": ModalitySpec(4)}
     assert batch_refusal(_WithBatchNorm(dims, 3), spec, torch.device("cpu")) == "it keeps state in buffers"
     assert "AlphaDropout" in batch_refusal(_WithAlphaDropout(dims, 3), spec, torch.device("cpu"))
-    late = get_head("late")(dims, 3, get_head("late").Config())
+    late = get_head("late").model_class()(dims, 3, get_head("late").Config())
     assert batch_refusal(late, spec, torch.device("cpu")) is None
     assert "mixed precision" in batch_refusal(late, spec, torch.device("cuda"))
 
@@ -207,7 +207,7 @@ def test_compare_batches_seeds_unless_told_not_to(world, tmp_path):
 
 def test_auto_mode_stacks_where_it_pays():
     """On a CPU only small heads are faster stacked; MVSA-sized pooled features make a late head too big."""
-    cls = get_head("late")
+    cls = get_head("late").model_class()
     small = cls({"text": ModalitySpec(12), "image": ModalitySpec(10)}, 3, cls.Config())
     big = cls({"text": ModalitySpec(384), "image": ModalitySpec(1280)}, 3, cls.Config())
     assert cost_refusal(small, torch.device("cpu")) is None

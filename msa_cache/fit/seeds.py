@@ -73,15 +73,17 @@ def has_torch_func() -> bool:
     return func is not None and all(hasattr(func, n) for n in ("vmap", "functional_call", "stack_module_state"))
 
 
-def class_refusal(cls: type[Head]) -> str | None:
-    """Why seeds of this head class cannot train stacked, from its traits alone; None when they may."""
+def class_refusal(cls) -> str | None:
+    """Why seeds of this head (its class, or its catalog entry) cannot train stacked, from its traits
+    alone; None when they may."""
     if not has_torch_func():
         return f"torch {torch.__version__} has no torch.func (2.0 or newer stacks seeds)"
     if cls.fit_mode != "gradient":
         return "it is fitted in closed form"
     if cls.uses_tokens:
         return "it reads token features (each seed streams its own token batches)"
-    if cls.optimizer_stepped is not Head.optimizer_stepped:
+    model = cls if isinstance(cls, type) else cls.model_class()  # a catalog entry: its model class
+    if model.optimizer_stepped is not Head.optimizer_stepped:
         return "it updates state after each optimizer step"
     return None
 
@@ -354,7 +356,8 @@ def fit_seeds(specs: list[RunSpec], runs_root: str | Path = "runs", features: Fe
     if features is None:
         features = open_features(manifest, {k: Path(v) for k, v in first.caches.items()},
                                  text_pool=first.train.text_pool,
-                                 hidden_layers=get_head(first.head).uses_hidden_layers)
+                                 hidden_layers=get_head(first.head).uses_hidden_layers,
+                                 image_pool=get_head(first.head).image_pool(first.head_options))
     results: dict[int, RunResult] = {}
     todo = []
     for k, spec in enumerate(specs):

@@ -379,6 +379,8 @@ def read_weights(run: str | Path) -> dict:
 def load_weights(run: str | Path, module) -> None:
     """Load model.safetensors (or an older run's model.pt, weights_only) into `module`, every name and
     shape checked first."""
+    import torch
+
     state = read_weights(run)
     path = weights_file(run)
     name = path.name
