@@ -33,6 +33,10 @@ def _common_options() -> list[click.Option]:
                      help="train/dev/test shares for data without a given split (default 80/10/10)"),
         click.Option(["--seed"], type=int, default=0, show_default=True, help="seed of the stratified split"),
         click.Option(["--drop-bad"], is_flag=True, help="leave out rows whose image or text is unusable"),
+        click.Option(["--allow-skips"], is_flag=True,
+                     help="write the manifest even when input lines cannot become rows (bad label, missing id "
+                          "or label, duplicate id, malformed line; each is listed under its reason); "
+                          "without it such a build exits with an error"),
         click.Option(["--monitor"], type=click.Choice(MONITOR_NAMES), default=None,
                      help="dev metric recorded as the dataset's default for fit/compare "
                           f"[default: what the format's papers report; table: {DEFAULT_MONITOR}]"),
@@ -49,10 +53,10 @@ def _builder_options(builder) -> list[click.Option]:
 
 
 def _format_command(fmt: str, builder) -> click.Command:
-    def run(root, output, name, split, seed, drop_bad, monitor, **builder_args):
+    def run(root, output, name, split, seed, drop_bad, allow_skips, monitor, **builder_args):
         try:
             summary = build_manifest(fmt, root, output, name=name, split=split, seed=seed,
-                                     drop_bad=drop_bad, monitor=monitor, **builder_args)
+                                     drop_bad=drop_bad, monitor=monitor, allow_skips=allow_skips, **builder_args)
         except ManifestError as e:
             raise click.ClickException(str(e)) from None
         click.echo(summary.format())

@@ -169,6 +169,7 @@ def _resolve(path: str, run: Path) -> Path:
 
 def explain_row(run_dir: str | Path, row_id: str) -> Explanation:
     """Forward one row through a finished run's head and collect what the picture shows."""
+    from msa_cache.cache.fields import recorded_image_pool
     from msa_cache.heads import get_head
     from msa_cache.manifest import read_manifest
     from msa_cache.fit.features import open_features
@@ -191,7 +192,8 @@ def explain_row(run_dir: str | Path, row_id: str) -> Explanation:
     caches = {role: _resolve(p, run) for role, p in spec["caches"].items()}
     # The same features the run was trained on: its text pooling and, for INFIG, the cached hidden layers.
     features = open_features(manifest, caches, text_pool=spec["train"].get("text_pool", "cls"),
-                             hidden_layers=get_head(name).uses_hidden_layers)
+                             hidden_layers=get_head(name).uses_hidden_layers,
+                             image_pool=recorded_image_pool(config))
     try:
         return _explain_features(run, name, head, manifest, features, row, row_id)
     finally:

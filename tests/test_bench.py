@@ -16,7 +16,7 @@ import common  # noqa: E402
 
 
 @pytest.mark.parametrize("script", ["extract.py", "fit.py", "scale.py", "gpu_memory.py", "seeds.py", "epoch.py",
-                                    "startup.py", "threads.py", "predict.py"])
+                                    "startup.py", "threads.py", "predict.py", "image_encoders.py"])
 def test_help(script):
     proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -61,7 +61,8 @@ def test_registry_has_the_issue_encoders():
             "resnet50": "image", "vgg19": "image", "mobilenet-v2": "image", "efficientnet-lite0": "image",
             "clip": "both"}
     assert {n: ENCODERS[n].modality for n in want} == want
-    assert sorted(n for n, e in ENCODERS.items() if e.offline) == ["cnn-small", "efficientnet-lite0", "minilm"]
+    assert sorted(n for n, e in ENCODERS.items() if e.offline) == ["cnn-small", "efficientnet-lite0", "efficientnet-lite1",
+                                                                   "efficientnet-lite2", "minilm"]
     assert encoder_folder_name("hf:google/vit-base-patch16-224") == "hf-google--vit-base-patch16-224"
 
 

@@ -121,3 +121,24 @@ def test_fit_runs_cannot_be_exported(tmp_path):
     (run / "config.json").write_text(json.dumps({"spec": {}}))
     with pytest.raises(ValueError, match="trains no encoder"):
         export_encoder(run, tmp_path / "out", "text")
+
+
+def test_extract_refuses_other_text_preprocessing_than_the_fine_tuning_unless_forced(world, text_run, tmp_path):
+    """The run fine-tuned with --max-length 12 and no cleaning: extracting its export under other values is
+    an error naming both values; --force turns it into a warning."""
+    root, manifest, _, _ = world
+    out = tmp_path / "ft"
+    export_encoder(text_run, out, "text", log=lambda m: None)
+    quiet = {k: v for k, v in QUIET.items() if k != "log"}
+    with pytest.raises(ValueError, match=r"--max-length 16 \(fine-tuned with --max-length 12\).*--force"):
+        extract(manifest, [str(out)], tmp_path / "c1", max_length=16, log=lambda m: None, **quiet)
+    with pytest.raises(ValueError, match=r"--clean seed000-v2 \(fine-tuned with --clean none\)"):
+        extract(manifest, [str(out)], tmp_path / "c1", max_length=12, clean="seed000-v2", log=lambda m: None, **quiet)
+    assert not (tmp_path / "c1").exists()  # refused before anything is written
+    seen = []
+    extract(manifest, [str(out)], tmp_path / "c2", max_length=16, force=True, log=seen.append, **quiet)
+    assert any(m.startswith("warning:") and "--max-length 16 (fine-tuned with --max-length 12)" in m for m in seen)
+    assert open_cache(tmp_path / "c2/toy/path-ft").attrs["preprocessing"]["max_length"] == 16
+    result = CliRunner().invoke(main, ["extract", "--manifest", str(manifest), "--encoder", str(out), "--out",
+                                       str(tmp_path / "c3"), "--max-length", "16", "--no-progress"])
+    assert result.exit_code != 0 and "--force" in result.output and len(result.output.strip().splitlines()) == 1

@@ -23,6 +23,7 @@ from msa_cache.atomic import building_folder, pid_alive, write_text_atomic
 from msa_cache.errors import UserError
 from msa_cache.manifest import read_manifest
 from msa_cache.manifest.build import build_manifest
+from msa_cache.manifest.schema import ManifestError
 from msa_cache.study.journal import check_journal
 from msa_cache_cli.main import main as cli
 
@@ -89,7 +90,9 @@ def test_csv_reports_a_field_spanning_lines_and_a_row_of_the_wrong_width(tmp_pat
     lines[6] = 'c5,"closes here" at last,img/0.png,b'
     lines.append("c9,one,img/0.png,a,extra")
     (tmp_path / "posts.csv").write_text("\n".join(lines) + "\n")
-    summary = build_manifest("table", root=tmp_path, output=tmp_path / "m.parquet", file="posts.csv")
+    with pytest.raises(ManifestError, match=r"2 input line\(s\) cannot become rows \(malformed line 2; .*--allow-skips"):
+        build_manifest("table", root=tmp_path, output=tmp_path / "m.parquet", file="posts.csv")
+    summary = build_manifest("table", root=tmp_path, output=tmp_path / "m.parquet", file="posts.csv", allow_skips=True)
     assert summary.skipped[0].startswith("posts.csv:4: a quoted field runs on to line 7")
     assert summary.skipped[1] == "posts.csv:10: 5 fields where the header has 4"
     assert "c2" not in read_manifest(tmp_path / "m.parquet").ids

@@ -79,7 +79,7 @@ def tomBERT_release(base: Path, name: str = "twitter2015") -> Path:
 def test_tmsc_sentence_pairs_shared_images_and_ids(tmp_path):
     root = tomBERT_release(tmp_path)
     out = tmp_path / "t15.parquet"
-    summary = build_manifest("tmsc", root=root, output=out)  # images found at ../twitter2015_images
+    summary = build_manifest("tmsc", root=root, output=out, allow_skips=True)  # images found at ../twitter2015_images
     rows = by_id(out)
     assert {k: (r["split"], r["label"], r["text"], r["text_pair"], r["image"]) for k, r in rows.items()} == {
         "train-0": ("train", 2, "RT @ ltsChuckBass : Chuck Bass is everything # MCM", "Chuck Bass",
@@ -104,11 +104,11 @@ def test_tmsc_sentence_pairs_shared_images_and_ids(tmp_path):
 
 def test_tmsc_image_dir_option_and_missing_folder(tmp_path):
     root = tomBERT_release(tmp_path, "twitter")  # Twitter-17's folder is absa_data/twitter
-    (tmp_path / "absa_data" / "twitter_images").rename(tmp_path / "twitter2017_images")
-    with pytest.raises(ManifestError, match="no image folder .* pass --image-dir"):
-        build_manifest("tmsc", root=root, output=tmp_path / "x.parquet")
+    (tmp_path / "absa_data" / "twitter_images").rename(tmp_path / "pictures")
+    with pytest.raises(ManifestError, match="no image folder .*twitter2017_images.* pass --image-dir"):
+        build_manifest("tmsc", root=root, output=tmp_path / "x.parquet", allow_skips=True)
     out = tmp_path / "t17.parquet"
-    build_manifest("tmsc", root=root, output=out, image_dir=str(tmp_path / "twitter2017_images"))
+    build_manifest("tmsc", root=root, output=out, image_dir=str(tmp_path / "pictures"), allow_skips=True)
     assert by_id(out)["dev-0"]["image_ok"]
 
 
@@ -117,7 +117,7 @@ def test_tmsc_cli(tmp_path):
 
     root = tomBERT_release(tmp_path)
     result = CliRunner().invoke(manifest, ["tmsc", "--root", str(root), "-o", str(tmp_path / "m.parquet"),
-                                           "--monitor", "accuracy"])
+                                           "--monitor", "accuracy", "--allow-skips"])
     assert result.exit_code == 0, result.output
     assert "default monitor accuracy" in result.output  # --monitor overrides the dataset's default
     assert read_manifest(tmp_path / "m.parquet").meta.monitor == "accuracy"
@@ -152,7 +152,7 @@ def test_mvsa_multiple_clmlf_layout(tmp_path):
     for i in range(1, 5):
         draw_image(root / "dataset_image" / f"{i}.jpg", i)
     out = tmp_path / "m.parquet"
-    build_manifest("clmlf", root=root, output=out)
+    build_manifest("clmlf", root=root, output=out, allow_skips=True)
     rows = by_id(out)
     assert {k: (r["split"], r["label"], r["image"], r["image_ok"]) for k, r in rows.items()} == {
         "1": ("train", 0, "dataset_image/1.jpg", True), "2": ("train", 1, "dataset_image/2.jpg", True),
@@ -209,7 +209,7 @@ def test_hfm_clmlf_layout(tmp_path):
     for i, post in enumerate(["682716753374351360", "682716753374351361", "2", "3"]):
         draw_image(root / "dataset_image" / f"{post}.jpg", i)
     out = tmp_path / "hfm.parquet"
-    summary = build_manifest("hfm", root=root, output=out)
+    summary = build_manifest("hfm", root=root, output=out, allow_skips=True)
     rows = by_id(out)
     assert {k: (r["split"], r["label"], r["text"]) for k, r in rows.items()} == {
         "682716753374351360": ("train", 1, "yeah , great weather <user>"),
@@ -301,7 +301,7 @@ def test_manifest_without_text_pair_column_still_reads(tmp_path):
     """Manifests written before text_pair existed read as all-null, with the fingerprint they had."""
     root = tomBERT_release(tmp_path)
     out = tmp_path / "m.parquet"
-    build_manifest("tmsc", root=root, output=out)
+    build_manifest("tmsc", root=root, output=out, allow_skips=True)
     m = read_manifest(out)
     old = m.table.drop(["text_pair"]).replace_schema_metadata(pq.read_table(out).schema.metadata)
     pq.write_table(old, tmp_path / "old.parquet")

@@ -49,7 +49,7 @@ def test_mvsa_single_merge_rule(tmp_path):
         "7\thappy,positive",      # not a label word -> skipped, listed
     ], {str(i): f"post {i}".encode() for i in range(1, 8)})
     out = tmp_path / "m.parquet"
-    summary = build_manifest("mvsa", root=root, output=out)
+    summary = build_manifest("mvsa", root=root, output=out, allow_skips=True)
 
     rows = rows_by_id(out)
     assert {k: (r["label"], r["text_label"], r["image_label"]) for k, r in rows.items()} == {
@@ -141,7 +141,7 @@ def write_clmlf(root: Path, splits_dir: str = "splits", image_dir: str = "data")
 def test_clmlf_splits_labels_and_unlabeled_test(tmp_path):
     root = write_clmlf(tmp_path / "mvsa-single")
     out = tmp_path / "m.parquet"
-    summary = build_manifest("clmlf", root=root, output=out)
+    summary = build_manifest("clmlf", root=root, output=out, allow_skips=True)
 
     rows = rows_by_id(out)
     assert {k: (r["split"], r["label"]) for k, r in rows.items()} == {
@@ -157,9 +157,10 @@ def test_clmlf_splits_labels_and_unlabeled_test(tmp_path):
 
 def test_clmlf_flat_layout_and_override_flags(tmp_path):
     root = write_clmlf(tmp_path / "flat", splits_dir=".", image_dir="images")
-    assert build_manifest("clmlf", root=root, output=tmp_path / "a.parquet").n_rows == 6
+    assert build_manifest("clmlf", root=root, output=tmp_path / "a.parquet", allow_skips=True).n_rows == 6
     root = write_clmlf(tmp_path / "custom", splits_dir="json", image_dir="pics")
-    summary = build_manifest("clmlf", root=root, output=tmp_path / "b.parquet", splits_dir="json", image_dir="pics")
+    summary = build_manifest("clmlf", root=root, output=tmp_path / "b.parquet", splits_dir="json", image_dir="pics",
+                             allow_skips=True)
     assert summary.n_rows == 6 and not summary.bad_rows
 
 
@@ -186,7 +187,7 @@ def test_meme_mixed_image_formats_and_text_fallback(tmp_path):
         "4,image_5.jpg,x,five,ecstatic\n"                  # unknown class -> skipped
     )
     out = tmp_path / "m.parquet"
-    summary = build_manifest("meme", root=root, output=out)
+    summary = build_manifest("meme", root=root, output=out, allow_skips=True)
 
     rows = rows_by_id(out)
     assert {k: (r["text"], r["label"], r["image"]) for k, r in rows.items()} == {
@@ -217,7 +218,7 @@ def test_hfm_literal_lines_and_malformed_line(tmp_path):
         make_image(root / "dataset_image" / f"{post_id}.jpg")
 
     out = tmp_path / "m.parquet"
-    summary = build_manifest("hfm", root=root, output=out)
+    summary = build_manifest("hfm", root=root, output=out, allow_skips=True)
     rows = rows_by_id(out)
     assert {k: (r["split"], r["label"], r["text"]) for k, r in rows.items()} == {
         "101": ("train", 1, "yeah right <user>"), "103": ("train", 0, "it's fine"),
@@ -249,7 +250,7 @@ def test_table_csv_string_labels_with_class_order(tmp_path):
     out = tmp_path / "m.parquet"
     summary = build_manifest(
         "table", root=root, output=out, file="posts.csv", id_col="post", text_col="caption",
-        image_col="picture", label_col="mood", classes="sad,happy",
+        image_col="picture", label_col="mood", classes="sad,happy", allow_skips=True,
     )
     rows = rows_by_id(out)
     assert {k: (r["text"], r["label"], r["image"]) for k, r in rows.items()} == {
@@ -266,7 +267,7 @@ def test_table_jsonl_int_labels_and_bad_line(tmp_path):
     lines = [json.dumps({"id": i, "text": f"t{i}", "image": f"img/{i}.png", "label": i % 2}) for i in range(3)]
     (root / "posts.jsonl").write_text("\n".join(lines[:2] + ["{oops", lines[2]]) + "\n")
     out = tmp_path / "m.parquet"
-    summary = build_manifest("table", root=root, output=out, file=str(root / "posts.jsonl"))
+    summary = build_manifest("table", root=root, output=out, file=str(root / "posts.jsonl"), allow_skips=True)
     assert {k: r["label"] for k, r in rows_by_id(out).items()} == {"0": 0, "1": 1, "2": 0}
     assert summary.classes == ["0", "1"]
     assert summary.skipped == ["posts.jsonl:3: not valid JSON (Expecting property name enclosed in double quotes)"]

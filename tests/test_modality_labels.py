@@ -143,3 +143,49 @@ def test_default_monitor_comes_from_the_manifest_and_is_part_of_the_identity(mvs
     entries = compare(manifest, {k: Path(v) for k, v in caches.items()}, ["late"], {"hidden": [8]}, [0],
                       TrainConfig(max_epochs=1), base / "monitor-runs", log=lambda m: None)
     assert entries[0].results[0].path == default.path  # compare resolves the same default
+
+
+def _record_and_card(run_path):
+    import json
+
+    config = json.loads((run_path / "config.json").read_text())
+    return config.get("head_record"), (run_path / "README.md").read_text()
+
+
+def test_a_run_records_which_labels_macl_contrasted(mvsa_world, tmp_path):
+    """Fair reporting: a run says whether MACL contrasted per-modality labels or the multimodal label for
+    all three blocks, and its model card shows it."""
+    from msa_cache.manifest import rows_to_table, write_manifest
+
+    base, manifest, caches = mvsa_world
+    record, card = _record_and_card(_fit(base, manifest, caches).path)
+    assert record == {"macl_labels_image": "image labels", "macl_labels_text": "text labels",
+                      "macl_labels_fused": "multimodal label"}
+    assert "- macl labels image: image labels" in card and "- macl labels fused: multimodal label" in card
+
+    man = read_manifest(manifest)
+    rows = man.table.to_pylist()
+    for r in rows:
+        r["text_label"] = r["image_label"] = None
+    plain = write_manifest(rows_to_table(rows), man.meta, tmp_path / "mvsa-multiple.parquet")
+    record, card = _record_and_card(_fit(tmp_path, plain, _extract(plain, tmp_path / "cache")).path)
+    assert record["macl_labels_image"] == record["macl_labels_text"] == "multimodal label (no per-modality labels)"
+    assert "- macl labels text: multimodal label (no per-modality labels)" in card
+
+    record, card = _record_and_card(_fit(base, manifest, caches, macl=False).path)
+    assert record == {"macl_labels": "none (--no-macl)"}
+    record, _ = _record_and_card(_fit(base, manifest, caches, macl_unimodal=True).path)
+    assert "macl_labels_fused" not in record and record["macl_labels_image"] == "image labels"
+
+
+def test_macl_label_source_names_a_mix():
+    from msa_cache.heads.mdse import macl_label_source
+
+    assert macl_label_source("image", 3, 5) == "image labels on 3 of 8 training rows, else the multimodal label"
+
+
+def test_heads_without_a_record_leave_config_json_as_it_was(mvsa_world):
+    base, manifest, caches = mvsa_world
+    spec = RunSpec(str(manifest), caches, "late", {"hidden": 8}, TrainConfig(max_epochs=1), 0)
+    record, card = _record_and_card(fit_run(spec, base / "late-runs", log=lambda m: None).path)
+    assert record is None and "macl" not in card

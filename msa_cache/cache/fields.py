@@ -5,7 +5,9 @@ A cache (or an encoder's forward in fine-tune mode) holds fields such as
 "text/hidden/-2". A head sees modalities, each (pooled, tokens, mask):
 
     role "text"   -> "text":  pooled = text/<text_pool> (else text/pooled, else text/cls), tokens, mask
-    role "image"  -> "image": pooled = image/pooled, tokens (patches / grid), no mask
+    role "image"  -> "image": pooled = image/pooled (the mean of the tokens), tokens (patches / grid), no mask;
+                     with image_pool="cls" (a head that wants the visual [CLS], `Head.image_pool`):
+                     image/cls where the encoder has one (ViT), else image/pooled (a CNN has none)
     role "clip"   -> "clip_text" (pooled = text/pooled, the projected CLIP embedding), "clip_image"
     hidden layers -> "text@-2", "image@-3", ...: the base modality's pooled and mask, tokens of layer -k
                      (only with hidden_layers=True; never for CLIP)
@@ -21,7 +23,7 @@ Fields = tuple[str, str | None, str | None]  # (pooled, tokens, mask) field name
 
 
 def head_fields(role: str, fields: Iterable[str], text_pool: str = "cls",
-                hidden_layers: bool = True) -> dict[str, Fields]:
+                hidden_layers: bool = True, image_pool: str = "pooled") -> dict[str, Fields]:
     """modality -> (pooled, tokens, mask) for one cache or encoder of `role` ("text", "image", "clip").
     Hidden layers come in the order `fields` lists them."""
     fields = list(fields)
@@ -32,7 +34,10 @@ def head_fields(role: str, fields: Iterable[str], text_pool: str = "cls",
         return (pooled, "text/tokens" if "text/tokens" in present else None,
                 "text/mask" if "text/mask" in present else None)
 
-    image: Fields = ("image/pooled", "image/tokens" if "image/tokens" in present else None, None)
+    if image_pool not in ("pooled", "cls"):
+        raise ValueError(f"unknown image pool '{image_pool}'; use pooled or cls")
+    image_pooled = "image/cls" if image_pool == "cls" and "image/cls" in present else "image/pooled"
+    image: Fields = (image_pooled, "image/tokens" if "image/tokens" in present else None, None)
     if role == "clip":
         return {"clip_text": text("pooled"), "clip_image": image}
     if role not in ("text", "image"):
@@ -44,6 +49,14 @@ def head_fields(role: str, fields: Iterable[str], text_pool: str = "cls",
             if f.startswith(f"{role}/hidden/"):
                 out[f"{role}@{f.rsplit('/', 1)[1]}"] = (base[0], f, base[2])
     return out
+
+
+def recorded_image_pool(config: dict) -> str:
+    """The image_pool a finished run was trained with, from its config.json ("fields", else the caches'
+    recorded fields): "cls" when it read image/cls, else "pooled" (every run made before image_pool)."""
+    pooled = [f.get("pooled") for f in (config.get("fields") or {}).values() if isinstance(f, dict)]
+    pooled += [(c.get("fields") or [None])[0] for c in (config.get("caches") or {}).values() if isinstance(c, dict)]
+    return "cls" if "image/cls" in pooled else "pooled"
 
 
 def fields_record(fields: dict[str, Fields]) -> dict[str, dict]:

@@ -44,7 +44,9 @@ strings), also stored under "attrs" in index.json:
     schema_version, encoder, modality, model_id, revision, weights_sha256,
     preprocessing {max_length, clean, tokenizer | image_size, resize, mean, std, ...},
     encoder_source (an `export-encoder` folder: source run id, config hash, base encoder, weights hash),
-    manifest_name, manifest_fingerprint, inputs_fingerprint (texts + images only), manifest_rows, ids_sha256,
+    manifest_name, manifest_fingerprint, inputs_fingerprint (texts + images only),
+    modality_inputs_fingerprint (what this encoder's modality read: texts and pairs, or images), manifest_rows,
+    ids_sha256,
     dtype, pooled_only, layers, shard_size, fields,
     library_versions, msa_cache_version, extract_config {batch_size, device_type, autocast}
 

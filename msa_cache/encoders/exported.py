@@ -41,6 +41,32 @@ def read_export_info(folder: str | Path) -> dict:
     return info
 
 
+# Text preprocessing a fine-tuned encoder learned under; extracting under other values feeds it other text.
+TRAINED_TEXT_OPTIONS = (("clean", "--clean"), ("max_length", "--max-length"))
+
+
+def text_options_mismatch(folder: str | Path, options: EncoderOptions) -> str | None:
+    """How `options` differ from the --clean / --max-length the exported text encoder in `folder` was
+    fine-tuned with, naming both values; None when they agree (or it is not an exported text encoder)."""
+    if not is_exported(folder):
+        return None
+    info = read_export_info(folder)
+    pre = info.get("preprocessing") or {}
+    if info.get("modality") != "text":
+        return None
+    trained = {"clean": pre.get("clean", "none"),
+               # a clamped length (more than the model takes) is recorded with what was asked
+               "max_length": pre.get("max_length_requested", pre.get("max_length"))}
+    asked = {"clean": options.clean, "max_length": options.max_length}
+    diffs = [f"{flag} {asked[key]} (fine-tuned with {flag} {trained[key]})"
+             for key, flag in TRAINED_TEXT_OPTIONS if trained[key] is not None and str(trained[key]) != str(asked[key])]
+    if not diffs:
+        return None
+    run = (info.get("source") or {}).get("run_id", "its run")
+    return f"encoder {folder}: exported from {run}; extracting with {' and '.join(diffs)} feeds it other text " \
+           "than it was trained on"
+
+
 def build_exported(name: str, folder: str | Path, *, options: EncoderOptions = EncoderOptions(),
                    verify: bool = True) -> Encoder:
     """The exported encoder; `verify` refuses weights that do not hash to the recorded value."""

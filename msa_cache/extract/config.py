@@ -24,9 +24,10 @@ class ExtractConfig:
         "min": 2, "help": "text tokens per row (padding/truncation)"})
     clean: str = field(default=EncoderOptions.clean, metadata={
         "choices": sorted(CLEANERS),
-        "help": "text cleaning applied before tokenising; seed000-v2: seed 000's four rules "
-                "(lowercase, URLs -> <url>, @user -> <USER>, hashtags split); seed000-v1: its first, "
-                "superseded version (rewrote e-mail addresses), kept to reproduce old caches"})
+        "help": "text cleaning applied before tokenising; seed000-v3: seed 000's four rules "
+                "(lowercase, URLs -> <url>, @user -> <USER>, hashtags split into words by the pinned "
+                "wordsegment); seed000-v2 (no .@user, no bare trailing http, lowercase tags kept whole) "
+                "and seed000-v1 (rewrote e-mail addresses): superseded, kept to reproduce old caches"})
     layers: tuple[int, ...] = field(default=EncoderOptions.layers, metadata={
         "help": "also store these hidden layers' token states, e.g. -1,-2,-3"})
     pooled_only: bool = field(default=EncoderOptions.pooled_only, metadata={
@@ -45,6 +46,9 @@ class ExtractConfig:
     autocast: str = field(default="auto", metadata={
         "choices": ["auto", "fp16", "bf16", "off"], "help": "mixed precision on CUDA (auto: fp16 on CUDA, off on CPU)"})
     progress: bool = field(default=True, metadata={"help": "progress bar with samples/s"})
+    force: bool = field(default=False, metadata={
+        "help": "extract with an exported fine-tuned text encoder even under another --clean / --max-length "
+                "than its fine-tuning used (a warning instead of the error)"})
 
     def encoder_options(self) -> EncoderOptions:
         return EncoderOptions(max_length=self.max_length, clean=self.clean, layers=tuple(self.layers),

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from msa_cache.cache.schema import LOCK_SUFFIX
 from msa_cache.device import resolve_device
 from msa_cache.encoders import Encoder, build_encoder, check_encoder_name
+from msa_cache.encoders.exported import text_options_mismatch
 from msa_cache.extract.config import ExtractConfig, default_workers
 from msa_cache.extract.dataset import RowDataset, ShardBatchSampler
 from msa_cache.extract.lock import ShardLock
@@ -137,6 +138,12 @@ def extract(manifest: str | Path | Manifest, encoders: Sequence[str | Encoder], 
     encoder_options = config.encoder_options()
     # and on a cache that will be refused (stale, other settings), before any model loads
     refuse_early_all(man, encoders, out, encoder_options, dtype=config.dtype, shard_size=config.shard_size)
+    for spec in encoders:  # an exported fine-tuned encoder: the text preprocessing it was trained under
+        mismatch = None if isinstance(spec, Encoder) else text_options_mismatch(spec, encoder_options)
+        if mismatch and not config.force:
+            raise ValueError(f"{mismatch}: extract with the values it was fine-tuned with, or pass --force")
+        if mismatch:
+            log(f"warning: {mismatch} (--force)")
     settings = ExtractSettings(config.batch_size, config.dtype, config.shard_size, config.workers, config.device,
                                config.autocast, config.progress)
     reports = []

@@ -26,7 +26,7 @@ from msa_cache.cache.schema import (
 )
 from msa_cache.encoders.base import Encoder
 from msa_cache.encoders.registry import encoder_folder_name
-from msa_cache.extract.precheck import existing_attrs
+from msa_cache.extract.precheck import existing_attrs, same_modality_inputs
 from msa_cache.manifest.schema import Manifest
 from msa_cache.names import check_name
 from msa_cache.provenance import library_versions
@@ -67,6 +67,8 @@ class CachePlan:
             "manifest_path": str(manifest.path) if manifest.path else None,
             "manifest_fingerprint": manifest.fingerprint(),
             "inputs_fingerprint": manifest.inputs_fingerprint(),  # what the features depend on (not labels)
+            # what this encoder's modality read: an image cache outlives a change of the texts, and vice versa
+            "modality_inputs_fingerprint": manifest.inputs_fingerprint(encoder.modality),
             "manifest_rows": len(ids),
             "ids_sha256": ids_sha256(ids),
             "dtype": dtype,
@@ -103,6 +105,12 @@ class CachePlan:
     def prepare(self) -> None:
         """Create the folder and index, or check that the existing cache is the same setup."""
         existing = self._existing_attrs()
+        if existing is not None and same_modality_inputs(existing, self.attrs):
+            # Made from another version of the manifest whose changes this modality never read (an image
+            # cache after the texts changed): the same features, so the cache is kept as it is; shards
+            # still to write carry its manifest fingerprints, so every shard agrees.
+            for key in ("manifest_fingerprint", "inputs_fingerprint"):
+                self.attrs[key] = existing.get(key)
         if existing is not None:
             diffs = config_differences(existing, self.attrs)
             if diffs:

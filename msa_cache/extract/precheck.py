@@ -37,6 +37,15 @@ def existing_attrs(folder: Path) -> dict | None:
     return None
 
 
+def same_modality_inputs(old: dict, new: dict) -> bool:
+    """Two cache setups whose modality read the same inputs (same ids, texts or images): they may differ
+    in the manifest fingerprint only where the manifest changed elsewhere. False for caches made before
+    modality_inputs_fingerprint was recorded."""
+    fingerprint = old.get("modality_inputs_fingerprint")
+    return fingerprint is not None and fingerprint == new.get("modality_inputs_fingerprint") \
+        and old.get("modality") == new.get("modality")
+
+
 def refuse_early(manifest: Manifest, name: str, out: str | Path, options: EncoderOptions, *, dtype: str,
                  shard_size: int) -> None:
     """CacheMismatchError, before the encoder's model is loaded, where the cache folder of encoder `name`
@@ -57,6 +66,10 @@ def refuse_early(manifest: Manifest, name: str, out: str | Path, options: Encode
         new["encoder"], known["encoder"] = name, old.get("encoder")
         new["modality"], known["modality"] = entry.modality, old.get("modality")
     modality = entry.modality if entry is not None else old.get("modality")  # hf:/folder: the cache's own
+    if modality is not None and same_modality_inputs(
+            old, {"modality": modality, "modality_inputs_fingerprint": manifest.inputs_fingerprint(modality)}):
+        # the manifest changed only where this modality never reads (CachePlan.prepare keeps the cache)
+        new["manifest_fingerprint"] = old.get("manifest_fingerprint")
     if modality in ("text", "both"):  # a text encoder's cleaner, and whether texts come with a target
         before = old.get("preprocessing") or {}
         new["preprocessing"] = {"clean": options.clean, "text_pair": True if manifest.has_text_pair else None}

@@ -39,8 +39,12 @@ def open_encoders(spec: FinetuneSpec) -> dict[str, Encoder]:
     return encoders
 
 
-def assemble_model(spec: FinetuneSpec, num_classes: int, encoders: dict[str, Encoder]) -> FinetuneModule:
-    """The model for `spec` around already-loaded encoders (fresh from the hub, or rebuilt from a run)."""
+def assemble_model(spec: FinetuneSpec, num_classes: int, encoders: dict[str, Encoder],
+                   image_pool: str | None = None) -> FinetuneModule:
+    """The model for `spec` around already-loaded encoders (fresh from the hub, or rebuilt from a run).
+    image_pool: the image vector a rebuilt run was trained on (its record); None = what the head asks for."""
     if spec.baseline is not None:
         return get_baseline(spec.baseline).assemble(spec, num_classes, encoders)
-    return FinetuneModel(encoders, spec.head, num_classes, spec.head_options, spec.train.text_pool)
+    if image_pool is None:
+        image_pool = get_head(spec.head).image_pool(spec.head_options)
+    return FinetuneModel(encoders, spec.head, num_classes, spec.head_options, spec.train.text_pool, image_pool)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from msa_cache.cache.fields import recorded_image_pool
 from msa_cache.finetune.config import FinetuneSpec
 from msa_cache.finetune.build import assemble_model
 from msa_cache.finetune.model import FinetuneModule
@@ -17,6 +18,6 @@ def load_finetune_run(path: str | Path, config: dict) -> tuple[FinetuneModule, d
     # The pretrained encoders give the architecture, tokenizer and preprocessing; the run's weights then
     # replaces every weight with the fine-tuned ones.
     encoders = {role: rebuild_encoder(record, where=str(path)) for role, record in config["encoders"].items()}
-    model = assemble_model(spec, len(config["classes"]), encoders)
+    model = assemble_model(spec, len(config["classes"]), encoders, image_pool=recorded_image_pool(config))
     load_weights(path, model)
     return model.eval(), config

@@ -31,10 +31,10 @@ from msa_cache.heads.base import Batch, HeadOutput, ModalityInput, ModalitySpec
 ROLE_OF_MODALITY = {"text": "text", "image": "image", "both": "clip"}
 
 
-def select_fields(role: str, fields, text_pool: str) -> dict[str, Fields]:
+def select_fields(role: str, fields, text_pool: str, image_pool: str = "pooled") -> dict[str, Fields]:
     """modality -> (pooled, tokens, mask) field names of an encoder's forward: cache.fields.head_fields,
     the same choice a cached run makes (hidden layers only exist when the head asked for them)."""
-    return head_fields(role, sorted(fields), text_pool)
+    return head_fields(role, sorted(fields), text_pool, image_pool=image_pool)
 
 
 def modality_input(values: dict[str, torch.Tensor], names: Fields) -> ModalityInput:
@@ -167,12 +167,13 @@ class FinetuneModel(FinetuneModule):
     name, or a factory `head(spec, num_classes, options)` (the baselines' classifier)."""
 
     def __init__(self, encoders: dict[str, Encoder], head: str | Callable[..., Head], num_classes: int,
-                 head_options: dict, text_pool: str = "cls"):
+                 head_options: dict, text_pool: str = "cls", image_pool: str = "pooled"):
         super().__init__()
         self.encoders = dict(encoders)
         self.encoder_models = nn.ModuleDict({role: enc.model for role, enc in encoders.items()})
         self.text_pool = text_pool
-        self.fields = {role: select_fields(role, enc.field_shapes(), text_pool) for role, enc in encoders.items()}
+        self.fields = {role: select_fields(role, enc.field_shapes(), text_pool, image_pool)
+                       for role, enc in encoders.items()}
         self.spec = {m: _modality_spec(self.encoders[role].field_shapes(), names)
                      for role, names in self.fields.items() for m, names in names.items()}
         if isinstance(head, str):

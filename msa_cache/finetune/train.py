@@ -38,6 +38,7 @@ from msa_cache.provenance import library_versions
 from msa_cache.train.driver import drive_run
 from msa_cache.train.identity import FINETUNE, changed_options, config_hash, monitor_for
 from msa_cache.train.rundir import write_run
+from msa_cache.train.card import head_record
 from msa_cache.train.loop import (
     EpochHook, EpochProgress, RunResult, add_terms, autocast, batch_bar, class_probs, class_weight_for, dev_scores,
     grad_scaler, manifest_labels, resolve_precision, seed_everything, train_epochs, train_rows,
@@ -99,6 +100,8 @@ class FinetuneMode:
         self.encoders = open_encoders(spec)
         self.records = {role: encoder_record(enc) for role, enc in self.encoders.items()}
         identity = spec.identity(manifest.fingerprint(), self.records)
+        if _reads_image_cls(spec, self.encoders):  # runs that read the patch mean in its place stay distinct
+            identity["image_pooled"] = "image/cls"
         self.spec, self.manifest, self.runs_root = spec, manifest, runs_root
         return finetune_run_dir(runs_root, manifest.name, spec, config_hash(identity),
                                 changed_options(spec.head_options, _default_options(spec)))
@@ -110,6 +113,14 @@ class FinetuneMode:
     def train(self, tmp: Path, record_hooks: list[EpochHook]) -> dict:
         return _train_and_write(self.spec, self.manifest, self.model, self.records, tmp, self.log, record_hooks,
                                 self.runs_root)
+
+
+def _reads_image_cls(spec: FinetuneSpec, encoders: dict) -> bool:
+    """The head asks for the visual [CLS] (Head.image_pool) and the image encoder has one."""
+    if spec.baseline is not None or "image" not in encoders:
+        return False
+    return (get_head(spec.head).image_pool(spec.head_options) == "cls"
+            and "image/cls" in encoders["image"].field_shapes())
 
 
 def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModule, records: dict, out: Path,
@@ -160,6 +171,7 @@ def _train_and_write(spec: FinetuneSpec, manifest: Manifest, model: FinetuneModu
         "peak_cuda_mb": (round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None),
         "versions": library_versions(),
         "runs": str(runs_root),  # where it was written (command.yaml's --runs)
+        **head_record(model.head, model.fields_record()),
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     paper = get_baseline(spec.baseline).paper if spec.baseline else ""

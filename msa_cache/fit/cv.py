@@ -106,7 +106,8 @@ def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: Featu
     if features is None:  # open the caches once for all folds
         features = open_features(read_manifest(spec.manifest), {k: Path(v) for k, v in spec.caches.items()},
                                  text_pool=spec.train.text_pool,
-                                 hidden_layers=get_head(spec.head).uses_hidden_layers)
+                                 hidden_layers=get_head(spec.head).uses_hidden_layers,
+                                 image_pool=get_head(spec.head).image_pool(spec.head_options))
     folds = []
     for fs in fold_specs(spec, num_folds):
         r = fit_run(fs, runs_root, features, log=log, tensorboard=tensorboard,

@@ -167,7 +167,7 @@ def resolve_caches(manifest: Manifest, cache_root: str | Path, text: str | None,
 
 
 def open_features(manifest: Manifest, caches: dict[str, Path], text_pool: str = "cls",
-                  hidden_layers: bool = False) -> FeatureSet:
+                  hidden_layers: bool = False, image_pool: str = "pooled") -> FeatureSet:
     """Open the chosen caches and check they were made from this manifest, in its row order."""
     sources: dict[str, _Source] = {}
     rows = None
@@ -179,7 +179,7 @@ def open_features(manifest: Manifest, caches: dict[str, Path], text_pool: str = 
                             f"re-extract it from this manifest (`msa-cache extract --manifest {manifest.path} "
                             "--out NEW_FOLDER`), or train with the manifest it was made from")
         rows = np.arange(len(cache.ids))
-        for modality, names in head_fields(role, cache.fields(), text_pool, hidden_layers).items():
+        for modality, names in head_fields(role, cache.fields(), text_pool, hidden_layers, image_pool).items():
             sources[modality] = _Source(cache, *names)
     if not sources:
         raise ValueError("no caches chosen")

@@ -356,7 +356,8 @@ def fit_seeds(specs: list[RunSpec], runs_root: str | Path = "runs", features: Fe
     if features is None:
         features = open_features(manifest, {k: Path(v) for k, v in first.caches.items()},
                                  text_pool=first.train.text_pool,
-                                 hidden_layers=get_head(first.head).uses_hidden_layers)
+                                 hidden_layers=get_head(first.head).uses_hidden_layers,
+                                 image_pool=get_head(first.head).image_pool(first.head_options))
     results: dict[int, RunResult] = {}
     todo = []
     for k, spec in enumerate(specs):

@@ -32,6 +32,7 @@ from msa_cache.fit.config import RunSpec, run_dir
 from msa_cache.train.driver import drive_run
 from msa_cache.train.identity import changed_options, config_hash
 from msa_cache.train.rundir import load_weights, write_run
+from msa_cache.train.card import head_record
 from msa_cache.fit.features import FeatureSet, open_features
 from msa_cache.fit.folds import run_roles
 from msa_cache.metrics import monitor_metric
@@ -80,7 +81,8 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
     if features is None:
         features = open_features(read_manifest(spec.manifest), {k: Path(v) for k, v in spec.caches.items()},
                                  text_pool=spec.train.text_pool,
-                                 hidden_layers=get_head(spec.head).uses_hidden_layers)
+                                 hidden_layers=get_head(spec.head).uses_hidden_layers,
+                                 image_pool=get_head(spec.head).image_pool(spec.head_options))
     return drive_run(CachedMode(spec, features, log, on_epoch_end, progress), runs_root, tensorboard)
 
 
@@ -244,6 +246,7 @@ def write_fit_run(spec: RunSpec, features: FeatureSet, out: Path, head: Head, hi
         "device": str(device),
         "versions": library_versions(),
         "runs": str(runs_root),  # where it was written (command.yaml's --runs)
+        **head_record(head, features.fields_record()),
     }
     return write_run(out, manifest, probs, head.state_dict(), history, config, f"{spec.head} seed {spec.seed}: dev",
                      splits=roles)

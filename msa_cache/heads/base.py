@@ -178,8 +178,22 @@ class Head(nn.Module):
         (`explains`) what the weights mean."""
         raise ValueError(f"head '{self.name}' cannot be explained")
 
+    @classmethod
+    def image_pool(cls, options: dict) -> str:
+        """The image vector the head reads as `pooled`: "pooled" (the mean of the image tokens) or "cls"
+        (the visual [CLS] where the encoder has one, else that mean); cache.fields.head_fields picks the field.
+        The catalog entry answers it (`get_head(name).image_pool`), so it is known before a model is built."""
+        return cls.entry.image_pool(options) if cls.entry is not None else "pooled"
+
     def optimizer_stepped(self) -> None:
         """Called by the trainers once after every optimizer step (after all accumulated micro-batches)."""
+
+    def run_record(self, fields: dict) -> dict:
+        """What this head did in training that its options alone do not say (which labels a loss used,
+        which cache field stood for a token), as short strings; the trainers store it in config.json
+        ("head_record") and the model card lists it. `fields`: the run's fields record ({modality:
+        {"pooled", "tokens", "mask"}}). Empty for most heads."""
+        return {}
 
     def forward(self, batch: Batch) -> HeadOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -55,6 +55,9 @@ class HeadEntry:
     uses_hidden_layers: bool = False
     # Config -> the hidden layers (e.g. (-2, -3)) the encoders must also return in fine-tune mode.
     layers_for: Callable[[Any], tuple[int, ...]] | None = None
+    # Config -> the image vector the head reads as `pooled`: "pooled" (the mean of the image tokens) or "cls"
+    # (the visual [CLS] where the encoder has one); None = "pooled". The field chooser asks before building.
+    image_pool_for: Callable[[Any], str] | None = None
     # In the default head list of fit/compare/demo (the "fit-stage" heads the demo compares).
     default: bool = False
     # The thread policy's kind of work (msa_cache/threads.py): "small" heads run fastest on one CPU thread,
@@ -77,8 +80,17 @@ class HeadEntry:
         """Hidden layers (beyond the last) the encoders must return in fine-tune mode; () for most heads."""
         if self.layers_for is None:
             return ()
+        return tuple(self.layers_for(self.config(options)))
+
+    def image_pool(self, options: dict) -> str:
+        """The image vector the head reads as `pooled` (cache.fields.head_fields picks the field): "pooled"
+        (the mean of the image tokens) or "cls" (the visual [CLS] where the encoder has one, else that mean)."""
+        return "pooled" if self.image_pool_for is None else self.image_pool_for(self.config(options))
+
+    def config(self, options: dict):
+        """The Config of `options`, ignoring names that are not its fields."""
         known = {f.name for f in dataclasses.fields(self.Config)}
-        return tuple(self.layers_for(self.Config(**{k: v for k, v in options.items() if k in known})))
+        return self.Config(**{k: v for k, v in options.items() if k in known})
 
 
 HEADS: dict[str, HeadEntry] = {}
@@ -213,13 +225,20 @@ def _infig_encoder_layers(cfg) -> tuple[int, ...]:
     return tuple(range(-2, -cfg.hfam_layers - 1, -1))
 
 
+def _infig_image_pool(cfg) -> str:
+    """GAM aligns the image encoder's own [CLS] under align="encoder" (image/cls of a ViT; a CNN has none and
+    gives the mean of its grid); align="stack" reads no pooled image vector."""
+    return "cls" if cfg.align == "encoder" and cfg.gam else "pooled"
+
+
 # INFIG: docs/methods.md has the equations. Frozen hidden layers stored by `extract --layers` reach the head
 # as "text@-k" modalities; they are used by align="encoder", and by "stack" when --hfam-layers reaches below
-# the trainable stack. In fine-tune mode the encoders are in the loop, so the paper's alignment of their own
-# layers is the default.
+# the trainable stack. In fine-tune mode the encoders are in the loop, so the paper's wiring is the default:
+# GAM and HFAM align the encoders' own layers, and the fusion reads their last layer directly (no trainable
+# stack between).
 @register_head("infig", model="msa_cache.heads.infig:Infig", uses_tokens=True, uses_hidden_layers=True,
-               modalities=("text", "image"), finetune_defaults={"align": "encoder"},
-               layers_for=_infig_encoder_layers, compute="large",
+               modalities=("text", "image"), finetune_defaults={"align": "encoder", "stack_layers": 0},
+               layers_for=_infig_encoder_layers, image_pool_for=_infig_image_pool, compute="large",
                explains="fusion attention-pooling weight g", explains_one_softmax=True,
                paper='"Integrating Hierarchical Fine-Grained and Global Information for Multimodal Sentiment '
                      'Analysis with Assistance of CLIP" (INFIG)')
@@ -228,7 +247,9 @@ class InfigConfig(HeadConfig):
     width: int = field(default=256, metadata={"help": "model width of the per-modality stacks and the fusion encoder",
                                               SEARCH: Choice((128, 256))})
     num_heads: int = field(default=4, metadata={"help": "attention heads per transformer layer"})
-    stack_layers: int = field(default=3, metadata={"help": "trainable transformer layers over each modality's cached tokens"})
+    stack_layers: int = field(default=3, metadata={"help": "trainable transformer layers over each modality's tokens "
+                                                           "(0: the fusion reads the encoders' own last layer, the paper's "
+                                                           "wiring and the finetune default)", "min": 0})
     fusion_layers: int = field(default=3, metadata={"help": "transformer layers of the fusion encoder (paper: 3; 4 for HFM)"})
     embed: int = field(default=128, metadata={"help": "GAM: dimension of the global contrastive embedding"})
     queue_size: int = field(default=1024, metadata={"help": "GAM: momentum keys kept per modality as negatives", "max": 1 << 16})

@@ -14,7 +14,13 @@ Interface:
   `uses_hidden_layers`). The head is told at construction (via `spec`) which exist.
 - `align`: "stack" (the `fit` default) aligns the trainable per-modality stack's
   layers; "encoder" (the `finetune` default) the encoders' own last M layers,
-  which fine-tune mode asks the encoders for (`encoder_layers`).
+  which fine-tune mode asks the encoders for (`encoder_layers`). Under "encoder"
+  GAM's image feature is the ViT's [CLS] (`image/cls`; the catalog entry's
+  `image_pool` asks the field chooser, cache/fields.py, for it before the head is
+  built; the mean of the tokens where the encoder has none).
+- `stack_layers` 0 (the `finetune` default, align="encoder" only): no stack; the
+  fusion reads the encoders' own last layer through the input projections.
+- `run_record` says which image vector GAM aligned (config.json "head_record").
 - `forward` in training records GAM's momentum keys; `optimizer_stepped()` (called
   by the trainers once per optimizer step) does the EMA update and the enqueue, so
   accumulated micro-batches see one queue and one momentum copy. Under
@@ -92,6 +98,9 @@ class TokenStack(nn.Module):
     def __init__(self, in_dim: int, num_tokens: int | None, cfg: InfigConfig, depth: int):
         super().__init__()
         self.proj = nn.Linear(in_dim, cfg.width)
+        if not depth:  # depth 0: the projection only (no CLS, positions or norm that nothing would read)
+            self.layers = nn.ModuleList()
+            return
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.width))
         # A CNN grid carries no position of its own; cached text does, but a learned offset is harmless.
         self.pos = nn.Parameter(torch.zeros(1, 1 + num_tokens, cfg.width)) if num_tokens else None
@@ -104,6 +113,8 @@ class TokenStack(nn.Module):
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor):
         """tokens [B, T, d], mask [B, T] -> (projected input [B, T, w], [normed output of each layer [B, 1+T, w]])."""
         x0 = self.proj(tokens)
+        if not self.layers:
+            return x0, []
         x = torch.cat([self.cls.expand(x0.shape[0], -1, -1), x0], dim=1)
         if self.pos is not None:
             if x.shape[1] > self.pos.shape[1]:
@@ -138,7 +149,10 @@ class Infig(Head):
         self.stacks = nn.ModuleDict({
             m: TokenStack(spec[m].token_dim, spec[m].num_tokens, cfg, cfg.stack_layers) for m in ("image", "text")
         })
-        if cfg.gam and not -cfg.stack_layers <= cfg.gam_layer < cfg.stack_layers:
+        if cfg.align == "stack" and cfg.stack_layers < 1:
+            raise ValueError("align=stack aligns the trainable stack's layers: --stack-layers must be >= 1 "
+                             "(0 goes with --align encoder)")
+        if cfg.gam and cfg.stack_layers and not -cfg.stack_layers <= cfg.gam_layer < cfg.stack_layers:
             raise ValueError(f"gam_layer {cfg.gam_layer} is outside a stack of {cfg.stack_layers} layers")
 
         # align="encoder": which sides align the encoder's own layers (text always; an image encoder when it
@@ -199,7 +213,9 @@ class Infig(Head):
                 if cfg.hfam_layers > cfg.stack_layers + 1:
                     raise ValueError(f"align=encoder: the {m} encoder has no hidden layers (a CNN), so its side "
                                      f"aligns the stack's input + {cfg.stack_layers} layers, fewer than "
-                                     f"hfam_layers={cfg.hfam_layers}; lower --hfam-layers or raise --stack-layers")
+                                     f"hfam_layers={cfg.hfam_layers}; give --stack-layers {cfg.hfam_layers - 1} "
+                                     "or more (the paper puts transformer layers over ResNet-50's grid) or lower "
+                                     "--hfam-layers")
                 continue
             for k in range(2, cfg.hfam_layers + 1):
                 name = f"{m}@-{k}"
@@ -281,11 +297,24 @@ class Infig(Head):
 
     def _global(self, m: str, batch: Batch, x0: torch.Tensor, outs: list[torch.Tensor]) -> torch.Tensor:
         """GAM's feature of side m: the encoder's last-layer CLS (align="encoder") or the stack's CLS."""
-        if not self.encoder_side[m]:
+        if not self.encoder_side[m] and outs:
             return outs[self.cfg.gam_layer][:, 0]
         if m == "text":
             return x0[:, 0]  # the cached text CLS at position 0, through the input projection
-        return self.stacks[m].proj(batch.inputs[m].pooled)  # a ViT's pooled feature is its CLS
+        # The image vector the field chooser gave (image_pool="cls"): a ViT's [CLS] (image/cls); an encoder
+        # without one (a CNN with no stack over its grid) gives the mean of its tokens (image/pooled).
+        return self.stacks[m].proj(batch.inputs[m].pooled)
+
+    def run_record(self, fields: dict) -> dict:
+        """Which image vector GAM aligned: the encoder's [CLS], the mean of its tokens, or the stack's CLS."""
+        if not self.cfg.gam:
+            return {}
+        pooled = (fields.get("image") or {}).get("pooled")
+        if self.encoder_side["image"] or not self.cfg.stack_layers:
+            what = ("the image encoder's [CLS]" if pooled == "image/cls"
+                    else "the mean of the image encoder's tokens (it has no [CLS])")
+            return {"gam_image": f"{pooled}: {what}"}
+        return {"gam_image": f"the image stack's CLS at layer {self.cfg.gam_layer}"}
 
     # ---- HFAM ----
     def _hidden(self, m: str, k: int, batch: Batch, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -342,7 +371,9 @@ class Infig(Head):
             aux["loss_hfam"] = self._hfam(self._levels("image", batch, img_x0, img_outs, img_mask),
                                           self._levels("text", batch, txt_x0, txt_outs, txt_mask))
 
-        img, txt = img_outs[-1][:, 1:], txt_outs[-1][:, 1:]
+        # Stack depth 0: the fusion reads the encoders' own last layer (through the input projections).
+        img = img_outs[-1][:, 1:] if img_outs else img_x0
+        txt = txt_outs[-1][:, 1:] if txt_outs else txt_x0
         x = torch.cat([img + self.type_emb[0], txt + self.type_emb[1]], dim=1)
         mask = torch.cat([img_mask, txt_mask], dim=1)
         for layer in self.fusion:

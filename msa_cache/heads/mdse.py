@@ -145,6 +145,15 @@ def macl_loss(emb: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tens
     return (log_all - log_pos).mean()
 
 
+def macl_label_source(modality: str, own: int, stand_in: int) -> str:
+    """How a side's MACL labels were made, from the training rows' counts."""
+    if own == 0:
+        return "multimodal label (no per-modality labels)"
+    if stand_in == 0:
+        return f"{modality} labels"
+    return f"{modality} labels on {own} of {own + stand_in} training rows, else the multimodal label"
+
+
 def _real(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """The token mask, or all-real when the cache gives none."""
     return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
@@ -173,6 +182,8 @@ class MDSE(Head):
         self.fuse_text = fuse_mlp((2 if cfg.tpfl else 1) * d, d, p)
         # 3. fusion and classifier.
         self.fuse = fuse_mlp(2 * d, d, p)
+        # Training rows whose MACL label was the modality's own / the multimodal stand-in (run_record).
+        self.macl_label_rows = {"image": [0, 0], "text": [0, 0]}
         self.classifier = mlp_classifier(d, cfg.hidden, num_classes, p)
 
     def _private(self, x, x_mask, shared_tokens, shared_mask, ada):
@@ -219,6 +230,11 @@ class MDSE(Head):
 
         def side(name):  # the modality's own label where known, else the multimodal one
             ml = batch.modality_labels.get(name)
+            if self.training and not self.predicting:
+                own = 0 if ml is None else int(((ml >= 0) & (y >= 0)).sum())
+                counts = self.macl_label_rows[name]
+                counts[0] += own
+                counts[1] += int((y >= 0).sum()) - own
             return y if ml is None else torch.where(ml >= 0, ml, y)
 
         embs = [out.aux["emb_image"], out.aux["emb_text"]]
@@ -227,6 +243,17 @@ class MDSE(Head):
             embs.append(out.aux["emb_fused"])
             labels.append(y)
         return torch.cat(embs), torch.cat(labels)
+
+    def run_record(self, fields: dict) -> dict:
+        """Which labels MACL contrasted: per-modality labels (the manifest's text_label / image_label) or
+        the multimodal label standing in for them. Results that differ in this are different methods."""
+        if not self.cfg.macl:
+            return {"macl_labels": "none (--no-macl)"}
+        record = {"macl_labels_" + name: macl_label_source(name, *self.macl_label_rows[name])
+                  for name in ("image", "text")}
+        if not self.cfg.macl_unimodal:
+            record["macl_labels_fused"] = "multimodal label"
+        return record
 
     def loss(self, out: HeadOutput, batch: Batch, class_weight: torch.Tensor | None = None):
         ce = masked_ce(out.logits, batch.labels, class_weight)

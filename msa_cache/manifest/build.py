@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from msa_cache.manifest.builders import BUILDERS
-from msa_cache.manifest.builders.common import replace_surrogates
+from msa_cache.manifest.builders.common import (
+    DUPLICATE_ID, SKIP_REASONS, Skipped, replace_surrogates, skip_reason,
+)
 from msa_cache.manifest.images import check_images
 from msa_cache.manifest.info import ManifestSummary, list_some, summarize
 from msa_cache.metrics import MONITOR_NAMES
@@ -30,25 +32,43 @@ from msa_cache.manifest.splitting import DEFAULT_SPLIT, parse_split, split_rule,
 @dataclass
 class BuildSummary(ManifestSummary):
     """ManifestSummary of the written file, plus what the build left out and why."""
-    skipped: list[str] = field(default_factory=list)  # "file:line: why" for unreadable input
+    skipped: list[str] = field(default_factory=list)  # "file:line: why" per input line left out (Skipped)
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows left out on purpose
     dropped_bad: list[dict] = field(default_factory=list)  # rows removed by --drop-bad
     rows_read: dict[str, int] = field(default_factory=dict)  # source file -> records read (the builders that count)
+    notes: list[str] = field(default_factory=list)  # choices the builder made (e.g. which fold's split files)
 
     def format(self, max_listed: int = 20) -> str:
         lines = [super().format(max_listed)]
         if self.rows_read:
             read = ", ".join(f"{n} from {name}" for name, n in self.rows_read.items())
             lines.append(f"rows read: {read}; kept {self.n_rows}")
+        lines += list(self.notes)
         for reason, n in self.dropped.items():
             lines.append(f"left out {n} rows: {reason}")
         if self.dropped_bad:
             lines.append(f"dropped {len(self.dropped_bad)} bad rows (--drop-bad):")
             lines += list_some([f"  {r['split']} {r['id']}: {r['problem']}" for r in self.dropped_bad], max_listed)
         if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} unreadable input lines:")
-            lines += list_some([f"  {s}" for s in self.skipped], max_listed)
+            lines.append(f"skipped {len(self.skipped)} input lines:")
+            for reason, entries in skips_by_reason(self.skipped).items():
+                lines.append(f"  {reason} ({len(entries)}):")
+                lines += list_some([f"    {s}" for s in entries], max_listed)
         return "\n".join(lines)
+
+
+def skips_by_reason(skipped: list[str]) -> dict[str, list[str]]:
+    """Skipped lines grouped under their reasons, in SKIP_REASONS order."""
+    groups: dict[str, list[str]] = {}
+    for s in skipped:
+        groups.setdefault(skip_reason(s), []).append(s)
+    return {r: groups[r] for r in sorted(groups, key=lambda r: (SKIP_REASONS + (r,)).index(r))}
+
+
+def _refuse_skips(root: Path, skipped: list[str]) -> None:
+    counts = ", ".join(f"{reason} {len(entries)}" for reason, entries in skips_by_reason(skipped).items())
+    raise ManifestError(f"{root}: {len(skipped)} input line(s) cannot become rows ({counts}; first: {skipped[0]}); "
+                        "fix the source files, or pass --allow-skips to build without them (each is listed)")
 
 
 def get_builder(fmt: str):
@@ -111,7 +131,8 @@ def _dedupe(rows: list[dict], skipped: list[str]) -> list[dict]:
     kept = []
     for r in rows:
         if r["id"] in seen:
-            skipped.append(f"duplicate id '{r['id']}' ({r['split'] or 'no split'}): kept the first")
+            skipped.append(Skipped(f"duplicate id '{r['id']}' ({r['split'] or 'no split'}): kept the first",
+                                   DUPLICATE_ID))
             continue
         seen.add(r["id"])
         kept.append(r)
@@ -121,7 +142,7 @@ def _dedupe(rows: list[dict], skipped: list[str]) -> list[dict]:
 def build_manifest(
     fmt: str, root: str | Path, output: str | Path | None = None, *, name: str | None = None,
     split: str | None = None, seed: int = 0, drop_bad: bool = False, workers: int | None = None,
-    monitor: str | None = None, **builder_args: Any,
+    monitor: str | None = None, allow_skips: bool = False, **builder_args: Any,
 ) -> BuildSummary:
     """Build and write the manifest of one dataset; raises ManifestError with a one-line reason.
 
@@ -130,6 +151,8 @@ def build_manifest(
     split/seed: stratified split "train/dev/test" shares for datasets without a given split
     (default 80/10/10); an error for datasets that come with their own split.
     drop_bad: leave out rows whose image or text is unusable instead of only flagging them.
+    allow_skips: write the manifest even when input lines could not become rows (bad label, missing id or
+    label, duplicate id, malformed line); without it such a build is refused before anything is written.
     monitor: the dev metric recorded as the dataset's default --monitor for fit/compare
     (default: the format's, i.e. what its papers report; "table": none, so weighted-F1).
     builder_args: the format's own options (its @cli_options, e.g. image_dir=...); None values are ignored.
@@ -155,6 +178,8 @@ def build_manifest(
     if not rows:
         first = f"; first problem: {skipped[0]}" if skipped else ""
         raise ManifestError(f"{root}: no usable rows for format '{fmt}'{first}.")
+    if skipped and not allow_skips:
+        _refuse_skips(root, skipped)
 
     dataset = check_name(result.dataset if name is None else name, "dataset name (--name)")
     output = Path(output) if output is not None else Path("manifests") / f"{dataset}.parquet"
@@ -196,4 +221,4 @@ def build_manifest(
 
     info = summarize(Manifest(table=table, meta=meta, path=path))
     return BuildSummary(**vars(info), skipped=skipped, dropped=dict(Counter(result.dropped)), dropped_bad=dropped_bad,
-                        rows_read=dict(result.rows_read))
+                        rows_read=dict(result.rows_read), notes=list(result.notes))

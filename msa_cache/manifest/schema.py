@@ -158,9 +158,16 @@ class Manifest:
         return self._hash(("id", "text", "image", "label", "split", "image_ok"), _FINGERPRINT_IF_PRESENT,
                           prefix=json.dumps(self.meta.classes).encode())
 
-    def inputs_fingerprint(self) -> str:
+    def inputs_fingerprint(self, modality: str | None = None) -> str:
         """Hash of what the encoders read: ids, texts (and text pairs), images and their usability.
-        Labels and splits are not in it: a cache stays valid when only they change."""
+        Labels and splits are not in it: a cache stays valid when only they change.
+        modality "text" / "image": only what an encoder of that modality reads (ids and texts with their
+        pairs / ids and images), so an image cache stays valid when only texts change and vice versa;
+        None or "both" (CLIP reads both): all of it."""
+        if modality == "text":
+            return self._hash(("id", "text", "text_ok"), ("text_pair",), prefix=b"text")
+        if modality == "image":
+            return self._hash(("id", "image", "image_ok"), (), prefix=b"image")
         return self._hash(("id", "text", "image", "image_ok", "text_ok"), ("text_pair",))
 
     def _hash(self, columns: tuple, if_present: tuple, prefix: bytes = b"") -> str:

@@ -84,10 +84,72 @@ def clean_seed000_v2(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+# v3 on top of v2. Twitter's ".@user" (a reply made public) is a mention wherever it stands
+# ("thanks.@user" too): no e-mail address has a dot right before its @.
+_USER_V3 = re.compile(r"(?<![\w.+-])@\w+|\.@\w+")
+# A link cut off at the end of a truncated tweet, with nothing left of it but "http" or "https".
+_TRAILING_HTTP = re.compile(r"\bhttps?\s*$", re.IGNORECASE)
+# The word segmenter v3 splits all-lowercase hashtags with; its word counts are its data, so the
+# version is pinned (pyproject.toml) and checked: another version could split a tag differently.
+WORDSEGMENT_VERSION = "1.3.1"
+_segmenter = None
+
+
+def _wordsegment():
+    """wordsegment, loaded once (its unigram/bigram tables take ~1.5 s); ValueError when it is missing
+    or not the pinned version."""
+    global _segmenter
+    if _segmenter is None:
+        try:
+            import wordsegment
+        except ImportError:
+            raise ValueError("text cleaning 'seed000-v3' needs the word segmenter: "
+                             f"pip install wordsegment=={WORDSEGMENT_VERSION}") from None
+        version = getattr(wordsegment, "__version__", "?")
+        if version != WORDSEGMENT_VERSION:
+            raise ValueError(f"text cleaning 'seed000-v3' splits hashtags with wordsegment {WORDSEGMENT_VERSION}, "
+                             f"found {version}: pip install wordsegment=={WORDSEGMENT_VERSION} (another version "
+                             "may split tags differently, so caches would not reproduce)")
+        wordsegment.load()
+        _segmenter = wordsegment
+    return _segmenter
+
+
+def _split_hashtag_v3(match: re.Match) -> str:
+    """v2's camel-case / underscore split, then every all-lowercase piece through the word segmenter
+    (#machinelearning -> machine learning, #throwback_thursday -> throwback thursday)."""
+    out = []
+    for part in _CAMEL.split(match.group(1).replace("_", " ")):
+        for piece in part.split():
+            if piece.islower() and piece.isascii():
+                out += _wordsegment().segment(piece) or [piece]
+            else:
+                out.append(piece)
+    return " ".join(out)
+
+
+def clean_seed000_v3(text: str) -> str:
+    """v2 with three fixes (v2 stays selectable and unchanged):
+
+    1. ".@user" is a mention too (`<USER>`), the Twitter idiom for a public reply;
+    2. a bare trailing "http" / "https" (a link cut off by truncation) -> `<url>`;
+    3. an all-lowercase hashtag is split into words by the pinned segmenter wordsegment
+       (#machinelearning -> machine learning), as seed 000 does: it lowercases before it
+       expands hashtags, so camel case alone splits none of its tags.
+    """
+    text = _URL_V2.sub(f" {URL_TOKEN} ", text)
+    text = _TRAILING_HTTP.sub(f" {URL_TOKEN} ", text)
+    text = _HASHTAG_V2.sub(_split_hashtag_v3, text)
+    text = text.lower()
+    text = _USER_V3.sub(f" {USER_TOKEN} ", text)
+    return _SPACES.sub(" ", text).strip()
+
+
 CLEANERS: dict[str, Callable[[str], str]] = {
     "none": lambda text: text,
     "seed000-v1": clean_seed000_v1,  # superseded by v2; kept to reproduce and verify old caches and runs
-    "seed000-v2": clean_seed000_v2,
+    "seed000-v2": clean_seed000_v2,  # superseded by v3; kept likewise
+    "seed000-v3": clean_seed000_v3,
 }
 
 

@@ -151,7 +151,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
                            cv_seed, refit)
     manifest = read_manifest(manifest_path)
     monitor = monitor_for(train, manifest)
-    features = {}  # one FeatureSet per (text_pool, hidden layers) so pooled arrays load once
+    features = {}  # one FeatureSet per (text_pool, hidden layers, image pool) so pooled arrays load once
     entries = []
     t0 = time.time()
     cells = expand_grid(heads, grid)
@@ -160,7 +160,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     progress = GridProgress(len(owned))
     for i, (head, options) in enumerate(cells):
         entry = Entry(head, options)
-        fs = _features_for(features, manifest, caches, train, head)
+        fs = _features_for(features, manifest, caches, train, head, options)
         threads.use(get_head(head).compute)
         mine = []
         for j, seed in enumerate(seeds):
@@ -197,12 +197,13 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     return sort_entries(entries, monitor)
 
 
-def _features_for(opened: dict, manifest, caches, train: TrainConfig, head: str):
-    """The grid's FeatureSet for `head`: one per (text pool, hidden layers), opened once."""
-    hidden = get_head(head).uses_hidden_layers
-    key = (train.text_pool, hidden)
+def _features_for(opened: dict, manifest, caches, train: TrainConfig, head: str, options: dict):
+    """The grid's FeatureSet for `head`: one per (text pool, hidden layers, image pool), opened once."""
+    hidden, image_pool = get_head(head).uses_hidden_layers, get_head(head).image_pool(options)
+    key = (train.text_pool, hidden, image_pool)
     if key not in opened:
-        opened[key] = open_features(manifest, caches, text_pool=train.text_pool, hidden_layers=hidden)
+        opened[key] = open_features(manifest, caches, text_pool=train.text_pool, hidden_layers=hidden,
+                                    image_pool=image_pool)
     return opened[key]
 
 
@@ -229,7 +230,7 @@ def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log
     cells = expand_grid(heads, grid)
     progress = GridProgress(len(cells) * len(seeds))
     for head, options in cells:
-        fs = _features_for(features, manifest, caches, train, head)
+        fs = _features_for(features, manifest, caches, train, head, options)
         threads.use(get_head(head).compute)
         results = []
         for seed in seeds:

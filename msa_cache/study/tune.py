@@ -206,7 +206,8 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
         raise ValueError(f"{manifest.path}: no labeled dev rows; tune's objective is the dev score, so the "
                          f"manifest needs a labeled dev split")
     features = open_features(manifest, {k: Path(v) for k, v in caches.items()}, text_pool=train.text_pool,
-                             hidden_layers=get_head(head).uses_hidden_layers)
+                             hidden_layers=get_head(head).uses_hidden_layers,
+                             image_pool=get_head(head).image_pool(head_options))
     base = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, head_options, train, TRIAL_SEED,
                    cv_folds=cv, cv_seed=cv_seed)
     key = monitor_key(train.monitor)

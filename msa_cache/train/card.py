@@ -66,6 +66,13 @@ def _encoder_rows(config: dict) -> list[tuple[str, str, str, str, str, str]]:
     return rows
 
 
+def head_record(head, fields: dict) -> dict:
+    """config.json's "head_record" entry: what the head reports it did (Head.run_record; `fields` = the
+    run's fields record); nothing when it reports nothing, so other heads' config.json stay as they were."""
+    record = head.run_record(fields)
+    return {"head_record": record} if record else {}
+
+
 def _head_paper(head: str) -> str:
     cls = HEADS.get(head)
     return getattr(cls, "paper", "") if cls is not None else ""
@@ -140,7 +147,9 @@ def model_card(config: dict, metrics: dict, baseline_paper: str = "") -> str:
         f"- head: `{head}`" + (" (a fine-tune baseline)" if baseline else ""),
         f"- paper: {paper or 'not recorded'}",
         f"- options: `{json.dumps(options, sort_keys=True)}`",
-        f"- parameters: {config.get('num_parameters', '?')}", "",
+        f"- parameters: {config.get('num_parameters', '?')}",
+        *(f"- {key.replace('_', ' ')}: {value}" for key, value in sorted((config.get("head_record") or {}).items())),
+        "",
         "## Scores", "",
         _table(("split", *(m.title for m in METRICS), "rows", "what it is"), score_rows), "",
         f"Monitor (early stopping and model selection): `{train.get('monitor')}`.", "",

@@ -22,6 +22,44 @@ from msa_cache.manifest.text import decode_bytes
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+# Why an input line or entry did not become a row; a build lists its skips under these.
+MALFORMED = "malformed line"  # cannot be parsed (wrong field count, not JSON, not an object)
+MISSING_ID = "missing id"
+BAD_LABEL = "bad label"  # a label that is not one of the classes
+MISSING_LABEL = "missing label"  # an entry without a label in a file whose entries are labeled
+BAD_FIELD = "bad field"  # another required field empty or malformed (image name, target, split)
+DUPLICATE_ID = "duplicate id"
+SKIP_REASONS = (MALFORMED, MISSING_ID, BAD_LABEL, MISSING_LABEL, BAD_FIELD, DUPLICATE_ID)
+
+
+class Skipped(str):
+    """One skipped input line as listed ("file:line: why"), with the reason it is listed under."""
+
+    reason: str
+
+    def __new__(cls, text: str, reason: str = MALFORMED):
+        obj = super().__new__(cls, text)
+        obj.reason = reason
+        return obj
+
+
+class SkipLine(ValueError):
+    """A parser's refusal of one input line, with its reason (a plain ValueError counts as MALFORMED)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def skipped_line(where: str, error: Exception | str, reason: str | None = None) -> Skipped:
+    """The listed skip for an input line: "where: why", under the error's reason (or the given one)."""
+    return Skipped(f"{where}: {error}", reason or getattr(error, "reason", MALFORMED))
+
+
+def skip_reason(entry: str) -> str:
+    return getattr(entry, "reason", MALFORMED)
+
+
 @dataclass
 class BuilderResult:
     dataset: str  # default dataset name (the --name flag overrides it)
@@ -29,12 +67,13 @@ class BuilderResult:
     rows: list[dict]  # id, text, image (relative to root), label, text_label, image_label, split, text_ok, problem
     sources: list[Path]  # label/text files the rows came from (images are added by the driver)
     split_given: bool  # False: the driver makes a stratified split
-    skipped: list[str] = field(default_factory=list)  # "file:line: why" for input that could not be read
+    skipped: list[str] = field(default_factory=list)  # Skipped "file:line: why" for input lines left out
     rows_read: dict[str, int] = field(default_factory=dict)  # file name -> records read from it (shown vs kept)
     dropped: Counter = field(default_factory=Counter)  # reason -> rows left out on purpose (e.g. label conflict)
     # The dev metric the dataset's papers report, recorded in the manifest as fit/compare's default
     # --monitor: MVSA and TumEmo weighted-F1; Twitter-15/17, HFM and the memes macro-F1.
     monitor: str = ""
+    notes: list[str] = field(default_factory=list)  # what the builder chose that the user did not say (a fold)
 
 
 # format name -> builder; filled by @register_builder as builders/__init__.py imports each builder module

@@ -22,7 +22,8 @@ import ast
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, register_builder, cli_options, dataset_name, find_image, relative, resolve_dir,
+    BAD_LABEL, MISSING_ID, MISSING_LABEL, BuilderResult, SkipLine, cli_options, dataset_name, find_image,
+    register_builder, relative, resolve_dir, skipped_line,
 )
 from msa_cache.manifest.builders.clmlf import json_split_rows
 from msa_cache.manifest.schema import ManifestError
@@ -37,10 +38,12 @@ LAYOUTS = ("original", "clmlf")
 
 
 def parse_label(label: object) -> int:
+    if label is None:
+        raise SkipLine(MISSING_LABEL, "no label")
     if isinstance(label, str) and label.strip() in ("0", "1"):
         label = int(label)
     if isinstance(label, bool) or label not in (0, 1):
-        raise ValueError(f"label {label!r} is not 0 or 1")
+        raise SkipLine(BAD_LABEL, f"label {label!r} is not 0 or 1")
     return int(label)
 
 
@@ -53,7 +56,9 @@ def parse_line(line: str) -> tuple[str, str, int]:
     if not isinstance(item, (list, tuple)) or len(item) < 3:
         raise ValueError("expected ['<id>', '<text>', label]")
     post_id, text, label = item[0], item[1], item[-1]
-    if not isinstance(text, str) or str(post_id).strip() == "":
+    if str(post_id).strip() == "":
+        raise SkipLine(MISSING_ID, "expected a non-empty id and a text string")
+    if not isinstance(text, str):
         raise ValueError("expected a non-empty id and a text string")
     return str(post_id).strip(), text, parse_label(label)
 
@@ -83,7 +88,7 @@ def _original_rows(root: Path, text_dir: str, images: Path) -> tuple[list[dict],
             try:
                 post_id, text, label = parse_line(line.strip())
             except ValueError as e:
-                skipped.append(f"{where}: {e}")
+                skipped.append(skipped_line(where, e))
                 continue
             rows.append(dict(
                 id=post_id, text=text, image=relative(find_image(images, post_id), root),

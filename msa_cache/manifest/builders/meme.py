@@ -13,7 +13,8 @@ import io
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, register_builder, cli_options, dataset_name, find_image, fix_text, read_lenient, relative, resolve_dir,
+    BAD_FIELD, BAD_LABEL, BuilderResult, cli_options, dataset_name, find_image, fix_text, read_lenient,
+    register_builder, relative, resolve_dir, skipped_line,
 )
 from msa_cache.manifest.schema import ManifestError
 
@@ -50,10 +51,11 @@ def build_meme(root: Path, *, labels: str = "labels.csv", image_dir: str | None 
         image_name = (record.get("image_name") or "").strip()
         sentiment = (record.get("overall_sentiment") or "").strip().lower().replace(" ", "_")
         if not image_name:
-            skipped.append(f"{where}: empty image_name")
+            skipped.append(skipped_line(where, "empty image_name", BAD_FIELD))
             continue
         if sentiment not in CLASSES:
-            skipped.append(f"{where}: overall_sentiment '{sentiment}' is not one of {CLASSES}")
+            skipped.append(skipped_line(where, f"overall_sentiment '{sentiment}' is not one of {CLASSES}",
+                                        BAD_LABEL))
             continue
 
         corrected, ok_corrected = fix_text(record.get("text_corrected"))

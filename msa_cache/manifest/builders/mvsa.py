@@ -14,7 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, register_builder, cli_options, dataset_name, find_image, read_text_file, relative, resolve_dir,
+    BAD_LABEL, BuilderResult, cli_options, dataset_name, find_image, read_text_file, register_builder,
+    relative, resolve_dir, skipped_line,
 )
 from msa_cache.manifest.schema import ManifestError
 
@@ -72,7 +73,7 @@ def build_mvsa(root: Path, *, label_file: str = "labelResultAll.txt", image_dir:
                 raise ValueError("no annotations after the id")
             votes = [parse_annotation(f) for f in fields[1:]]
         except ValueError as e:
-            skipped.append(f"{where}:{line_no}: {e}")
+            skipped.append(skipped_line(f"{where}:{line_no}", e, BAD_LABEL))
             continue
 
         text_label = majority([t for t, _ in votes])

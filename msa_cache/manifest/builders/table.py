@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 
 from msa_cache.manifest.builders.common import (
-    BuilderResult, register_builder, cli_options, dataset_name, fix_text, read_delimited, read_lenient, relative,
+    BAD_FIELD, BAD_LABEL, MALFORMED, MISSING_ID, BuilderResult, SkipLine, cli_options, dataset_name, fix_text,
+    read_delimited, read_lenient, register_builder, relative, skipped_line,
 )
 from msa_cache.manifest.schema import ManifestError
 from msa_cache.settings import shown
@@ -126,11 +127,13 @@ def build_table(
     rows, skipped = [], []
     for where, rec in records:
         if not isinstance(rec, dict):
-            skipped.append(f"{where}: {rec if isinstance(rec, Exception) else 'not a row object'}")
+            skipped.append(skipped_line(where, rec if isinstance(rec, Exception) else "not a row object", MALFORMED))
             continue
         try:
-            if is_empty(rec.get(id_col)) or is_empty(rec.get(image_col)):
-                raise ValueError(f"empty '{id_col}' or '{image_col}'")
+            if is_empty(rec.get(id_col)):
+                raise SkipLine(MISSING_ID, f"empty '{id_col}' or '{image_col}'")
+            if is_empty(rec.get(image_col)):
+                raise SkipLine(BAD_FIELD, f"empty '{id_col}' or '{image_col}'")
             labels = {key: to_index(rec.get(col), class_names) if col else None
                       for key, col in (("label", label_col), ("text_label", text_label_col),
                                        ("image_label", image_label_col))}
@@ -138,9 +141,9 @@ def build_table(
             if has_split:
                 split = SPLIT_NAMES.get(str(rec.get(split_col) or "").strip().lower())
                 if split is None:
-                    raise ValueError(f"split {shown(rec.get(split_col))} is not train/dev/test")
+                    raise SkipLine(BAD_FIELD, f"split {shown(rec.get(split_col))} is not train/dev/test")
         except ValueError as e:
-            skipped.append(f"{where}: {e}")
+            skipped.append(skipped_line(where, e, getattr(e, "reason", BAD_LABEL)))
             continue
         text, text_ok = fix_text(rec.get(text_col))
         # An empty pair cell is no second segment (None), not an empty one.
