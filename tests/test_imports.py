@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FLOORS = [
     {"errors"},
-    {"names", "atomic", "provenance", "device", "search_space", "settings", "metrics", "partition", "demo_data",
+    {"names", "atomic", "provenance", "device", "search_space", "settings", "metrics", "partition", "demo_data", "lazy",
      "remote", "threads"},
     {"manifest"},
     {"cache"},

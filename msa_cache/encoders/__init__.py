@@ -7,23 +7,17 @@ builder per entry, imported when that encoder is built (build.py).
 
 The model-side names (Encoder, EncoderOptions, ...) load torch, so they are imported on first use.
 """
+from msa_cache.lazy import lazy_getattr
 from msa_cache.encoders.catalog import ENCODERS, EncoderEntry, register_encoder
 from msa_cache.encoders.hub import EncoderUnavailable
 from msa_cache.encoders.registry import check_encoder_name, encoder_folder_name
 
 from msa_cache.encoders.options import EncoderOptions
 
-_LAZY = {"Encoder": "msa_cache.encoders.base",
+# Imported on first use, so the light names above load without torch (`--help`, option checks).
+__getattr__ = lazy_getattr(__name__, {"Encoder": "msa_cache.encoders.base",
          "ImageSpec": "msa_cache.encoders.base", "TextSpec": "msa_cache.encoders.base",
-         "build_encoder": "msa_cache.encoders.build"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+         "build_encoder": "msa_cache.encoders.build"})
 
 
 __all__ = [

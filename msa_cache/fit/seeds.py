@@ -51,9 +51,8 @@ from torch import nn
 from msa_cache.device import resolve_device
 from msa_cache.fit.config import RunSpec
 from msa_cache.fit.features import FeatureSet, open_features
-from msa_cache.fit.folds import run_roles
 from msa_cache.fit.trainer import (
-    PREDICT_BATCH, epoch_order, fit_run, make_optimizer, resolve_run, train_rows, write_fit_run,
+    PREDICT_BATCH, epoch_order, fit_run, labeled_rows, make_optimizer, resolve_run, train_rows, write_fit_run,
 )
 from msa_cache.heads import Batch, Head, HeadOutput, ModalityInput, create_head, get_head
 from msa_cache.manifest import read_manifest
@@ -441,12 +440,7 @@ def _train_and_write_group(runs, tmps, events, features: FeatureSet, progress: L
     monitor = monitor_metric(tc.monitor)  # an unknown name: the one-line error
     device = resolve_device(tc.device)
     labels, modality_labels = manifest_labels(manifest)
-    roles = run_roles(np.array(manifest.column("split")), labels, spec0.cv_folds, spec0.cv_fold, spec0.cv_seed,
-                      refit=spec0.refit is not None)
-    train_idx = np.flatnonzero((roles == "train") & (labels >= 0))
-    dev_idx = np.flatnonzero((roles == "dev") & (labels >= 0))
-    if len(train_idx) == 0:
-        raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
+    roles, train_idx, dev_idx = labeled_rows(spec0, manifest, labels)
     features.load_pooled()
     seeds = []
     for (spec, out), tmp, ev in zip(runs, tmps, events):

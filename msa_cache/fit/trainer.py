@@ -183,18 +183,25 @@ def make_optimizer(head: Head, spec: RunSpec, params: list[torch.Tensor] | None 
     return make(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
 
 
-def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, out: Path, log,
-                     on_epoch_end=None, runs_root: str | Path = "runs") -> dict:
-    tc = spec.train
-    seed_everything(spec.seed)
-    device = resolve_device(tc.device)
-    labels, modality_labels = manifest_labels(manifest)
+def labeled_rows(spec: RunSpec, manifest: Manifest, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's role in this run (its split, or its cross-validation fold's), and the labeled train and
+    dev rows; an error when there is nothing to learn from."""
     roles = run_roles(np.array(manifest.column("split")), labels, spec.cv_folds, spec.cv_fold, spec.cv_seed,
                       refit=spec.refit is not None)
     train_idx = np.flatnonzero((roles == "train") & (labels >= 0))
     dev_idx = np.flatnonzero((roles == "dev") & (labels >= 0))
     if len(train_idx) == 0:
         raise ValueError(f"{manifest.path}: no labeled train rows; a head needs some to learn from")
+    return roles, train_idx, dev_idx
+
+
+def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, out: Path, log,
+                     on_epoch_end=None, runs_root: str | Path = "runs") -> dict:
+    tc = spec.train
+    seed_everything(spec.seed)
+    device = resolve_device(tc.device)
+    labels, modality_labels = manifest_labels(manifest)
+    roles, train_idx, dev_idx = labeled_rows(spec, manifest, labels)
     classes = manifest.classes
     spec_dims = features.spec()
     head = create_head(spec.head, spec_dims, len(classes), spec.head_options).to(device)
