@@ -122,3 +122,12 @@ def test_extract_refuses_a_stale_cache_before_loading_the_model(small_world, tmp
         pipeline.extract(changed, ["minilm"], out=cache, shard_size=16, progress=False)
     with pytest.raises(CacheMismatchError, match="shard_size: 16 -> 8"):
         pipeline.extract(manifest, ["minilm"], out=cache, shard_size=8, progress=False)
+
+
+def test_reading_finished_runs_imports_no_torch():
+    """`report` and `compare --all-runs`'s reading side (leaderboards, statistics, figures, the oracle) load
+    finished runs' files only: the trainer's modules, and torch, are imported where a run is trained."""
+    probe = ("import sys\nimport msa_cache.report.build, msa_cache.report.collect, msa_cache.study.compare, "
+             "msa_cache.study.oracle\nprint('HEAVY', *[m for m in ('torch', 'transformers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split() == ["HEAVY"], out.stdout

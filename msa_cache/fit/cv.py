@@ -15,7 +15,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -23,11 +23,13 @@ from msa_cache.errors import UserError
 from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.fit.config import RunSpec, refit_name
-from msa_cache.fit.features import FeatureSet, open_features
 from msa_cache.metrics import ACCURACY, classification_metrics
 from msa_cache.train.predictions import SplitPredictions, concat_rows, read_run_predictions
 from msa_cache.train.rundir import read_history
-from msa_cache.fit.trainer import RunResult, fit_run
+
+if TYPE_CHECKING:  # the trainer's modules load torch: imported where a fold is trained
+    from msa_cache.fit.features import FeatureSet
+from msa_cache.train.rundir import RunResult
 
 MAX_RECORDED_FOLDS = 1000
 RETRAIN_HINT = "delete this run family's folder and train it again"
@@ -97,12 +99,15 @@ def refit_choice(fold_runs: list[Path]) -> dict:
     raise ValueError(f"{fold_runs[0].parent}: the folds' history.jsonl record neither best epochs nor C")
 
 
-def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: FeatureSet | None = None,
+def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: "FeatureSet | None" = None,
            refit: bool = False, log: Callable[[str], None] = print, tensorboard: bool = False,
            on_epoch_end: Callable[[int, dict], None] | None = None) -> CVResult:
     """Train (or read back) the K folds of `spec`'s seed, and the refit when asked (tensorboard: each
     fold's and the refit's events, see fit_run). on_epoch_end: fold 0's epoch hook (a tuner's pruner
     watches fold 0; an exception it raises stops before the other folds)."""
+    from msa_cache.fit.features import open_features
+    from msa_cache.fit.trainer import fit_run
+
     if features is None:  # open the caches once for all folds
         features = open_features(read_manifest(spec.manifest), {k: Path(v) for k, v in spec.caches.items()},
                                  text_pool=spec.train.text_pool,
@@ -127,7 +132,7 @@ def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: Featu
     return result
 
 
-def fit_family(spec: RunSpec, cv: int, refit: bool, runs_root: str | Path, features: FeatureSet | None = None,
+def fit_family(spec: RunSpec, cv: int, refit: bool, runs_root: str | Path, features: "FeatureSet | None" = None,
                log: Callable[[str], None] = print, progress: Callable[[str], None] | None = None,
                tensorboard: bool = False, on_epoch_end: Callable[[int, dict], None] | None = None
                ) -> RunResult | CVResult:
@@ -135,6 +140,8 @@ def fit_family(spec: RunSpec, cv: int, refit: bool, runs_root: str | Path, featu
     progress: its per-epoch lines, see fit_run), or its `cv` fold runs and, with `refit`, the refit on
     all of train+dev (fit_cv). Both results have path, metrics ("dev" = out-of-fold with cv), skipped
     and seconds. on_epoch_end: the run's epoch hook (with cv: fold 0's)."""
+    from msa_cache.fit.trainer import fit_run
+
     if cv:
         spec = dataclasses.replace(spec, head_options=dict(spec.head_options), cv_folds=cv)
         return fit_cv(spec, cv, runs_root, features, refit=refit, log=log, tensorboard=tensorboard,

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from msa_cache.errors import UserError
-from msa_cache.explain import EXPLAINABLE, explain
 from msa_cache.report.collect import Family
 from msa_cache.metrics import monitor_key
 from msa_cache.train.identity import CACHED
@@ -46,6 +45,8 @@ def pick_rows(run: Path, n: int, seed: int = EXAMPLE_SEED) -> list[tuple[str, bo
 def explain_examples(families: list[Family], n: int, monitor: str) -> Examples:
     if n <= 0:
         return Examples(notes=["not requested (msa-cache report --explain N draws N examples)"])
+    from msa_cache.explain import EXPLAINABLE, explain  # draws with the head: torch, only when asked
+
     family = next((f for f in families if f.head in EXPLAINABLE and f.mode == CACHED), None)
     if family is None:
         return Examples(notes=[f"no finished run of a head explain can draw ({', '.join(EXPLAINABLE)})"])

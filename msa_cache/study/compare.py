@@ -24,15 +24,12 @@ from msa_cache.manifest import read_manifest
 from msa_cache.partition import Partition
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.train.identity import monitor_for
-from msa_cache.fit.features import open_features
 from msa_cache.fit.cv import CVResult, cv_predictions, finished_cv_seeds, fit_family, metrics_of
+from msa_cache.train.rundir import RunResult
 from msa_cache.metrics import ACCURACY, DEFAULT_MONITOR, METRIC_KEYS, METRICS, monitor_key, monitor_metric
 from msa_cache.train.predictions import SplitPredictions, family_predictions, stack
 from msa_cache.train.rundir import finished_seeds, is_finished, read_metrics, stale_tmp_dirs
 from msa_cache.study.stats import N_RESAMPLES, RowStats, compare_rows
-from msa_cache.fit.seeds import fit_seeds
-from msa_cache.fit.trainer import RunResult, plan_run
-from msa_cache.train.loop import format_duration
 
 
 def expand_grid(heads: list[str], grid: dict[str, list[Any]]) -> list[tuple[str, dict]]:
@@ -70,6 +67,8 @@ class GridProgress:
     def step(self, seconds: float | None) -> tuple[str, str]:
         """Count one run (seconds: its training time; None: skipped): its `run k/n` (padded, so the log's
         columns line up) and `ETA ...` ("" when nothing is left, or no run has trained yet to time)."""
+        from msa_cache.train.loop import format_duration  # (torch: only where a grid trains)
+
         self.done += 1
         if seconds is not None:
             self.trained.append(seconds)
@@ -81,6 +80,8 @@ class GridProgress:
 
 def _read_finished(spec: RunSpec, runs_root, features) -> RunResult | None:
     """Another shard's grid run, read back if it has finished."""
+    from msa_cache.fit.trainer import plan_run
+
     path = plan_run(spec, runs_root, features)
     if not is_finished(path):
         return None
@@ -146,6 +147,8 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     batch_seeds: None: train a configuration's seeds together where its head allows it and it pays
     (fit/seeds.py; the same runs up to float rounding); True: wherever the head allows it; False: one at a time.
     """
+    from msa_cache.fit.seeds import fit_seeds  # training code, and torch: imported where used
+
     if cv:
         return _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log, all_runs, cv,
                            cv_seed, refit)
@@ -199,6 +202,8 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
 
 def _features_for(opened: dict, manifest, caches, train: TrainConfig, head: str, options: dict):
     """The grid's FeatureSet for `head`: one per (text pool, hidden layers, image pool), opened once."""
+    from msa_cache.fit.features import open_features
+
     hidden, image_pool = get_head(head).uses_hidden_layers, get_head(head).image_pool(options)
     key = (train.text_pool, hidden, image_pool)
     if key not in opened:

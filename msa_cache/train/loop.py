@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
@@ -20,18 +18,11 @@ import torch
 from tqdm import tqdm
 
 from msa_cache.manifest import Manifest
-from msa_cache.metrics import METRIC_KEYS, classification_metrics, dev_metrics, monitor_metric
+from msa_cache.train.rundir import RunResult  # noqa: F401  (re-exported: the trainers return it)
+from msa_cache.metrics import METRIC_KEYS, dev_metrics, monitor_metric
 
 EpochHook = Callable[[int, dict], None]
 LIMIT_SEED = 0  # a train-row limit draws the same subset for every seed, so seeds stay comparable
-
-
-@dataclass
-class RunResult:
-    path: Path
-    metrics: dict
-    skipped: bool
-    seconds: float = 0.0
 
 
 def seed_everything(seed: int) -> None:

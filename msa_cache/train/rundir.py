@@ -16,6 +16,7 @@ this host) are removed when the next run is built in the same family.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import math
 import os
 import re
@@ -51,6 +52,17 @@ MAX_CLASSES = 10_000
 MAX_JSON_BYTES = 64 << 20  # config.json, metrics.json: a few KB in a real run
 
 _RETRAIN = "delete this run folder and train it again"
+
+
+@dataclass
+class RunResult:
+    """A run as the trainers and `compare` report it: its folder, metrics.json, and whether it was
+    already finished (skipped) or trained now (seconds)."""
+
+    path: Path
+    metrics: dict
+    skipped: bool
+    seconds: float = 0.0
 
 
 def is_finished(path: str | Path) -> bool:
