@@ -14,7 +14,7 @@ the mean text vector (`text_pool="mean"`) for the pooled-feature heads.
 from __future__ import annotations
 
 import os
-import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +38,30 @@ def find_mvsa(root: str | Path | None = None) -> Path | None:
     if root is not None:
         raise FileNotFoundError(f"{root}: no splits/train.json; pass the MVSA-Single folder in the CLMLF layout")
     return None
+
+
+# For the demo's time estimates, measured with the demo itself on the synthetic set, on a 2-core Xeon CPU
+# shared with other jobs (the thread policy's defaults): rows per second of each demo encoder (rounded
+# down), and seconds per training run per 1,000 rows (MVSA-Single's harder rows take more epochs, so
+# there the estimate is a lower bound).
+EXTRACT_ROWS_PER_S = {"minilm": 200.0, "efficientnet-lite0": 50.0}
+RUN_SECONDS_PER_1000_ROWS = {"uni-text": 1.0, "uni-image": 1.0, "probe": 4.0, "late": 1.0, "ae-cat": 1.0,
+                             "ae-add": 1.0, "ab-cat": 9.0, "ab-add": 9.0, "mha": 45.0}
+DEFAULT_RUN_SECONDS_PER_1000_ROWS = 45.0  # a head not measured here: as the slowest one
+
+
+def extract_seconds(rows: int) -> float:
+    return sum(rows / rate for rate in EXTRACT_ROWS_PER_S.values())
+
+
+def compare_seconds(rows: int, heads: list[str], seeds: int) -> float:
+    per_1000 = sum(RUN_SECONDS_PER_1000_ROWS.get(h, DEFAULT_RUN_SECONDS_PER_1000_ROWS) for h in heads)
+    return per_1000 * rows / 1000 * seeds
+
+
+def _minutes(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 def run_demo(root: str | Path | None = None, workdir: str | Path = ".", seeds: int = 3,
@@ -64,23 +88,31 @@ def run_demo(root: str | Path | None = None, workdir: str | Path = ".", seeds: i
 
     manifest_path = workdir / "manifests" / f"{name}.parquet"
     log(f"[1/3] manifest -> {manifest_path}")
-    log(build_manifest("clmlf", root=data, output=manifest_path).format())
+    summary = build_manifest("clmlf", root=data, output=manifest_path)
+    log(summary.format())
+    rows = read_manifest(manifest_path).table.num_rows
+    heads = heads or DEMO_HEADS
 
-    log(f"[2/3] extract {' + '.join(DEMO_ENCODERS)} -> {workdir / 'cache'}")
+    log(f"[2/3] extract {' + '.join(DEMO_ENCODERS)} -> {workdir / 'cache'} "
+        f"(about {_minutes(extract_seconds(rows))} on a 2-core CPU; less where the caches exist)")
+    t0 = time.monotonic()
     threads.use("large")  # compare then sets them per head
-    report = extract(manifest_path, encoders=DEMO_ENCODERS, out=workdir / "cache", progress=sys.stderr.isatty(),
-                     log=log)
+    report = extract(manifest_path, encoders=DEMO_ENCODERS, out=workdir / "cache", progress=True, log=log)
     log(report.summary())
+    log(f"      extract took {_minutes(time.monotonic() - t0)}")
 
-    log(f"[3/3] compare {len(heads or DEMO_HEADS)} heads x {seeds} seeds")
+    log(f"[3/3] compare {len(heads)} heads x {seeds} seeds (about {_minutes(compare_seconds(rows, heads, seeds))} "
+        "on a 2-core CPU; at least that on MVSA-Single; less for runs already finished)")
+    t0 = time.monotonic()
     caches = list_caches(workdir / "cache", name)
     caches = {"text": caches["minilm"], "image": caches["efficientnet-lite0"]}
     train = TrainConfig(text_pool="mean", max_epochs=max_epochs)
-    entries = compare(manifest_path, caches, heads or DEMO_HEADS, {}, list(range(seeds)), train,
+    entries = compare(manifest_path, caches, heads, {}, list(range(seeds)), train,
                       workdir / "runs", log=log)
     monitor = monitor_for(train, read_manifest(manifest_path))
     entries = summarise(entries, monitor)  # + seed ensembles, intervals, paired tests
     paths = write_leaderboard(entries, workdir / "runs" / name / "leaderboard", monitor)
     log("\n" + leaderboard_markdown(entries, monitor))
     log("written: " + ", ".join(str(p) for p in paths))
+    log(f"      compare took {_minutes(time.monotonic() - t0)}")
     return entries

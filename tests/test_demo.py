@@ -1,5 +1,6 @@
 """`msa-cache demo`, the README's main job: synthetic fallback end to end with the offline encoders."""
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -19,6 +20,10 @@ def test_demo_runs_end_to_end_on_the_synthetic_fallback(tmp_path, monkeypatch):
                                  "--max-epochs", "3"])
     assert r.exit_code == 0, r.output
     assert "SYNTHETIC" in r.output and "| late |" in r.output and "| uni-text |" in r.output
+    # each long step says beforehand about how long it takes, and afterwards how long it took
+    assert re.search(r"\[2/3\] extract .* \(about \d+ s on a 2-core CPU", r.output), r.output
+    assert re.search(r"\[3/3\] compare 2 heads x 1 seeds \(about \d+ s", r.output)
+    assert "extract took" in r.output and "compare took" in r.output
     assert (tmp_path / "runs" / "synthetic-demo" / "leaderboard.md").is_file()
     index = json.loads((tmp_path / "cache" / "synthetic-demo" / "minilm" / "index.json").read_text())
     assert index["num_rows"] == 120

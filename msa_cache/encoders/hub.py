@@ -7,9 +7,11 @@ failure becomes one line that names the encoders that work offline.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
+import sys
 from typing import Callable, TypeVar
 from urllib.parse import urlparse
 
@@ -66,13 +68,39 @@ def _needs_download(source: str) -> bool:
         return False
 
 
+_LOADING_BARS = {"enabled": True}  # set_loading_bars(False): `--no-progress`
+
+
+def set_loading_bars(enabled: bool) -> None:
+    """Whether transformers may draw its own "Loading weights" bars (only ever on a terminal)."""
+    _LOADING_BARS["enabled"] = bool(enabled)
+
+
+@contextlib.contextmanager
+def _loading_bars():
+    """transformers' loading bars on a terminal only (in a log they are kilobytes of carriage returns),
+    and never under --no-progress."""
+    from transformers.utils import logging as hf_logging
+
+    show = _LOADING_BARS["enabled"] and sys.stderr.isatty()
+    was = hf_logging.is_progress_bar_enabled()
+    if not show:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not show:
+            hf_logging.enable_progress_bar()
+
+
 def load_pretrained(name: str, source: str, loader: Callable[..., T], **kwargs) -> T:
     """Call `loader(source, **kwargs)` (a from_pretrained) and explain failures in one line."""
     if not hub_offline() and _needs_download(source) and not _hub_reachable():
         raise unavailable(name, source, f"cannot reach {os.environ.get('HF_ENDPOINT', 'huggingface.co')} "
                                         "(no network?)")
     try:
-        return loader(source, **kwargs)
+        with _loading_bars():
+            return loader(source, **kwargs)
     except pickle.UnpicklingError:  # torch's weights_only refusal of a pickled weights file
         # Never relay torch's hint to retry with weights_only=False: that would execute the file.
         raise EncoderUnavailable(f"encoder '{name}': the weights in '{source}' are a pickle holding more than "

@@ -28,6 +28,7 @@ from msa_cache.cache.schema import LOCK_SUFFIX
 from msa_cache.device import resolve_device
 from msa_cache.encoders import Encoder, build_encoder, check_encoder_name
 from msa_cache.encoders.exported import text_options_mismatch
+from msa_cache.encoders.hub import set_loading_bars
 from msa_cache.extract.config import ExtractConfig, default_workers
 from msa_cache.extract.dataset import RowDataset, ShardBatchSampler
 from msa_cache.extract.lock import ShardLock
@@ -144,6 +145,7 @@ def extract(manifest: str | Path | Manifest, encoders: Sequence[str | Encoder], 
             raise ValueError(f"{mismatch}: extract with the values it was fine-tuned with, or pass --force")
         if mismatch:
             log(f"warning: {mismatch} (--force)")
+    set_loading_bars(config.progress)  # transformers' own loading bars: not under --no-progress
     settings = ExtractSettings(config.batch_size, config.dtype, config.shard_size, config.workers, config.device,
                                config.autocast, config.progress)
     reports = []
@@ -151,6 +153,36 @@ def extract(manifest: str | Path | Manifest, encoders: Sequence[str | Encoder], 
         encoder = spec if isinstance(spec, Encoder) else build_encoder(spec, options=encoder_options)
         reports.append(extract_encoder(man, encoder, out, settings, partition, log))
     return ExtractReport(reports)
+
+
+class ProgressLines:
+    """Progress for a log: one line every `every` seconds (rows done, rate, time left) where a terminal
+    would show a bar, so a long extraction is never silent; log None: no lines at all."""
+
+    def __init__(self, name: str, total: int, log: Callable[[str], None] | None, every: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.name, self.total, self.log, self.every, self.clock = name, total, log, every, clock
+        self.done, self.start = 0, clock()
+        self.last = self.start
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = self.clock()
+        if self.log is None or now - self.last < self.every or self.done >= self.total:
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        self.log(f"{self.name}: {self.done:,}/{self.total:,} rows, {rate:.1f} rows/s, about "
+                 f"{_duration(left)} left")
+
+    def close(self) -> None:
+        pass
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def extract_encoder(manifest: Manifest, encoder: Encoder, out: str | Path, settings: ExtractSettings = ExtractSettings(),
@@ -222,8 +254,11 @@ def _run(plan: CachePlan, encoder: Encoder, todo: list[int], locks: dict[int, Sh
 
     writer = ShardWriter(new_shard, plan.shard_of, done)
     total = sum(b - a for a, b in ranges)
-    bar = tqdm(total=total, unit="sample", desc=f"{encoder.name} ({len(todo)} shard(s))", disable=not settings.progress,
-               dynamic_ncols=True, file=sys.stderr)
+    if settings.progress and sys.stderr.isatty():
+        bar = tqdm(total=total, unit="sample", desc=f"{encoder.name} ({len(todo)} shard(s))", dynamic_ncols=True,
+                   file=sys.stderr)
+    else:  # a log (or --no-progress): a line now and then, never a bar's carriage returns
+        bar = ProgressLines(encoder.name, total, log if settings.progress else None)
     try:
         for batch in loader:
             rows, arrays, ok, problems = runner(batch)
