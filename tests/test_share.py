@@ -203,6 +203,7 @@ def test_base_models_are_hub_ids_only():
     for text in (rec("bert", "/data/models/bert"), rec("bert", "in-memory"), rec("my-bert", "me/bert"),
                  rec("resnet50", "torchvision/resnet50")):
         assert base_models({**config, "encoders": {"text": text}}) == [], text
+    assert base_models({**config, "encoders": {"text": rec("hf:me/bert", "me/bert")}}) == ["me/bert"]
     clip = {"text": rec("clip", "openai/clip-vit-base-patch32"), "image": rec("clip", "openai/clip-vit-base-patch32")}
     assert base_models({**config, "encoders": clip}) == ["openai/clip-vit-base-patch32"]
     card = model_card(config, {}, license="apache-2.0")

@@ -92,14 +92,16 @@ def check_license(license: str | None) -> str | None:
 
 def base_models(config: dict) -> list[str]:
     """The encoders' Hugging Face Hub ids, for the card's base_model: only encoders loaded from the Hub
-    (catalog entries without a `blank` architecture: torchvision and pip-packaged weights are not Hub
-    models), never a local folder or an in-memory model (their model id is a path or "in-memory")."""
+    (`hf:ORG/NAME`, and catalog entries without a `blank` architecture: torchvision and pip-packaged
+    weights are not Hub models), never a local folder or an in-memory model (their model id is a path
+    or "in-memory")."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     ids = []
     for _, encoder, model_id, *_ in _encoder_rows(config):
         entry = ENCODERS.get(encoder)
-        if entry is None or entry.blank is not None or model_id in ("", "in-memory") or model_id in ids:
+        from_hub = encoder.startswith("hf:") or (entry is not None and entry.blank is None)
+        if not from_hub or model_id in ("", "in-memory") or model_id in ids:
             continue
         if model_id.startswith((".", "/", "~")) or Path(model_id).is_dir():  # a local folder
             continue
