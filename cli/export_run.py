@@ -20,20 +20,23 @@ def _repo(ctx, param, value):
 @click.option("--push", "repo", default=None, metavar="REPO", callback=_repo,
               help="then create the Hub model repo REPO (USER/NAME) if needed and upload the folder to it")
 @click.option("--private", is_flag=True, help="with --push: create the repo private")
-def export_run_cmd(run, out, repo, private):
+@click.option("--license", "license_id", default=None, metavar="ID",
+              help="the license the model card states, as a Hub license id (mit, apache-2.0, cc-by-4.0, "
+                   "other, ...); default: none stated")
+def export_run_cmd(run, out, repo, private, license_id):
     """Write a finished run (cached or fine-tuned) to the new folder OUT for the Hugging Face Hub:
     model.safetensors, config.json, the model card README.md, metrics.json (and history, confusion
     plot, TensorBoard events where the run has them). `msa-cache predict OUT` reads it like the run.
 
     \b
     msa-cache export runs/mvsa-single/ae-cat-.../seed-0 exported/ae-cat
-    msa-cache export runs/mvsa-single/ae-cat-.../seed-0 exported/ae-cat --push me/msa-ae-cat
+    msa-cache export runs/mvsa-single/ae-cat-.../seed-0 exported/ae-cat --push me/msa-ae-cat --license mit
     """
     from msa_cache.study.share import export_run, push_folder
 
     if private and repo is None:
         raise click.UsageError("--private goes with --push REPO")
-    export_run(run, out, log=click.echo)
+    export_run(run, out, log=click.echo, license=license_id)
     if repo is not None:
         click.echo(f"pushed to {repo}: {push_folder(out, repo, private=private)}")
 

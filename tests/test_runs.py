@@ -249,6 +249,9 @@ def test_cli_fit_compare_and_bad_option(world, tmp_path):
     assert lines[1].startswith("epoch 2/2")
     assert re.fullmatch(r"epoch 2/2, train loss \d\.\d{4}, dev_weighted_f1 \d\.\d{4} \(best \d\.\d{4} @ epoch [12]\), "
                         r"\d+\.\ds, ETA 0m00s \(0 epoch\(s\) left at most\)", lines[1]), lines[1]
+    # the end of training says why it stopped and the epoch it kept, per seed
+    stops = [line for line in r.output.splitlines() if re.match(r"seed [01]: stopped: ", line)]
+    assert len(stops) == 2 and re.fullmatch(r"seed 0: stopped: reached --max-epochs 2; kept epoch [12]", stops[0])
     assert len(list(tmp_path.glob("toy/ae-add-latent8-*/seed-*"))) == 2
     bad = CliRunner().invoke(cli, ["fit", "--head", "uni-text", "--latent", "8", *common])
     assert bad.exit_code != 0 and "has no option(s) ['latent']" in bad.output

@@ -174,3 +174,51 @@ def test_push_calls_the_hub_api(cached_run, tmp_path, monkeypatch):
 def test_refuses_an_unfinished_run(cached_run, tmp_path):
     r = _cli("export", tmp_path, tmp_path / "out")
     assert r.exit_code == 2 and "not a finished run directory" in r.output and not (tmp_path / "out").exists()
+
+
+def test_card_metadata_pipeline_base_model_optimiser_and_python_use(cached_run):
+    card = ModelCard.load(cached_run / "README.md")
+    config = json.loads((cached_run / "config.json").read_text())
+    assert card.data.pipeline_tag == "text-classification" and "nearest Hub task" in card.text
+    # this world's encoders are local folders (path-tiny-bert, path-tiny-vit): no Hub id to name
+    assert card.data.base_model is None and "Hub base models (`base_model`): none" in card.text
+    assert card.data.license is None and "License: none stated." in card.text
+    assert f"- optimiser: {config['optimizer']['optimizer']} (lr {config['optimizer']['lr']}" in card.text
+    assert 'model = msa_cache.load("USER/REPO")' in card.text and "model.predict([" in card.text
+    assert "```python" in card.text and "msa-cache predict . --text" in card.text
+
+
+def test_base_models_are_hub_ids_only():
+    from msa_cache.train.card import base_models, model_card
+
+    def rec(encoder, model_id):
+        return {"encoder": encoder, "model_id": model_id, "weights_sha256": "0" * 16}
+
+    config = {"spec": {"manifest": "manifests/toy.parquet", "head": "late", "seed": 0, "train": {}},
+              "classes": ["negative", "neutral", "positive"],
+              "encoders": {"text": rec("minilm", "sentence-transformers/all-MiniLM-L6-v2"),
+                           "image": rec("efficientnet-lite0", "efficientnet-lite0")}}
+    # efficientnet-lite0's weights come from a pip package, not the Hub
+    assert base_models(config) == ["sentence-transformers/all-MiniLM-L6-v2"]
+    for text in (rec("bert", "/data/models/bert"), rec("bert", "in-memory"), rec("my-bert", "me/bert"),
+                 rec("resnet50", "torchvision/resnet50")):
+        assert base_models({**config, "encoders": {"text": text}}) == [], text
+    assert base_models({**config, "encoders": {"text": rec("hf:me/bert", "me/bert")}}) == ["me/bert"]
+    clip = {"text": rec("clip", "openai/clip-vit-base-patch32"), "image": rec("clip", "openai/clip-vit-base-patch32")}
+    assert base_models({**config, "encoders": clip}) == ["openai/clip-vit-base-patch32"]
+    card = model_card(config, {}, license="apache-2.0")
+    data = ModelCard(card).data
+    assert data.base_model == ["sentence-transformers/all-MiniLM-L6-v2"] and data.license == "apache-2.0"
+    assert "License: apache-2.0." in card
+
+
+def test_export_license(cached_run, tmp_path):
+    r = _cli("export", cached_run, tmp_path / "mit", "--license", "mit")
+    assert r.exit_code == 0, r.output
+    card = ModelCard.load(tmp_path / "mit" / "README.md")
+    assert card.data.license == "mit" and "License: mit." in card.text
+    own = ModelCard.load(cached_run / "README.md")  # the run's card, otherwise as it was
+    assert card.text == own.text.replace("License: none stated.", "License: mit.")
+    assert own.data.license is None
+    r = _cli("export", cached_run, tmp_path / "bad", "--license", "MIT License")
+    assert r.exit_code == 2 and "not a Hub license id" in r.output and not (tmp_path / "bad").exists()

@@ -129,3 +129,43 @@ def test_finetune_writes_events(tmp_path, tokenizer):
         assert [s for s, _ in scalars[tag]] == [1, 2], tag
     plain = finetune_run(spec, tmp_path / "runs", log=lambda m: None)  # same identity: read back, skipped
     assert plain.skipped and plain.path == run
+
+
+def _hparams(run: Path) -> tuple[dict, list[str]]:
+    """The run's HParams plugin summary as the dashboard reads it: its settings and its metric tags."""
+    from tensorboard.plugins.hparams import metadata
+
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    values = {k: v.string_value or v.number_value or v.bool_value for k, v in start.hparams.items()}
+    return values, [m.name.tag for m in experiment.metric_infos]
+
+
+def test_dev_loss_lr_and_hparams(world, tmp_path):
+    run = fit_run(_spec(world, max_epochs=3, lr=0.002), tmp_path, log=lambda m: None, tensorboard=True)
+    epochs = _epochs(run.path)
+    scalars = _scalars(run.path)
+    # dev_loss: the mean cross-entropy of the dev probabilities, one per epoch, positive and finite
+    assert all(0 < h["dev_loss"] < 20 for h in epochs)
+    assert [v for _, v in scalars["dev/loss"]] == pytest.approx([h["dev_loss"] for h in epochs], rel=1e-6)
+    assert [(s, v) for s, v in scalars["lr/head"]] == [(1, pytest.approx(0.002)), (2, pytest.approx(0.002)),
+                                                        (3, pytest.approx(0.002))]
+    values, metric_tags = _hparams(run.path)
+    config = json.loads((run.path / "config.json").read_text())
+    assert values["head"] == "ae-cat" and values["train.lr"] == pytest.approx(0.002)
+    assert values["train.max_epochs"] == 3 and values["optimizer.optimizer"] == config["optimizer"]["optimizer"]
+    assert "selected/dev_weighted_f1" in metric_tags and "selected/test_accuracy" in metric_tags
+    assert all(tag in scalars for tag in metric_tags)  # the dashboard's metric columns are logged scalars
+
+
+def test_dev_loss_is_the_cross_entropy():
+    import numpy as np
+
+    from msa_cache.train.loop import dev_scores
+    probs = np.array([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.0, 0.0, 1.0]], dtype=np.float32)
+    labels = np.array([0, 1, 0])
+    loss = dev_scores(labels, probs, ["a", "b", "c"])["dev_loss"]
+    assert loss == pytest.approx(-(np.log(0.5) + np.log(0.8) + np.log(1e-12)) / 3)

@@ -69,7 +69,9 @@ def test_class_weight_and_dev_scores():
         class_weight_for(np.array([0, 1]), 2, "inverse")
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     s = dev_scores(np.array([0, 1, 1]), probs, ["a", "b"])
-    assert set(s) == {"dev_accuracy", "dev_macro_f1", "dev_weighted_f1"} and s["dev_accuracy"] == pytest.approx(2 / 3)
+    assert set(s) == {"dev_accuracy", "dev_macro_f1", "dev_weighted_f1", "dev_loss"}
+    assert s["dev_accuracy"] == pytest.approx(2 / 3)
+    assert s["dev_loss"] == pytest.approx(-(np.log(0.9) + np.log(0.8) + np.log(0.4)) / 3)  # the cross-entropy
 
 
 def test_resolved_spec_is_a_filled_copy_and_the_given_spec_stays_as_given():
@@ -141,7 +143,7 @@ def test_one_metrics_table_scores_like_sklearn_and_names_every_spelling():
     for m in METRICS:
         assert m.score(y, p) == pytest.approx(expected[m.name]) == pytest.approx(scores[m.key])
         assert m.dev_key == f"dev_{m.key}" and monitor_metric(m.name) is m
-    assert set(dev_scores(y, np.eye(3)[p], ["a", "b", "c"])) == {m.dev_key for m in METRICS}
+    assert set(dev_scores(y, np.eye(3)[p], ["a", "b", "c"])) == {m.dev_key for m in METRICS} | {"dev_loss"}
     with pytest.raises(ValueError, match="--monitor must be one of accuracy, macro-f1, weighted-f1"):
         monitor_metric("weighted_f1")  # the metrics.json key is not a monitor name
 

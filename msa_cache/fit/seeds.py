@@ -58,7 +58,7 @@ from msa_cache.heads import Batch, Head, HeadOutput, ModalityInput, create_head,
 from msa_cache.manifest import read_manifest
 from msa_cache.train.command import command_options
 from msa_cache.train.loop import (
-    EpochProgress, RunResult, add_terms, class_weight_for, dev_scores, manifest_labels, seed_everything,
+    EpochProgress, RunResult, add_terms, class_weight_for, dev_scores, manifest_labels, seed_everything, stop_reason,
 )
 from msa_cache.metrics import monitor_metric
 from msa_cache.train.rundir import append_history, build_run_dir, is_finished, read_metrics
@@ -472,7 +472,8 @@ def _train_and_write_group(runs, tmps, events, features: FeatureSet, progress: L
             n_batches += 1
         seconds = round(time.time() - t0, 3)
         records = [{"epoch": epoch, "seconds": seconds,
-                    **{f"train_{k}": v / max(n_batches, 1) for k, v in s.sums.items()}} for s in group.active]
+                    **{f"train_{k}": v / max(n_batches, 1) for k, v in s.sums.items()},
+                    "lr_head": optimizer.param_groups[0]["lr"]} for s in group.active]
         if len(dev_idx):
             for s in group.active:
                 with s.torch_rng.active(device):
@@ -496,6 +497,10 @@ def _train_and_write_group(runs, tmps, events, features: FeatureSet, progress: L
             break
     out = []
     for s, tmp in zip(seeds, tmps):
+        reason = stop_reason(s.history[-1]["epoch"], s.best_epoch, tc.max_epochs, has_dev=bool(len(dev_idx)))
+        for hook in s.hooks:  # as train_epochs tells its hooks
+            if callable(getattr(hook, "finished", None)):
+                hook.finished(reason)
         s.head.load_state_dict(s.best_state)
         s.history.append({"best_epoch": s.best_epoch, "best_dev_score": s.best_score, "monitor": tc.monitor})
         out.append(write_fit_run(s.spec, features, tmp, s.head, s.history, roles, device, runs_root))

@@ -292,7 +292,8 @@ def train_loop(head: Head, spec: RunSpec, features: FeatureSet, train_idx: np.nd
                 n_batches += 1
                 bar.set_postfix_str(f"loss {sums['loss'] / n_batches:.4f}", refresh=False)
         return {"seconds": round(time.time() - t0, 3),
-                **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()}}
+                **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()},
+                "lr_head": optimizer.param_groups[0]["lr"]}  # constant today; TensorBoard's lr/head
 
     def evaluate() -> dict | None:
         if not len(dev_idx):

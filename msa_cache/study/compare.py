@@ -57,24 +57,32 @@ def shard_grid(items: list, num_shards: int, shard_index: int) -> list:
 
 
 class GridProgress:
-    """"run k/n" and an ETA for the log line of each run this process goes through: the mean seconds of
-    the runs it trained times the runs left (finished runs it skipped count as done, not in the mean;
-    the ETA is an upper bound where later runs turn out finished too)."""
+    """"run k/n" and an ETA for the log line of each run this process goes through, in the order given
+    by `heads` (the head of each run): each run left counts its own head's mean seconds over the runs
+    this process trained (an `mha` run takes several times a `late` one), or the mean of all trained
+    runs for a head not timed yet. Finished runs it skipped count as done, not in the means; the ETA is
+    an upper bound where later runs turn out finished too."""
 
-    def __init__(self, total: int):
-        self.total, self.done, self.trained = total, 0, []
+    def __init__(self, heads: list[str]):
+        self.heads, self.done, self.trained = list(heads), 0, {}
+        self.total = len(self.heads)
 
     def step(self, seconds: float | None) -> tuple[str, str]:
-        """Count one run (seconds: its training time; None: skipped): its `run k/n` (padded, so the log's
-        columns line up) and `ETA ...` ("" when nothing is left, or no run has trained yet to time)."""
+        """Count the next run (seconds: its training time; None: skipped): its `run k/n` (padded, so the
+        log's columns line up) and `ETA ...` ("" when nothing is left, or no run has trained yet to time)."""
         from msa_cache.train.loop import format_duration  # (torch: only where a grid trains)
 
+        head = self.heads[self.done]
         self.done += 1
         if seconds is not None:
-            self.trained.append(seconds)
+            self.trained.setdefault(head, []).append(seconds)
         width = len(f"run {self.total}/{self.total}")
-        left = self.total - self.done
-        eta = f"ETA {format_duration(float(np.mean(self.trained)) * left)}" if left and self.trained else ""
+        left = self.heads[self.done:]
+        eta = ""
+        if left and self.trained:
+            overall = float(np.mean([s for times in self.trained.values() for s in times]))
+            means = {h: float(np.mean(times)) for h, times in self.trained.items()}
+            eta = f"ETA {format_duration(sum(means.get(h, overall) for h in left))}"
         return f"run {self.done}/{self.total}".ljust(width), eta
 
 
@@ -160,7 +168,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     cells = expand_grid(heads, grid)
     owned = set(shard_grid(range(len(cells) * len(seeds)), partition.count, partition.index))
     others = []  # other shards' runs: looked up once this shard's own are done
-    progress = GridProgress(len(owned))
+    progress = GridProgress([cells[k // len(seeds)][0] for k in sorted(owned)])  # this shard's runs, in order
     for i, (head, options) in enumerate(cells):
         entry = Entry(head, options)
         fs = _features_for(features, manifest, caches, train, head, options)
@@ -233,7 +241,7 @@ def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log
     entries = []
     t0 = time.time()
     cells = expand_grid(heads, grid)
-    progress = GridProgress(len(cells) * len(seeds))
+    progress = GridProgress([head for head, _ in cells for _ in seeds])
     for head, options in cells:
         fs = _features_for(features, manifest, caches, train, head, options)
         threads.use(get_head(head).compute)
@@ -369,11 +377,24 @@ def _split_name(entries: list[Entry], split: str) -> str:
     return "cv" if split == "dev" and any(e.kind == "cv" for e in entries) else split
 
 
+def _closed_form(e: Entry) -> bool:
+    """A row of a head fitted in closed form (probe): deterministic, so its seeds give identical results."""
+    try:
+        return e.kind != "ensemble" and get_head(e.head).fit_mode == "closed_form"
+    except ValueError:  # a finished family of a head no longer registered
+        return False
+
+
 def _note(entries: list[Entry], e: Entry) -> str:
+    notes = []
     if e is entries[0]:
-        return f"picked ({_split_name(entries, 'dev')})"
-    dev = e.stats.get("dev")
-    return "≈ top" if dev is not None and dev.tied_with_top else ""
+        notes.append(f"picked ({_split_name(entries, 'dev')})")
+    else:
+        dev = e.stats.get("dev")
+        notes.append("≈ top" if dev is not None and dev.tied_with_top else "")
+    if _closed_form(e) and e.n_seeds > 1:
+        notes.append("std 0 by construction (closed form: every seed gives the same model)")
+    return "; ".join(n for n in notes if n)
 
 
 def _p(value: float | None) -> str:

@@ -28,7 +28,7 @@ from typing import Callable
 from msa_cache.atomic import building_folder, write_text_atomic
 from msa_cache.errors import UserError
 from msa_cache.settings import shown
-from msa_cache.train.card import model_card
+from msa_cache.train.card import check_license, model_card
 from msa_cache.train.command import COMMAND_FILE
 from msa_cache.train.identity import FINETUNE, run_mode
 from msa_cache.train.rundir import (
@@ -108,7 +108,7 @@ def _refuse_outside_files(run: Path) -> None:
                             "replace it by the file itself (or delete it) and export again")
 
 
-def _write_export(run: Path, config: dict, metrics: dict, folder: Path) -> None:
+def _write_export(run: Path, config: dict, metrics: dict, folder: Path, license: str | None = None) -> None:
     source = weights_file(run)
     if source is not None and source.name == WEIGHTS_FILE:
         shutil.copy2(source, folder / WEIGHTS_FILE)
@@ -117,8 +117,11 @@ def _write_export(run: Path, config: dict, metrics: dict, folder: Path) -> None:
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str), encoding="utf-8")
     if (run / CARD_FILE).is_file():
         shutil.copy2(run / CARD_FILE, folder / CARD_FILE)
+        if license is not None:
+            _set_license(folder / CARD_FILE, license)
     else:
-        (folder / CARD_FILE).write_text(model_card(config, metrics, _baseline_paper(config)), encoding="utf-8")
+        (folder / CARD_FILE).write_text(model_card(config, metrics, _baseline_paper(config), license=license),
+                                        encoding="utf-8")
     for name in OPTIONAL_FILES:
         if (run / name).is_file():
             shutil.copy2(run / name, folder / name)
@@ -128,11 +131,24 @@ def _write_export(run: Path, config: dict, metrics: dict, folder: Path) -> None:
     shutil.copy2(run / FINISHED_MARKER, folder / FINISHED_MARKER)  # last: the folder is a finished run
 
 
-def export_run(run: str | Path, out: str | Path, log: Callable[[str], None] = print) -> Path:
+def _set_license(card_file: Path, license: str) -> None:
+    """The run's own card (kept as it is, edits included) with `license` in its metadata and its line."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(card_file)
+    card.data.license = license
+    card.text = card.text.replace("License: none stated.", f"License: {license}.")
+    card_file.write_text(str(card), encoding="utf-8")
+
+
+def export_run(run: str | Path, out: str | Path, log: Callable[[str], None] = print,
+               license: str | None = None) -> Path:
     """Write the finished run `run` to the new folder `out`, ready for huggingface_hub.upload_folder and
     readable by `msa-cache predict` like the run itself (see the module doc). Built in a temporary sibling
-    and renamed, so `out` is either complete or absent; a non-empty `out` is refused."""
+    and renamed, so `out` is either complete or absent; a non-empty `out` is refused. `license`: the Hub
+    license id the card states (none stated by default)."""
     run, out = Path(run), Path(out)
+    check_license(license)
     config = _with_encoder_records(run, read_run(run))
     metrics = read_metrics(run)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -142,7 +158,7 @@ def export_run(run: str | Path, out: str | Path, log: Callable[[str], None] = pr
     _refuse_outside_files(run)
     _check_weights(run, config)
     with building_folder(out) as tmp:
-        _write_export(run, config, metrics, tmp)
+        _write_export(run, config, metrics, tmp, license)
         read_run(tmp)  # the folder must read back as a run (predict's own check)
     log(f"exported {run} to {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
     return out

@@ -3,15 +3,19 @@ metrics.json alone (so it can be written for any finished run, old ones too, and
 fine-tuned runs alike).
 
 The YAML metadata comes from huggingface_hub's ModelCardData / EvalResult (library_name, tags,
-datasets, a model-index with every labeled split's accuracy, macro-F1 and weighted-F1); the body
-lists the encoders (ids and weight hashes), the head and its paper, the scores, the seed and the
-full config, and the command that reproduces the run.
+datasets, pipeline_tag, base_model, license where one is given, a model-index with every labeled
+split's accuracy, macro-F1 and weighted-F1); the body lists the encoders (ids and weight hashes), the
+head and its paper, the scores, the seed, the optimiser and the full config, the command that
+reproduces the run, and how to use it from the command line and from Python.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+from msa_cache.encoders.catalog import ENCODERS
+from msa_cache.errors import UserError
 from msa_cache.heads import HEADS
 from msa_cache.metrics import METRICS
 from msa_cache.train.identity import FINETUNE, run_mode
@@ -20,6 +24,16 @@ from msa_cache.train.command import command_line, command_name
 LIBRARY = "msa-cache"
 TASK_TYPE = "multimodal-sentiment-analysis"
 TASK_NAME = "Multimodal (image + text) sentiment analysis"
+# The Hub has no task for classifying an image + text pair: its multimodal tasks (image-text-to-text,
+# visual-question-answering, ...) generate text or answer questions. Sentiment analysis is a sub-task of
+# text-classification there, and the output here is the same (one class label with its probabilities).
+PIPELINE_TAG = "text-classification"
+PIPELINE_WHY = ("The Hub's `pipeline_tag` is `text-classification`, the nearest Hub task: the Hub has no "
+                "task for classifying an image + text pair (its multimodal tasks generate text or answer "
+                "questions), and sentiment analysis is filed under text classification there. The model "
+                "reads the image too, so load it with msa-cache (below), not with a transformers pipeline.")
+# A Hub license id: lowercase letters, digits, dots and dashes (mit, apache-2.0, cc-by-4.0, other).
+_LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.\-]*")
 
 
 def _dataset(config: dict) -> str:
@@ -66,6 +80,39 @@ def _encoder_rows(config: dict) -> list[tuple[str, str, str, str, str, str]]:
     return rows
 
 
+def check_license(license: str | None) -> str | None:
+    """A license id for the card's metadata, as the Hub writes them; UserError for anything else."""
+    if license is None:
+        return None
+    if not _LICENSE_ID.fullmatch(license):
+        raise UserError(f"--license {license!r} is not a Hub license id",
+                        hint="use the Hub's id, lowercase, e.g. mit, apache-2.0, cc-by-4.0 or other")
+    return license
+
+
+def base_models(config: dict) -> list[str]:
+    """The encoders' Hugging Face Hub ids, for the card's base_model: only encoders loaded from the Hub
+    (`hf:ORG/NAME`, and catalog entries without a `blank` architecture: torchvision and pip-packaged
+    weights are not Hub models), never a local folder or an in-memory model (their model id is a path
+    or "in-memory")."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    ids = []
+    for _, encoder, model_id, *_ in _encoder_rows(config):
+        entry = ENCODERS.get(encoder)
+        from_hub = encoder.startswith("hf:") or (entry is not None and entry.blank is None)
+        if not from_hub or model_id in ("", "in-memory") or model_id in ids:
+            continue
+        if model_id.startswith((".", "/", "~")) or Path(model_id).is_dir():  # a local folder
+            continue
+        try:
+            validate_repo_id(model_id)
+        except HFValidationError:
+            continue
+        ids.append(model_id)
+    return ids
+
+
 def head_record(head, fields: dict) -> dict:
     """config.json's "head_record" entry: what the head reports it did (Head.run_record; `fields` = the
     run's fields record); nothing when it reports nothing, so other heads' config.json stay as they were."""
@@ -102,11 +149,12 @@ def _optimizer_line(settings: dict | None) -> str:
     return f"{settings['optimizer']}" + (f" ({rest})" if rest else "")
 
 
-def model_card(config: dict, metrics: dict, baseline_paper: str = "") -> str:
-    """README.md of a run: Hugging Face model-card metadata (library, tags, datasets, model-index with the
-    dev/test scores) and a body with the encoders, the head and its paper, the scores, the seed, the full
-    config and the command that reproduces the run. A fine-tune baseline is a whole model, not a registry
-    head: its caller gives its paper (finetune/baseline.py, Baseline.paper)."""
+def model_card(config: dict, metrics: dict, baseline_paper: str = "", license: str | None = None) -> str:
+    """README.md of a run: Hugging Face model-card metadata (library, tags, datasets, pipeline_tag,
+    base_model, license where given, model-index with the dev/test scores) and a body with the encoders,
+    the head and its paper, the scores, the seed, the optimiser, the full config, the command that
+    reproduces the run and its use from the CLI and Python. A fine-tune baseline is a whole model, not a
+    registry head: its caller gives its paper (finetune/baseline.py, Baseline.paper)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     spec = config["spec"]
@@ -114,8 +162,10 @@ def model_card(config: dict, metrics: dict, baseline_paper: str = "") -> str:
     baseline = spec.get("baseline")
     head = baseline or spec["head"]
     title = f"{head} on {dataset} (seed {spec.get('seed', 0)})"
+    bases = base_models(config)
     data = ModelCardData(
-        library_name=LIBRARY, datasets=[dataset], model_name=title,
+        library_name=LIBRARY, datasets=[dataset], model_name=title, pipeline_tag=PIPELINE_TAG,
+        base_model=bases or None, license=check_license(license),
         tags=["multimodal", "sentiment-analysis", head, "fine-tuned" if mode == FINETUNE else "cached-features"],
         metrics=sorted({m.hf_type for m in METRICS}), eval_results=_eval_results(config, metrics) or None)
 
@@ -143,6 +193,10 @@ def model_card(config: dict, metrics: dict, baseline_paper: str = "") -> str:
         "## Encoders", "",
         _table(("role", "encoder", "model id", "revision", "weights sha256", "preprocessing"), _encoder_rows(config)),
         "",
+        "Hub base models (`base_model`): " + (", ".join(f"`{b}`" for b in bases) if bases else
+                                              "none (no encoder of this run was loaded from the Hugging Face Hub)")
+        + ".", "",
+        PIPELINE_WHY, "",
         "## Head", "",
         f"- head: `{head}`" + (" (a fine-tune baseline)" if baseline else ""),
         f"- paper: {paper or 'not recorded'}",
@@ -167,5 +221,14 @@ def model_card(config: dict, metrics: dict, baseline_paper: str = "") -> str:
         "msa-cache predict . --text \"what a day\" --image post.jpg",
         "msa-cache predict . --manifest manifests/new.parquet -o preds.parquet",
         "```", "",
+        "From Python (`pip install msa-cache`; the folder, or its Hub repo id once pushed):", "",
+        "```python",
+        "import msa_cache",
+        "",
+        "model = msa_cache.load(\"USER/REPO\")  # or the folder's path",
+        "model.predict([\"what a day\"], [\"post.jpg\"])  # texts, images (paths or PIL images): class names",
+        "model.predict_proba([\"what a day\"], [\"post.jpg\"])  # probabilities, columns in model.classes",
+        "```", "",
+        f"License: {license if license else 'none stated'}.", "",
     ]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)))

@@ -124,9 +124,22 @@ def add_terms(sums: dict[str, float], loss: float, terms: dict) -> None:
 
 
 def dev_scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    """The dev fields of an epoch record: dev_accuracy, dev_macro_f1, dev_weighted_f1."""
+    """The dev fields of an epoch record: dev_accuracy, dev_macro_f1, dev_weighted_f1 and dev_loss (the
+    mean cross-entropy of the dev probabilities, without class weights, so runs compare on one scale)."""
     m = dev_metrics(labels, probs.argmax(1), len(classes))
-    return {f"dev_{k}": m[k] for k in METRIC_KEYS}
+    # clipped: a probability that underflows to 0 gives a large finite loss, not inf
+    picked = np.clip(probs[np.arange(len(labels)), labels].astype(np.float64), 1e-12, None)
+    return {**{f"dev_{k}": m[k] for k in METRIC_KEYS}, "dev_loss": float(-np.log(picked).mean())}
+
+
+def stop_reason(epoch: int, best_epoch: int, max_epochs: int, has_dev: bool) -> str:
+    """Why an epoch loop ended at `epoch`, and the epoch it kept: the progress lines' last words."""
+    if epoch < max_epochs:
+        why = f"no improvement for {epoch - best_epoch} epoch(s)"
+    else:
+        why = f"reached --max-epochs {max_epochs}"
+    kept = f"kept epoch {best_epoch}" if has_dev else f"kept the last epoch ({best_epoch}; no labeled dev rows)"
+    return f"{why}; {kept}"
 
 
 def format_duration(seconds: float) -> str:
@@ -171,6 +184,10 @@ class EpochProgress:
             parts.append(self.details(record))
         self.log(", ".join(parts))
 
+    def finished(self, reason: str) -> None:
+        """The end of training: why it stopped and the epoch it kept (see stop_reason)."""
+        self.log(f"{self.prefix}stopped: {reason}")
+
 
 def train_epochs(model: torch.nn.Module, max_epochs: int, patience: int, monitor: str,
                  train_epoch: Callable[[int], dict], evaluate: Callable[[], dict | None],
@@ -182,7 +199,7 @@ def train_epochs(model: torch.nn.Module, max_epochs: int, patience: int, monitor
     labeled dev rows; then there is no early stopping and the last epoch is kept.
     on_epoch_end: hook(s) called with (epoch, record) after the record joins the history; a hook may add
     fields to the record (they are written), and an exception it raises (e.g. a tuner's "prune") stops
-    the run.
+    the run. A hook with a `finished(reason)` method (EpochProgress) is told why training stopped.
 
     Returns the history: one record per epoch, then {"best_epoch", "best_dev_score", "monitor"}.
     """
@@ -204,6 +221,10 @@ def train_epochs(model: torch.nn.Module, max_epochs: int, patience: int, monitor
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         elif epoch - best_epoch >= patience:
             break
+    reason = stop_reason(epoch, best_epoch, max_epochs, has_dev=dev is not None)
+    for hook in hooks:
+        if callable(getattr(hook, "finished", None)):
+            hook.finished(reason)
     model.load_state_dict(best_state)
     history.append({"best_epoch": best_epoch, "best_dev_score": best_score, "monitor": monitor})
     return history

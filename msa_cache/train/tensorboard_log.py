@@ -10,6 +10,8 @@ compare in one chart:
     dev/<metric>                   dev accuracy, macro_f1, weighted_f1 (a CV fold: its held-out rows)
     lr/<group>, time/<what>, memory/<what>, other/<key>   whatever else the record holds
     selected/<split>_<metric>      the selected model's scores (metrics.json), at its best epoch
+    hparams                        the run's settings (config.json's spec and resolved optimiser) with
+                                   the selected scores as its metrics: the HParams dashboard compares runs
 
 The flag changes no result, so it is not part of the run's identity. For a run that is already
 finished, events are written from its history.jsonl (once: a run that has a tensorboard/ folder
@@ -18,6 +20,7 @@ keeps it), so the logdir shows it too.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from pathlib import Path
 
@@ -62,6 +65,26 @@ def scalar_tags(record: dict) -> dict[str, float]:
             and math.isfinite(value)}
 
 
+def run_hparams(config: dict) -> dict[str, float | str | bool]:
+    """The HParams dashboard's columns for one run, from its config.json: the spec's head, encoders, seed,
+    head and train options, and the resolved optimiser (config.json's "optimizer", beside the spec).
+    Lists become text; unset (None) values are left out (the plugin takes numbers, text and booleans)."""
+    spec = config.get("spec") or {}
+    flat: dict[str, object] = {"mode": config.get("mode"), "head": spec.get("head"), "seed": spec.get("seed"),
+                               "encoders": spec.get("encoders")}
+    for group in ("head_options", "train"):
+        flat.update({f"{group}.{k}": v for k, v in (spec.get(group) or {}).items()})
+    optimizer = config.get("optimizer")
+    if isinstance(optimizer, dict):
+        flat.update({f"optimizer.{k}": v for k, v in optimizer.items()})
+    out: dict[str, float | str | bool] = {}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        out[key] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+    return out
+
+
 class TensorBoardLog:
     """An epoch hook (train/loop.train_epochs' on_epoch_end) writing each record's scalars at step = epoch."""
 
@@ -87,11 +110,26 @@ class TensorBoardLog:
             best_epoch = int(record.get("best_epoch", best_epoch))
         if (run_folder / FINISHED_MARKER).is_file():
             metrics = read_metrics(run_folder)
+            selected = {}
             for split, m in metrics.items():
                 for key in METRIC_KEYS:
                     if isinstance(m, dict) and isinstance(m.get(key), (int, float)):
+                        selected[f"selected/{split}_{key}"] = float(m[key])
                         self.writer.add_scalar(f"selected/{split}_{key}", float(m[key]), best_epoch)
+            self.add_hparams(run_folder, selected)
         self.writer.flush()
+
+    def add_hparams(self, run_folder: Path, selected: dict[str, float]) -> None:
+        """The HParams plugin's summary in this run's own events file (SummaryWriter.add_hparams would
+        open a second run in a sub-folder): its settings, and the selected/* scalars as its metrics."""
+        from torch.utils.tensorboard.summary import hparams
+
+        config_path = run_folder / "config.json"
+        if not config_path.is_file() or not selected:
+            return
+        config = json.loads(config_path.read_text())
+        for summary in hparams(run_hparams(config), selected):
+            self.writer.file_writer.add_summary(summary)
 
     def close(self) -> None:
         self.writer.close()
