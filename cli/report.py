@@ -25,9 +25,10 @@ from msa_cache.study.stats import MAX_RESAMPLES, N_RESAMPLES
 @click.option("--no-ensembles", is_flag=True, help="leave out the seed-ensemble rows")
 def report_cmd(runs_dir, out, explain, monitor, resamples, no_ensembles):
     """Write one self-contained report.html about the finished runs of one manifest
-    (runs/<manifest>/): the leaderboard with intervals and p-values, its bar chart,
-    per-class F1, confusion matrices, training curves, the oracle analysis and, with
-    --explain N, a few explain pictures. Images are inlined; no script, no external URL:
+    (runs/<manifest>/): the leaderboard with intervals, p-values (and Holm's adjustment)
+    and links to the runs' cards, a dot-and-interval plot, per-class scores, confusion
+    matrices, training curves, the oracle analysis and, with --explain N, a few explain
+    pictures. Images are inlined; no script, no external URL:
     it can be mailed.
 
     \b

@@ -55,7 +55,7 @@ def interval_figure(rows: list[Entry], monitor: str):
     the score is, so the axis can zoom on the scores without exaggerating their differences."""
     plt = _pyplot()
     points = interval_points(rows, monitor)
-    fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(points) + 1.3))
+    fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(points) + 1.6))
     y = np.arange(len(points))
     for i, (_, mean, lo, hi) in enumerate(points):
         colour = "C2" if i == 0 else "C0"
@@ -66,8 +66,9 @@ def interval_figure(rows: list[Entry], monitor: str):
     ax.set_ylim(len(points) - 0.5, -0.5)  # the leaderboard's order: best at the top
     ax.margins(x=0.05)
     ax.grid(axis="x", alpha=0.3)
-    ax.set_xlabel(f"dev {monitor_metric(monitor).name} (%): dot = mean over seeds, line = 95% bootstrap interval")
-    ax.set_title("≈ = not distinguishable from the top row (p ≥ 0.05)", fontsize=9)
+    ax.set_xlabel(f"dev {monitor_metric(monitor).name} (%)")
+    ax.set_title("dot: mean over seeds; line: 95% bootstrap interval\n"
+                 "≈: not distinguishable from the top row (p ≥ 0.05)", fontsize=9)
     fig.tight_layout()
     return fig
 
