@@ -14,9 +14,9 @@ from __future__ import annotations
 import csv
 import io
 import os
-from urllib.parse import quote
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -170,7 +170,8 @@ def _leaderboard(rows: list[Entry], families: list[Family], monitor: str, page_d
                         "--all-runs lists them), with a seed-ensemble row for each family of 2+ seeds. A row's "
                         "name links to the model card (README.md) of its best seed on dev, an ensemble's to its "
                         "family folder; parameters: one seed's model (config.json); training time: mean per seed "
-                        "(metrics.json, else the epochs' seconds in history.jsonl), an ensemble's the sum.")
+                        "(metrics.json or config.json where recorded, else the sum of the epochs' seconds in "
+                        "history.jsonl), an ensemble's the sum over its seeds.")
             + '<p class="small">' + page.download_link(buf.getvalue().encode(), "leaderboard.csv", "text/csv",
                                                       "leaderboard.csv (every column, as compare writes it)")
             + "</p>")
