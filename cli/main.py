@@ -161,10 +161,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("msa_cache_cli.predict:predict_cmd", "Predict with a finished run (cached or fine-tuned), a folder or a Hub repo id."),
     "report": ("msa_cache_cli.report:report_cmd",
                "Write one self-contained report.html about the finished runs of one manifest "
-               "(runs/<manifest>/): the leaderboard with intervals and p-values, its bar chart, "
-               "per-class F1, confusion matrices, training curves, the oracle analysis and, with "
-               "--explain N, a few explain pictures. Images are inlined; no script, no external URL: "
-               "it can be mailed."),
+               "(runs/<manifest>/): the leaderboard with intervals, p-values (and Holm's adjustment) "
+               "and links to the runs' cards, a dot-and-interval plot, per-class scores, confusion "
+               "matrices, training curves, the oracle analysis and, with --explain N, a few explain "
+               "pictures. Images are inlined; no script, no external URL: it can be mailed."),
     "tune": ("msa_cache_cli.tune:tune_cmd",
              "Search a head's hyper-parameters on the dev split with Optuna (median pruning)."),
 }

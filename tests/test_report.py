@@ -93,8 +93,9 @@ def test_self_contained_no_external_urls_no_script(page):
     assert p.scripts == 0 and "<script" not in page.lower()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", page, re.I)
     assert "url(" not in page  # no CSS fetches either
-    assert all(h.startswith(("#", "data:")) for h in p.links)
-    # bar chart + one confusion matrix and one curves picture per family (5 families)
+    # in-page anchors, inlined downloads, and relative links to the runs' cards and folders beside the page
+    assert all(h.startswith(("#", "data:")) or (h.endswith(("README.md", "/")) and ":" not in h) for h in p.links)
+    # dot-and-interval plot + one confusion matrix and one curves picture per family (5 families)
     assert len(p.images) == 1 + 2 * len(HEADS)
     for img in p.images:
         assert img["src"].startswith("data:image/png;base64,") and img.get("alt")
@@ -109,7 +110,8 @@ def test_leaderboard_is_the_one_compare_computes(world, page):
     want = [[c.strip() for c in line.strip("|").split(" | ")] for line in md.splitlines() if line.startswith("|")]
     del want[1]  # the |---| line
     got = next(rows for cls, rows in _parse(page).tables if cls == "leaderboard")
-    assert got == want
+    added = [got[0].index(h) for h in ("options", "parameters", "training time", "p (Holm)")]
+    assert [[c for i, c in enumerate(r) if i not in added] for r in got] == want  # the rest: compare's cells
     assert len(got) - 1 == len(HEADS) + sum(1 for e in rows if e.kind == "ensemble")
     header = got[0]
     assert "dev weighted-f1 95% CI" in header and "p vs top (weighted-f1)" in header and "test accuracy" in header
@@ -201,3 +203,169 @@ def test_examples_are_half_right_half_wrong_and_reproducible(world):
     t = pq.read_table(family.runs[0] / "predictions.parquet").to_pydict()
     rows = {i: (s, lab, p) for i, s, lab, p in zip(t["id"], t["split"], t["label"], t["pred"])}
     assert all(rows[i][0] == "dev" and (rows[i][1] == rows[i][2]) == ok for i, ok in picked)
+
+
+# --- the leaderboard's plot, the curves, run links and details, per-class scores, Holm, the footer ---
+
+
+def _leaderboard_rows(runs_dir):
+    return summarise(finished_entries(runs_dir), "weighted-f1", n_resamples=RESAMPLES)
+
+
+def test_dot_and_interval_plot_shows_each_rows_mean_and_interval_in_leaderboard_order(world):
+    from matplotlib.collections import LineCollection
+
+    from msa_cache.report.figures import interval_figure
+
+    rows = _leaderboard_rows(world[1])
+    fig = interval_figure(rows, "weighted-f1")
+    ax = fig.axes[0]
+    assert not ax.patches  # no bars
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    means = [100 * e.stat("dev", "weighted_f1")[0] for e in rows]
+    assert [float(d.get_xdata()[0]) for d in dots] == pytest.approx(means)
+    assert [float(d.get_ydata()[0]) for d in dots] == list(range(len(rows)))
+    segments = [seg for c in ax.collections if isinstance(c, LineCollection) for seg in c.get_segments()]
+    want = [tuple(100 * v for v in e.stats["dev"].interval["weighted_f1"]) for e in rows]
+    assert np.allclose([(s[0][0], s[1][0]) for s in segments], want)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert [lab.removesuffix(" ≈") for lab in labels] == [e.label for e in rows]
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # top row at the top
+    lo, hi = ax.get_xlim()
+    assert lo <= min(w[0] for w in want) and hi >= max(w[1] for w in want)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _history(dev_loss: bool):
+    recs = [{"epoch": e, "seconds": 0.5, "train_loss": 1.0 / e, "dev_weighted_f1": 0.5 + 0.1 * e}
+            for e in (1, 2, 3)]  # the last epoch is the best: its star sits on the axes' corner
+    if dev_loss:
+        for r in recs:
+            r["dev_loss"] = 1.2 / r["epoch"]
+    return recs + [{"best_epoch": 3, "best_dev_score": 0.8, "monitor": "weighted-f1"}]
+
+
+@pytest.mark.parametrize("dev_loss", [True, False])
+def test_curves_star_the_kept_epoch_unclipped_and_draw_dev_loss_only_where_recorded(dev_loss):
+    import matplotlib.pyplot as plt
+
+    from msa_cache.report.figures import curves_figure, has_dev_loss
+
+    histories = {"seed-0": _history(dev_loss), "seed-1": _history(dev_loss)}
+    assert has_dev_loss(histories) is dev_loss
+    fig = curves_figure("t", histories, "weighted-f1")
+    ax_loss, ax_dev = fig.axes
+    stars = [line for line in ax_dev.lines if line.get_marker() == "*"]
+    assert len(stars) == 2
+    fig.canvas.draw()
+    for star in stars:
+        assert not star.get_clip_on()
+        x, y = float(star.get_xdata()[0]), float(star.get_ydata()[0])
+        assert (x, y) == (3, pytest.approx(80.0))
+        (x0, x1), (y0, y1) = ax_dev.get_xlim(), ax_dev.get_ylim()
+        assert x0 < x < x1 and y0 < y < y1  # inside the frame with room: the marker is not cut by the edge
+    dashed = [line for line in ax_loss.lines if line.get_linestyle() == "--"]
+    if dev_loss:
+        assert len(dashed) == 2 and list(dashed[0].get_ydata()) == pytest.approx([1.2, 0.6, 0.4])
+        assert "dev" in ax_loss.get_title()
+    else:
+        assert not dashed and "no dev loss recorded" in ax_loss.get_title()
+    plt.close(fig)
+
+
+def test_curves_caption_says_whether_dev_loss_is_drawn(world, page):
+    from msa_cache.report.figures import has_dev_loss
+
+    fam = next(f for f in read_families(finished_entries(world[1])) if f.label == "late")
+    caption = ("loss: train (solid) and dev (dashed)" if has_dev_loss(fam.histories()[0])
+               else "records no dev loss, so none is drawn")
+    assert caption in page
+
+
+def test_each_leaderboard_row_links_its_card_and_shows_options_parameters_and_time(world, tmp_path):
+    import urllib.parse
+    from pathlib import Path
+
+    runs_dir = world[1]
+    out = tmp_path / "elsewhere" / "r.html"  # links are relative to where the page is saved
+    write_report(runs_dir, out, n_resamples=RESAMPLES)
+    text = out.read_text()
+    p = _parse(text)
+    table = next(rows for cls, rows in p.tables if cls == "leaderboard")
+    header, body = table[0], table[1:]
+    hrefs = [h for h in p.links if not h.startswith(("#", "data:"))]
+    assert len(hrefs) == len(body)  # one link per row, on its name
+    families = {f.label: f for f in read_families(finished_entries(runs_dir))}
+    for row, href in zip(body, hrefs):
+        target = (out.parent / urllib.parse.unquote(href)).resolve()
+        assert target.exists(), href
+        cells = dict(zip(header, row))
+        if row[0] in families:
+            fam = families[row[0]]
+            dev = [json.loads((r / "metrics.json").read_text())["dev"]["weighted_f1"] for r in fam.runs]
+            best = fam.runs[int(np.argmax(dev))]
+            assert target == (best / "README.md").resolve()
+            n = json.loads((best / "config.json").read_text())["num_parameters"]
+            assert cells["parameters"] == f"{n:,}"
+            seconds = [sum(r["seconds"] for r in map(json.loads, (run / "history.jsonl").read_text().splitlines())
+                           if "epoch" in r and "seconds" in r) for run in fam.runs]
+            if fam.head == "probe":
+                assert cells["training time"] == "-" or cells["training time"].endswith("/ seed")
+            else:
+                assert cells["training time"] == f"{np.mean(seconds):.1f} s / seed"
+            opts = json.loads((best / "config.json").read_text())["spec"]["head_options"]
+            assert cells["options"] == (" ".join(f"{k}={v}" for k, v in sorted(opts.items())) or "(defaults)")
+        else:  # a seed ensemble: its family folder
+            assert row[0].endswith("[seed ensemble]") and target.is_dir() and Path(target).name.startswith(
+                row[0].split()[0])
+            assert cells["parameters"].startswith(f"{len(SEEDS)} × ")
+    assert families["ab-add-latent16"].options["latent"] == 16
+    assert "latent=16" in next(r for r in body if r[0] == "ab-add-latent16")[header.index("options")].split()
+
+
+def test_per_class_precision_and_recall_beside_f1(world, page):
+    per_class_dev = next(rows for cls, rows in _parse(page).tables if cls == "per-class dev")
+    header = per_class_dev[0]
+    family = next(f for f in read_families(finished_entries(world[1])) if f.label == "late")
+    row = dict(zip(header, next(r for r in per_class_dev if r[0] == "late")))
+    for score in ("precision", "recall"):
+        for c in CLASSES:
+            vals = [json.loads((r / "metrics.json").read_text())["dev"]["per_class"][c][score] for r in family.runs]
+            assert row[f"{c} {score}"] == f"{100 * np.mean(vals):.2f} ± {100 * np.std(vals):.2f}"
+
+
+def test_holm_adjustment_by_hand_and_on_the_page(world, page):
+    from msa_cache.study.compare import format_p
+    from msa_cache.study.stats import holm
+
+    # m = 4: sorted 0.005, 0.01, 0.03, 0.04 -> 4x, 3x, 2x, 1x, then the running maximum
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([0.9, 0.01]) == [0.9, 0.02] and holm([]) == []
+    table = next(rows for cls, rows in _parse(page).tables if cls == "leaderboard")
+    header, body = table[0], table[1:]
+    at = header.index("p (Holm)")
+    assert header[at - 1] == "p vs top (weighted-F1)" or header[at - 1].startswith("p vs top (")
+    rows = _leaderboard_rows(world[1])
+    tested = [e for e in rows if e.stats.get("dev") and e.stats["dev"].p_top is not None]
+    want = dict(zip([e.label for e in tested], holm([e.stats["dev"].p_top for e in tested])))
+    assert [r[at] for r in body] == [format_p(want[e.label]) if e.label in want else "—" for e in rows]
+    assert "not corrected for multiple comparisons" in page and f"{len(tested)} rows are each tested" in page
+
+
+def test_footer_shows_the_command_as_run(world, tmp_path):
+    runs_dir = world[1]
+    out = tmp_path / "my report.html"
+    r = CliRunner().invoke(cli, ["report", str(runs_dir), "-o", str(out), "--resamples", "100", "--no-ensembles"])
+    assert r.exit_code == 0, r.output
+    import html
+    import shlex
+
+    footer = re.search(r"Written by <code>(.*?)</code>", out.read_text()).group(1)
+    assert html.unescape(footer) == shlex.join(["msa-cache", "report", str(runs_dir), "--out", str(out),
+                                                "--resamples", "100", "--no-ensembles"])
+    api = re.search(r"Written by <code>(.*?)</code>", build_report(runs_dir, n_resamples=RESAMPLES)).group(1)
+    assert api == f"msa-cache report {runs_dir} --monitor weighted-f1 --resamples {RESAMPLES}"
+    given = build_report(runs_dir, n_resamples=RESAMPLES, command="msa-cache report x --explain 1")
+    assert "Written by <code>msa-cache report x --explain 1</code>" in given

@@ -4,16 +4,19 @@
     html = build_report("runs/mvsa-single", explain=3)
 
 The leaderboard is `compare --heads '' --all-runs` (the same rows, intervals and tests: it is
-computed by `summarise` and printed by `leaderboard_markdown`), followed by its bar chart,
-per-class F1, confusion matrices, training curves, the oracle analysis and, optionally, a few
+computed by `summarise` and printed by `leaderboard_markdown`; each row also links to its run's card
+and shows its options, size and training time), followed by its dot-and-interval plot,
+per-class scores, confusion matrices, training curves, the oracle analysis and, optionally, a few
 `explain` pictures. Scores are on dev (and on test where it is labeled).
 """
 from __future__ import annotations
 
 import csv
 import io
+import os
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -26,22 +29,26 @@ from msa_cache.report.collect import (
     Family, OracleAnalysis, finished_families, oracle_analysis, read_families, report_monitor, unfinished_folders,
 )
 from msa_cache.report.examples import Examples, explain_examples
-from msa_cache.study.compare import Entry, leaderboard_markdown, leaderboard_rows, summarise
-from msa_cache.metrics import METRICS, MONITOR_NAMES
-from msa_cache.study.stats import N_RESAMPLES
+from msa_cache.study.compare import Entry, format_p, leaderboard_markdown, leaderboard_rows, summarise
+from msa_cache.metrics import METRICS, MONITOR_NAMES, monitor_key, monitor_metric
+from msa_cache.study.stats import N_RESAMPLES, holm
 from msa_cache.report import REPORT_FILE
 
-SECTIONS = [("leaderboard", "Leaderboard"), ("chart", "Bar chart"), ("per-class", "Per-class F1"),
+SECTIONS = [("leaderboard", "Leaderboard"), ("chart", "Scores and intervals"), ("per-class", "Per-class scores"),
             ("confusion", "Confusion matrices"), ("curves", "Training curves"), ("oracle", "Oracle analysis"),
             ("explain", "Explain examples")]
 
 
 def build_report(runs_dir: str | Path, explain: int = 0, monitor: str | None = None,
-                 n_resamples: int = N_RESAMPLES, ensembles: bool = True) -> str:
+                 n_resamples: int = N_RESAMPLES, ensembles: bool = True, command: str | None = None,
+                 page_dir: str | Path | None = None) -> str:
     """The report's HTML for the finished runs under runs_dir (runs/<manifest>/).
 
     monitor: the metric rows are ranked and tested on [default: the one the runs selected on];
-    explain: draw this many dev examples of the best explainable run (needs its caches and images)."""
+    explain: draw this many dev examples of the best explainable run (needs its caches and images);
+    command: the command line shown in the footer [default: one that writes this report again];
+    page_dir: the folder the page will be saved in, which its links to run cards are relative to
+    [default: runs_dir]."""
     runs_dir = Path(runs_dir)
     entries = finished_families(runs_dir)
     families = read_families(entries)
@@ -52,11 +59,13 @@ def build_report(runs_dir: str | Path, explain: int = 0, monitor: str | None = N
     order = {id(e): i for i, e in enumerate(rows)}
     families.sort(key=lambda f: order[id(f.entry)])
 
-    command = _command(runs_dir, explain, monitor, n_resamples, ensembles)
+    command = command or _command(runs_dir, explain, monitor, n_resamples, ensembles)
+    page_dir = Path(page_dir) if page_dir is not None else runs_dir
+    titles = dict(SECTIONS)
     body = [_header(runs_dir, families, monitor),
-            page.section("leaderboard", "Leaderboard", _leaderboard(rows, monitor)),
-            page.section("chart", "Bar chart", _chart(rows, monitor)),
-            page.section("per-class", "Per-class F1", _per_class(families)),
+            page.section("leaderboard", titles["leaderboard"], _leaderboard(rows, families, monitor, page_dir)),
+            page.section("chart", titles["chart"], _chart(rows, monitor)),
+            page.section("per-class", titles["per-class"], _per_class(families)),
             page.section("confusion", "Confusion matrices", _confusions(families)),
             page.section("curves", "Training curves", _curves(families, monitor)),
             page.section("oracle", "Oracle analysis", _oracle(oracle_analysis(families))),
@@ -72,13 +81,14 @@ def write_report(runs_dir: str | Path, out: str | Path | None = None, **options)
     out = Path(out) if out is not None else Path(runs_dir) / REPORT_FILE
     if out.is_dir():
         raise IsADirectoryError(f"{out} is a folder; give the report file's name, e.g. {out / REPORT_FILE}")
-    html = build_report(runs_dir, **options)
+    html = build_report(runs_dir, page_dir=out.parent, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_text_atomic(out, html)
 
 
 def _command(runs_dir: Path, explain: int, monitor: str, n_resamples: int, ensembles: bool) -> str:
-    """The command line that writes this report again (the monitor made explicit)."""
+    """A command line that writes this report again (the monitor made explicit): the footer's, where the
+    Python API (not the CLI, which passes the command as it was run) built the page."""
     parts = ["msa-cache report", str(runs_dir), "--monitor", monitor]
     if explain:
         parts += ["--explain", str(explain)]
@@ -134,26 +144,96 @@ def _header(runs_dir: Path, families: list[Family], monitor: str) -> str:
             + f"\n<nav>{nav}</nav>")
 
 
-def _leaderboard(rows: list[Entry], monitor: str) -> str:
+def _leaderboard(rows: list[Entry], families: list[Family], monitor: str, page_dir: Path) -> str:
     header, cells, legend = page.parse_markdown_table(leaderboard_markdown(rows, monitor))
     classes = ["picked" if e is rows[0] else "ensemble" if e.kind == "ensemble"
                else "tied" if e.stats.get("dev") and e.stats["dev"].tied_with_top else "" for e in rows]
+    by_folder = {f.path.absolute(): f for f in families}
+    key = monitor_key(monitor)
+    details = []
+    for e, row in zip(rows, cells):
+        folder = e.results[0].path.absolute() if e.kind == "ensemble" else e.results[0].path.parent.absolute()
+        fam = by_folder.get(folder)
+        row[0] = _run_link(e, fam, key, folder, page_dir)
+        details.append(_details(e, fam))
+    header[2:2] = ["options", "parameters", "training time"]
+    for row, extra in zip(cells, details):
+        row[2:2] = extra
+    holm_note = _add_holm(header, cells, rows, monitor)
     buf = io.StringIO()
     data = leaderboard_rows(rows, monitor)
     w = csv.DictWriter(buf, fieldnames=list(data[0]))
     w.writeheader()
     w.writerows(data)
-    return (page.table(header, cells, classes, cls="leaderboard") + page.note(legend)
+    return (page.table(header, cells, classes, cls="leaderboard") + page.note(legend) + holm_note
             + page.note("Rows: every finished run family of this manifest (as msa-cache compare --heads '' "
-                        "--all-runs lists them), with a seed-ensemble row for each family of 2+ seeds.")
+                        "--all-runs lists them), with a seed-ensemble row for each family of 2+ seeds. A row's "
+                        "name links to the model card (README.md) of its best seed on dev, an ensemble's to its "
+                        "family folder; parameters: one seed's model (config.json); training time: mean per seed "
+                        "(metrics.json or config.json where recorded, else the sum of the epochs' seconds in "
+                        "history.jsonl), an ensemble's the sum over its seeds.")
             + '<p class="small">' + page.download_link(buf.getvalue().encode(), "leaderboard.csv", "text/csv",
                                                       "leaderboard.csv (every column, as compare writes it)")
             + "</p>")
 
 
+def _run_link(e: Entry, fam: Family | None, key: str, folder: Path, page_dir: Path) -> page.Html | str:
+    """The row's name as a link relative to the page: its best seed's card, else the run or family folder."""
+    if fam is not None and e.kind == "seeds":
+        best = fam.best_run(key)
+        target, slash = (best / "README.md", "") if (best / "README.md").is_file() else (best, "/")
+    elif folder.is_dir():
+        target, slash = folder, "/"
+    else:
+        return e.label
+    rel = Path(os.path.relpath(target, page_dir.absolute())).as_posix()
+    return page.link(quote(rel) + slash, e.label)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+def _details(e: Entry, fam: Family | None) -> list[str]:
+    """The row's options, parameter count and training time ("-" where its runs do not record them)."""
+    if fam is None:
+        return [" ".join(f"{k}={v}" for k, v in sorted(e.options.items())) or "-", "-", "-"]
+    options = " ".join(f"{k}={v}" for k, v in sorted(fam.options.items())) or "(defaults)"
+    n = fam.num_parameters
+    seconds = fam.training_seconds()
+    if e.kind == "ensemble":
+        params = "-" if n is None else f"{e.n_seeds} × {n:,}"
+        took = f"{_duration(sum(seconds))} in all" if len(seconds) == len(fam.runs) else "-"
+    else:
+        params = "-" if n is None else f"{n:,}"
+        took = "-" if not seconds else _duration(float(np.mean(seconds))) + (" / seed" if len(fam.runs) > 1 else "")
+    return [options, params, took]
+
+
+def _add_holm(header: list[str], cells: list[list], rows: list[Entry], monitor: str) -> str:
+    """A "p (Holm)" column after "p vs top": the rows' p-values against the top adjusted together; and the
+    note on multiple comparisons (empty where the leaderboard has no tests)."""
+    col = f"p vs top ({monitor_metric(monitor).name})"
+    if col not in header:
+        return ""
+    at = header.index(col) + 1
+    tested = [i for i, e in enumerate(rows) if e.stats.get("dev") is not None and e.stats["dev"].p_top is not None]
+    adjusted = dict(zip(tested, holm([rows[i].stats["dev"].p_top for i in tested])))
+    header.insert(at, "p (Holm)")
+    for i, (e, row) in enumerate(zip(rows, cells)):
+        row.insert(at, format_p(adjusted[i]) if i in adjusted else "-" if e.stats.get("dev") is None else "—")
+    return page.note(f"The p-values above are not corrected for multiple comparisons: {len(tested)} rows are each "
+                     "tested against the top (and against the probe), so some p < 0.05 are expected by chance "
+                     "alone. p (Holm): the p vs top of these rows adjusted together by Holm's step-down method, "
+                     "which keeps the chance of any false \"differs from the top\" below 0.05 where p (Holm) < "
+                     "0.05.")
+
+
 def _chart(rows: list[Entry], monitor: str) -> str:
-    return page.figure(figures.bar_chart_png(rows, monitor), "leaderboard bar chart",
-                       "dev scores, mean over seeds; error bars: 95% bootstrap interval over examples")
+    return page.figure(figures.interval_png(rows, monitor), "leaderboard dot-and-interval plot",
+                       f"dev {monitor_metric(monitor).name} per leaderboard row, in its order: dot = mean over "
+                       "seeds, line = 95% percentile bootstrap interval over examples (seeds pooled); the axis "
+                       "is zoomed on the scores (dots, not bars, so no length is implied)")
 
 
 def _pct(mean: float, std: float, seeds: int) -> str:
@@ -170,6 +250,7 @@ def _per_class(families: list[Family]) -> str:
         support = fams[0].per_class_f1(split)
         f1s = [m for m in METRICS if m.hf_type == "f1"]  # beside the per-class F1s: their macro and weighted means
         header = ["model", "seeds"] + [f"{c} (n={support[c][2]})" for c in classes] + [m.title for m in f1s]
+        header += [f"{c} {score}" for score in ("precision", "recall") for c in classes]
         rows = []
         for f in fams:
             pc = f.per_class_f1(split)
@@ -177,12 +258,15 @@ def _per_class(families: list[Family]) -> str:
             for metric in f1s:
                 vals = [m[split][metric.key] for m in f.metrics]
                 cells.append(_pct(float(np.mean(vals)), float(np.std(vals)), len(f.runs)))
+            for score in ("precision", "recall"):
+                by_class = f.per_class(split, score)
+                cells += [_pct(*by_class[c][:2], len(f.runs)) for c in classes]
             rows.append(cells)
         out.append(f"<h3>{split}</h3>" + page.table(header, rows, cls=f"per-class {split}"))
     if not out:
         return page.note("no labeled split in the runs' metrics")
-    return "\n".join(out) + page.note("F1 per class in %, mean ± std over each family's seeds "
-                                      "(from each run's metrics.json).")
+    return "\n".join(out) + page.note("F1 per class, then the F1 means, then precision and recall per class: in %, "
+                                      "mean ± std over each family's seeds (from each run's metrics.json).")
 
 
 def _confusions(families: list[Family]) -> str:
@@ -209,9 +293,12 @@ def _curves(families: list[Family], monitor: str) -> str:
         if not figures.has_curves(histories):
             notes.append(f"{f.label}: no per-epoch history to draw")
             continue
+        caption = ("" if not any(figures.has_epochs(h) for h in histories.values())
+                   else "loss: train (solid) and dev (dashed), from history.jsonl" if figures.has_dev_loss(histories)
+                   else "loss: train only; these runs' history.jsonl records no dev loss, so none is drawn")
         figs.append(page.figure(figures.curves_png(f"{f.label} ({len(histories)} seed(s))", histories, monitor),
-                                f"training curves of {f.label}"))
-    body = page.note("From each run's history.jsonl: train loss and the dev monitor per epoch, seeds overlaid; "
+                                f"training curves of {f.label}", caption))
+    body = page.note("From each run's history.jsonl: the loss and the dev monitor per epoch, seeds overlaid; "
                      "the kept model is the best epoch (★). The closed-form probe has no epochs: its dev score "
                      "per regularisation strength C.")
     return body + f'<div class="grid">{"".join(figs)}</div>' + "".join(page.note(n) for n in notes)

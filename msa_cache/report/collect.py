@@ -54,14 +54,55 @@ class Family:
 
     def per_class_f1(self, split: str) -> dict[str, tuple[float, float, int]]:
         """class -> (mean F1 over seeds, std, support) on `split`."""
+        return self.per_class(split, "f1-score")
+
+    def per_class(self, split: str, score: str) -> dict[str, tuple[float, float, int]]:
+        """class -> (mean over seeds, std, support) of one of metrics.json's per-class scores on `split`
+        ("precision", "recall" or "f1-score")."""
         scores = {c: [] for c in self.classes}
         support = {}
         for run, m in zip(self.runs, self.metrics):
             with _metrics_of(run, f"{split} per-class scores"):
                 for c in self.classes:
-                    scores[c].append(float(m[split]["per_class"][c]["f1-score"]))
+                    scores[c].append(float(m[split]["per_class"][c][score]))
                     support.setdefault(c, int(m[split]["per_class"][c]["support"]))
-        return {c: (float(np.mean(f1)), float(np.std(f1)), support[c]) for c, f1 in scores.items()}
+        return {c: (float(np.mean(v)), float(np.std(v)), support[c]) for c, v in scores.items()}
+
+    @property
+    def options(self) -> dict:
+        """The head's options as the run's spec records them (resolved: defaults included)."""
+        spec = self.configs[0]["spec"]
+        return dict(spec.get("head_options") or spec.get("options") or {})
+
+    @property
+    def num_parameters(self) -> int | None:
+        """Trainable parameters of one seed's model (config.json num_parameters)."""
+        n = self.configs[0].get("num_parameters")
+        return int(n) if isinstance(n, (int, float)) else None
+
+    def best_run(self, key: str) -> Path:
+        """The seed folder with the best dev score of metric `key` (the first such seed on a tie; the first
+        seed where none is recorded)."""
+        scored = [(m["dev"][key], -i) for i, m in enumerate(self.metrics)
+                  if isinstance(m.get("dev", {}).get(key), (int, float))]
+        return self.runs[-max(scored)[1]] if scored else self.runs[0]
+
+    def training_seconds(self) -> list[float]:
+        """Each seed's training time in seconds where recorded: metrics.json or config.json `seconds`, else
+        the sum of the epochs' `seconds` in history.jsonl; seeds with none of these are left out."""
+        out = []
+        for run, m, c in zip(self.runs, self.metrics, self.configs):
+            recorded = m.get("seconds", c.get("seconds"))
+            if isinstance(recorded, (int, float)):
+                out.append(float(recorded))
+                continue
+            try:
+                epochs = [r["seconds"] for r in read_history(run) if "epoch" in r and "seconds" in r]
+            except (OSError, ValueError):
+                epochs = []
+            if epochs:
+                out.append(float(sum(epochs)))
+        return out
 
     def confusion(self, split: str) -> np.ndarray:
         """The seeds' confusion matrices on `split`, summed (rows true, columns predicted)."""

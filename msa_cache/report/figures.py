@@ -1,6 +1,6 @@
-"""The report's pictures as PNG bytes, rendered in memory (nothing written to disk): the
-leaderboard's bar chart and the confusion matrices come from the functions that draw them
-for `compare` and for each run directory; the training curves are drawn here."""
+"""The report's pictures as PNG bytes, rendered in memory (nothing written to disk): the confusion
+matrices come from the function that draws them for each run directory; the leaderboard's
+dot-and-interval plot and the training curves are drawn here."""
 from __future__ import annotations
 
 import io
@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 
-from msa_cache.study.compare import Entry, bar_chart
-from msa_cache.metrics import monitor_metric
+from msa_cache.study.compare import Entry
+from msa_cache.metrics import monitor_key, monitor_metric
 from msa_cache.train.rundir import plot_confusion
 
 
@@ -23,10 +23,58 @@ def _pyplot():
     return plt
 
 
-def bar_chart_png(rows: list[Entry], monitor: str) -> bytes:
+def _png(fig) -> bytes:
+    plt = _pyplot()
     buf = io.BytesIO()
-    bar_chart(rows, buf, monitor)
+    try:
+        fig.savefig(buf, dpi=90, format="png")
+    finally:
+        plt.close(fig)
     return buf.getvalue()
+
+
+def interval_points(rows: list[Entry], monitor: str) -> list[tuple[str, float, float | None, float | None]]:
+    """(label, dev mean over seeds, 95% interval low, high) in % per leaderboard row with a dev score,
+    in the leaderboard's order; the interval None where the row has no bootstrap statistics."""
+    key = monitor_key(monitor)
+    out = []
+    for e in rows:
+        s = e.stat("dev", key)
+        if s is None:
+            continue
+        st = e.stats.get("dev")
+        lo, hi = (None, None) if st is None else (100 * st.interval[key][0], 100 * st.interval[key][1])
+        tied = " ≈" if st is not None and st.tied_with_top else ""
+        out.append((e.label + tied, 100 * s[0], lo, hi))
+    return out
+
+
+def interval_figure(rows: list[Entry], monitor: str):
+    """Each row's dev mean (dot) and bootstrap 95% interval (line), one line per row, best at the top.
+    Dots, not bars: a bar's length says "from 0" (or from wherever the axis starts), a dot only where
+    the score is, so the axis can zoom on the scores without exaggerating their differences."""
+    plt = _pyplot()
+    points = interval_points(rows, monitor)
+    fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(points) + 1.6))
+    y = np.arange(len(points))
+    for i, (_, mean, lo, hi) in enumerate(points):
+        colour = "C2" if i == 0 else "C0"
+        if lo is not None:
+            ax.hlines(i, lo, hi, color=colour, linewidth=3.5, alpha=0.55)
+        ax.plot(mean, i, "o", color=colour, markersize=8, zorder=3)
+    ax.set_yticks(y, [p[0] for p in points])
+    ax.set_ylim(len(points) - 0.5, -0.5)  # the leaderboard's order: best at the top
+    ax.margins(x=0.05)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel(f"dev {monitor_metric(monitor).name} (%)")
+    ax.set_title("dot: mean over seeds; line: 95% bootstrap interval\n"
+                 "≈: not distinguishable from the top row (p ≥ 0.05)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def interval_png(rows: list[Entry], monitor: str) -> bytes:
+    return _png(interval_figure(rows, monitor))
 
 
 def confusion_png(cm: np.ndarray, classes: list[str], title: str) -> bytes:
@@ -39,6 +87,11 @@ def _epochs(records: list[dict]) -> list[dict]:
     return [r for r in records if isinstance(r.get("epoch"), (int, float)) and "train_loss" in r]
 
 
+def has_epochs(records: list[dict]) -> bool:
+    """Whether a history holds epoch-by-epoch records (a trained head, not the closed-form probe)."""
+    return bool(_epochs(records))
+
+
 def _best_epoch(records: list[dict]) -> int | None:
     return next((r["best_epoch"] for r in records if "best_epoch" in r), None)
 
@@ -48,9 +101,24 @@ def has_curves(histories: dict[str, list[dict]]) -> bool:
     return any(_epochs(h) or any("dev_scores" in r for r in h) for h in histories.values())
 
 
+def has_dev_loss(histories: dict[str, list[dict]]) -> bool:
+    """Whether any seed's history.jsonl records a dev loss per epoch."""
+    return any("dev_loss" in r for h in histories.values() for r in _epochs(h))
+
+
 def curves_png(title: str, histories: dict[str, list[dict]], monitor: str) -> bytes:
-    """Train loss and the dev monitor per epoch, one line per seed (the best epoch marked); for a
-    closed-form probe, its dev score per regularisation strength C instead."""
+    return _png(curves_figure(title, histories, monitor))
+
+
+def _star(ax, x: float, y: float, colour: str) -> None:
+    # clip_on=False: a kept epoch on the axes' edge (the last epoch, the best score) is drawn whole
+    ax.plot(x, y, color=colour, marker="*", markersize=13, linestyle="none", clip_on=False, zorder=4)
+
+
+def curves_figure(title: str, histories: dict[str, list[dict]], monitor: str):
+    """Train loss (and dev loss where history.jsonl records it, dashed) and the dev monitor per epoch,
+    one colour per seed (the kept epoch starred); for a closed-form probe, its dev score per
+    regularisation strength C instead."""
     plt = _pyplot()
     key = monitor_metric(monitor).dev_key
     trained = {s: h for s, h in histories.items() if _epochs(h)}
@@ -60,18 +128,23 @@ def curves_png(title: str, histories: dict[str, list[dict]], monitor: str) -> by
             colour = f"C{i}"
             ep = _epochs(records)
             x = [r["epoch"] for r in ep]
-            ax_loss.plot(x, [r["train_loss"] for r in ep], color=colour, marker=".", label=seed)
+            ax_loss.plot(x, [r["train_loss"] for r in ep], color=colour, marker=".", label=f"{seed} train")
+            dev_loss = [(r["epoch"], r["dev_loss"]) for r in ep if "dev_loss" in r]
+            if dev_loss:
+                ax_loss.plot(*zip(*dev_loss), color=colour, marker=".", linestyle="--", label=f"{seed} dev")
             dev = [(r["epoch"], 100 * r[key]) for r in ep if key in r]
             if dev:
                 ax_dev.plot(*zip(*dev), color=colour, marker=".", label=seed)
             best = _best_epoch(records)
             if best is not None and any(e == best for e, _ in dev):
-                ax_dev.plot(best, dict(dev)[best], color=colour, marker="*", markersize=13, linestyle="none")
-        ax_loss.set(xlabel="epoch", ylabel="train loss", title="train loss")
+                _star(ax_dev, best, dict(dev)[best], colour)
+        loss_title = "train (—) and dev (--) loss" if has_dev_loss(trained) else "train loss (no dev loss recorded)"
+        ax_loss.set(xlabel="epoch", ylabel="loss", title=loss_title)
         ax_dev.set(xlabel="epoch", ylabel=f"dev {monitor} (%)", title=f"dev {monitor} (★ = kept epoch)")
-        ax_loss.legend(fontsize=8)
+        ax_loss.legend(fontsize=7)
         for ax in (ax_loss, ax_dev):
             ax.grid(alpha=0.3)
+            ax.margins(x=0.06, y=0.12)  # room for a star at the edge inside the frame
             ax.xaxis.get_major_locator().set_params(integer=True)
     else:
         fig, ax = plt.subplots(figsize=(5.0, 2.9))
@@ -82,18 +155,13 @@ def curves_png(title: str, histories: dict[str, list[dict]], monitor: str) -> by
             pts = sorted((float(c), 100 * v) for c, v in sweep["dev_scores"].items())
             ax.plot(*zip(*pts), color=f"C{i}", marker=".", label=seed)
             if "C" in sweep:
-                ax.plot(float(sweep["C"]), dict(pts).get(float(sweep["C"]), math.nan), color=f"C{i}", marker="*",
-                        markersize=13, linestyle="none")
+                _star(ax, float(sweep["C"]), dict(pts).get(float(sweep["C"]), math.nan), f"C{i}")
         ax.set_xscale("log")
         ax.set(xlabel="C (inverse regularisation)", ylabel=f"dev {monitor} (%)",
                title="dev score per C (★ = chosen)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+        ax.margins(x=0.06, y=0.12)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, dpi=90, format="png")
-    finally:
-        plt.close(fig)
-    return buf.getvalue()
+    return fig

@@ -27,8 +27,21 @@ nav a { margin-right: 12px; } code { background: #f6f8fa; padding: 1px 4px; bord
 """
 
 
+class Html(str):
+    """A table cell that is already HTML (e.g. a link built by `link`): put in as is, not escaped."""
+
+
 def esc(text) -> str:
     return html.escape(str(text), quote=True)
+
+
+def cell(value) -> str:
+    return value if isinstance(value, Html) else esc(value)
+
+
+def link(href: str, text: str) -> Html:
+    """A link to a relative path (a run's card or folder beside the page): no scheme, nothing fetched."""
+    return Html(f'<a href="{esc(href)}">{esc(text)}</a>')
 
 
 def png_img(data: bytes, alt: str, cls: str = "") -> str:
@@ -48,12 +61,13 @@ def download_link(data: bytes, filename: str, mime: str, text: str) -> str:
 
 
 def table(header: list[str] | None, rows: list[list], row_classes: list[str] | None = None, cls: str = "") -> str:
-    """A table of escaped cells (header None: no header row; row_classes: a CSS class per row)."""
+    """A table of escaped cells, Html ones as they are (header None: no header row; row_classes: a CSS
+    class per row)."""
     head = "" if header is None else "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead>"
     body = []
     for i, row in enumerate(rows):
         rc = row_classes[i] if row_classes and row_classes[i] else ""
-        cells = "".join(f"<td>{esc(c)}</td>" for c in row)
+        cells = "".join(f"<td>{cell(c)}</td>" for c in row)
         attr = f' class="{esc(rc)}"' if rc else ""
         body.append(f"<tr{attr}>{cells}</tr>")
     attr = f' class="{esc(cls)}"' if cls else ""

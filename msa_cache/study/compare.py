@@ -397,7 +397,7 @@ def _note(entries: list[Entry], e: Entry) -> str:
     return "; ".join(n for n in notes if n)
 
 
-def _p(value: float | None) -> str:
+def format_p(value: float | None) -> str:
     return "—" if value is None else ("<0.001" if value < 0.001 else f"{value:.3f}")
 
 
@@ -461,8 +461,8 @@ def leaderboard_markdown(entries: list[Entry], monitor: str = DEFAULT_MONITOR) -
             if tested:
                 cells.append("-" if st is None else f"{100 * st.interval[key][0]:.2f}–{100 * st.interval[key][1]:.2f}")
             if tested and s == "dev":
-                cells += ["-"] * 4 if st is None else [_p(st.p_top), _p(st.mcnemar_top), _p(st.p_probe),
-                                                       _p(st.mcnemar_probe)]
+                cells += ["-"] * 4 if st is None else [format_p(st.p_top), format_p(st.mcnemar_top),
+                                                       format_p(st.p_probe), format_p(st.mcnemar_probe)]
         cells.append(markdown_cell(_note(entries, e)))
         lines.append("| " + " | ".join(cells) + " |")
     out = "\n".join(lines) + "\n"

@@ -106,6 +106,21 @@ def mcnemar_p(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[float, int,
     return float(binomtest(b, b + c, 0.5, alternative="two-sided").pvalue), b, c
 
 
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of m p-values (family-wise error rate), in the input order.
+
+    Sorted ascending, the i-th smallest (from 0) becomes max over j <= i of min(1, (m - j) p_(j)).
+    Written here: scipy has no Holm (stats.false_discovery_control is Benjamini-Hochberg/Yekutieli)
+    and statsmodels' multipletests would be a dependency for these few lines."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = stepped
+    return [float(v) for v in out]
+
+
 @dataclass
 class RowStats:
     """One leaderboard row's uncertainty on one split."""
