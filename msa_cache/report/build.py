@@ -260,7 +260,7 @@ def _per_class(families: list[Family]) -> str:
                 cells.append(_pct(float(np.mean(vals)), float(np.std(vals)), len(f.runs)))
             for score in ("precision", "recall"):
                 by_class = f.per_class(split, score)
-                cells += [_pct(*by_class[c][:2], len(f.runs)) for c in classes]
+                cells += [_pct(*by_class[c][:2], len(f.runs)) if c in by_class else "-" for c in classes]
             rows.append(cells)
         out.append(f"<h3>{split}</h3>" + page.table(header, rows, cls=f"per-class {split}"))
     if not out:

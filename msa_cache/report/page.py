@@ -41,7 +41,7 @@ def cell(value) -> str:
 
 def link(href: str, text: str) -> Html:
     """A link to a relative path (a run's card or folder beside the page): no scheme, nothing fetched."""
-    return Html(f'<a href="{esc(href)}">{esc(text)}</a>')
+    return Html(f'<a href="{esc(href)}">{esc(" ".join(str(text).split()))}</a>')  # a name with a line break: one line
 
 
 def png_img(data: bytes, alt: str, cls: str = "") -> str:
