@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-from msa_cache.encoders.hub import EncoderUnavailable
 
 from msa_cache.encoders.hub import EncoderUnavailable
 
@@ -93,6 +92,17 @@ def predict_cmd(run, revision, text, image, text_pair, manifest, input_file, tex
     _summarise(table.to_pydict(), out)
 
 
+def _echo_first_rows(t: dict, keys: list[str], noun: str) -> None:
+    """The first SHOWN_ROWS predictions as tab-separated lines: the `keys` columns, the class, the probabilities."""
+    n = len(t["pred_class"])
+    prob_cols = [k for k in t if k.startswith("prob_")]
+    for i in range(min(n, SHOWN_ROWS)):
+        probs = " ".join(f"{k[5:]} {t[k][i]:.3f}" for k in prob_cols)
+        click.echo("\t".join([*(f"{t[k][i]}" for k in keys), t["pred_class"][i], probs]))
+    if n > SHOWN_ROWS:
+        click.echo(f"... {n - SHOWN_ROWS} more {noun}; -o FILE writes them all")
+
+
 def _echo_posts(table, out: str | None, as_json: bool) -> None:
     t = table.to_pydict()
     prob_cols = [k for k in t if k.startswith("prob_")]
@@ -103,11 +113,7 @@ def _echo_posts(table, out: str | None, as_json: bool) -> None:
                       "probs": {k[5:]: round(float(t[k][i]), 6) for k in prob_cols}}
             click.echo(json.dumps(record))
     elif out is None:
-        for i in range(min(n, SHOWN_ROWS)):
-            probs = " ".join(f"{k[5:]} {t[k][i]:.3f}" for k in prob_cols)
-            click.echo(f"{t['id'][i] if 'id' in t else t['row'][i]}\t{t['pred_class'][i]}\t{probs}")
-        if n > SHOWN_ROWS:
-            click.echo(f"... {n - SHOWN_ROWS} more posts; -o FILE writes them all")
+        _echo_first_rows(t, ["id" if "id" in t else "row"], "posts")
     if out is not None:
         click.echo(f"wrote {n} predictions to {out}", err=as_json)
 
@@ -116,13 +122,8 @@ def _summarise(t: dict, out: str | None) -> None:
     import numpy as np
 
     n = len(t["id"])
-    prob_cols = [k for k in t if k.startswith("prob_")]
     if out is None:
-        for i in range(min(n, SHOWN_ROWS)):
-            probs = " ".join(f"{k[5:]} {t[k][i]:.3f}" for k in prob_cols)
-            click.echo(f"{t['id'][i]}\t{t['split'][i]}\t{t['pred_class'][i]}\t{probs}")
-        if n > SHOWN_ROWS:
-            click.echo(f"... {n - SHOWN_ROWS} more rows; -o FILE writes them all")
+        _echo_first_rows(t, ["id", "split"], "rows")
     else:
         click.echo(f"wrote {n} rows to {out}")
     for split in sorted(set(t["split"])):

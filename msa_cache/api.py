@@ -43,8 +43,8 @@ def _split_options(options: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]
     return train, {k: v for k, v in options.items() if k not in _TRAIN_FIELDS}
 
 
-def _caches(manifest, cache_root, text_cache, image_cache, clip_cache) -> dict[str, str]:
-    caches = resolve_caches(read_manifest(manifest), cache_root, text_cache, image_cache, clip_cache)
+def _caches(man, cache_root, text_cache, image_cache, clip_cache) -> dict[str, str]:
+    caches = resolve_caches(man, cache_root, text_cache, image_cache, clip_cache)
     return {k: str(v) for k, v in caches.items()}
 
 
@@ -59,7 +59,7 @@ def fit(manifest: str | Path, head: str, seed: int = 0, *, cache_root: str | Pat
     or with cv=K the cross-validated result (`.folds`, `.metrics` out-of-fold, `.refit`)."""
     train, head_options = _split_options(options)
     make_config(head, head_options)  # an option the head lacks is an error before any work
-    spec = RunSpec(str(manifest), _caches(manifest, cache_root, text_cache, image_cache, clip_cache), head,
+    spec = RunSpec(str(manifest), _caches(read_manifest(manifest), cache_root, text_cache, image_cache, clip_cache), head,
                    head_options, train, seed, cv_folds=cv, cv_seed=cv_seed)
     quiet = log or (lambda message: None)
     return fit_family(spec, cv, refit, runs, log=quiet, progress=log, tensorboard=tensorboard)
@@ -114,11 +114,10 @@ def compare(manifest: str | Path, heads: Sequence[str], seeds: int = 3, *, cache
             if k not in _TRAIN_FIELDS}
     train = TrainConfig(**train_options)
     quiet = log or (lambda message: None)
-    entries = compare_grid(manifest, {k: Path(v) for k, v in _caches(manifest, cache_root, text_cache, image_cache,
-                                                                      clip_cache).items()},
-                           heads, grid, list(range(seeds)), train, runs, log=quiet, all_runs=all_runs, cv=cv,
-                           cv_seed=cv_seed, refit=refit)
     man = read_manifest(manifest)
+    caches = {k: Path(v) for k, v in _caches(man, cache_root, text_cache, image_cache, clip_cache).items()}
+    entries = compare_grid(manifest, caches, heads, grid, list(range(seeds)), train, runs, log=quiet,
+                           all_runs=all_runs, cv=cv, cv_seed=cv_seed, refit=refit)
     monitor = monitor_for(train, man)
     entries = summarise(entries, monitor, ensembles=ensembles, n_resamples=resamples)
     name = f"leaderboard-cv{cv}" if cv else "leaderboard"

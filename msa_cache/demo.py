@@ -88,9 +88,9 @@ def run_demo(root: str | Path | None = None, workdir: str | Path = ".", seeds: i
 
     manifest_path = workdir / "manifests" / f"{name}.parquet"
     log(f"[1/3] manifest -> {manifest_path}")
-    summary = build_manifest("clmlf", root=data, output=manifest_path)
-    log(summary.format())
-    rows = read_manifest(manifest_path).table.num_rows
+    log(build_manifest("clmlf", root=data, output=manifest_path).format())
+    manifest = read_manifest(manifest_path)
+    rows = manifest.table.num_rows
     heads = heads or DEMO_HEADS
 
     log(f"[2/3] extract {' + '.join(DEMO_ENCODERS)} -> {workdir / 'cache'} "
@@ -109,7 +109,7 @@ def run_demo(root: str | Path | None = None, workdir: str | Path = ".", seeds: i
     train = TrainConfig(text_pool="mean", max_epochs=max_epochs)
     entries = compare(manifest_path, caches, heads, {}, list(range(seeds)), train,
                       workdir / "runs", log=log)
-    monitor = monitor_for(train, read_manifest(manifest_path))
+    monitor = monitor_for(train, manifest)
     entries = summarise(entries, monitor)  # + seed ensembles, intervals, paired tests
     paths = write_leaderboard(entries, workdir / "runs" / name / "leaderboard", monitor)
     log("\n" + leaderboard_markdown(entries, monitor))

@@ -181,11 +181,13 @@ def predict_file(run: "Predictor", source: str | Path, out: str | Path | None = 
     columns = read_post_columns(source) if columns is None else columns  # given: read before the model loaded
     posts, ids = posts_from_columns(columns, source, text_col if "text" in run.uses or text_pair_col else None,
                                     image_col if "image" in run.uses else None, text_pair_col)
-    probs = run.predict_proba(*(None if all(v is None for v in col) and key != "text" else col
-                                for key, col in (("text", [p.get("text") for p in posts]),
-                                                 ("image", [p.get("image") for p in posts]),
-                                                 ("text_pair", [p.get("text_pair") for p in posts])))
-                              ) if posts else np.zeros((0, len(run.classes)), np.float32)
+    def given(role: str) -> list | None:
+        """The file's values for `role`; None where it gives none (texts always go: "" is a valid text)."""
+        values = [p.get(role) for p in posts]
+        return None if role != "text" and all(v is None for v in values) else values
+
+    probs = (run.predict_proba(given("text"), given("image"), given("text_pair")) if posts
+             else np.zeros((0, len(run.classes)), np.float32))
     cols = {"row": pa.array(np.arange(len(posts), dtype=np.int64))}
     if ids is not None:
         cols["id"] = pa.array(ids, pa.string())
