@@ -68,6 +68,9 @@ class Batch:
     # Per-modality labels where the manifest has them (e.g. {"text": ..., "image": ...}), -1 = unknown.
     modality_labels: dict[str, torch.Tensor] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
+    # Rows whose modality is missing (Head.drop_modalities): modality -> [B] bool, True = missing.
+    # Empty when nothing is; a head that handles absence itself (late fusion) reads it.
+    missing: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def to(self, device) -> "Batch":
         return Batch(
@@ -75,11 +78,38 @@ class Batch:
             self.labels.to(device),
             {k: v.to(device) for k, v in self.modality_labels.items()},
             self.ids,
+            {k: v.to(device) for k, v in self.missing.items()},
         )
 
     @property
     def size(self) -> int:
         return self.labels.shape[0]
+
+
+SIDES = ("text", "image")
+
+
+def modality_side(modality: str) -> str:
+    """The input a modality key comes from: "text" for text, clip_text, text@-2; "image" for image,
+    clip_image, image@-3. Corruptions and modality dropout act on a side (all of its keys at once)."""
+    base = modality.split("@")[0].removeprefix("clip_")
+    if base not in SIDES:
+        raise ValueError(f"modality '{modality}' is neither text nor image")
+    return base
+
+
+def zeros_missing(inp: ModalityInput, rows: torch.Tensor) -> ModalityInput:
+    """The default missing input: zeros in `rows` for the pooled vector and every token; a missing text
+    keeps one "real" (zero) token in its mask so masked means and softmaxes stay defined."""
+    keep = (~rows).to(inp.pooled.dtype).unsqueeze(-1)
+    tokens, mask = inp.tokens, inp.mask
+    if tokens is not None:
+        tokens = tokens * keep.unsqueeze(-1).to(tokens.dtype)
+    if mask is not None:
+        first = torch.zeros_like(mask)
+        first[:, 0] = True
+        mask = torch.where(rows.unsqueeze(-1), first, mask)
+    return ModalityInput(inp.pooled * keep, tokens, mask)
 
 
 @dataclass
@@ -194,6 +224,26 @@ class Head(nn.Module):
         ("head_record") and the model card lists it. `fields`: the run's fields record ({modality:
         {"pooled", "tokens", "mask"}}). Empty for most heads."""
         return {}
+
+    def missing_input(self, modality: str, inp: ModalityInput, rows: torch.Tensor) -> ModalityInput:
+        """This head's stand-in for modality `modality` in the rows where `rows` ([B] bool) is True
+        (docs/methods.md lists each head's). Default: zeros (zeros_missing)."""
+        return zeros_missing(inp, rows)
+
+    def drop_modalities(self, batch: Batch, rows: dict[str, torch.Tensor]) -> Batch:
+        """`batch` with a side missing in some rows: `rows` maps a side ("text", "image") to [B] bool.
+        Every modality key of that side (text, clip_text, text@-2, ...) gets this head's missing input
+        there, and `batch.missing` records it. The batch passed in is not changed."""
+        inputs, missing = dict(batch.inputs), dict(batch.missing)
+        for modality, inp in batch.inputs.items():
+            side_rows = rows.get(modality_side(modality))
+            if side_rows is None or not bool(side_rows.any()):
+                continue
+            side_rows = side_rows.to(inp.pooled.device)
+            inputs[modality] = self.missing_input(modality, inp, side_rows)
+            before = missing.get(modality)
+            missing[modality] = side_rows if before is None else (before | side_rows)
+        return Batch(inputs, batch.labels, batch.modality_labels, batch.ids, missing)
 
     def forward(self, batch: Batch) -> HeadOutput:  # pragma: no cover - abstract
         raise NotImplementedError
