@@ -222,3 +222,50 @@ def test_export_license(cached_run, tmp_path):
     assert own.data.license is None
     r = _cli("export", cached_run, tmp_path / "bad", "--license", "MIT License")
     assert r.exit_code == 2 and "not a Hub license id" in r.output and not (tmp_path / "bad").exists()
+
+
+def _evaluation(name: str, weighted_f1: float) -> dict:
+    """An evaluation as `msa-cache evaluate` writes it (the fields a card reads)."""
+    return {"format": 1, "name": name, "kind": "corruption",
+            "corruption": {"side": "image", "type": "drop", "scale": None, "seed": 0},
+            "run": {"path": "x", "family": "mha", "head": "mha", "seed": 0, "manifest": "toy"},
+            "manifest": {"name": "toy", "path": "m.parquet", "fingerprint": "f"}, "class_map": None,
+            "classes": ["a", "b"], "monitor": "weighted-f1",
+            "splits": {"dev": {"n": 10, "accuracy": 0.5, "macro_precision": 0.5, "macro_recall": 0.5,
+                               "macro_f1": 0.4, "weighted_f1": weighted_f1,
+                               "interval": {"weighted_f1": [0.25, 0.75]}}}}
+
+
+def test_card_lists_the_evaluations_and_export_keeps_them(cached_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(cached_run, run)
+    (run / "evals").mkdir()
+    (run / "evals/image-drop.json").write_text(json.dumps(_evaluation("image-drop", 0.4321)))
+    r = _cli("card", run)
+    assert r.exit_code == 0, r.output
+    card = (run / "README.md").read_text()
+    section = card[card.index("## Evaluations"):card.index("## Training")]
+    assert "| `image-drop` | image drop | dev | 10 |" in section and "0.4321" in section
+    assert "0.2500-0.7500" in section  # the monitor's interval
+    out = tmp_path / "exported"
+    r = _cli("export", run, out)
+    assert r.exit_code == 0, r.output
+    assert (out / "evals/image-drop.json").is_file() and "0.4321" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps([1]), json.dumps({"name": "x", "kind": "other"}),
+                                     json.dumps({**_evaluation("x", 0.5), "splits": {"dev": {"weighted_f1": "hi"}}})])
+def test_a_tampered_evaluation_is_one_line(cached_run, tmp_path, content):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(cached_run, run)
+    (run / "evals").mkdir()
+    (run / "evals/bad.json").write_text(content)
+    before = (run / "README.md").read_text()
+    r = _cli("card", run)
+    assert r.exit_code != 0
+    assert r.output.startswith("error: evaluation") and "bad.json" in r.output and len(r.output.splitlines()) == 1
+    assert (run / "README.md").read_text() == before  # nothing rewritten

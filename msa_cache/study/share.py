@@ -32,12 +32,12 @@ from msa_cache.train.card import check_license, model_card
 from msa_cache.train.command import COMMAND_FILE
 from msa_cache.train.identity import FINETUNE, run_mode
 from msa_cache.train.rundir import (
-    CARD_FILE, CONFIG_FILE, FINISHED_MARKER, HISTORY_FILE, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE, read_metrics, read_run,
-    read_weights, save_weights, weights_file,
+    CARD_FILE, CONFIG_FILE, EVALS_DIR, FINISHED_MARKER, HISTORY_FILE, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE,
+    read_evaluations, read_metrics, read_run, read_weights, save_weights, weights_file,
 )
 
 OPTIONAL_FILES = (HISTORY_FILE, "confusion.png", COMMAND_FILE)
-OPTIONAL_DIRS = ("tensorboard",)
+OPTIONAL_DIRS = ("tensorboard", EVALS_DIR)
 
 
 def write_card(run: str | Path) -> Path:
@@ -45,7 +45,8 @@ def write_card(run: str | Path) -> Path:
     run = Path(run)
     config, metrics = read_run(run), read_metrics(run)
     _check_weights(run, config)  # a card only for a run that loads
-    return write_text_atomic(run / CARD_FILE, model_card(config, metrics, _baseline_paper(config)))
+    return write_text_atomic(run / CARD_FILE, model_card(config, metrics, _baseline_paper(config),
+                                                         evaluations=read_evaluations(run)))
 
 
 def _baseline_paper(config: dict) -> str:
@@ -120,7 +121,8 @@ def _write_export(run: Path, config: dict, metrics: dict, folder: Path, license:
         if license is not None:
             _set_license(folder / CARD_FILE, license)
     else:
-        (folder / CARD_FILE).write_text(model_card(config, metrics, _baseline_paper(config), license=license),
+        (folder / CARD_FILE).write_text(model_card(config, metrics, _baseline_paper(config), license=license,
+                                                  evaluations=read_evaluations(run)),
                                         encoding="utf-8")
     for name in OPTIONAL_FILES:
         if (run / name).is_file():

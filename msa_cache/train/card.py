@@ -149,12 +149,38 @@ def _optimizer_line(settings: dict | None) -> str:
     return f"{settings['optimizer']}" + (f" ({rest})" if rest else "")
 
 
-def model_card(config: dict, metrics: dict, baseline_paper: str = "", license: str | None = None) -> str:
+def _evaluations(evaluations: list[dict], monitor: str | None) -> list[str]:
+    """The card's "Evaluations" section: what `msa-cache evaluate` measured on this run, one row per split."""
+    if not evaluations:
+        return []
+    key = next((m.key for m in METRICS if m.name == monitor), None)
+    rows = []
+    for ev in evaluations:
+        what = {"clean": "as trained", "transfer": f"another dataset ({ev['manifest']['name']})"}.get(ev["kind"], "")
+        c = ev.get("corruption") or {}
+        if c:
+            scale = f" {c.get('scale')}x the std" if c.get("scale") is not None else ""
+            what = (what + ", " if ev["kind"] == "transfer" else "") + f"{c.get('side')} {c.get('type')}{scale}"
+        for split, m in ev["splits"].items():
+            lo_hi = (m.get("interval") or {}).get(key) if key else None
+            ci = f"{lo_hi[0]:.4f}-{lo_hi[1]:.4f}" if isinstance(lo_hi, list) and len(lo_hi) == 2 else ""
+            rows.append((f"`{ev['name']}`", what, split, m.get("n", ""),
+                         *(f"{m[k.key]:.4f}" if isinstance(m.get(k.key), (int, float)) else "" for k in METRICS), ci))
+    return ["## Evaluations", "",
+            "Scores of this model with a modality missing, shuffled or noisy, or on another dataset "
+            "(`msa-cache evaluate`; docs/methods.md says what each corruption does):", "",
+            _table(("evaluation", "what", "split", "rows", *(m.title for m in METRICS), f"{monitor} 95% CI"), rows),
+            ""]
+
+
+def model_card(config: dict, metrics: dict, baseline_paper: str = "", license: str | None = None,
+               evaluations: list[dict] | None = None) -> str:
     """README.md of a run: Hugging Face model-card metadata (library, tags, datasets, pipeline_tag,
     base_model, license where given, model-index with the dev/test scores) and a body with the encoders,
     the head and its paper, the scores, the seed, the optimiser, the full config, the command that
     reproduces the run and its use from the CLI and Python. A fine-tune baseline is a whole model, not a
-    registry head: its caller gives its paper (finetune/baseline.py, Baseline.paper)."""
+    registry head: its caller gives its paper (finetune/baseline.py, Baseline.paper). `evaluations`: the
+    run's evals/*.json (rundir.read_evaluations), listed in their own section."""
     from huggingface_hub import ModelCard, ModelCardData
 
     spec = config["spec"]
@@ -207,6 +233,7 @@ def model_card(config: dict, metrics: dict, baseline_paper: str = "", license: s
         "## Scores", "",
         _table(("split", *(m.title for m in METRICS), "rows", "what it is"), score_rows), "",
         f"Monitor (early stopping and model selection): `{train.get('monitor')}`.", "",
+        *_evaluations(evaluations or [], train.get("monitor")),
         "## Training", "",
         f"- seed: {spec.get('seed', 0)}",
         f"- optimiser: {_optimizer_line(config.get('optimizer'))}",

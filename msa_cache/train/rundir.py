@@ -42,6 +42,7 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.jsonl"
 CARD_FILE = "README.md"
 WEIGHTS_FILE = "model.safetensors"
+EVALS_DIR = "evals"  # `msa-cache evaluate`: one <name>.json (+ .parquet predictions) per evaluation
 LEGACY_WEIGHTS_FILE = "model.pt"  # older runs: a torch pickle, still read (weights_only)
 _SEED_DIR = re.compile(r"seed-(\d+)")
 _TMP_DIR = re.compile(r"seed-\d+\.tmp-(\d+)")
@@ -267,6 +268,30 @@ def read_metrics(run: str | Path) -> dict:
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise UserError(f"{FINISHED_MARKER}: {split} {key} is not a number", run / FINISHED_MARKER, _RETRAIN)
     return metrics
+
+
+def read_evaluations(run: str | Path) -> list[dict]:
+    """The evaluations `msa-cache evaluate` wrote into a run (evals/<name>.json), by name; [] when none.
+    Each is checked for the fields a card or report reads (name, kind, manifest, splits of numbers)."""
+    folder = Path(run) / EVALS_DIR
+    if not folder.is_dir():
+        return []
+    redo = "delete it, or run `msa-cache evaluate` on the run again"
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        data = _read_json_object(path, "evaluation")
+        splits, manifest = data.get("splits"), data.get("manifest")
+        if not (isinstance(data.get("name"), str) and data.get("kind") in ("clean", "corruption", "transfer")
+                and isinstance(manifest, dict) and isinstance(manifest.get("name"), str)
+                and isinstance(splits, dict) and all(isinstance(m, dict) for m in splits.values())):
+            raise UserError("evaluation: not one `msa-cache evaluate` wrote", path, redo)
+        for split, m in splits.items():
+            for key in METRIC_KEYS:
+                v = m.get(key)
+                if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+                    raise UserError(f"evaluation: {split} {key} is not a number", path, redo)
+        out.append(data)
+    return out
 
 
 def _require(cond: bool, what: str, path: Path) -> None:
