@@ -12,7 +12,9 @@ from a fixed grid by its own inner stratified CV (shuffled, fixed seed) on log l
 Its own scores come from an outer CV over the SAME K folds the heads used (read from the fold
 runs, checked equal across families): the stacker for fold k is fitted on the out-of-fold rows of
 the other folds and predicts fold k, so a row's stacked probabilities come from heads that never
-trained on it and a stacker that never saw its label. The stacker fitted on all out-of-fold rows
+trained on it and a stacker that never saw its label (the other folds' features do come from fold
+models that trained on fold k's rows: stacking's usual second-order overlap, short of nested CV of
+the heads). The stacker fitted on all out-of-fold rows
 is the one written to stacker.json; it predicts the test rows from the families' test
 probabilities (mean of their fold models) and, with --refit, every row from the refit runs.
 
