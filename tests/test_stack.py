@@ -218,3 +218,36 @@ def test_refusals_are_one_line(clean, tmp_path):
         fit_stack([StackMember("late", _cv_results(late)), StackMember("uni-text", _cv_results(other[0]))], 3, 0,
                   tmp_path / "s", **QUIET)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_refit_stack_predicts_new_posts(tmp_path, tokenizer):
+    """msa_cache.load(STACK) and `msa-cache predict STACK` run the members' refits on raw posts and
+    reproduce the stack's own refit predictions; a stack without refit is refused in one line."""
+    from msa_cache import load
+    from msa_cache.extract import extract
+    from test_finetune import make_world as model_world  # posts with real (tiny) encoder folders
+
+    root, manifest, bert, vit = model_world(tmp_path, tokenizer)
+    extract(manifest, [str(bert), str(vit)], root / "cache", shard_size=16, batch_size=4, workers=0, progress=False,
+            log=lambda m: None)
+    caches = {"text": root / "cache/toy/path-tiny-bert", "image": root / "cache/toy/path-tiny-vit"}
+    train = TrainConfig(max_epochs=3, batch_size=8)
+    plain = compare(manifest, caches, ["uni-text", "late"], {}, [0], train, root / "runs", cv=3, stack=True, **QUIET)
+    r = CliRunner().invoke(cli, ["predict", str(_stack_row(plain).results[0].path), "--text", "good"])
+    assert r.exit_code != 0 and "has no refit" in r.output and r.output.strip().count("\n") == 0
+    entries = compare(manifest, caches, ["uni-text", "late"], {}, [0, 1], train, root / "runs", cv=3, refit=True,
+                      stack=True, **QUIET)
+    folder = _stack_row(entries).results[0].path
+    want = _parquet(folder / "refit" / "predictions.parquet")
+    man = read_manifest(manifest)
+    model = load(folder)
+    assert model.classes == man.classes and model.uses == {"text", "image"}
+    images = [str(man.image_path(p)) for p in man.column("image")]
+    probs = model.predict_proba(man.column("text"), images)
+    usable = np.array(man.column("image_ok"), dtype=bool)  # a row the manifest marks imageless was fitted without it
+    np.testing.assert_allclose(probs[usable], np.array([want[f"prob_{c}"] for c in man.classes]).T[usable], atol=1e-4)
+    assert model.predict(man.column("text")[:3], images[:3]) == [man.classes[p] for p in want["pred"][:3]]
+    r = CliRunner().invoke(cli, ["predict", str(folder), "--manifest", str(manifest), "-o", str(tmp_path / "p.parquet")])
+    assert r.exit_code == 0, r.output
+    got = _parquet(tmp_path / "p.parquet")
+    assert got["id"] == want["id"] and got["pred"] == want["pred"]

@@ -343,3 +343,45 @@ def read_stack(folder: str | Path) -> StackResult:
     refit = folder / REFIT_DIR
     return StackResult(folder, label, classes, preds, metrics, seeds,
                        refit if (refit / METRICS_FILE).is_file() else None, outer)
+
+
+class StackPredictor:
+    """A stack fitted with --refit as a predictor of new posts (`msa_cache.load(STACK)`, `msa-cache predict
+    STACK`): every member family's refit runs predict (each replays its own encoders), their seed means go
+    side by side through stacker.json. The refit runs are found beside the stack folder, in runs/<manifest>/."""
+
+    def __init__(self, folder: str | Path, device: str = "auto", batch_size: int = 32):
+        from msa_cache.finished_run import load_predictor  # torch and the encoders: only where a stack predicts
+
+        folder = Path(folder)
+        refit = folder / REFIT_DIR
+        if not (refit / METRICS_FILE).is_file():
+            raise FileNotFoundError(f"{folder}: this stack has no refit; run compare --cv K --stack --refit to "
+                                    "predict new posts with it")
+        try:
+            config = json.loads((refit / CONFIG_FILE).read_text())
+            self.params = json.loads((folder / STACKER_FILE).read_text())
+            self.classes = list(config["classes"])
+            members = [m["label"] for m in config["members"]]
+            runs = {label: list(config["refit_runs"][label]) for label in members}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"stack folder is unreadable ({type(e).__name__})", folder,
+                            "delete it; compare --cv K --stack --refit writes it again") from None
+        if self.params.get("features") != [f"{label}:{c}" for label in members for c in self.classes]:
+            raise UserError("stacker.json's features are not its members' classes", folder,
+                            "delete it; compare --cv K --stack --refit writes it again")
+        self.members = [[load_predictor(folder.parent / p, device=device, batch_size=batch_size) for p in runs[label]]
+                        for label in members]
+
+    @property
+    def uses(self) -> set[str]:
+        return set().union(*(p.uses for seeds in self.members for p in seeds))
+
+    @property
+    def text_pair(self) -> bool:
+        return any(p.text_pair for seeds in self.members for p in seeds)
+
+    def probs(self, manifest, rows: np.ndarray) -> np.ndarray:
+        x = np.concatenate([np.mean([p.probs(manifest, rows) for p in seeds], axis=0) for seeds in self.members],
+                           axis=1)
+        return apply_stacker(self.params, x.astype(np.float64)).astype(np.float32)
