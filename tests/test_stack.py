@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from msa_cache import api
 from msa_cache.fit.config import TrainConfig
 from msa_cache.fit.folds import pooled_rows
 from msa_cache.manifest import read_manifest
@@ -186,6 +187,11 @@ def test_refit_predicts_every_row_and_all_runs_reads_the_stack_back(clean, tmp_p
     assert sorted(e.label for e in listed if e.kind == "cv") == sorted(HEADS)
     assert not [e for e in compare(manifest, _caches(cache_root), [], {}, [0], FAST, runs, all_runs=True, **QUIET)
                 if "stack" in e.label]  # a plain (non-CV) leaderboard has no stack row
+    board = api.compare(manifest, HEADS, seeds=2, cache_root=cache_root, text_cache="toytext", image_cache="toyimage",
+                        runs=runs, cv=3, refit=True, stack=True, resamples=200, leaderboard=tmp_path / "api",
+                        max_epochs=4, patience=2)  # the Python API: the same grid, found finished, the same stack
+    assert _stack_row(board.entries).results[0].path == row.results[0].path
+    assert next(r for r in board.rows if r["model"] == LABEL)["kind"] == "stack"
     # the stack's test predictions are the refit's: --export-test writes them like a family's
     r = CliRunner().invoke(cli, ["compare", "--heads", ",".join(HEADS), "--cv", "3", "--refit", "--stack",
                                  "--seeds", "2", "--max-epochs", "4", "--patience", "2", "--resamples", "200",
