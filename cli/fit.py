@@ -121,11 +121,15 @@ def _echo_cv(r) -> None:
               help="write each family's test predictions here in the dataset's own layout "
                    "(CLMLF: json list of {id, emotion_label}), to score where the test labels are")
 @cv_options
+@click.option("--stack/--no-stack", default=False, show_default=True,
+              help="with --cv: also a row stacking the grid's families (a logistic regression on their out-of-fold "
+                   "probabilities, scored out of fold on the same folds; with --refit it predicts every row "
+                   "from the refit runs): runs/<manifest>/stack-cvK-<hash>/")
 @data_options
 @train_options
 @head_flags(multi=True)
 def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, num_shards, shard_index, resamples, no_ensembles,
-                batch_seeds, export_dir, cv, cv_seed, refit, **kwargs):
+                batch_seeds, export_dir, cv, cv_seed, refit, stack, **kwargs):
     """Run a grid of heads x options x seeds (finished runs are skipped) and print the leaderboard.
 
     \b
@@ -134,6 +138,7 @@ def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, num_shards, shard_in
     msa-cache compare --heads '' --all-runs   # every finished run, cached and fine-tuned
     msa-cache compare --heads ae-cat,mha --seeds 3 --num-shards 4 --shard-index 0   # 1/4 of the grid
     msa-cache compare --config grid.yaml --seeds 5   # the grid from a file (heads: [ae-cat, mha], ...)
+    msa-cache compare --heads late,ae-cat,uni-text --cv 5 --stack   # + a row stacking the three
 
     Each run's line starts `run k/n` with an ETA from the runs trained so far.
 
@@ -154,12 +159,14 @@ def compare_cmd(heads, seeds, leaderboard_prefix, all_runs, num_shards, shard_in
             raise click.BadParameter(f"unknown head '{h}'; choose from {', '.join(head_names())}", param_hint="--heads")
     if refit and not cv:
         raise click.UsageError("--refit goes with --cv K (it trains for the epoch count the folds chose)")
+    if stack and not cv:
+        raise click.UsageError("--stack goes with --cv K: it stacks the families' out-of-fold predictions")
     if cv and partition.count > 1:
         raise click.UsageError("--cv runs its grid in one process; leave out --num-shards/--shard-index "
                                "(and the torchrun/SLURM array variables) for a cross-validated grid")
     entries = compare(manifest_path, caches, head_list, grid, list(range(seeds)), train, runs_root, log=click.echo,
                       all_runs=all_runs, partition=partition, cv=cv, cv_seed=cv_seed, refit=refit,
-                      batch_seeds=batch_seeds)
+                      batch_seeds=batch_seeds, stack=stack)
     pending = sum(e.pending for e in entries)
     if pending:
         click.echo(f"leaderboard not written: {pending} grid run(s) of other shards are not finished; the last "

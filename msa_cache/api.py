@@ -97,7 +97,7 @@ class Leaderboard:
 
 def compare(manifest: str | Path, heads: Sequence[str], seeds: int = 3, *, cache_root: str | Path = "cache",
             text_cache: str | None = None, image_cache: str | None = None, clip_cache: str | None = None,
-            runs: str | Path = "runs", cv: int = 0, cv_seed: int = 0, refit: bool = False,
+            runs: str | Path = "runs", cv: int = 0, cv_seed: int = 0, refit: bool = False, stack: bool = False,
             leaderboard: str | Path | None = None, all_runs: bool = False, resamples: int = N_RESAMPLES,
             ensembles: bool = True, log: Callable[[str], None] | None = None, **options) -> Leaderboard:
     """A grid of heads x options x seeds 0..seeds-1, as `msa-cache compare`: trains what is not finished,
@@ -105,7 +105,8 @@ def compare(manifest: str | Path, heads: Sequence[str], seeds: int = 3, *, cache
     (`leaderboard`: their path prefix, default <runs>/<manifest>/leaderboard[-cvK]).
 
     options: TrainConfig's fields (one value each) and head options, a value or a list of values (a grid
-    axis); an option applies to the heads that have it."""
+    axis); an option applies to the heads that have it. stack (with cv): also a row stacking the grid's
+    families on their out-of-fold predictions (`compare --stack`)."""
     heads = list(heads)
     for name in heads:
         get_head(name)  # an unknown head: one line, before any work
@@ -117,7 +118,7 @@ def compare(manifest: str | Path, heads: Sequence[str], seeds: int = 3, *, cache
     man = read_manifest(manifest)
     caches = {k: Path(v) for k, v in _caches(man, cache_root, text_cache, image_cache, clip_cache).items()}
     entries = compare_grid(manifest, caches, heads, grid, list(range(seeds)), train, runs, log=quiet,
-                           all_runs=all_runs, cv=cv, cv_seed=cv_seed, refit=refit)
+                           all_runs=all_runs, cv=cv, cv_seed=cv_seed, refit=refit, stack=stack)
     monitor = monitor_for(train, man)
     entries = summarise(entries, monitor, ensembles=ensembles, n_resamples=resamples)
     name = f"leaderboard-cv{cv}" if cv else "leaderboard"

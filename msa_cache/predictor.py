@@ -31,10 +31,13 @@ CHUNK = 1024  # posts per progress step; each chunk is run in batches of `batch_
 class Predictor:
     def __init__(self, run: str | Path, revision: str | None = None, device: str = "auto", batch_size: int = 32,
                  progress: bool | None = None, cache_dir: str | Path | None = None):
+        from msa_cache.study.stack import StackPredictor, is_stack_folder
+
         self.path = resolve_run(run, revision, cache_dir)
         # The mode-specific predictor (msa_cache.finished_run): a cached run replays extraction, a fine-tuned one
-        # runs its whole model.
-        self.backend = load_predictor(self.path, device=device, batch_size=batch_size)
+        # runs its whole model; a stack folder (compare --stack --refit) runs its members' refits.
+        self.backend = (StackPredictor(self.path, device=device, batch_size=batch_size) if is_stack_folder(self.path)
+                        else load_predictor(self.path, device=device, batch_size=batch_size))
         self.classes: list[str] = list(self.backend.classes)
         self.progress = progress
 

@@ -106,8 +106,8 @@ class Entry:
     # metrics computed from them); plain rows read predictions.parquet of their runs.
     preds: dict[str, SplitPredictions] | None = None
     classes: list[str] | None = None
-    kind: str = "seeds"  # "seeds" | "ensemble" | "cv"
-    members: int | None = None  # seeds behind an ensemble row
+    kind: str = "seeds"  # "seeds" | "ensemble" | "cv" | "stack"
+    members: int | None = None  # seeds behind an ensemble row (a stack row: seeds pooled per family)
     refits: list[Path] = field(default_factory=list)  # CV rows: refit runs on all of train+dev
     stats: dict[str, RowStats] = field(default_factory=dict)  # split -> interval and tests
 
@@ -141,7 +141,7 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
             seeds: list[int], train: TrainConfig, runs_root: str | Path = "runs",
             log: Callable[[str], None] = print, all_runs: bool = False,
             partition: Partition = Partition(), cv: int = 0, cv_seed: int = 0,
-            refit: bool = False, batch_seeds: bool | None = None) -> list[Entry]:
+            refit: bool = False, batch_seeds: bool | None = None, stack: bool = False) -> list[Entry]:
     """Train the grid (finished runs are read back, not retrained) and return its entries, best first.
 
     partition: train only this shard's part of the (head, options, seed) grid (`shard_grid`);
@@ -154,12 +154,15 @@ def compare(manifest_path: str | Path, caches: dict[str, Path], heads: list[str]
     all of train+dev with the folds' epoch count. With all_runs, other finished CV families.
     batch_seeds: None: train a configuration's seeds together where its head allows it and it pays
     (fit/seeds.py; the same runs up to float rounding); True: wherever the head allows it; False: one at a time.
+    stack: with cv, also a row stacking the grid's families on their out-of-fold predictions (study/stack.py).
     """
     from msa_cache.fit.seeds import fit_seeds  # training code, and torch: imported where used
 
+    if stack and not cv:
+        raise ValueError("--stack goes with --cv K: it stacks the families' out-of-fold predictions")
     if cv:
         return _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log, all_runs, cv,
-                           cv_seed, refit)
+                           cv_seed, refit, stack)
     manifest = read_manifest(manifest_path)
     monitor = monitor_for(train, manifest)
     features = {}  # one FeatureSet per (text_pool, hidden layers, image pool) so pooled arrays load once
@@ -234,13 +237,18 @@ def _log_run(log, entry: Entry, r: RunResult, monitor: str, state: str, step: st
 
 
 def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log, all_runs, num_folds, cv_seed,
-                refit) -> list[Entry]:
+                refit, stack=False) -> list[Entry]:
+    from msa_cache.study.stack import StackMember, fit_stack, require_members
+
     manifest = read_manifest(manifest_path)
     monitor = monitor_for(train, manifest)
     features = {}
     entries = []
     t0 = time.time()
     cells = expand_grid(heads, grid)
+    if stack:  # before any training
+        require_members([Entry(h, o).label for h, o in cells])
+    members = []
     progress = GridProgress([head for head, _ in cells for _ in seeds])
     for head, options in cells:
         fs = _features_for(features, manifest, caches, train, head, options)
@@ -257,9 +265,14 @@ def _compare_cv(manifest_path, caches, heads, grid, seeds, train, runs_root, log
                 f"{eta + '  ' if eta else ''}{r.path}")
             results.append(r)
         entries.append(cv_entry(head, options, results))
+        members.append(StackMember(entries[-1].label, results))
     log(f"cross-validation ({num_folds} folds) done in {time.time() - t0:.1f}s")
+    if stack:
+        entries.append(stack_entry(fit_stack(members, num_folds, cv_seed, Path(runs_root) / manifest.name, refit,
+                                             log=log)))
     if all_runs:
         in_grid = {r.path.parent.resolve() for e in entries for r in e.results}
+        in_grid |= {e.results[0].path.resolve() for e in entries if e.kind == "stack"}
         entries += finished_cv_entries(Path(runs_root) / manifest.name, num_folds, skip=in_grid)
     return sort_entries(entries, monitor)
 
@@ -273,11 +286,23 @@ def cv_entry(head: str, options: dict, results: list) -> Entry:
                  refits=[c.refit.path for c in results if c.refit is not None])
 
 
+def stack_entry(s) -> Entry:
+    """The leaderboard row of a stack (study/stack.py's StackResult): scored on its out-of-fold rows."""
+    return Entry(s.label, {}, [RunResult(s.path, s.metrics, skipped=True)], preds=s.predictions, classes=s.classes,
+                 kind="stack", members=s.seeds, refits=[s.refit] if s.refit is not None else [])
+
+
 def finished_cv_entries(runs_dir: str | Path, num_folds: int, skip: set[Path] = frozenset()) -> list[Entry]:
-    """One CV row per family folder under runs/<manifest>/ with `num_folds` finished folds for some seed."""
+    """One CV row per family folder under runs/<manifest>/ with `num_folds` finished folds for some seed,
+    and one per finished stack of `num_folds`-fold families (stack-cvK-<hash>)."""
+    from msa_cache.study.stack import is_stack_folder, read_stack
+
     runs_dir = Path(runs_dir)
-    found = []
+    found, stacks = [], []
     for family in sorted(p for p in runs_dir.glob(f"*-cv{num_folds}-*") if p.is_dir() and p.resolve() not in skip):
+        if is_stack_folder(family):
+            stacks.append((family.name, read_stack(family)))
+            continue
         results = []
         for seed_dir, folds, refit in finished_cv_seeds(family):
             if len(folds) != num_folds:
@@ -289,7 +314,18 @@ def finished_cv_entries(runs_dir: str | Path, num_folds: int, skip: set[Path] = 
             found.append((family.name, results))
     short = [name.rsplit("-", 1)[0].removesuffix(f"-cv{num_folds}") for name, _ in found]
     return [cv_entry(label if short.count(label) == 1 else name, {}, results)
-            for label, (name, results) in zip(short, found)]
+            for label, (name, results) in zip(short, found)] + _stack_entries(stacks)
+
+
+def _stack_entries(stacks: list) -> list[Entry]:
+    """Rows of stack folders read back: labelled by their members, or by folder where two stacks share
+    members (other seeds or stacker settings)."""
+    labels = [s.label for _, s in stacks]
+    rows = [stack_entry(s) for _, s in stacks]
+    for row, (name, s) in zip(rows, stacks):
+        if labels.count(s.label) > 1:
+            row.head = f"{s.label} {name}"
+    return rows
 
 
 def seed_ensembles(entries: list[Entry]) -> list[Entry]:
@@ -297,7 +333,7 @@ def seed_ensembles(entries: list[Entry]) -> list[Entry]:
     every seed predicts the same probabilities, e.g. the closed-form probe: it would repeat the row)."""
     out = []
     for e in entries:
-        if e.kind == "ensemble" or e.n_seeds < 2 or not e.predictions():
+        if e.kind in ("ensemble", "stack") or e.n_seeds < 2 or not e.predictions():
             continue
         if all(np.array_equal(p.probs, np.broadcast_to(p.probs[:1], p.probs.shape)) for p in e.predictions().values()):
             continue
