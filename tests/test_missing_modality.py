@@ -104,6 +104,34 @@ def test_infig_drops_every_key_of_a_side_clip_and_hidden_layers_included():
         torch.testing.assert_close(part[~rows], full[~rows], rtol=0, atol=1e-6)
 
 
+def test_infig_aligns_only_the_rows_with_both_sides():
+    """GAM and HFAM align image-text pairs: a row with a side missing is neither a positive nor a queued key."""
+    torch.manual_seed(0)
+    head = create_head("infig", infig_spec(), 3, INFIG_TINY).train()
+    batch = infig_batch(b=6)
+    rows = torch.tensor([True, False, True, False, False, True])
+    dropped = head.drop_modalities(batch, {"image": rows})
+    out = head(dropped)
+    head.optimizer_stepped()
+    assert int(head.queue_len) == int((~rows).sum())  # only the pairs' keys are queued
+    torch.testing.assert_close(head.queue_image[:3], out.aux["key_image"][~rows])
+    assert torch.isfinite(out.aux["loss_gam"]) and torch.isfinite(out.aux["loss_hfam"])
+    everything = head.drop_modalities(batch, {"image": torch.ones(6, dtype=torch.bool)})
+    out = head(everything)
+    head.optimizer_stepped()
+    assert float(out.aux["loss_gam"].detach()) == 0.0 and float(out.aux["loss_hfam"].detach()) == 0.0
+    assert int(head.queue_len) == 3
+
+
+def test_mdse_contrasts_no_stand_in_embedding():
+    head, data = _head("mdse"), make_data(B, seed=4)
+    dropped = head.drop_modalities(data, {"text": EVERY_OTHER})
+    embs, labels = head.macl_set(head(dropped), dropped)
+    image, text, fused = labels.split(B)
+    assert (text[EVERY_OTHER] == -1).all() and torch.equal(text[~EVERY_OTHER], data.labels[~EVERY_OTHER])
+    assert torch.equal(image, data.labels) and torch.equal(fused, data.labels)
+
+
 def test_late_fusion_averages_the_present_modalities_only():
     head, data = _head("late"), make_data(B, seed=5)
     dropped = head.drop_modalities(data, {"text": EVERY_OTHER})
