@@ -276,6 +276,8 @@ def test_a_dropout_run_is_its_own_reproducible_run(world, tmp_path):
     assert "modality_dropout" not in json.loads((plain.path / "config.json").read_text())["spec"]["train"]
     assert "modality_dropout: 0.3" in (runs[0].path / "command.yaml").read_text()
     assert "modality_dropout" not in (plain.path / "command.yaml").read_text()
+    assert "- modality dropout: 0.3 " in (runs[0].path / "README.md").read_text()  # the model card
+    assert "modality dropout" not in (plain.path / "README.md").read_text()
 
 
 def test_one_sided_heads_say_dropout_does_nothing_and_the_probe_changes(world, tmp_path):
