@@ -2,7 +2,6 @@
 on fit (per train row, one side dropped with probability P, never both; in the run identity only when set)."""
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from click.testing import CliRunner
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.fit.seeds import fit_seeds, spec_refusal
 from msa_cache.fit.trainer import fit_run
-from msa_cache.heads import HEADS, Batch, ModalityInput, create_head
+from msa_cache.heads import HEADS, Batch, create_head
 from msa_cache.heads.base import modality_side
 from msa_cache.train.identity import config_hash
 from msa_cache.train.modality_dropout import ModalityDropout
@@ -42,7 +41,8 @@ def _head(name: str, spec=None, options=None):
 
 
 def _snapshot(batch: Batch) -> dict:
-    return {m: [None if t is None else t.clone() for t in (x.pooled, x.tokens, x.mask)] for m, x in batch.inputs.items()}
+    return {m: [None if t is None else t.clone() for t in (x.pooled, x.tokens, x.mask)]
+            for m, x in batch.inputs.items()}
 
 
 def _assert_unchanged(batch: Batch, snap: dict) -> None:
