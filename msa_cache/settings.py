@@ -9,7 +9,9 @@ Metadata keys a field may carry:
     min, max, min_open, max_open   numeric bounds (ints of head Configs default to 1 .. INT_MAX)
     choices                 the allowed strings
     identity                False: left out of the run's identity (speed or memory, not results;
-                            see `identity`)
+                            see `identity_fields`); "when-set": in it only when the value differs from
+                            the default, so a field added later keeps the runs made before it under
+                            their hashes (and, by `recorded_fields`, their config.json)
 """
 from __future__ import annotations
 
@@ -96,8 +98,22 @@ def check_settings(obj, owner: str = "", int_range: tuple = (None, None)):
     return obj
 
 
+def _at_default(f: dataclasses.Field, value) -> bool:
+    return f.metadata.get("identity", True) == "when-set" and f.default is not dataclasses.MISSING \
+        and value == f.default
+
+
 def identity_fields(obj) -> dict:
     """The fields of a settings dataclass instance that name a run (hashed into its folder name): all but
-    those whose metadata says "identity": False, in field order."""
+    those whose metadata says "identity": False, and the "when-set" ones left at their default, in field
+    order."""
     values = dataclasses.asdict(obj)
-    return {f.name: values[f.name] for f in dataclasses.fields(obj) if f.metadata.get("identity", True)}
+    return {f.name: values[f.name] for f in dataclasses.fields(obj)
+            if f.metadata.get("identity", True) and not _at_default(f, values[f.name])}
+
+
+def recorded_fields(obj) -> dict:
+    """dataclasses.asdict(obj) without the "when-set" fields left at their default: what a run's config.json
+    records (`from_saved` fills them back), so runs made before such a field existed read the same."""
+    values = dataclasses.asdict(obj)
+    return {f.name: values[f.name] for f in dataclasses.fields(obj) if not _at_default(f, values[f.name])}

@@ -255,7 +255,7 @@ def test_align_encoder_aligns_the_encoders_own_layers():
     batch = make_batch(frozen=frozen)
     seen = []
     orig = head._hfam
-    head._hfam = lambda img, txt: seen.append((img, txt)) or orig(img, txt)
+    head._hfam = lambda img, txt, *paired: seen.append((img, txt)) or orig(img, txt, *paired)
     with torch.no_grad():
         out = head(batch)
     (img_levels, txt_levels), = seen

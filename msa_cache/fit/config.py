@@ -9,7 +9,7 @@ from typing import Any
 
 from msa_cache.heads import make_config
 from msa_cache.metrics import MONITOR_NAMES
-from msa_cache.settings import check_settings, identity_fields
+from msa_cache.settings import check_settings, identity_fields, recorded_fields
 from msa_cache.train.identity import head_revision, monitor_for
 from msa_cache.provenance import from_saved
 from msa_cache.search_space import SEARCH, Range
@@ -43,6 +43,12 @@ class TrainConfig:
     text_pool: str = field(default="cls", metadata={"choices": ("cls", "mean"),
                                                     "help": "text vector used as the pooled text feature"})
     amp: bool = field(default=True, metadata={"help": "mixed precision on CUDA"})
+    # In the identity only when set ("when-set"): runs made before it keep their hashes and config.json.
+    modality_dropout: float = field(default=0.0, metadata={
+        "min": 0.0, "max": 1.0, "max_open": True, "identity": "when-set",
+        "help": "probability that a train row loses one modality (text or image, never both) in a step; the "
+                "head's own missing input stands in (docs/methods.md, Missing modality). uni-text/uni-image: "
+                "no effect; probe: its expected loss in closed form"})
     # Not part of the run's identity (they change speed, not results on one device):
     # its flag is cli/options.device_option (checked by the device resolver)
     device: str = field(default="auto", metadata={"identity": False})
@@ -99,7 +105,8 @@ class RunSpec:
         return replace(self, head_options=asdict(self.head_config), train=train)
 
     def to_dict(self) -> dict:
-        return asdict(self)  # recurses into the nested train config
+        # the train config as recorded: a "when-set" setting left at its default is left out (from_dict fills it)
+        return {**asdict(self), "train": recorded_fields(self.train)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":

@@ -27,7 +27,8 @@ on a CPU a head above CPU_STACK_MAX_PARAMS parameters per seed is bound by its a
 not by per-op overhead, and is slower stacked. Heads that cannot be stacked train one at a
 time too (`class_refusal`, `batch_refusal`, one log line saying why): closed-form heads
 (probe), token heads (each seed would stream its own token batches from HDF5), heads with
-buffers or a per-step hook (INFIG's queue and EMA), other dropout kinds than nn.Dropout, and
+buffers or a per-step hook (INFIG's queue and EMA), runs with --modality-dropout (`spec_refusal`:
+each seed would need its own stand-in inputs), other dropout kinds than nn.Dropout, and
 heads whose forward or loss does not run stacked (tried on two rows first: e.g. a forward
 that draws random numbers itself, or returns non-tensors). So do CUDA runs with AMP (the
 loss scaler would skip a step for every seed when one overflows) and torch < 2.0 (no
@@ -87,10 +88,17 @@ def class_refusal(cls) -> str | None:
     return None
 
 
+def spec_refusal(spec: RunSpec) -> str | None:
+    """Why the seeds of `spec` cannot train stacked, from its settings alone; None when they may."""
+    if spec.train.modality_dropout:
+        return "modality dropout trains seeds one at a time (each seed drops its own rows)"
+    return None
+
+
 def batch_refusal(head: Head, spec: RunSpec, device: torch.device) -> str | None:
     """Why the seeds of `head` (built for `spec`) cannot train stacked; None when they can (the stacked
     forward is still tried on a small batch before training: `_Group.check`)."""
-    reason = class_refusal(type(head))
+    reason = class_refusal(type(head)) or spec_refusal(spec)
     if reason is not None:
         return reason
     if any(True for _ in head.buffers()):
@@ -387,7 +395,8 @@ def _without_seed(spec: RunSpec) -> dict:
 
 
 def _refusal(spec: RunSpec, features: FeatureSet, cost: bool) -> str | None:
-    reason = class_refusal(get_head(spec.head))  # said without building the head (a token head may be big)
+    # said without building the head (a token head may be big)
+    reason = class_refusal(get_head(spec.head)) or spec_refusal(spec)
     if reason is not None:
         return reason
     device = resolve_device(spec.train.device)

@@ -31,6 +31,7 @@ from msa_cache.train.command import command_options
 from msa_cache.fit.config import RunSpec, run_dir
 from msa_cache.train.driver import drive_run
 from msa_cache.train.identity import changed_options, config_hash
+from msa_cache.train.modality_dropout import ModalityDropout
 from msa_cache.train.rundir import load_weights, write_run
 from msa_cache.train.card import head_record
 from msa_cache.fit.features import FeatureSet, open_features
@@ -208,6 +209,9 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
     class_weight = class_weight_for(labels[train_idx], len(classes), tc.class_weights)
     monitor = monitor_metric(tc.monitor).score
     history: list[dict] = []
+    if tc.modality_dropout and not head.droppable_sides():
+        log(f"{spec.head}: --modality-dropout does nothing here: the head reads one side only "
+            f"({', '.join(sorted(head.modalities or head.spec))}), and dropping it would drop everything")
 
     if head.fit_mode == "closed_form":
         features.load_pooled()
@@ -215,9 +219,10 @@ def _train_and_write(spec: RunSpec, manifest: Manifest, features: FeatureSet, ou
         if spec.refit is not None:  # refit: the C the folds chose, nothing left to pick on
             head.grid = [_refit_value(spec, "C")]
             dev_idx = train_idx
+        # modality dropout: the probe fits its expected loss in closed form (ProbeHead.fit_closed_form)
         info = head.fit_closed_form(x(train_idx), labels[train_idx], x(dev_idx), labels[dev_idx], monitor,
                                     class_weight=None if class_weight is None else class_weight.numpy(),
-                                    seed=spec.seed)
+                                    seed=spec.seed, modality_dropout=tc.modality_dropout)
         history.append({"epoch": 0, **{k: v for k, v in info.items()}})
         head.to(device)
     else:
@@ -269,7 +274,8 @@ def train_loop(head: Head, spec: RunSpec, features: FeatureSet, train_idx: np.nd
                labels: np.ndarray, modality_labels: dict, class_weight: torch.Tensor | None, device: torch.device,
                on_epoch_end: EpochHook | list[EpochHook] | None = None) -> list[dict]:
     """fit's epochs through the shared loop (train/loop.train_epochs): its step is `train_step` on cached
-    feature batches, its predict function `predict_probs`. Returns the history."""
+    feature batches (with some rows' modality missing under --modality-dropout), its predict function
+    `predict_probs`. Returns the history."""
     tc = spec.train
     optimizer = make_optimizer(head, spec)
     use_amp = resolve_precision(device, tc.amp, bf16=False) == "fp16"
@@ -277,6 +283,7 @@ def train_loop(head: Head, spec: RunSpec, features: FeatureSet, train_idx: np.nd
     if class_weight is not None:
         class_weight = class_weight.to(device)
     rng = np.random.default_rng(spec.seed)
+    dropout = ModalityDropout(head, tc.modality_dropout, spec.seed)
 
     def train_epoch(epoch: int) -> dict:
         head.train()
@@ -287,7 +294,8 @@ def train_loop(head: Head, spec: RunSpec, features: FeatureSet, train_idx: np.nd
         loader = _loader(features, batches, labels, modality_labels, head, tc.workers)
         with batch_bar(loader, len(batches), epoch, tc.max_epochs) as bar:  # a terminal only
             for batch in bar:
-                loss, terms = train_step(head, batch.to(device), optimizer, scaler, device, use_amp, class_weight)
+                batch = dropout(batch.to(device))  # the batch itself when dropout is off
+                loss, terms = train_step(head, batch, optimizer, scaler, device, use_amp, class_weight)
                 add_terms(sums, loss, terms)
                 n_batches += 1
                 bar.set_postfix_str(f"loss {sums['loss'] / n_batches:.4f}", refresh=False)

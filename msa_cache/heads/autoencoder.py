@@ -17,6 +17,11 @@ labeled train rows, so it regularises on the rows the CE sees; it is not trained
 unlabeled rows (masked_ce would let a batch hold some: the head supports it, the
 trainers do not do it).
 `lambda_i` is `lambda_rec` unless `lambda_rec_per` overrides it for modality i.
+
+A missing modality (batch.missing) gets zeros as its input, as in the bimodal
+autoencoders trained with one input zeroed (Ngiam et al., "Multimodal Deep
+Learning", ICML 2011); its reconstruction term skips those rows, which have no
+input to reconstruct (the MSE is the mean over the rows where it is there).
 """
 from __future__ import annotations
 
@@ -70,7 +75,12 @@ class AutoencoderHead(Head):
         total = self.cfg.lambda_ce * ce
         log = {"ce": float(ce.detach())}
         for m, x_hat in out.aux["recon"].items():
-            mse = F.mse_loss(x_hat, batch.inputs[m].pooled.float())
+            target = batch.inputs[m].pooled.float()
+            if m in batch.missing:  # rows whose input is a stand-in: nothing to reconstruct
+                there = ~batch.missing[m]
+                mse = F.mse_loss(x_hat[there], target[there]) if bool(there.any()) else x_hat.sum() * 0.0
+            else:
+                mse = F.mse_loss(x_hat, target)
             total = total + self.lambda_rec[m] * mse
             log[f"rec_{m}"] = float(mse.detach())
         return total, log

@@ -230,6 +230,14 @@ class Head(nn.Module):
         (docs/methods.md lists each head's). Default: zeros (zeros_missing)."""
         return zeros_missing(inp, rows)
 
+    def droppable_sides(self) -> tuple[str, ...]:
+        """The sides (in SIDES order) that can go missing while the head still has an input: those its
+        modalities cover (the catalog's `modalities` where it names them, else what it was built on), when
+        there are two; () for a head that reads one side (uni-text, uni-image)."""
+        keys = self.modalities if self.modalities is not None else tuple(self.spec)
+        sides = {modality_side(k) for k in keys}
+        return tuple(s for s in SIDES if s in sides) if len(sides) >= 2 else ()
+
     def drop_modalities(self, batch: Batch, rows: dict[str, torch.Tensor]) -> Batch:
         """`batch` with a side missing in some rows: `rows` maps a side ("text", "image") to [B] bool.
         Every modality key of that side (text, clip_text, text@-2, ...) gets this head's missing input

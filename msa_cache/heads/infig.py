@@ -31,6 +31,12 @@ Interface:
   split; zero on padding; `explain_weights` returns them), "loss_gam"/"loss_hfam"
   (tensors), "global_image"/"global_text" (i_g, t_g) and "key_image"/"key_text"
   (the momentum keys).
+- A missing modality (batch.missing; zeros stand in, the default missing input)
+  leaves its rows out of the alignment losses: GAM and HFAM align image-text
+  pairs, and a row with a side missing has none (its stand-in is neither a
+  positive nor enqueued as a key; it can still be an in-batch HFAM negative).
+  The classification loss sees every row. Batches with nothing missing compute
+  exactly as before.
 """
 from __future__ import annotations
 
@@ -135,6 +141,18 @@ def _real(inp: ModalityInput) -> tuple[torch.Tensor, torch.Tensor]:
     tokens = inp.tokens
     mask = inp.mask if inp.mask is not None else torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
     return tokens.masked_fill(~mask.unsqueeze(-1), 0.0), mask
+
+
+def _paired(batch: Batch) -> torch.Tensor | None:
+    """[B] bool: rows with both sides there (every key); None when nothing is missing."""
+    if not batch.missing:
+        return None
+    return ~torch.stack(list(batch.missing.values())).any(dim=0)
+
+
+def _targets(target: torch.Tensor, paired: torch.Tensor | None) -> torch.Tensor:
+    """Contrastive targets with unpaired rows ignored (cross_entropy's ignore_index, -100)."""
+    return target if paired is None else target.masked_fill(~paired.to(target.device), -100)
 
 
 @head_model("infig")
@@ -268,7 +286,8 @@ class Infig(Head):
             self._enqueue(torch.cat(k_i), torch.cat(k_t), ids)
             self._pending = []
 
-    def _gam(self, i_g: torch.Tensor, t_g: torch.Tensor, ids: list[str], aux: dict) -> torch.Tensor:
+    def _gam(self, i_g: torch.Tensor, t_g: torch.Tensor, ids: list[str], aux: dict,
+             paired: torch.Tensor | None = None) -> torch.Tensor:
         temp = self.gam_temp.clamp(0.001, 0.5)
         q_i = F.normalize(self.gam_proj["image"](i_g), dim=-1)
         q_t = F.normalize(self.gam_proj["text"](t_g), dim=-1)
@@ -286,12 +305,19 @@ class Infig(Head):
             neg = (q @ queue.to(q.dtype).t()).float() / temp  # [B, Q]
             # Mask after dividing: -inf / T would give the temperature a 0 * inf = NaN gradient.
             logits = torch.cat([pos, neg.masked_fill(~negative, float("-inf"))], dim=1)
-            return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+            return F.cross_entropy(logits, _targets(torch.zeros(q.shape[0], dtype=torch.long, device=q.device),
+                                                    paired))
 
-        # The queues change only in optimizer_stepped(), after backward: no copy needed for autograd.
-        loss = (nce(q_i, k_t, self.queue_text) + nce(q_t, k_i, self.queue_image)) / 2
+        if paired is not None and not bool(paired.any()):  # no pair in the batch: nothing to align
+            loss = q_i.sum() * 0.0
+        else:
+            # The queues change only in optimizer_stepped(), after backward: no copy needed for autograd.
+            loss = (nce(q_i, k_t, self.queue_text) + nce(q_t, k_i, self.queue_image)) / 2
         if self.training:
-            self._pending.append((k_i, k_t, keys))
+            if paired is None:
+                self._pending.append((k_i, k_t, keys))
+            else:  # a stand-in's key is no row's key
+                self._pending.append((k_i[paired], k_t[paired], None if keys is None else keys[paired]))
         aux.update(global_image=i_g.detach(), global_text=t_g.detach(), key_image=k_i, key_text=k_t)
         return loss
 
@@ -337,14 +363,16 @@ class Infig(Head):
         levels += [(h[:, 1:], mask) for h in outs]
         return levels[-M:]
 
-    def _hfam(self, image_levels, text_levels) -> torch.Tensor:
+    def _hfam(self, image_levels, text_levels, paired: torch.Tensor | None = None) -> torch.Tensor:
+        if paired is not None and not bool(paired.any()):  # no pair in the batch: nothing to align
+            return image_levels[0][0].sum() * 0.0
         losses = []
         for (img, img_mask), (txt, txt_mask) in zip(image_levels, text_levels):
             # One cosine tensor serves both directions. Memory is B*B*P*L per level.
             cos = torch.einsum("pad,qcd->pqac", F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1))
             s_i2t = _topj_from_cos(cos, img_mask, txt_mask, self.cfg.top_j)  # [B_image, B_text]
             s_t2i = _topj_from_cos(cos, txt_mask, img_mask, self.cfg.top_j, reverse=True)  # [B_text, B_image]
-            target = torch.arange(img.shape[0], device=img.device)
+            target = _targets(torch.arange(img.shape[0], device=img.device), paired)
             l_i = F.cross_entropy(s_i2t / self.cfg.hfam_tau, target)
             l_t = F.cross_entropy(s_t2i / self.cfg.hfam_tau, target)
             losses.append((l_t + l_i) / 2)
@@ -366,10 +394,10 @@ class Infig(Head):
                     raise ValueError(f"the head was built with CLIP features but the batch lacks {missing}")
                 i_g = torch.cat([i_g, batch.inputs["clip_image"].pooled.to(i_g.dtype)], dim=-1)
                 t_g = torch.cat([t_g, batch.inputs["clip_text"].pooled.to(t_g.dtype)], dim=-1)
-            aux["loss_gam"] = self._gam(i_g, t_g, batch.ids, aux)
+            aux["loss_gam"] = self._gam(i_g, t_g, batch.ids, aux, _paired(batch))
         if cfg.hfam and not self.predicting:
             aux["loss_hfam"] = self._hfam(self._levels("image", batch, img_x0, img_outs, img_mask),
-                                          self._levels("text", batch, txt_x0, txt_outs, txt_mask))
+                                          self._levels("text", batch, txt_x0, txt_outs, txt_mask), _paired(batch))
 
         # Stack depth 0: the fusion reads the encoders' own last layer (through the input projections).
         img = img_outs[-1][:, 1:] if img_outs else img_x0

@@ -14,6 +14,10 @@ Interface:
 - `loss` -> L_SC + lambda * L_MACL (`--lambda-macl`, temperature `--tau`), logged as
   "ce" and "macl"; per-modality labels come from `batch.modality_labels` (rows whose
   label is -1 there use the multimodal label).
+- a missing modality (batch.missing): zeros stand in (the default missing input:
+  its tokens project to the projection's bias, one constant token); MACL leaves
+  out that side's embedding f_v or f_z in those rows (it holds no sentiment of
+  its own to contrast), the fused f stays.
 - ablations: --no-ipfl, --no-tpfl, --pfl-no-ada, --no-macl, --macl-unimodal.
 """
 from __future__ import annotations
@@ -239,6 +243,9 @@ class MDSE(Head):
 
         embs = [out.aux["emb_image"], out.aux["emb_text"]]
         labels = [side("image"), side("text")]
+        for i, name in enumerate(("image", "text")):
+            if name in batch.missing:  # a stand-in's embedding is no sample of its side
+                labels[i] = labels[i].masked_fill(batch.missing[name].to(labels[i].device), -1)
         if not self.cfg.macl_unimodal:
             embs.append(out.aux["emb_fused"])
             labels.append(y)

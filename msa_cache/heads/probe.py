@@ -16,6 +16,14 @@ saving, loading and predicting work exactly as for any other head, and
 `forward` returns sklearn's `decision_function` (for two classes sklearn has
 one score s; the head returns [-s/2, s/2], whose softmax is sklearn's
 `predict_proba` and whose difference is s).
+
+A missing modality's features are its train mean (its block of x̂ is 0, the
+standardised mean): the probe's own neutral input, which leaves only the present
+modalities' terms in W x̂. With `--modality-dropout P` the probe minimises the
+expected loss of modality dropout in closed form: every train row enters three
+times, as itself with weight 1 - P and with each side missing with weight P/2
+(sklearn's sample_weight), so the total weight, and with it the meaning of C,
+stays that of the plain fit. C is still picked on the intact dev rows.
 """
 from __future__ import annotations
 
@@ -26,7 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from msa_cache.heads.base import Batch, Head, HeadOutput, ModalitySpec, head_model
+from msa_cache.heads.base import (Batch, Head, HeadOutput, ModalityInput, ModalitySpec, head_model, modality_side,
+                                  zeros_missing)
 from msa_cache.heads.catalog import ProbeConfig
 
 # Bias given to a class that never occurs in the training labels: sklearn has no
@@ -63,6 +72,8 @@ class ProbeHead(Head):
         # Sorted so the column order of W never depends on dict order.
         self.mods = sorted(spec)
         dim = sum(spec[m].pooled_dim for m in self.mods)
+        ends = np.cumsum([spec[m].pooled_dim for m in self.mods])
+        self.columns = {m: slice(int(end - spec[m].pooled_dim), int(end)) for m, end in zip(self.mods, ends)}
         # Identity standardisation until fitted: the head is also trainable by SGD.
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
@@ -78,6 +89,31 @@ class ProbeHead(Head):
         x = torch.cat([batch.inputs[m].pooled.float() for m in self.mods], dim=1)
         return HeadOutput(self.linear((x - self.mean) / self.std))
 
+    def missing_input(self, modality: str, inp: ModalityInput, rows: torch.Tensor) -> ModalityInput:
+        """The train mean of the modality's pooled features (0 once standardised) in `rows`."""
+        out = zeros_missing(inp, rows)
+        if modality not in self.columns:  # not read by the probe
+            return out
+        mean = self.mean[self.columns[modality]].to(inp.pooled.dtype)
+        return ModalityInput(torch.where(rows.unsqueeze(-1), mean, inp.pooled), out.tokens, out.mask)
+
+    def _with_sides_missing(self, x: np.ndarray, y: np.ndarray, p: float):
+        """Standardised train rows as modality dropout sees them on average: (x, y, sample weights) with x
+        itself weighted 1 - p and, per droppable side, a copy with that side's columns at 0 (the train mean)
+        weighted p / sides. No sides or p = 0: x and y as given, no weights."""
+        sides = self.droppable_sides()
+        if not p or not sides:
+            return x, y, None
+        copies, weights = [x], [np.full(len(x), 1.0 - p)]
+        for side in sides:
+            copy = x.copy()
+            for m in self.mods:
+                if modality_side(m) == side:
+                    copy[:, self.columns[m]] = 0.0
+            copies.append(copy)
+            weights.append(np.full(len(x), p / len(sides)))
+        return np.concatenate(copies), np.tile(y, len(copies)), np.concatenate(weights)
+
     def fit_closed_form(
         self,
         train_x: dict[str, np.ndarray],
@@ -87,9 +123,12 @@ class ProbeHead(Head):
         monitor_fn: Callable[[np.ndarray, np.ndarray], float],
         class_weight=None,
         seed: int = 0,
+        modality_dropout: float = 0.0,
     ) -> dict:
         """Sweep C on the grid, keep the C with the best `monitor_fn(y_true, y_pred)` on dev
         (ties -> the smaller C, i.e. the stronger penalty), and load it into this module.
+        modality_dropout P > 0: fit the expected loss with each side missing with probability P/2
+        (see the module doc).
 
         Rows labelled -1 (unlabeled) are ignored. Returns {"C", "dev_scores", "not_converged"}.
         """
@@ -109,6 +148,7 @@ class ProbeHead(Head):
         if len(ydv) == 0:
             raise ValueError("probe needs labeled dev rows to choose C")
         cw = _sklearn_class_weight(class_weight, self.num_classes)
+        xtr, ytr, weight = self._with_sides_missing(xtr, ytr, modality_dropout)
 
         scores: dict[float, float] = {}
         not_converged: list[float] = []
@@ -117,7 +157,7 @@ class ProbeHead(Head):
             clf = LogisticRegression(C=c, solver="lbfgs", max_iter=self.cfg.max_iter, class_weight=cw, random_state=seed)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
-                clf.fit(xtr, ytr)
+                clf.fit(xtr, ytr, sample_weight=weight)
             if any(issubclass(w.category, ConvergenceWarning) for w in caught):
                 not_converged.append(c)
             scores[c] = float(monitor_fn(ydv, clf.predict(xdv)))

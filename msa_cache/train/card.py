@@ -237,6 +237,8 @@ def model_card(config: dict, metrics: dict, baseline_paper: str = "", license: s
         "## Training", "",
         f"- seed: {spec.get('seed', 0)}",
         f"- optimiser: {_optimizer_line(config.get('optimizer'))}",
+        *([f"- modality dropout: {train['modality_dropout']} (a train row lost its text or its image with this "
+            "probability; docs/methods.md, Missing modality)"] if train.get("modality_dropout") else []),
         f"- device: {config.get('device', '?')}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in sorted((config.get('versions') or {}).items()))}", "",
         "Full config (config.json `spec`):", "",
