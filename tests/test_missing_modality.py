@@ -267,7 +267,8 @@ def test_a_dropout_run_is_its_own_reproducible_run(world, tmp_path):
     plain = fit_run(_spec(world, "late"), tmp_path / "a", log=lambda _: None)
     runs = [fit_run(_spec(world, "late", modality_dropout=0.3), tmp_path / root, log=lambda _: None)
             for root in ("a", "b")]
-    assert runs[0].path.parent.name != plain.path.parent.name  # another folder (hash)
+    assert runs[0].path.parent.name != plain.path.parent.name  # another folder, named by the setting
+    assert "-md0.3-" in runs[0].path.parent.name and "-md" not in plain.path.parent.name
     assert runs[0].path.relative_to(tmp_path / "a") == runs[1].path.relative_to(tmp_path / "b")
     assert _probs(runs[0].path) == _probs(runs[1].path)  # the same seed draws the same rows
     assert _probs(runs[0].path) != _probs(plain.path)

@@ -117,10 +117,12 @@ class RunSpec:
 
 
 def run_dir(runs_root: str | Path, manifest_name: str, spec: RunSpec, chash: str, changed: dict) -> Path:
-    """runs/<manifest>/<head>[-<changed options>]-<hash>/seed-<k>: readable, unique.
+    """runs/<manifest>/<head>[-<changed options>][-md<modality dropout>]-<hash>/seed-<k>: readable, unique.
 
     Cross-validation: <head>[-<options>]-cv<K>-<hash>/seed-<k>/fold-<i> and .../seed-<k>/refit-<choice>."""
     slug = "".join(f"-{k}{v}" for k, v in sorted(changed.items()))[:60].replace("/", "_").replace(" ", "")
+    if spec.train.modality_dropout:  # a train setting the name shows: compare --all-runs and report label by it
+        slug += f"-md{spec.train.modality_dropout:g}"
     if not spec.cv_folds:
         return Path(runs_root) / manifest_name / f"{spec.head}{slug}-{chash}" / f"seed-{spec.seed}"
     seed_dir = Path(runs_root) / manifest_name / f"{spec.head}{slug}-cv{spec.cv_folds}-{chash}" / f"seed-{spec.seed}"
