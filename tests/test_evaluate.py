@@ -266,3 +266,29 @@ def test_api_evaluate_returns_the_table(world, tmp_path):
     assert {(r["family"], r["evaluation"]) for r in table.rows} == {
         (f, e) for f in ("late", "ab-add-latent16") for e in ("clean", "text-drop")}
     assert len(table.written) == 8 and "text-drop" in table.markdown() and (tmp_path / "t.csv").is_file()
+
+
+def test_a_cv_family_counts_each_seed_once_out_of_fold(world, tmp_path):
+    from msa_cache.fit.cv import fit_cv
+
+    root, manifest, caches, _ = world
+    spec = RunSpec(str(manifest), {k: str(v) for k, v in caches.items()}, "late", {},
+                   TrainConfig(max_epochs=3, patience=2), 0, cv_folds=3)
+    result = fit_cv(spec, 3, tmp_path / "runs", refit=True, log=lambda m: None)
+    family = result.path.parent
+    evaluate([family], [parse_corruption("text=drop")], log=lambda m: None)
+    fold = _json(result.folds[0].path, "clean")
+    assert fold["run"]["fold"] == 0 and fold["run"]["family"] == family.name
+    assert fold["splits"]["dev"]["n"] == len(np.flatnonzero(
+        np.array(pq.read_table(result.folds[0].path / "predictions.parquet").column("split").to_pylist()) == "dev"))
+    refit = _json(result.refit.path, "clean")
+    assert refit["run"]["refit"] and list(refit["splits"]) == ["test"]  # a refit run has no dev rows
+    rows = {(r["family"], r["evaluation"], r["split"]): r for r in robustness_rows(read_evaluations(family))}
+    oof = rows[("late-cv3", "clean", "dev")]
+    # The folds' held-out rows together: every labeled train+dev row once, scored as compare scores the CV row.
+    assert oof["seeds"] == 1 and oof["n"] == N_TRAIN + N_DEV
+    assert oof["weighted_f1_mean"] == pytest.approx(result.metrics["dev"]["weighted_f1"], abs=1e-4)
+    assert rows[("late-cv3", "clean", "test")]["weighted_f1_mean"] == pytest.approx(
+        result.metrics["test"]["weighted_f1"], abs=1e-4)
+    assert ("late-cv3", "text-drop", "dev") in rows and ("late-cv3 [refit]", "clean", "test") in rows
+    assert ("late-cv3 [refit]", "clean", "dev") not in rows

@@ -448,10 +448,10 @@ def evaluate(paths: list[str | Path], corruptions: list[Corruption] = (), manife
     other = None if manifest is None else read_manifest(manifest)
     # Refusals (a stale manifest, a transfer cache that does not match, a class without counterpart) come
     # before any evaluation is written: every run is planned first.
+    from msa_cache.fit.config import RunSpec
+
     for run in runs:
         config = read_run(run)
-        from msa_cache.fit.config import RunSpec
-
         spec = RunSpec.from_dict(config["spec"])
         plan_target(run, config, spec, own_features(run, config, spec), other, cache_root, class_map or {})
     written = []
