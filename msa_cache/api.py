@@ -142,8 +142,8 @@ class Evaluations:
         return robustness_markdown(self.rows) + transfer_markdown(self.transfer)
 
 
-def evaluate(runs: str | Path | Sequence[str | Path], corrupt: Sequence[str] = (), *, manifest: str | Path | None = None,
-             cache_root: str | Path = "cache", class_map: dict[str, str] | None = None, seed: int = 0,
+def evaluate(runs: str | Path | Sequence[str | Path], corrupt: Sequence[str] = (), *,
+             manifest: str | Path | None = None, cache_root: str | Path = "cache", class_map: dict[str, str] | None = None, seed: int = 0,
              device: str = "auto", out: str | Path | None = None,
              log: Callable[[str], None] | None = None) -> Evaluations:
     """Score finished cached-feature runs with a side corrupted ("image=drop", "text=shuffle",

@@ -10,11 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from msa_cache.errors import UserError
 from msa_cache.finished_run import load_run
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.fit.trainer import fit_run
-from msa_cache.manifest import ManifestMeta, read_manifest, rows_to_table, write_manifest
+from msa_cache.manifest import ManifestMeta, rows_to_table, write_manifest
 from msa_cache.study.corrupt import Corrupter, parse_corruption
 from msa_cache.study.eval_table import read_evaluations, robustness_rows, transfer_matrix
 from msa_cache.study.evaluate import evaluate, own_features

@@ -247,7 +247,8 @@ def robustness_markdown(rows: list[dict]) -> str:
         acc = f"{100 * r['accuracy_mean']:.2f}" + (f" ± {100 * r['accuracy_std']:.2f}" if seeds else "")
         drop = "-" if r[f"{key}_drop"] is None else f"{r[f'{key}_drop']:+.2f}"
         lines.append("| " + " | ".join(_cell(v) for v in (
-            r["family"], r["train_manifest"], r["evaluation"], r["split"], r["seeds"], monitor_metric(r["monitor"]).title,
+            r["family"], r["train_manifest"], r["evaluation"], r["split"], r["seeds"],
+            monitor_metric(r["monitor"]).title,
             score, f"{100 * r[f'{key}_ci_low']:.2f}–{100 * r[f'{key}_ci_high']:.2f}", drop, acc)) + " |")
     return ("\n".join(lines) + "\n\nScores in %, mean ± std over seeds. 95% CI: percentile bootstrap over examples, "
             f"seeds pooled ({N_RESAMPLES} resamples, RNG seed {BOOTSTRAP_SEED}), as compare's leaderboard. drop: "
@@ -266,7 +267,8 @@ def transfer_markdown(cells: list[dict]) -> str:
             trains = sorted({c["train_manifest"] for c in mine})
             evals = sorted({c["eval_manifest"] for c in mine})
             monitors = sorted({monitor_metric(c["monitor"]).title for c in mine})
-            out.append(f"**{_cell(family)}**, {split} {'/'.join(monitors)} (%), rows: trained on, columns: evaluated on\n")
+            out.append(f"**{_cell(family)}**, {split} {'/'.join(monitors)} (%), "
+                       "rows: trained on, columns: evaluated on\n")
             out.append("| trained on | " + " | ".join(_cell(e) for e in evals) + " |")
             out.append("|" + "---|" * (len(evals) + 1))
             for t in trains:

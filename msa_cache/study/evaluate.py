@@ -118,7 +118,8 @@ def class_index_map(run_classes: list[str], other_classes: list[str], class_map:
         if a not in run_classes:
             raise ValueError(f"--class-map {a}={b}: the run has no class '{a}' (its classes: {', '.join(run_classes)})")
         if b not in other_classes:
-            raise ValueError(f"--class-map {a}={b}: {other} has no class '{b}' (its classes: {', '.join(other_classes)})")
+            raise ValueError(f"--class-map {a}={b}: {other} has no class '{b}' "
+                             f"(its classes: {', '.join(other_classes)})")
     index = []
     for c in run_classes:
         target = class_map.get(c, c)
