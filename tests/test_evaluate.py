@@ -291,3 +291,19 @@ def test_a_cv_family_counts_each_seed_once_out_of_fold(world, tmp_path):
         result.metrics["test"]["weighted_f1"], abs=1e-4)
     assert ("late-cv3", "text-drop", "dev") in rows and ("late-cv3 [refit]", "clean", "test") in rows
     assert ("late-cv3 [refit]", "clean", "dev") not in rows
+
+
+def test_a_tampered_evaluation_is_one_line(world, tmp_path):
+    from msa_cache.errors import UserError
+
+    runs_dir = _copy_runs(world, tmp_path)
+    run = sorted(runs_dir.glob("late-*/seed-0"))[0]
+    evaluate([run], [parse_corruption("text=drop")], log=lambda m: None)
+    (run / "evals" / "text-drop.json").write_text('{"format": 2}')
+    result = CliRunner().invoke(cli, ["evaluate", str(run)])  # rewrites clean, then reads every evaluation
+    assert result.exit_code == 2 and "not an evaluation of format 1" in result.output
+    assert len(result.output.strip().splitlines()) == 1 + 1  # the clean line, then the error
+    evaluate([run], [parse_corruption("text=drop")], log=lambda m: None)  # written again whole
+    (run / "evals" / "text-drop.parquet").write_bytes(b"not parquet")
+    with pytest.raises(UserError, match="text-drop.parquet is missing or unreadable"):
+        robustness_rows(read_evaluations(run))
