@@ -141,6 +141,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "Run a grid of heads x options x seeds (finished runs are skipped) and print the leaderboard."),
     "demo": ("msa_cache_cli.demo:demo_cmd",
              "manifest -> extract (minilm + efficientnet-lite0, offline) -> compare, ending with the leaderboard."),
+    "evaluate": ("msa_cache_cli.evaluate:evaluate_cmd",
+                 "Score finished cached-feature runs with a modality dropped, shuffled or noisy, or on another "
+                 "manifest."),
     "explain": ("msa_cache_cli.explain:explain_cmd",
                 "Draw one example's image with the head's weights over its patch grid as a heat map, "
                 "and its text tokens shaded by their weights (a 1200 x 700 PNG)."),

@@ -9,6 +9,8 @@ result object instead of printing:
     board = api.compare("manifests/m.parquet", ["late", "ae-cat"], seeds=3, latent=[32, 64])
     board.rows, board.to_frame(), print(board.markdown())
     model = api.load(run.path)                                                    # -> Predictor
+    table = api.evaluate(["runs/m"], corrupt=["image=drop", "text=shuffle"])      # -> Evaluations
+    table.rows, print(table.markdown())
 
 The functions live here rather than as `msa_cache.fit` / `msa_cache.extract` because those names are
 the subpackages of the pipeline's stages.
@@ -32,7 +34,7 @@ from msa_cache.study.compare import summarise, write_leaderboard
 from msa_cache.study.stats import N_RESAMPLES
 from msa_cache.train.identity import monitor_for
 
-__all__ = ["extract", "fit", "compare", "load", "Leaderboard", "Predictor"]
+__all__ = ["extract", "fit", "compare", "evaluate", "load", "Leaderboard", "Evaluations", "Predictor"]
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -124,3 +126,41 @@ def compare(manifest: str | Path, heads: Sequence[str], seeds: int = 3, *, cache
     name = f"leaderboard-cv{cv}" if cv else "leaderboard"
     paths = write_leaderboard(entries, leaderboard or Path(runs) / man.name / name, monitor)
     return Leaderboard(entries, monitor, list(paths))
+
+
+@dataclass
+class Evaluations:
+    """evaluate's result: the evaluation files written, and the table of every evaluation of those runs
+    (`rows`: the robustness table's rows, `transfer`: the transfer matrices' cells)."""
+
+    written: list[Path]
+    rows: list[dict]
+    transfer: list[dict]
+
+    def markdown(self) -> str:
+        from msa_cache.study.eval_table import robustness_markdown, transfer_markdown
+
+        return robustness_markdown(self.rows) + transfer_markdown(self.transfer)
+
+
+def evaluate(runs: str | Path | Sequence[str | Path], corrupt: Sequence[str] = (), *,
+             manifest: str | Path | None = None, cache_root: str | Path = "cache", class_map: dict[str, str] | None = None, seed: int = 0,
+             device: str = "auto", out: str | Path | None = None,
+             log: Callable[[str], None] | None = None) -> Evaluations:
+    """Score finished cached-feature runs with a side corrupted ("image=drop", "text=shuffle",
+    "image=noise:0.5") and/or on another manifest, as `msa-cache evaluate`: writes RUN/evals/<name>.json and
+    .parquet, and with `out` the table as OUT.md and OUT.csv. runs: run folders, family folders or
+    runs/<manifest>."""
+    from msa_cache.study.corrupt import parse_corruption
+    from msa_cache.study.eval_table import read_evaluations, robustness_rows, transfer_matrix, write_tables
+    from msa_cache.study.evaluate import evaluate as evaluate_runs
+
+    paths = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    corruptions = [parse_corruption(c, seed) for c in corrupt]
+    written = evaluate_runs(paths, corruptions, manifest, cache_root, dict(class_map or {}), device, None,
+                            log=log or (lambda message: None))
+    evaluations = read_evaluations(paths)
+    result = Evaluations(written, robustness_rows(evaluations), transfer_matrix(evaluations))
+    if out is not None:
+        write_tables(result.rows, result.transfer, out)
+    return result

@@ -53,7 +53,8 @@ def small_world(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("args", [["--help"], ["fit", "--help"], ["compare", "--help"], ["extract", "--help"],
                                   ["manifest", "--help"], ["finetune", "--help"], ["tune", "--help"],
-                                  ["predict", "--help"], ["report", "--help"], ["export-encoder", "--help"]])
+                                  ["predict", "--help"], ["report", "--help"], ["export-encoder", "--help"],
+                                  ["evaluate", "--help"]])
 def test_help_imports_no_torch(args):
     heavy, _ = _heavy_after(args)
     assert heavy == []
