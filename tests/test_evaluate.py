@@ -92,6 +92,8 @@ def test_each_corruption_writes_its_files_and_clean_repeats_the_run(world, tmp_p
         assert t["split"].count("dev") == N_DEV and t["split"].count("test") == N - N_TRAIN - N_DEV
         probs = np.stack([t[f"prob_{c}"] for c in CLASSES], 1)
         assert np.allclose(probs.sum(1), 1, atol=1e-5) and (probs.argmax(1) == np.array(t["pred"])).all()
+        card = (run / "README.md").read_text()  # the model card lists every evaluation
+        assert all(f"| `{n}` |" in card[card.index("## Evaluations"):] for n in names)
     # A third of the rows carry the class in the image only: dropping the image costs the fusion heads.
     rows = {(r["family"], r["evaluation"], r["split"]): r for r in robustness_rows(read_evaluations(runs_dir))}
     late = rows[("late", "image-drop", "dev")]
@@ -301,7 +303,7 @@ def test_a_tampered_evaluation_is_one_line(world, tmp_path):
     evaluate([run], [parse_corruption("text=drop")], log=lambda m: None)
     (run / "evals" / "text-drop.json").write_text('{"format": 2}')
     result = CliRunner().invoke(cli, ["evaluate", str(run)])  # rewrites clean, then reads every evaluation
-    assert result.exit_code == 2 and "not an evaluation of format 1" in result.output
+    assert result.exit_code == 2 and "not one `msa-cache evaluate` wrote (format 1)" in result.output
     assert len(result.output.strip().splitlines()) == 1 + 1  # the clean line, then the error
     evaluate([run], [parse_corruption("text=drop")], log=lambda m: None)  # written again whole
     (run / "evals" / "text-drop.parquet").write_bytes(b"not parquet")

@@ -255,7 +255,7 @@ def test_card_lists_the_evaluations_and_export_keeps_them(cached_run, tmp_path):
     assert (out / "evals/image-drop.json").is_file() and "0.4321" in (out / "README.md").read_text()
 
 
-@pytest.mark.parametrize("content", ["{not json", json.dumps([1]), json.dumps({"name": "x", "kind": "other"}),
+@pytest.mark.parametrize("content", ["{not json", json.dumps([1]), json.dumps({**_evaluation("x", 0.5), "kind": "other"}), json.dumps({"name": "x", "kind": "clean"}),
                                      json.dumps({**_evaluation("x", 0.5), "splits": {"dev": {"weighted_f1": "hi"}}})])
 def test_a_tampered_evaluation_is_one_line(cached_run, tmp_path, content):
     import shutil

@@ -11,7 +11,6 @@ models' probabilities (as compare's CV test column). Refit runs form their own r
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +20,10 @@ from msa_cache.errors import UserError
 from msa_cache.metrics import METRIC_KEYS, monitor_key, monitor_metric
 from msa_cache.study.stats import BOOTSTRAP_SEED, N_RESAMPLES, bootstrap_scores, percentile_interval, point_scores
 from msa_cache.train.predictions import SplitPredictions, concat_rows, stack
-from msa_cache.train.rundir import is_finished
+from msa_cache.train.rundir import EVALS_DIR, is_finished, read_evaluation
 
-EVALS_DIR = "evals"
-REQUIRED = ("format", "name", "kind", "corruption", "run", "manifest", "classes", "monitor", "splits")
 _HINT = "run `msa-cache evaluate` on the run again"
+
 
 
 @dataclass
@@ -83,13 +81,7 @@ class Evaluation:
 
 
 def _read(path: Path) -> Evaluation:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:
-        raise UserError(f"unreadable evaluation ({type(e).__name__})", path, _HINT) from None
-    if not isinstance(data, dict) or data.get("format") != 1 or any(k not in data for k in REQUIRED):
-        raise UserError("not an evaluation of format 1", path, _HINT)
-    return Evaluation(path, path.parent.parent, data)
+    return Evaluation(path, path.parent.parent, read_evaluation(path))
 
 
 def read_evaluations(paths) -> list[Evaluation]:

@@ -35,9 +35,8 @@ from msa_cache.study.corrupt import Corruption, side_modalities
 from msa_cache.study.stats import BOOTSTRAP_SEED, N_RESAMPLES, bootstrap_scores, percentile_interval
 from msa_cache.train.identity import FINETUNE, run_mode
 from msa_cache.train.predictions import read_predictions_table
-from msa_cache.train.rundir import finished_seeds, is_finished, read_run
+from msa_cache.train.rundir import EVALS_DIR, finished_seeds, is_finished, read_run
 
-EVALS_DIR = "evals"
 FORMAT = 1
 SPLITS = ("dev", "test")
 INTERVAL_KEYS = ("accuracy", "macro_f1", "weighted_f1")
@@ -353,6 +352,9 @@ def evaluate_run(run: Path, corruptions: list[Corruption], other: Manifest | Non
         shown = "  ".join(f"{s} {config['spec']['train'].get('monitor')} {m[_monitor_key(config)]:.4f}"
                           for s, m in splits.items())
         log(f"{name:<28} {shown}  {run}")
+    from msa_cache.study.share import write_card
+
+    write_card(run)  # its model card lists the evaluations
     return written
 
 

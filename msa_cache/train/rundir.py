@@ -270,28 +270,32 @@ def read_metrics(run: str | Path) -> dict:
     return metrics
 
 
-def read_evaluations(run: str | Path) -> list[dict]:
-    """The evaluations `msa-cache evaluate` wrote into a run (evals/<name>.json), by name; [] when none.
-    Each is checked for the fields a card or report reads (name, kind, manifest, splits of numbers)."""
-    folder = Path(run) / EVALS_DIR
-    if not folder.is_dir():
-        return []
+EVALUATION_FIELDS = ("format", "name", "kind", "corruption", "run", "manifest", "classes", "monitor", "splits")
+
+
+def read_evaluation(path: str | Path) -> dict:
+    """One RUN/evals/<name>.json that `msa-cache evaluate` wrote (study/evaluate.py), checked for the
+    fields a card, a report or the evaluation table reads: a tampered file is one line, not a traceback."""
+    path = Path(path)
     redo = "delete it, or run `msa-cache evaluate` on the run again"
-    out = []
-    for path in sorted(folder.glob("*.json")):
-        data = _read_json_object(path, "evaluation")
-        splits, manifest = data.get("splits"), data.get("manifest")
-        if not (isinstance(data.get("name"), str) and data.get("kind") in ("clean", "corruption", "transfer")
-                and isinstance(manifest, dict) and isinstance(manifest.get("name"), str)
-                and isinstance(splits, dict) and all(isinstance(m, dict) for m in splits.values())):
-            raise UserError("evaluation: not one `msa-cache evaluate` wrote", path, redo)
-        for split, m in splits.items():
-            for key in METRIC_KEYS:
-                v = m.get(key)
-                if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
-                    raise UserError(f"evaluation: {split} {key} is not a number", path, redo)
-        out.append(data)
-    return out
+    data = _read_json_object(path, "evaluation")
+    splits, manifest = data.get("splits"), data.get("manifest")
+    if not (data.get("format") == 1 and all(k in data for k in EVALUATION_FIELDS)
+            and isinstance(data["name"], str) and data["kind"] in ("clean", "corruption", "transfer")
+            and isinstance(manifest, dict) and isinstance(manifest.get("name"), str)
+            and isinstance(splits, dict) and all(isinstance(m, dict) for m in splits.values())):
+        raise UserError("evaluation: not one `msa-cache evaluate` wrote (format 1)", path, redo)
+    for split, m in splits.items():
+        for key in METRIC_KEYS:
+            v = m.get(key)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+                raise UserError(f"evaluation: {split} {key} is not a number", path, redo)
+    return data
+
+
+def read_evaluations(run: str | Path) -> list[dict]:
+    """The evaluations written into a run (evals/<name>.json), by name; [] when none."""
+    return [read_evaluation(p) for p in sorted((Path(run) / EVALS_DIR).glob("*.json"))]
 
 
 def _require(cond: bool, what: str, path: Path) -> None:
