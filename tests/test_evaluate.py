@@ -13,13 +13,12 @@ from click.testing import CliRunner
 from msa_cache.finished_run import load_run
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.fit.trainer import fit_run
-from msa_cache.manifest import ManifestMeta, rows_to_table, write_manifest
 from msa_cache.study.corrupt import Corrupter, parse_corruption
 from msa_cache.study.eval_table import read_evaluations, robustness_rows, transfer_matrix
 from msa_cache.study.evaluate import evaluate, own_features
 from msa_cache.train.loop import manifest_labels
 from msa_cache_cli.main import main as cli
-from worlds import CLASSES, TokenWorld, extract_toy, split_column, write_toy_manifest
+from worlds import CLASSES, TokenWorld, extract_toy, split_column, write_other_manifest, write_toy_manifest
 
 N, N_TRAIN, N_DEV = 90, 60, 18  # the other 12 rows: a labeled test split
 WORLD = TokenWorld(N, 5, 4, 8, 6, strength=3.0, carriers="thirds")
@@ -49,12 +48,7 @@ def _copy_runs(world, tmp_path) -> Path:
 
 def _other_manifest(root: Path, name: str, classes=CLASSES, n: int = 45) -> Path:
     """Another labeled manifest (its own rows, ids q0..) of the same world."""
-    split = split_column(n, 25, 10)
-    y = WORLD.labels()[:n]
-    rows = [{"id": f"q{i}", "text": f"other post {i}", "image": f"img/{i}.jpg", "label": int(y[i]), "split": split[i]}
-            for i in range(n)]
-    meta = ManifestMeta(dataset="other", classes=list(classes), root=str(root), builder="test")
-    return Path(write_manifest(rows_to_table(rows), meta, root / "manifests" / f"{name}.parquet"))
+    return write_other_manifest(root, name, WORLD.labels(), classes, n)
 
 
 def _json(run: Path, name: str) -> dict:

@@ -78,7 +78,8 @@ def _parse(text: str) -> _Page:
 
 def test_sections_and_header(world, page):
     p = _parse(page)
-    assert p.sections == ["leaderboard", "chart", "per-class", "confusion", "curves", "oracle", "explain"]
+    assert p.sections == ["leaderboard", "chart", "per-class", "confusion", "curves", "oracle", "robustness",
+                          "transfer", "explain"]
     meta = dict(next(rows for cls, rows in p.tables if cls == "meta"))
     assert meta["manifest"].startswith("toy") and "fingerprint" in meta["manifest"]
     assert meta["runs"].startswith(f"{len(HEADS) * len(SEEDS)} finished run(s) in {len(HEADS)} families")
@@ -369,3 +370,35 @@ def test_footer_shows_the_command_as_run(world, tmp_path):
     assert api == f"msa-cache report {runs_dir} --monitor weighted-f1 --resamples {RESAMPLES}"
     given = build_report(runs_dir, n_resamples=RESAMPLES, command="msa-cache report x --explain 1")
     assert "Written by <code>msa-cache report x --explain 1</code>" in given
+
+
+def test_robustness_and_transfer_sections_show_the_evaluations(world, page, tmp_path):
+    import shutil
+
+    from msa_cache.study.corrupt import parse_corruption
+    from msa_cache.study.eval_table import read_evaluations, robustness_rows
+    from msa_cache.study.evaluate import evaluate
+    from report_world import WORLD
+    from worlds import extract_toy, write_other_manifest
+
+    assert "No corruption evaluations under" in page and "No transfer evaluations under" in page  # a hint only
+    runs = tmp_path / "runs" / "toy"
+    shutil.copytree(world[1], runs)
+    other = write_other_manifest(tmp_path, "other", WORLD.labels())
+    extract_toy(other, tmp_path, WORLD.encoders())
+    quiet = {"log": lambda m: None}
+    evaluate([runs], [parse_corruption("text=drop"), parse_corruption("image=drop")], **quiet)
+    evaluate([runs], [], manifest=other, cache_root=tmp_path / "cache", **quiet)
+    p = _parse(build_report(runs, n_resamples=RESAMPLES))
+    tables = [rows for cls, rows in p.tables if cls == "evaluations"]
+    robust, matrices = tables[0], tables[1:]
+    rows = {(r[0], r[2], r[3]): r for r in robust[1:]}
+    want = {(r["family"], r["evaluation"], r["split"]): r for r in robustness_rows(read_evaluations(runs))
+            if r["kind"] != "transfer"}
+    assert set(rows) == set(want) and ("late", "image-drop", "dev") in rows
+    late = want[("late", "image-drop", "dev")]
+    assert rows[("late", "image-drop", "dev")][6] == f"{100 * late['weighted_f1_mean']:.2f} ± {100 * late['weighted_f1_std']:.2f}"
+    assert len(p.images) == 1 + 2 * len(HEADS) + 1  # + the robustness chart
+    # one matrix per family and split: trained on toy, evaluated on toy (clean) and on other
+    assert len(matrices) == 2 * len(HEADS)
+    assert all(m[0] == ["trained on", "other", "toy"] and m[1][0] == "toy" for m in matrices)

@@ -137,6 +137,16 @@ def write_toy_manifest(root: Path, label: np.ndarray, split: np.ndarray, labeled
     return write_manifest(rows_to_table(rows), meta, root / "manifests" / "toy.parquet")
 
 
+def write_other_manifest(root: Path, name: str, label: np.ndarray, classes=CLASSES, n: int = 45) -> Path:
+    """manifests/<name>.parquet: another labeled dataset of a world (its own ids q0.., dataset "other";
+    25 train / 10 dev / 10 test of `n` = 45), for transfer: extract_toy gives it caches like toy's."""
+    split = split_column(n, 25, 10)
+    rows = [{"id": f"q{i}", "text": f"other post {i}", "image": f"img/{i}.jpg", "label": int(label[i]),
+             "split": split[i]} for i in range(n)]
+    meta = ManifestMeta(dataset="other", classes=list(classes), root=str(root), builder="test")
+    return Path(write_manifest(rows_to_table(rows), meta, root / "manifests" / f"{name}.parquet"))
+
+
 def extract_toy(manifest: Path, root: Path, encoders: list, batch_size: int = 32) -> dict[str, Path]:
     """The world's caches under root/cache by the real pipeline; {"text": ..., "image": ...}."""
     extract(manifest, encoders, out=root / "cache", shard_size=64, batch_size=batch_size, workers=0, progress=False,

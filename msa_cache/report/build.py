@@ -6,8 +6,9 @@
 The leaderboard is `compare --heads '' --all-runs` (the same rows, intervals and tests: it is
 computed by `summarise` and printed by `leaderboard_markdown`; each row also links to its run's card
 and shows its options, size and training time), followed by its dot-and-interval plot,
-per-class scores, confusion matrices, training curves, the oracle analysis and, optionally, a few
-`explain` pictures. Scores are on dev (and on test where it is labeled).
+per-class scores, confusion matrices, training curves, the oracle analysis, the robustness table and
+chart and the transfer matrices of `msa-cache evaluate` where the runs have evaluations, and, optionally,
+a few `explain` pictures. Scores are on dev (and on test where it is labeled).
 """
 from __future__ import annotations
 
@@ -31,12 +32,15 @@ from msa_cache.report.collect import (
 from msa_cache.report.examples import Examples, explain_examples
 from msa_cache.study.compare import Entry, format_p, leaderboard_markdown, leaderboard_rows, summarise
 from msa_cache.metrics import METRICS, MONITOR_NAMES, monitor_key, monitor_metric
+from msa_cache.study.eval_table import (
+    Evaluation, read_evaluations, robustness_markdown, robustness_rows, transfer_markdown, transfer_matrix,
+)
 from msa_cache.study.stats import N_RESAMPLES, holm
 from msa_cache.report import REPORT_FILE
 
 SECTIONS = [("leaderboard", "Leaderboard"), ("chart", "Scores and intervals"), ("per-class", "Per-class scores"),
             ("confusion", "Confusion matrices"), ("curves", "Training curves"), ("oracle", "Oracle analysis"),
-            ("explain", "Explain examples")]
+            ("robustness", "Robustness"), ("transfer", "Transfer"), ("explain", "Explain examples")]
 
 
 def build_report(runs_dir: str | Path, explain: int = 0, monitor: str | None = None,
@@ -59,6 +63,7 @@ def build_report(runs_dir: str | Path, explain: int = 0, monitor: str | None = N
     order = {id(e): i for i, e in enumerate(rows)}
     families.sort(key=lambda f: order[id(f.entry)])
 
+    evaluations = read_evaluations(runs_dir)
     command = command or _command(runs_dir, explain, monitor, n_resamples, ensembles)
     page_dir = Path(page_dir) if page_dir is not None else runs_dir
     titles = dict(SECTIONS)
@@ -69,6 +74,8 @@ def build_report(runs_dir: str | Path, explain: int = 0, monitor: str | None = N
             page.section("confusion", "Confusion matrices", _confusions(families)),
             page.section("curves", "Training curves", _curves(families, monitor)),
             page.section("oracle", "Oracle analysis", _oracle(oracle_analysis(families))),
+            page.section("robustness", titles["robustness"], _robustness(runs_dir, evaluations)),
+            page.section("transfer", titles["transfer"], _transfer(runs_dir, evaluations)),
             page.section("explain", "Explain examples", _examples(explain_examples(families, explain, monitor))),
             f'<p class="note small">Written by <code>{page.esc(command)}</code> '
             f"(msa-cache {page.esc(__version__)}).</p>"]
@@ -328,6 +335,48 @@ def _oracle(o: OracleAnalysis) -> str:
     return (page.note(intro) + base + multi + page.note("Same figures as msa-cache analyze oracle --text-run "
                                                          "--image-run --multi-run on these families.")
             + "".join(page.note(n) for n in o.notes))
+
+
+def _evaluate_hint(runs_dir: Path, what: str) -> str:
+    return page.note(f"No {what} evaluations under {runs_dir}: `msa-cache evaluate {runs_dir} --corrupt text=drop "
+                     "--corrupt image=drop --corrupt image=shuffle` scores every cached run with a side missing "
+                     "or shuffled; `--manifest OTHER` scores it on another dataset.")
+
+
+def _markdown_tables(md: str) -> str:
+    """The evaluation tables (study/eval_table.py, the same markdown `msa-cache evaluate` prints) as HTML."""
+    out = []
+    for block in md.strip().split("\n\n"):
+        if block.lstrip().startswith("|"):
+            header, rows, _ = page.parse_markdown_table(block)
+            out.append(page.table(header, rows, cls="evaluations"))
+        elif block.strip():
+            out.append(page.note(block.strip().replace("**", "")))
+    return "\n".join(out)
+
+
+def _robustness(runs_dir: Path, evaluations: list[Evaluation]) -> str:
+    corrupted = [e for e in evaluations if e.data["kind"] != "transfer"]
+    if not any(e.data["corruption"] is not None for e in corrupted):
+        return _evaluate_hint(runs_dir, "corruption")
+    rows = robustness_rows(corrupted)
+    chart = page.figure(figures.robustness_png(rows), "score per corruption and family",
+                        "the monitor on dev (test where a family has no dev rows) per evaluation: dot = mean over "
+                        "seeds, bar = ± std over seeds; clean first")
+    return (page.note("Each run scored again from its cache with one side dropped (the head's own missing input, "
+                      "docs/methods.md), replaced by another row's (shuffled) or with Gaussian noise scaled to the "
+                      "features' std (`msa-cache evaluate`).") + _markdown_tables(robustness_markdown(rows)) + chart)
+
+
+def _transfer(runs_dir: Path, evaluations: list[Evaluation]) -> str:
+    cells = transfer_matrix(evaluations)
+    md = transfer_markdown(cells)
+    if not md.strip():
+        return _evaluate_hint(runs_dir, "transfer")
+    return (page.note("Runs trained on one manifest scored on another one's labeled rows (`msa-cache evaluate "
+                      "--manifest OTHER`, caches extracted with the same encoders and settings); the diagonal is "
+                      "the in-domain score. A matrix fills in as the report's folder holds runs of several "
+                      "manifests, or `msa-cache evaluate` is given all of them.") + _markdown_tables(md))
 
 
 def _examples(ex: Examples) -> str:

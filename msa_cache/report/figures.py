@@ -77,6 +77,36 @@ def interval_png(rows: list[Entry], monitor: str) -> bytes:
     return _png(interval_figure(rows, monitor))
 
 
+def robustness_figure(rows: list[dict]):
+    """Score vs evaluation, one line per family (study/eval_table.robustness_rows of one manifest's runs):
+    the monitor in %, dev where the family has it, else test; dot = mean, bar = std over seeds."""
+    plt = _pyplot()
+    split_of = {}
+    for r in rows:
+        if split_of.get(r["family"]) != "dev":
+            split_of[r["family"]] = r["split"]
+    names = sorted({r["evaluation"] for r in rows}, key=lambda n: (n != "clean", n))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 3), 4.2))
+    for family, split in sorted(split_of.items()):
+        mine = {r["evaluation"]: r for r in rows if r["family"] == family and r["split"] == split}
+        xs = [i for i, n in enumerate(names) if n in mine]
+        key = [monitor_key(mine[names[i]]["monitor"]) for i in xs]
+        ys = [100 * mine[names[i]][f"{k}_mean"] for i, k in zip(xs, key)]
+        errs = [100 * mine[names[i]][f"{k}_std"] for i, k in zip(xs, key)]
+        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=f"{family} ({split})")
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    titles = sorted({monitor_metric(r["monitor"]).title for r in rows})
+    ax.set_ylabel(f"{'/'.join(titles)} (%)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def robustness_png(rows: list[dict]) -> bytes:
+    return _png(robustness_figure(rows))
+
+
 def confusion_png(cm: np.ndarray, classes: list[str], title: str) -> bytes:
     buf = io.BytesIO()
     plot_confusion(cm, classes, buf, title=title)
