@@ -434,7 +434,7 @@ def test_infig_aligns_the_encoders_own_last_layers(world, tokenizer):
     batch = _batches(model, manifest, [6])[0]
     seen = []
     orig = head._hfam
-    head._hfam = lambda img, txt: seen.append(txt) or orig(img, txt)
+    head._hfam = lambda img, txt, *paired: seen.append(txt) or orig(img, txt, *paired)
     out = model(batch)
     hb = model.head_batch(batch)
     assert hb.ids == [str(r) for r in batch["rows"].tolist()]  # the GAM queue's row ids
