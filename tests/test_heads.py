@@ -42,13 +42,7 @@ SMALL = {name: _small(name) for name in ALL}
 DIMS = {"text": (T_TEXT, D_TEXT, True), "image": (T_IMAGE, D_IMAGE, False), "clip_text": (5, 8, True)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: a second intra-op thread only spin-waits on a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def spec_for(mods) -> dict[str, ModalitySpec]:

@@ -307,13 +307,6 @@ def synthetic(n, g):
     return Batch(inputs, y)
 
 
-@pytest.fixture
-def one_thread():
-    """Width-16 layers gain nothing from intra-op threads, and on a busy 2-core box they spin-wait (3x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_accumulated_micro_batches_share_one_ema_and_one_enqueue():

@@ -27,12 +27,7 @@ B = 8
 EVERY_OTHER = torch.arange(B) % 2 == 0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _head(name: str, spec=None, options=None):

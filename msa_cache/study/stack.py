@@ -28,7 +28,6 @@ copied into predictions.parquet (as every run does) and scored in metrics.json, 
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Callable
 import numpy as np
 
 from msa_cache import __version__
+from msa_cache.atomic import write_atomic
 from msa_cache.errors import UserError
 from msa_cache.fit.cv import CVResult, metrics_of
 from msa_cache.metrics import classification_metrics
@@ -200,18 +200,8 @@ def stack_folder(runs_dir: Path, members: list[StackMember], num_folds: int, cv_
     return runs_dir / f"{STACK_KIND}-cv{num_folds}-{config_hash(identity)}"
 
 
-def _write(path: Path, write: Callable[[Path], None]) -> None:
-    """A file written aside and renamed: a reader sees the old one or the new one, whole."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_json(path: Path, data: dict) -> None:
-    _write(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
+    write_atomic(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def _write_predictions(path: Path, ids, splits, labels, probs: np.ndarray, classes: list[str]) -> None:
@@ -224,7 +214,7 @@ def _write_predictions(path: Path, ids, splits, labels, probs: np.ndarray, class
             "pred": pa.array(probs.argmax(1).astype(np.int64))}
     for c, name in enumerate(classes):
         cols[f"prob_{name}"] = pa.array(probs[:, c].astype(np.float32))
-    _write(path, lambda p: pq.write_table(pa.table(cols), p))
+    write_atomic(path, lambda p: pq.write_table(pa.table(cols), p))
 
 
 def _settings_record(settings: StackerSettings) -> dict:
