@@ -189,6 +189,10 @@ def test_compare_grid_leaderboard_and_oracle(world, tmp_path):
     paths = write_leaderboard(entries, tmp_path / "lb")
     md = paths[0].read_text()
     assert "ae-cat latent=16" in md and "±" in md and paths[2].stat().st_size > 1000
+    # a prefix with a dot keeps it; a file name given as the prefix loses its extension
+    dotted = write_leaderboard(entries, tmp_path / "lb-md0.3")
+    assert [p.name for p in dotted] == ["lb-md0.3.md", "lb-md0.3.csv", "lb-md0.3.png"]
+    assert [p.name for p in write_leaderboard(entries, tmp_path / "named.md")] == ["named.md", "named.csv", "named.png"]
     # a second compare finds every run finished
     again = compare(manifest, caches, ["uni-text"], {}, [0, 1], tc, tmp_path, log=lambda m: None)
     assert all(r.skipped for r in again[0].results)

@@ -517,8 +517,11 @@ def leaderboard_markdown(entries: list[Entry], monitor: str = DEFAULT_MONITOR) -
 def write_leaderboard(entries: list[Entry], out_prefix: str | Path, monitor: str = DEFAULT_MONITOR) -> list[Path]:
     """<prefix>.md, <prefix>.csv and <prefix>.png (dev scores with their intervals as error bars)."""
     out_prefix = Path(out_prefix)
+    if out_prefix.suffix in (".md", ".csv", ".png"):  # a file name given as the prefix: its stem
+        out_prefix = out_prefix.with_suffix("")
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    final = [out_prefix.with_suffix(s) for s in (".md", ".csv", ".png")]
+    # Appended, not with_suffix: a prefix may hold a dot (leaderboard-md0.3 -> leaderboard-md0.3.md).
+    final = [out_prefix.with_name(out_prefix.name + s) for s in (".md", ".csv", ".png")]
     # Written aside, then renamed: shards of one grid may write the same leaderboard at once.
     tmps = [p.with_name(f".{p.stem}.tmp-{os.getpid()}{p.suffix}") for p in final]
     md, csv_path, png = tmps
