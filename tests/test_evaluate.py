@@ -289,6 +289,24 @@ def test_a_cv_family_counts_each_seed_once_out_of_fold(world, tmp_path):
     assert ("late-cv3 [refit]", "clean", "dev") not in rows
 
 
+def test_a_refit_with_nothing_labeled_to_score_is_left_out_of_a_folder_and_refused_by_name(tmp_path):
+    from msa_cache.fit.cv import fit_cv
+
+    manifest = write_toy_manifest(tmp_path, WORLD.labels(), split_column(N, N_TRAIN, N_DEV), labeled_test=False)
+    caches = extract_toy(manifest, tmp_path, WORLD.encoders())
+    spec = RunSpec(str(manifest), {k: str(v) for k, v in caches.items()}, "late", {},
+                   TrainConfig(max_epochs=2, patience=1), 0, cv_folds=2)
+    result = fit_cv(spec, 2, tmp_path / "runs", refit=True, log=lambda m: None)
+    notes = []
+    evaluate([result.path.parent], [], log=notes.append)  # the family: its folds scored, the refit left out
+    assert all((f.path / "evals/clean.json").is_file() for f in result.folds)
+    assert not (result.refit.path / "evals").exists()
+    assert any(n.startswith("left out 1 run(s) with no labeled dev or test rows") for n in notes)
+    r = CliRunner().invoke(cli, ["evaluate", str(result.refit.path)])  # named: refused in one line
+    assert r.exit_code == 2 and r.output.startswith("error: the run has no labeled dev or test rows")
+    assert len(r.output.strip().splitlines()) == 1 and not (result.refit.path / "evals").exists()
+
+
 def test_a_tampered_evaluation_is_one_line(world, tmp_path):
     from msa_cache.errors import UserError
 

@@ -283,6 +283,11 @@ def recorded_roles(run: Path, manifest: Manifest) -> np.ndarray:
     return np.array([roles[i] for i in ids], dtype=object)
 
 
+class NothingToScore(UserError):
+    """A run without labeled dev or test rows: an error when it is named, left out (with a note) when a
+    folder holds it (a refit run on a manifest whose test split is unlabeled)."""
+
+
 def _labeled(roles: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     return {s: rows for s in SPLITS if len(rows := np.flatnonzero((roles == s) & (labels >= 0)))}
 
@@ -293,7 +298,7 @@ def plan_target(run: Path, config: dict, spec, features, other: Manifest | None,
     if other is None:
         rows = _labeled(recorded_roles(run, features.manifest), features.manifest.labels("label"))
         if not rows:
-            raise UserError("the run has no labeled dev or test rows to score (a refit run has no dev rows, and "
+            raise NothingToScore("the run has no labeled dev or test rows to score (a refit run has no dev rows, and "
                             "this manifest's test rows are unlabeled)", run, "evaluate its fold runs instead")
         return Target(features.manifest, features, rows, False, np.arange(len(run_classes)), None)
     if other.fingerprint() == features.manifest.fingerprint():
@@ -453,10 +458,22 @@ def evaluate(paths: list[str | Path], corruptions: list[Corruption] = (), manife
     # before any evaluation is written: every run is planned first.
     from msa_cache.fit.config import RunSpec
 
-    for run in runs:
+    unscored = []
+    for run in list(runs):
         config = read_run(run)
         spec = RunSpec.from_dict(config["spec"])
-        plan_target(run, config, spec, own_features(run, config, spec), other, cache_root, class_map or {})
+        try:
+            plan_target(run, config, spec, own_features(run, config, spec), other, cache_root, class_map or {})
+        except NothingToScore:
+            if explicit:
+                raise
+            runs.remove(run)
+            unscored.append(run)
+    if unscored:
+        log(f"left out {len(unscored)} run(s) with no labeled dev or test rows (refit runs on an unlabeled "
+            f"test split), e.g. {unscored[0]}")
+    if not runs:
+        raise UserError("no run with labeled dev or test rows to evaluate", ", ".join(map(str, paths)), _RUN_HINT)
     written = []
     for run in runs:
         written += evaluate_run(run, list(corruptions), other, cache_root, class_map, device, command, log)
