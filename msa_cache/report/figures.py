@@ -86,19 +86,23 @@ def robustness_figure(rows: list[dict]):
         if split_of.get(r["family"]) != "dev":
             split_of[r["family"]] = r["split"]
     names = sorted({r["evaluation"] for r in rows}, key=lambda n: (n != "clean", n))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 3), 4.2))
-    for family, split in sorted(split_of.items()):
+    families = sorted(split_of.items())
+    # Many families: the legend sits beside the axes (not over the lines), colours and markers both vary.
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 * len(names) + 2) + 3.2, max(4.2, 0.22 * len(families) + 1)))
+    markers = "osD^vP*Xh<>"
+    for i, (family, split) in enumerate(families):
         mine = {r["evaluation"]: r for r in rows if r["family"] == family and r["split"] == split}
         xs = [i for i, n in enumerate(names) if n in mine]
         key = [monitor_key(mine[names[i]]["monitor"]) for i in xs]
         ys = [100 * mine[names[i]][f"{k}_mean"] for i, k in zip(xs, key)]
         errs = [100 * mine[names[i]][f"{k}_std"] for i, k in zip(xs, key)]
-        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=f"{family} ({split})")
+        ax.errorbar(xs, ys, yerr=errs, marker=markers[i % len(markers)], capsize=3, color=f"C{i % 10}",
+                    linestyle="-" if i < 10 else "--" if i < 20 else ":", label=f"{family} ({split})")
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
     titles = sorted({monitor_metric(r["monitor"]).title for r in rows})
     ax.set_ylabel(f"{'/'.join(titles)} (%)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
 
