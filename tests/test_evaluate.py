@@ -241,8 +241,12 @@ def test_fine_tune_and_hostile_folders_are_refused_and_nothing_is_written(world,
     stray = tmp_path / "stray"
     stray.mkdir()
     (stray / "notes.txt").write_text("hello")
+    stack = runs_dir / "stack-cv3-0123456789"  # a stack folder (compare --stack): no head of its own
+    (stack / "refit").mkdir(parents=True)
+    (stack / "stacker.json").write_text("{}")
     for target, what in ((fake, "fine-tune run"), (half, "not a finished run"), (stray, "no finished run"),
-                         (tmp_path / "absent", "no such folder")):
+                         (tmp_path / "absent", "no such folder"), (stack, "a stack folder"),
+                         (stack / "refit", "a stack folder")):
         result = CliRunner().invoke(cli, ["evaluate", str(target), "--corrupt", "image=drop"])
         assert result.exit_code == 2, result.output
         assert len(result.output.strip().splitlines()) == 1 and what in result.output

@@ -32,6 +32,7 @@ from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.metrics import classification_metrics
 from msa_cache.names import check_name
 from msa_cache.study.corrupt import Corruption, side_modalities
+from msa_cache.study.stack import STACKER_FILE
 from msa_cache.study.stats import BOOTSTRAP_SEED, N_RESAMPLES, bootstrap_scores, percentile_interval
 from msa_cache.train.identity import FINETUNE, run_mode
 from msa_cache.train.predictions import read_predictions_table
@@ -63,6 +64,9 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if not p.is_dir():
             raise UserError("no such folder", p, _RUN_HINT)
+        if (p / STACKER_FILE).is_file() or (p.parent / STACKER_FILE).is_file():
+            raise UserError("a stack folder has no head of its own to corrupt or transfer", p,
+                            "evaluate its member families (its config.json lists them)")
         if p.name.startswith("seed-") and not (p / "metrics.json").is_file() and ".tmp-" not in p.name \
                 and any(p.glob("fold-*")):  # a CV seed folder: its fold (and refit) runs
             found = sorted(q for q in p.iterdir() if q.is_dir() and q.name.startswith(("fold-", "refit"))
