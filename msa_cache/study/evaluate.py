@@ -217,6 +217,9 @@ def transfer_caches(run: Path, config: dict, spec, other: Manifest, cache_root: 
                             f"for the run's {want.get('encoder')} cache", run, extract)
         closest = Path(path).name if Path(path).name in kind else kind[0]
         lines = [d for d in config_differences(want, candidates[closest]) if not d.startswith(MANIFEST_SETTINGS)]
+        if any(d.startswith("preprocessing.text_pair") for d in lines):  # no extraction changes what a row holds
+            extract = ("a run trained on sentence + target pairs transfers only to a manifest with target pairs "
+                       "(Twitter-15/17), and a run trained on plain texts only to one without")
         raise UserError(f"{available[closest]} was not extracted as the run's {role} cache "
                         f"({'; '.join(lines[:2]) or 'its settings differ'})", run, extract)
     return out
