@@ -247,7 +247,7 @@ def test_card_lists_the_evaluations_and_export_keeps_them(cached_run, tmp_path):
     assert r.exit_code == 0, r.output
     card = (run / "README.md").read_text()
     section = card[card.index("## Evaluations"):card.index("## Training")]
-    assert "| `image-drop` | image drop | dev | 10 |" in section and "0.4321" in section
+    assert "| `image-drop` | image missing (the head's stand-in) | dev | 10 |" in section and "0.4321" in section
     assert "0.2500-0.7500" in section  # the monitor's interval
     out = tmp_path / "exported"
     r = _cli("export", run, out)

@@ -149,27 +149,36 @@ def _optimizer_line(settings: dict | None) -> str:
     return f"{settings['optimizer']}" + (f" ({rest})" if rest else "")
 
 
+CORRUPTION_WORDS = {"drop": "{side} missing (the head's stand-in)", "shuffle": "{side} of another row (shuffled)",
+                    "noise": "{side} + Gaussian noise, {scale:g}x its std"}
+
+
+def _evaluation_what(ev: dict) -> str:
+    c = ev.get("corruption") or {}
+    words = CORRUPTION_WORDS.get(c.get("type"), "{side} {type}").format(
+        side=c.get("side"), type=c.get("type"), scale=c.get("scale") or 0) if c else ""
+    if ev["kind"] == "transfer":
+        return f"on {ev['manifest']['name']}" + (f", {words}" if words else "")
+    return words or "as trained"
+
+
 def _evaluations(evaluations: list[dict], monitor: str | None) -> list[str]:
     """The card's "Evaluations" section: what `msa-cache evaluate` measured on this run, one row per split."""
     if not evaluations:
         return []
-    key = next((m.key for m in METRICS if m.name == monitor), None)
+    metric = next((m for m in METRICS if m.name == monitor), None)
     rows = []
     for ev in evaluations:
-        what = {"clean": "as trained", "transfer": f"another dataset ({ev['manifest']['name']})"}.get(ev["kind"], "")
-        c = ev.get("corruption") or {}
-        if c:
-            scale = f" {c.get('scale')}x the std" if c.get("scale") is not None else ""
-            what = (what + ", " if ev["kind"] == "transfer" else "") + f"{c.get('side')} {c.get('type')}{scale}"
         for split, m in ev["splits"].items():
-            lo_hi = (m.get("interval") or {}).get(key) if key else None
+            lo_hi = (m.get("interval") or {}).get(metric.key) if metric else None
             ci = f"{lo_hi[0]:.4f}-{lo_hi[1]:.4f}" if isinstance(lo_hi, list) and len(lo_hi) == 2 else ""
-            rows.append((f"`{ev['name']}`", what, split, m.get("n", ""),
+            rows.append((f"`{ev['name']}`", _evaluation_what(ev), split, m.get("n", ""),
                          *(f"{m[k.key]:.4f}" if isinstance(m.get(k.key), (int, float)) else "" for k in METRICS), ci))
+    ci_title = f"{metric.title} 95% CI" if metric else "95% CI"
     return ["## Evaluations", "",
             "Scores of this model with a modality missing, shuffled or noisy, or on another dataset "
             "(`msa-cache evaluate`; docs/methods.md says what each corruption does):", "",
-            _table(("evaluation", "what", "split", "rows", *(m.title for m in METRICS), f"{monitor} 95% CI"), rows),
+            _table(("evaluation", "what", "split", "rows", *(m.title for m in METRICS), ci_title), rows),
             ""]
 
 
