@@ -87,6 +87,19 @@ def cpu_seconds() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
+def timed_run(argv: list[str], env: dict | None = None, expect: str | None = None) -> tuple[float, float]:
+    """(wall, CPU) seconds of `argv` run once in a fresh process (its CPU: the children's rusage); a failing
+    command, or one whose stdout lacks `expect`, stops the bench with its output's tail."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0 or (expect is not None and expect not in proc.stdout):
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-500:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 @contextmanager
 def timer(out: dict, key: str, cpu: dict | None = None):
     """`with timer(t, "x"): ...` adds the elapsed wall seconds to t["x"] (and CPU seconds to cpu["x"])."""

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from common import REPO, print_load, print_machine, print_table
+from common import print_load, print_machine, print_table, timed_run
 
 TARGET = 0.15
 CLI = [sys.executable, "-m", "msa_cache_cli.main"]
@@ -39,18 +36,6 @@ def commands(world: Path) -> dict[str, list[str]]:
     }
 
 
-def run_once(argv: list[str]) -> tuple[float, float]:
-    """(wall, CPU) seconds of one run in a fresh process; a failing command stops the bench."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", type=Path, default=Path("/work/behave/world"),
@@ -65,7 +50,7 @@ def main() -> None:
     cpus = {name: [] for name in cmds}
     for _ in range(args.repeats):
         for name, argv in cmds.items():
-            wall, cpu = run_once(argv)
+            wall, cpu = timed_run(argv)
             walls[name].append(wall)
             cpus[name].append(cpu)
     torch_name = 'python -c "import torch"'

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import REPO, print_load, print_machine, print_table
+from common import print_load, print_machine, print_table, timed_run
 
 TARGET = 1.1
 CLI = [sys.executable, "-m", "msa_cache_cli.main"]
@@ -50,14 +48,7 @@ def fit_once(world: Path, head: str, threads: int | None, max_epochs: int, runs:
     if threads is not None:
         argv += ["--threads", str(threads)]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0 or "trained in" not in proc.stdout:
-        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-500:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return timed_run(argv, env, expect="trained in")
 
 
 def main() -> None:
