@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from msa_cache.errors import UserError
-from msa_cache.heads import get_head
 from msa_cache.manifest import read_manifest
 from msa_cache.fit.config import RunSpec, refit_name
 from msa_cache.metrics import ACCURACY, classification_metrics
@@ -105,14 +104,12 @@ def fit_cv(spec: RunSpec, num_folds: int, runs_root: str | Path, features: "Feat
     """Train (or read back) the K folds of `spec`'s seed, and the refit when asked (tensorboard: each
     fold's and the refit's events, see fit_run). on_epoch_end: fold 0's epoch hook (a tuner's pruner
     watches fold 0; an exception it raises stops before the other folds)."""
-    from msa_cache.fit.features import open_features
+    from msa_cache.fit.features import open_head_features
     from msa_cache.fit.trainer import fit_run
 
     if features is None:  # open the caches once for all folds
-        features = open_features(read_manifest(spec.manifest), {k: Path(v) for k, v in spec.caches.items()},
-                                 text_pool=spec.train.text_pool,
-                                 hidden_layers=get_head(spec.head).uses_hidden_layers,
-                                 image_pool=get_head(spec.head).image_pool(spec.head_options))
+        features = open_head_features(read_manifest(spec.manifest), spec.caches, spec.head, spec.head_options,
+                                      spec.train.text_pool)
     folds = []
     for fs in fold_specs(spec, num_folds):
         r = fit_run(fs, runs_root, features, log=log, tensorboard=tensorboard,

@@ -166,6 +166,16 @@ def resolve_caches(manifest: Manifest, cache_root: str | Path, text: str | None,
     return {k: available[v] for k, v in chosen.items() if v is not None}
 
 
+def open_head_features(manifest: Manifest, caches: dict[str, Path], head: str, head_options: dict,
+                       text_pool: str = "cls") -> "FeatureSet":
+    """open_features with the fields head `head` (with these options) reads: its hidden layers, its image vector."""
+    from msa_cache.heads import get_head
+
+    entry = get_head(head)
+    return open_features(manifest, {k: Path(v) for k, v in caches.items()}, text_pool=text_pool,
+                         hidden_layers=entry.uses_hidden_layers, image_pool=entry.image_pool(head_options))
+
+
 def open_features(manifest: Manifest, caches: dict[str, Path], text_pool: str = "cls",
                   hidden_layers: bool = False, image_pool: str = "pooled") -> FeatureSet:
     """Open the chosen caches and check they were made from this manifest, in its row order."""

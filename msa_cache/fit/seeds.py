@@ -51,7 +51,7 @@ from torch import nn
 
 from msa_cache.device import resolve_device
 from msa_cache.fit.config import RunSpec
-from msa_cache.fit.features import FeatureSet, open_features
+from msa_cache.fit.features import FeatureSet, open_head_features
 from msa_cache.fit.trainer import (
     PREDICT_BATCH, epoch_order, fit_run, labeled_rows, make_optimizer, resolve_run, train_rows, write_fit_run,
 )
@@ -361,10 +361,8 @@ def fit_seeds(specs: list[RunSpec], runs_root: str | Path = "runs", features: Fe
         raise ValueError("fit_seeds trains seeds of one configuration; these specs differ in more than the seed")
     manifest = features.manifest if features is not None else read_manifest(first.manifest)
     if features is None:
-        features = open_features(manifest, {k: Path(v) for k, v in first.caches.items()},
-                                 text_pool=first.train.text_pool,
-                                 hidden_layers=get_head(first.head).uses_hidden_layers,
-                                 image_pool=get_head(first.head).image_pool(first.head_options))
+        features = open_head_features(manifest, first.caches, first.head, first.head_options,
+                                      first.train.text_pool)
     results: dict[int, RunResult] = {}
     todo = []
     for k, spec in enumerate(specs):

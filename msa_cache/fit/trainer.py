@@ -34,7 +34,7 @@ from msa_cache.train.identity import changed_options, config_hash
 from msa_cache.train.modality_dropout import ModalityDropout
 from msa_cache.train.rundir import load_weights, write_run
 from msa_cache.train.card import head_record
-from msa_cache.fit.features import FeatureSet, open_features
+from msa_cache.fit.features import FeatureSet, open_head_features
 from msa_cache.fit.folds import run_roles
 from msa_cache.metrics import monitor_metric
 from msa_cache.train.loop import (
@@ -80,10 +80,8 @@ def fit_run(spec: RunSpec, runs_root: str | Path = "runs", features: FeatureSet 
     tensorboard: also write the epochs as TensorBoard events in <run>/tensorboard (train/tensorboard_log.py);
     a finished run gets them from its history.jsonl. Not part of the identity: it changes no result."""
     if features is None:
-        features = open_features(read_manifest(spec.manifest), {k: Path(v) for k, v in spec.caches.items()},
-                                 text_pool=spec.train.text_pool,
-                                 hidden_layers=get_head(spec.head).uses_hidden_layers,
-                                 image_pool=get_head(spec.head).image_pool(spec.head_options))
+        features = open_head_features(read_manifest(spec.manifest), spec.caches, spec.head, spec.head_options,
+                                      spec.train.text_pool)
     return drive_run(CachedMode(spec, features, log, on_epoch_end, progress), runs_root, tensorboard)
 
 

@@ -140,12 +140,9 @@ def class_index_map(run_classes: list[str], other_classes: list[str], class_map:
 # -- features -------------------------------------------------------------------------------------------------
 
 def _open(manifest: Manifest, caches: dict[str, Path], spec):
-    from msa_cache.fit.features import open_features
-    from msa_cache.heads import get_head
+    from msa_cache.fit.features import open_head_features
 
-    head = get_head(spec.head)
-    return open_features(manifest, caches, text_pool=spec.train.text_pool, hidden_layers=head.uses_hidden_layers,
-                         image_pool=head.image_pool(spec.head_options))
+    return open_head_features(manifest, caches, spec.head, spec.head_options, spec.train.text_pool)
 
 
 def _recorded_settings(config: dict, cache_path: str) -> dict | None:

@@ -39,7 +39,7 @@ from msa_cache.manifest import read_manifest
 from msa_cache.fit.config import RunSpec, TrainConfig
 from msa_cache.train.identity import config_hash, monitor_for
 from msa_cache.fit.cv import fit_family, fold_specs
-from msa_cache.fit.features import open_features
+from msa_cache.fit.features import open_head_features
 from msa_cache.fit.folds import DEFAULT_CV_SEED, cv_folds, pooled_rows
 from msa_cache.metrics import monitor_key, monitor_metric
 from msa_cache.fit.trainer import RunResult, plan_run
@@ -205,9 +205,7 @@ def tune(manifest_path: str | Path, caches: dict[str, Path], head: str, n_trials
     elif not ((splits == "dev") & (labels >= 0)).any():
         raise ValueError(f"{manifest.path}: no labeled dev rows; tune's objective is the dev score, so the "
                          f"manifest needs a labeled dev split")
-    features = open_features(manifest, {k: Path(v) for k, v in caches.items()}, text_pool=train.text_pool,
-                             hidden_layers=get_head(head).uses_hidden_layers,
-                             image_pool=get_head(head).image_pool(head_options))
+    features = open_head_features(manifest, caches, head, head_options, train.text_pool)
     base = RunSpec(str(manifest_path), {k: str(v) for k, v in caches.items()}, head, head_options, train, TRIAL_SEED,
                    cv_folds=cv, cv_seed=cv_seed)
     key = monitor_key(train.monitor)
