@@ -148,7 +148,10 @@ def _loader(features, batches, labels, modality_labels, head, workers):
 
 
 def predict_probs(head: Head, features: FeatureSet, idx: np.ndarray, device: torch.device,
-                  workers: int = 0, amp: bool = False) -> np.ndarray:
+                  workers: int = 0, amp: bool = False,
+                  transform: Callable[[np.ndarray, Batch], Batch] | None = None) -> np.ndarray:
+    """Class probabilities of rows `idx`, PREDICT_BATCH rows a batch (tokens only for token heads).
+    transform(rows, batch): changes each batch before the head sees it (evaluate's corruptions)."""
     head.eval()
     labels, modality_labels = manifest_labels(features.manifest)
 
@@ -156,7 +159,10 @@ def predict_probs(head: Head, features: FeatureSet, idx: np.ndarray, device: tor
         with amp_autocast(device, amp), head.logits_only():
             return head(batch.to(device)).logits
 
-    batches = _loader(features, _batches(idx, PREDICT_BATCH), labels, modality_labels, head, workers)
+    parts = _batches(idx, PREDICT_BATCH)
+    batches = _loader(features, parts, labels, modality_labels, head, workers)
+    if transform is not None:
+        batches = (transform(part, batch) for part, batch in zip(parts, batches))
     return class_probs(batches, logits, head.num_classes)
 
 

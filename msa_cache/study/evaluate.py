@@ -224,29 +224,6 @@ def transfer_caches(run: Path, config: dict, spec, other: Manifest, cache_root: 
 
 # -- predicting -----------------------------------------------------------------------------------------------
 
-def predict(head, features, idx: np.ndarray, device, amp: bool,
-            transform: Callable | None = None) -> np.ndarray:
-    """Class probabilities of rows `idx`, batched as fit predicts (PREDICT_BATCH rows, tokens only for token
-    heads); `transform(idx, batch)` corrupts each batch before the head sees it."""
-    from msa_cache.fit.trainer import PREDICT_BATCH
-    from msa_cache.train.loop import amp_autocast, class_probs, manifest_labels
-
-    labels, modality_labels = manifest_labels(features.manifest)
-    parts = [idx[i:i + PREDICT_BATCH] for i in range(0, len(idx), PREDICT_BATCH)]
-
-    def batches():
-        for part in parts:
-            batch = features.batch(part, labels, modality_labels, head.uses_tokens)
-            yield batch if transform is None else transform(part, batch)
-
-    def logits(batch):
-        with amp_autocast(device, amp), head.logits_only():
-            return head(batch.to(device)).logits
-
-    head.eval()
-    return class_probs(batches(), logits, head.num_classes)
-
-
 def split_scores(y: np.ndarray, preds: np.ndarray, classes: list[str]) -> dict:
     """metrics.json's scores of one split, and 95% bootstrap intervals as compare computes them."""
     out = classification_metrics(y, preds, classes)
@@ -344,6 +321,7 @@ def evaluate_run(run: Path, corruptions: list[Corruption], other: Manifest | Non
         train = np.flatnonzero((roles == "train") & (features.manifest.labels("label") >= 0))
         sides = sorted({c.side for c in corruptions if c.kind == "noise"})
         stds = feature_stds_for(features, train, sides, head.uses_tokens)
+    from msa_cache.fit.trainer import predict_probs
     from msa_cache.study.corrupt import Corrupter
 
     written = []
@@ -352,7 +330,7 @@ def evaluate_run(run: Path, corruptions: list[Corruption], other: Manifest | Non
         probs, splits = {}, {}
         for split, rows in target.rows.items():
             transform = None if corruption is None else Corrupter(corruption, head, target.features, rows, stds)
-            p = predict(head, target.features, rows, dev, amp, transform)
+            p = predict_probs(head, target.features, rows, dev, amp=amp, transform=transform)
             probs[split] = _mapped(p, target.class_index, len(target.manifest.classes))
             y = target.manifest.labels("label")[rows]
             splits[split] = split_scores(y, probs[split].argmax(1), target.manifest.classes)
