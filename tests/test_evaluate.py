@@ -244,6 +244,8 @@ def test_fine_tune_and_hostile_folders_are_refused_and_nothing_is_written(world,
     stack = runs_dir / "stack-cv3-0123456789"  # a stack folder (compare --stack): no head of its own
     (stack / "refit").mkdir(parents=True)
     (stack / "stacker.json").write_text("{}")
+    (stack / "config.json").write_text(json.dumps({"kind": "stack"}))
+    (stack / "metrics.json").write_text("{}")
     for target, what in ((fake, "fine-tune run"), (half, "not a finished run"), (stray, "no finished run"),
                          (tmp_path / "absent", "no such folder"), (stack, "a stack folder"),
                          (stack / "refit", "a stack folder")):

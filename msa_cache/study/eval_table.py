@@ -19,8 +19,8 @@ import numpy as np
 from msa_cache.errors import UserError
 from msa_cache.metrics import METRIC_KEYS, monitor_key, monitor_metric
 from msa_cache.study.stats import BOOTSTRAP_SEED, N_RESAMPLES, bootstrap_scores, percentile_interval, point_scores
-from msa_cache.train.predictions import SplitPredictions, concat_rows, stack
-from msa_cache.train.rundir import EVALS_DIR, is_finished, read_evaluation
+from msa_cache.train.predictions import SplitPredictions, concat_rows, predictions_by_split, stack
+from msa_cache.train.rundir import EVALS_DIR, is_finished, read_evaluation, run_family
 
 _HINT = "run `msa-cache evaluate` on the run again"
 
@@ -41,7 +41,7 @@ class Evaluation:
     @property
     def family(self) -> Path:
         """The run family folder (a CV fold's or refit's grandparent)."""
-        return self.run.parent if self.run.name.startswith("seed-") else self.run.parent.parent
+        return run_family(self.run)
 
     @property
     def seed_dir(self) -> Path:
@@ -68,16 +68,7 @@ class Evaluation:
             t = pq.read_table(path, columns=["id", "split", "label", *[f"prob_{c}" for c in classes]]).to_pydict()
         except Exception as e:  # a missing file, a column gone: several pyarrow types
             raise UserError(f"{path.name} is missing or unreadable ({type(e).__name__})", path, _HINT) from None
-        ids, split = np.array(t["id"], dtype=object), np.array(t["split"], dtype=object)
-        labels = np.array(t["label"], dtype=np.int64)
-        probs = np.stack([np.asarray(t[f"prob_{c}"], dtype=np.float64) for c in classes], axis=1)
-        out = {}
-        for s in ("dev", "test"):
-            m = split == s
-            if m.any():
-                order = np.argsort(ids[m])
-                out[s] = SplitPredictions(ids[m][order], labels[m][order], probs[m][order][None])
-        return out
+        return predictions_by_split(t, path, _HINT)[1]
 
 
 def _read(path: Path) -> Evaluation:

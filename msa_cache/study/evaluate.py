@@ -32,11 +32,11 @@ from msa_cache.manifest import Manifest, read_manifest
 from msa_cache.metrics import classification_metrics
 from msa_cache.names import check_name
 from msa_cache.study.corrupt import Corruption, side_modalities
-from msa_cache.study.stack import STACKER_FILE
+from msa_cache.study.stack import is_stack_folder
 from msa_cache.study.stats import BOOTSTRAP_SEED, N_RESAMPLES, bootstrap_scores, percentile_interval
 from msa_cache.train.identity import FINETUNE, run_mode
 from msa_cache.train.predictions import read_predictions_table
-from msa_cache.train.rundir import EVALS_DIR, finished_seeds, is_finished, read_run
+from msa_cache.train.rundir import EVALS_DIR, finished_seeds, is_finished, read_run, run_family
 
 FORMAT = 1
 SPLITS = ("dev", "test")
@@ -64,7 +64,7 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if not p.is_dir():
             raise UserError("no such folder", p, _RUN_HINT)
-        if (p / STACKER_FILE).is_file() or (p.parent / STACKER_FILE).is_file():
+        if is_stack_folder(p) or is_stack_folder(p.parent):
             raise UserError("a stack folder has no head of its own to corrupt or transfer", p,
                             "evaluate its member families (its config.json lists them)")
         if p.name.startswith("seed-") and not (p / "metrics.json").is_file() and ".tmp-" not in p.name \
@@ -366,11 +366,6 @@ def _mapped(probs: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _family(run: Path) -> Path:
-    """The family folder of a run: seed-K's parent, or a CV fold's / refit's grandparent."""
-    return run.parent if run.name.startswith("seed-") else run.parent.parent
-
-
 def _record(run: Path, train_manifest: str, spec, name: str, corruption: Corruption | None, target: Target,
             splits: dict, command: str | None) -> dict:
     from msa_cache.metrics import DEFAULT_MONITOR
@@ -380,7 +375,7 @@ def _record(run: Path, train_manifest: str, spec, name: str, corruption: Corrupt
     return {
         "format": FORMAT, "name": name, "kind": kind,
         "corruption": None if corruption is None else corruption.record(),
-        "run": {"path": str(run), "family": _family(run).name, "head": spec.head, "seed": spec.seed,
+        "run": {"path": str(run), "family": run_family(run).name, "head": spec.head, "seed": spec.seed,
                 "manifest": train_manifest,
                 "fold": spec.cv_fold if spec.cv_folds and spec.refit is None else None,
                 "refit": spec.refit is not None},

@@ -63,8 +63,13 @@ def read_predictions_table(run: str | Path, columns: list[str] | None = None) ->
 
 def read_run_predictions(run: str | Path) -> tuple[list[str], dict[str, SplitPredictions]]:
     """(class names, {split: predictions of this one run}) from RUN/predictions.parquet."""
-    path = Path(run) / PREDICTIONS_FILE
-    t = read_predictions_table(run)
+    return predictions_by_split(read_predictions_table(run), Path(run) / PREDICTIONS_FILE, _RETRAIN)
+
+
+def predictions_by_split(t: dict[str, list], path: Path, hint: str) -> tuple[list[str], dict[str, SplitPredictions]]:
+    """(class names, {split: SplitPredictions sorted by id}) of a predictions table (id, split, label,
+    prob_<class> columns: a run's predictions.parquet, an evaluation's); a column gone is one UserError
+    naming `path`, with `hint` saying how to get a good file."""
     classes = [c[len("prob_"):] for c in t if c.startswith("prob_")]
     try:
         ids = np.array(t["id"], dtype=object)
@@ -72,8 +77,8 @@ def read_run_predictions(run: str | Path) -> tuple[list[str], dict[str, SplitPre
         labels = np.array([-1 if v is None else v for v in t["label"]], dtype=np.int64)
         probs = np.stack([np.asarray(t[f"prob_{c}"], dtype=np.float64) for c in classes], axis=1)
     except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{PREDICTIONS_FILE} lacks its id, split, label or prob_ columns ({type(e).__name__}: "
-                        f"{shown(str(e))})", path, _RETRAIN) from None
+        raise UserError(f"{path.name} lacks its id, split, label or prob_ columns ({type(e).__name__}: "
+                        f"{shown(str(e))})", path, hint) from None
     out = {}
     for s in ("train", "dev", "test"):
         m = split == s

@@ -82,6 +82,12 @@ def finished_seeds(family: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def run_family(run: str | Path) -> Path:
+    """The family folder of a finished run: seed-K's parent, or a CV fold's or refit's grandparent."""
+    run = Path(run)
+    return run.parent if run.name.startswith("seed-") else run.parent.parent
+
+
 def stale_tmp_dirs(family: str | Path) -> list[Path]:
     """Tmp folders in a family whose process is gone (a kill -9, a crash, a power cut)."""
     return [p for p in stale_temporaries(family, _TMP_DIR) if p.is_dir()]
